@@ -62,6 +62,8 @@ extern "C" {
   XX(BASE64, -132, 400, "malformed base64")                                    \
   XX(TYPED_DATA, -140, 400, "malformed EIP-712 typed data")                    \
   XX(TYPED_DATA_TYPE, -141, 400, "EIP-712 type unknown or recursive")          \
+  XX(TYPED_DATA_VALUE, -142, 400, "EIP-712 value does not match its type")     \
+  XX(TYPED_DATA_MISSING, -143, 400, "EIP-712 value lacks a field of its type") \
   XX(CHECKSUM, -150, 400, "address checksum (EIP-55) does not match")          \
   XX(ADDRESS, -151, 400, "malformed address")                                  \
   /* crypto */                                                                 \
@@ -81,12 +83,79 @@ extern "C" {
   XX(KEYSTORE_CIPHER, -303, 400, "unsupported keystore cipher")                \
   XX(KEYSTORE_VERSION, -304, 400, "unsupported keystore version")              \
   XX(PASSWORD, -305, 400, "no password given")                                 \
+  XX(KEYSTORE_ADDRESS, -306, 400, "keystore address does not match its key")   \
   /* transactions */                                                           \
   XX(TX, -350, 400, "malformed transaction")                                   \
   XX(TX_TYPE, -351, 400, "unsupported transaction type")                       \
   XX(TX_CHAIN, -352, 400, "transaction chain id is invalid")                   \
   XX(TX_FIELD, -353, 400, "transaction field out of range")                    \
-  XX(TX_UNSIGNED, -354, 400, "transaction is not signed")
+  XX(TX_UNSIGNED, -354, 400, "transaction is not signed")                      \
+  XX(TX_INTRINSIC_GAS, -355, 400, "gas limit is below the intrinsic gas")      \
+  XX(TX_FEE, -356, 400, "max priority fee per gas exceeds max fee per gas")    \
+  XX(TX_COST, -357, 400, "gas limit times gas price overflows 256 bits")       \
+  XX(TX_INITCODE, -358, 400, "contract creation code exceeds 49152 bytes (EIP-3860)") \
+  /* JSON-RPC */                                                               \
+  XX(RPC, -400, 502, "the JSON-RPC node answered with an error")               \
+  XX(RPC_REPLY, -401, 502, "malformed JSON-RPC reply")                         \
+  XX(RPC_TRANSPORT, -402, 502, "JSON-RPC endpoint unreachable or connection lost") \
+  XX(RPC_HTTP, -403, 502, "JSON-RPC endpoint answered with an HTTP error status") \
+  XX(RPC_CHAIN, -404, 502, "JSON-RPC endpoint is on another chain (chain id mismatch)") \
+  XX(RPC_NO_ENDPOINT, -405, 503, "no usable JSON-RPC endpoint")                \
+  XX(RPC_REVERTED, -406, 400, "execution reverted")                            \
+  XX(RPC_NONCE_LOW, -407, 409, "nonce too low")                                \
+  XX(RPC_ALREADY_KNOWN, -408, 409, "transaction already known to the node")    \
+  XX(RPC_UNDERPRICED, -409, 409, "transaction underpriced (replacement or pool minimum)") \
+  XX(RPC_FUNDS, -410, 503, "insufficient funds for gas * price + value")       \
+  XX(RPC_LIMIT, -411, 502, "query exceeds the node's result or range limit")   \
+  /* transaction manager */                                                    \
+  XX(TXM_FEE_CEILING, -500, 503, "required fee exceeds the configured ceiling") \
+  XX(TXM_JOURNAL, -501, 500, "transaction journal unreadable or inconsistent") \
+  XX(TXM_CLOSED, -502, 503, "transaction manager is shut down")                \
+  XX(TXM_FULL, -503, 503, "too many transactions in flight")                   \
+  XX(TXM_FAILED, -504, 500, "transaction could not be sent or was dropped")    \
+  /* HTTP and upstream */                                                      \
+  XX(HTTP, -800, 400, "malformed HTTP request")                                \
+  XX(HEADERS_TOO_BIG, -801, 431, "request headers exceed their size limit")    \
+  XX(BODY_TOO_BIG, -802, 413, "request body exceeds its size limit")           \
+  XX(UPSTREAM, -803, 502, "upstream could not be reached")                     \
+  XX(UPSTREAM_TIMEOUT, -804, 504, "upstream timed out")                        \
+  XX(UPSTREAM_STATUS, -805, 502, "upstream answered with a server error")      \
+  XX(UPSTREAM_TOO_BIG, -806, 502, "upstream answer exceeds its size limit")    \
+  XX(CLIENT_GONE, -807, 499, "client closed the connection")                   \
+  XX(NO_ROUTE, -808, 404, "no route matches the request")                      \
+  XX(SHUTTING_DOWN, -809, 503, "gateway is shutting down")                     \
+  XX(PAY_UNAVAILABLE, -810, 503, "payments not configured")                    \
+  XX(LISTEN, -811, 500, "cannot listen on the address")                        \
+  /* configuration */                                                          \
+  XX(CONFIG, -1200, 500, "invalid configuration")                              \
+  XX(CONFIG_KEY, -1201, 500, "unknown configuration directive or key")         \
+  XX(CONFIG_VALUE, -1202, 500, "configuration value is invalid")               \
+  XX(CONFIG_MISSING, -1203, 500, "required configuration setting is missing")  \
+  XX(CONFIG_REF, -1204, 500, "configuration refers to an undefined name")      \
+  XX(CONFIG_DUP, -1205, 500, "configuration name defined twice")               \
+  /* store */                                                                  \
+  XX(STORE, -600, 500, "storage backend error")                                \
+  XX(STORE_URI, -601, 500, "malformed or unsupported store URI (want sqlite:/path/to/file.db)") \
+  XX(STORE_SCHEMA, -602, 500, "store schema is newer than this build, or a migration failed") \
+  XX(STORE_LIMIT, -603, 402, "charge would exceed the channel's signed ceiling plus credit limit") \
+  XX(STORE_CLOSED, -604, 503, "store is closed")                               \
+  XX(STORE_CORRUPT, -605, 500, "store row is malformed")                       \
+  XX(STORE_LEASE, -606, 409, "lease is held by another holder")                \
+  XX(STORE_CHANNEL_CLOSED, -607, 409, "channel is closed")                     \
+  XX(STORE_CONSTRAINT, -608, 409, "store constraint violated")                 \
+  /* payments: x402, channels, passes */                                       \
+  XX(PAY_REQUIRED, -700, 402, "payment required")                             \
+  XX(PAY_INVALID, -701, 400, "payment payload is invalid")                    \
+  XX(PAY_MISMATCH, -702, 402, "payment does not match the offered terms")     \
+  XX(PAY_EXPIRED, -703, 402, "payment authorization is outside its window")   \
+  XX(PAY_REPLAYED, -704, 409, "payment was already used")                     \
+  XX(PAY_FUNDS, -705, 402, "payer has insufficient funds")                    \
+  XX(PAY_CONFLICT, -706, 409, "payment identifier reused with another payload") \
+  XX(CHANNEL_UNKNOWN, -710, 402, "unknown channel or channel without balance") \
+  XX(CHANNEL_SHORT, -711, 402, "voucher ceiling does not cover the call")     \
+  XX(CHANNEL_WITHDRAWING, -712, 402, "channel is being withdrawn")            \
+  XX(CHANNEL_ID, -713, 400, "channel configuration does not hash to its id")  \
+  XX(CONFIG_FILE, -1206, 500, "configuration file cannot be read")
 
 typedef enum {
 #define TG__ERR_ENUM(name, code, http, msg) TG_E##name = (code),

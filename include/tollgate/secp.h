@@ -12,6 +12,12 @@ extern "C" {
 #endif
 
 /*
+ * Initialises libsodium and the process-wide libsecp256k1 context once
+ * (thread-safe; every function below calls it). TG_ECRYPTO_INIT on failure.
+ */
+TG_WARN_UNUSED_RESULT int tg_secp_init(void);
+
+/*
  * A private key. Allocate it with tg_seckey_new (libsodium guarded memory,
  * locked, wiped on free); never copy it into ordinary memory.
  */

@@ -1,0 +1,975 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {Multicall} from "@openzeppelin/contracts/utils/Multicall.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+
+import {IERC3009} from "./interfaces/IERC3009.sol";
+import {IERC2612Bytes} from "./interfaces/IERC2612Bytes.sol";
+
+/// @title TollgateChannels
+/// @author tollgate
+/// @notice Unidirectional payment channels for pay-per-call APIs, settled in batches. One contract
+///         holds every channel, in ETH (token = address(0)) or any ERC-20.
+///
+///         A payer deposits once; for each call it signs an EIP-712 `Voucher` carrying a cumulative
+///         ceiling. The receiver (or its authorizer) claims the charged totals of many channels in
+///         one transaction, then sweeps everything claimed for a token to itself in one transfer.
+///         The payer leaves with a timed withdrawal (the receiver may still claim during the delay)
+///         or at once with a cooperative refund signed by the receiver side.
+///
+///         The model and the EIP-712 types follow x402's `batch-settlement` EVM scheme
+///         (`ChannelConfig`, `Voucher`, `Refund`, `ClaimBatch`/`ClaimEntry`, channel id = EIP-712
+///         hash of the config, withdraw delay 15 min - 30 days, cumulative claims, refund nonce).
+///
+/// @dev Security notes.
+///      - Every signed digest binds chain id and this contract (EIP-712 domain) and the channel id,
+///        which itself is the EIP-712 hash of the full channel config.
+///      - ECDSA signatures go through OpenZeppelin's `ECDSA.tryRecover` (rejects high-S and v not
+///        27/28); ERC-1271 is only consulted when the expected signer has code.
+///      - Per channel `balance >= totalClaimed` always holds; claims only increase `totalClaimed`,
+///        never above the signed ceiling nor above `balance`. Withdrawals and refunds only take
+///        `balance - totalClaimed`.
+///      - Token amounts received are checked by balance difference: fee-on-transfer and other
+///        short-paying tokens are rejected, so the contract's holdings always cover
+///        sum(balance - totalClaimed) + sum(unswept).
+///      - State is written before any transfer and every mutating entry point is `nonReentrant`.
+///      - Permit and EIP-3009 deposits are bound to the channel by a payer signature (permit) or
+///        by the EIP-3009 nonce (`keccak256(abi.encode(channelId, salt))`), so a relayer cannot
+///        redirect a payer's authorization to a channel of its own making.
+contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
+    using SafeERC20 for IERC20;
+
+    /*//////////////////////////////////////////////////////////////
+                                 TYPES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Immutable parameters of a channel; its id is the EIP-712 hash of this struct.
+    /// @param payer              Owner of the deposit; receives withdrawals and refunds.
+    /// @param payerAuthorizer    Voucher signer; address(0) means the payer signs (ECDSA or ERC-1271).
+    /// @param receiver           Payee; claimed funds are swept to it.
+    /// @param receiverAuthorizer May claim and refund for the receiver, and sign `ClaimBatch` and
+    ///                           `Refund`; address(0) means the receiver only.
+    /// @param token              ERC-20 token, or address(0) for ETH.
+    /// @param withdrawDelay      Seconds between `initiateWithdraw` and `finalizeWithdraw`.
+    /// @param salt               Distinguishes channels with otherwise identical parameters.
+    struct ChannelConfig {
+        address payer;
+        address payerAuthorizer;
+        address receiver;
+        address receiverAuthorizer;
+        address token;
+        uint40 withdrawDelay;
+        bytes32 salt;
+    }
+
+    /// @notice The receiver side shared by every item of a claim batch.
+    struct ClaimGroup {
+        address receiver;
+        address receiverAuthorizer;
+        address token;
+    }
+
+    /// @notice One channel in a claim batch: the payer side of its config, the voucher and the
+    ///         cumulative total the receiver claims (at most the voucher's ceiling).
+    struct ClaimItem {
+        address payer;
+        address payerAuthorizer;
+        uint40 withdrawDelay;
+        bytes32 salt;
+        uint128 maxClaimableAmount;
+        uint128 totalClaimed;
+        bytes signature;
+    }
+
+    /// @notice Stored per channel, packed in one slot.
+    /// @param balance      Deposits minus withdrawals and refunds (claimed funds included).
+    /// @param totalClaimed Cumulative amount claimed by the receiver; never decreases.
+    struct Channel {
+        uint128 balance;
+        uint128 totalClaimed;
+    }
+
+    /// @notice A timed withdrawal in progress.
+    struct PendingWithdrawal {
+        uint128 amount;
+        uint40 initiatedAt;
+    }
+
+    /// @notice Everything the gateway needs about a channel, in one call.
+    struct ChannelState {
+        uint128 balance;
+        uint128 totalClaimed;
+        uint128 withdrawAmount;
+        uint40 withdrawInitiatedAt;
+        uint256 refundNonce;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 EVENTS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice First deposit into a channel whose balance and claims were zero. May repeat for the
+    ///         same id after the channel was fully refunded or withdrawn with nothing claimed;
+    ///         indexers treat it as an upsert of the config.
+    event ChannelOpened(bytes32 indexed channelId, address indexed payer, address indexed receiver, ChannelConfig config);
+
+    /// @notice `amount` was added to the channel by `from`; `balance` is the new balance.
+    event Deposited(bytes32 indexed channelId, address indexed from, uint128 amount, uint128 balance);
+
+    /// @notice The channel's cumulative claimed total rose to `totalClaimed` (by `amount`).
+    event Claimed(bytes32 indexed channelId, uint128 totalClaimed, uint128 amount);
+
+    /// @notice A claim item was not applied; see the `SKIP_*` constants for `reason`.
+    event ClaimSkipped(bytes32 indexed channelId, uint8 reason, uint128 requestedTotal, uint128 currentTotal);
+
+    /// @notice A claim batch credited `amount` to the receiver's unswept balance in `token`.
+    event BatchClaimed(
+        address indexed receiver, address indexed token, address indexed caller, uint256 amount, uint256 claimed, uint256 skipped
+    );
+
+    /// @notice `amount` of `token` claimed for `receiver` was transferred to `to`.
+    event Swept(address indexed receiver, address indexed token, address to, uint256 amount);
+
+    /// @notice The payer started a timed withdrawal of `amount`, final from `finalizableAt`.
+    event WithdrawInitiated(bytes32 indexed channelId, address indexed payer, uint128 amount, uint40 finalizableAt);
+
+    /// @notice A timed withdrawal paid `amount` to the payer; `balance` is the new balance.
+    event Withdrawn(bytes32 indexed channelId, address indexed payer, uint128 amount, uint128 balance);
+
+    /// @notice A cooperative refund paid `amount` to the payer under refund nonce `nonce`;
+    ///         `balance` and `pendingWithdrawal` are the channel's new values.
+    event Refunded(
+        bytes32 indexed channelId, address indexed payer, uint128 amount, uint256 nonce, uint128 balance, uint128 pendingWithdrawal
+    );
+
+    /*//////////////////////////////////////////////////////////////
+                                 ERRORS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice The config's payer is address(0).
+    error TollgateChannels__InvalidPayer();
+    /// @notice The config's receiver is address(0).
+    error TollgateChannels__InvalidReceiver();
+    /// @notice The config's withdraw delay is outside [MIN_WITHDRAW_DELAY, MAX_WITHDRAW_DELAY].
+    error TollgateChannels__WithdrawDelayOutOfRange(uint40 withdrawDelay);
+    /// @notice An amount that must be positive is zero.
+    error TollgateChannels__ZeroAmount();
+    /// @notice msg.value does not match (ETH deposits: the amount; token operations: zero).
+    error TollgateChannels__WrongMsgValue(uint256 expected, uint256 actual);
+    /// @notice The operation needs an ERC-20 channel (EIP-3009 and permit deposits).
+    error TollgateChannels__NativeTokenNotSupported();
+    /// @notice The deposit would take the channel balance above 2^128 - 1.
+    error TollgateChannels__BalanceOverflow(uint256 balance, uint256 amount);
+    /// @notice The token moved a different amount than requested (e.g. fee-on-transfer).
+    error TollgateChannels__TransferAmountMismatch(uint256 expected, uint256 received);
+    /// @notice A signature (permit-deposit consent, claim batch, refund) is not valid.
+    error TollgateChannels__InvalidSignature();
+    /// @notice The caller may not perform this operation on the channel.
+    error TollgateChannels__Unauthorized(address caller);
+    /// @notice A withdrawal asks for more than the unclaimed balance.
+    error TollgateChannels__InsufficientAvailable(uint256 available, uint256 requested);
+    /// @notice No timed withdrawal is pending on the channel.
+    error TollgateChannels__NoPendingWithdrawal(bytes32 channelId);
+    /// @notice The withdraw delay has not elapsed yet.
+    error TollgateChannels__WithdrawNotReady(uint256 finalizableAt);
+    /// @notice The refund signature is for another nonce.
+    error TollgateChannels__InvalidRefundNonce(uint256 expected, uint256 provided);
+    /// @notice Nothing is claimed and unswept for this receiver and token.
+    error TollgateChannels__NothingToSweep(address receiver, address token);
+    /// @notice A claim batch has no items.
+    error TollgateChannels__EmptyBatch();
+
+    /*//////////////////////////////////////////////////////////////
+                               CONSTANTS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice keccak256("ChannelConfig(address payer,address payerAuthorizer,address receiver,address receiverAuthorizer,address token,uint40 withdrawDelay,bytes32 salt)")
+    bytes32 public constant CHANNEL_CONFIG_TYPEHASH = keccak256(
+        "ChannelConfig(address payer,address payerAuthorizer,address receiver,address receiverAuthorizer,address token,uint40 withdrawDelay,bytes32 salt)"
+    );
+
+    /// @notice keccak256("Voucher(bytes32 channelId,uint128 maxClaimableAmount)")
+    bytes32 public constant VOUCHER_TYPEHASH = keccak256("Voucher(bytes32 channelId,uint128 maxClaimableAmount)");
+
+    /// @notice keccak256("Refund(bytes32 channelId,uint256 nonce,uint128 amount)")
+    bytes32 public constant REFUND_TYPEHASH = keccak256("Refund(bytes32 channelId,uint256 nonce,uint128 amount)");
+
+    /// @notice keccak256("ClaimEntry(bytes32 channelId,uint128 maxClaimableAmount,uint128 totalClaimed)")
+    bytes32 public constant CLAIM_ENTRY_TYPEHASH =
+        keccak256("ClaimEntry(bytes32 channelId,uint128 maxClaimableAmount,uint128 totalClaimed)");
+
+    /// @notice keccak256("ClaimBatch(ClaimEntry[] claims)ClaimEntry(bytes32 channelId,uint128 maxClaimableAmount,uint128 totalClaimed)")
+    bytes32 public constant CLAIM_BATCH_TYPEHASH = keccak256(
+        "ClaimBatch(ClaimEntry[] claims)ClaimEntry(bytes32 channelId,uint128 maxClaimableAmount,uint128 totalClaimed)"
+    );
+
+    /// @notice keccak256("PermitDeposit(bytes32 channelId,uint128 amount,uint256 permitNonce)")
+    bytes32 public constant PERMIT_DEPOSIT_TYPEHASH =
+        keccak256("PermitDeposit(bytes32 channelId,uint128 amount,uint256 permitNonce)");
+
+    /// @notice Shortest allowed withdraw delay (as x402 batch-settlement).
+    uint40 public constant MIN_WITHDRAW_DELAY = 15 minutes;
+    /// @notice Longest allowed withdraw delay (as x402 batch-settlement).
+    uint40 public constant MAX_WITHDRAW_DELAY = 30 days;
+
+    /// @notice Skip reason: the claimed total is above the voucher's signed ceiling.
+    uint8 public constant SKIP_ABOVE_CEILING = 1;
+    /// @notice Skip reason: the channel has no balance (unknown channel, wrong group, or drained).
+    uint8 public constant SKIP_NO_BALANCE = 2;
+    /// @notice Skip reason: the total (capped at the balance) does not exceed what is already claimed.
+    uint8 public constant SKIP_NOT_INCREASING = 3;
+    /// @notice Skip reason: the voucher signature is not the channel signer's.
+    uint8 public constant SKIP_INVALID_SIGNATURE = 4;
+
+    /*//////////////////////////////////////////////////////////////
+                                STORAGE
+    //////////////////////////////////////////////////////////////*/
+
+    mapping(bytes32 channelId => Channel) private _channels;
+    mapping(bytes32 channelId => PendingWithdrawal) private _pendingWithdrawals;
+    mapping(bytes32 channelId => uint256) private _refundNonces;
+    mapping(address receiver => mapping(address token => uint256)) private _unswept;
+
+    /*//////////////////////////////////////////////////////////////
+                              CONSTRUCTOR
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev EIP-712 domain: name "Tollgate Channels", version "1", this chain, this contract.
+    constructor() EIP712("Tollgate Channels", "1") {}
+
+    /*//////////////////////////////////////////////////////////////
+                                DEPOSITS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Adds `amount` to a channel, paid by the caller (anyone may fund any payer's
+    ///         channel). Opens the channel on first use.
+    /// @dev ETH channels: msg.value must equal `amount`. Token channels: the caller must have
+    ///      approved this contract; the exact amount must arrive (fee-on-transfer is rejected).
+    /// @param config The channel's parameters.
+    /// @param amount Amount to add, in the token's units (wei for ETH).
+    /// @return channelId The channel's id.
+    function deposit(ChannelConfig calldata config, uint128 amount)
+        external
+        payable
+        nonReentrant
+        returns (bytes32 channelId)
+    {
+        channelId = _openOrTopUp(config, amount);
+        if (config.token == address(0)) {
+            if (msg.value != amount) revert TollgateChannels__WrongMsgValue(amount, msg.value);
+        } else {
+            if (msg.value != 0) revert TollgateChannels__WrongMsgValue(0, msg.value);
+            _pull(config.token, msg.sender, amount);
+        }
+        emit Deposited(channelId, msg.sender, amount, _channels[channelId].balance);
+    }
+
+    /// @notice Deposits on the payer's behalf with an EIP-3009 `ReceiveWithAuthorization` signed by
+    ///         the payer (gasless for the payer; any relayer submits it).
+    /// @dev The authorization must be `from = payer, to = this contract, value = amount` with
+    ///      `nonce = keccak256(abi.encode(channelId, salt))` (see {depositAuthorizationNonce}),
+    ///      which binds it to this channel. A 65-byte signature from an account without code uses
+    ///      the token's v,r,s overload; anything else uses the `bytes` overload (ERC-1271 payers).
+    /// @param config      The channel's parameters (token must be an EIP-3009 token).
+    /// @param amount      Authorized value.
+    /// @param validAfter  Authorization is valid after this unix time.
+    /// @param validBefore Authorization is valid before this unix time.
+    /// @param salt        Free value chosen by the payer, hashed into the EIP-3009 nonce.
+    /// @param signature   The payer's signature of the authorization.
+    /// @return channelId The channel's id.
+    function depositWithAuthorization(
+        ChannelConfig calldata config,
+        uint128 amount,
+        uint256 validAfter,
+        uint256 validBefore,
+        uint256 salt,
+        bytes calldata signature
+    ) external nonReentrant returns (bytes32 channelId) {
+        address token = config.token;
+        if (token == address(0)) revert TollgateChannels__NativeTokenNotSupported();
+        channelId = _openOrTopUp(config, amount);
+        uint256 before = IERC20(token).balanceOf(address(this));
+        _receiveWithAuthorization(
+            token, config.payer, amount, validAfter, validBefore, depositAuthorizationNonce(channelId, salt), signature
+        );
+        _checkReceived(token, before, amount);
+        emit Deposited(channelId, config.payer, amount, _channels[channelId].balance);
+    }
+
+    /// @notice Deposits on the payer's behalf with an EIP-2612 permit signed by the payer (gasless
+    ///         for the payer; any relayer submits it).
+    /// @dev A permit does not name the channel, so the payer also signs the EIP-712
+    ///      `PermitDeposit(bytes32 channelId,uint128 amount,uint256 permitNonce)` with the token's
+    ///      current `nonces(payer)`; that binds the permit to this channel and makes the consent
+    ///      single-use (the permit consumes the nonce). The permit must be for exactly `amount`.
+    ///      A 65-byte permit signature from an account without code uses the standard v,r,s
+    ///      `permit`; anything else uses the `bytes` overload (USDC v2.2, ERC-1271 payers).
+    /// @param config           The channel's parameters (token must support EIP-2612).
+    /// @param amount           Permit value and deposit amount.
+    /// @param deadline         Permit deadline.
+    /// @param permitSignature  The payer's EIP-2612 signature.
+    /// @param depositSignature The payer's `PermitDeposit` signature (ECDSA or ERC-1271).
+    /// @return channelId The channel's id.
+    function depositWithPermit(
+        ChannelConfig calldata config,
+        uint128 amount,
+        uint256 deadline,
+        bytes calldata permitSignature,
+        bytes calldata depositSignature
+    ) external nonReentrant returns (bytes32 channelId) {
+        address token = config.token;
+        if (token == address(0)) revert TollgateChannels__NativeTokenNotSupported();
+        address payer = config.payer;
+        channelId = _openOrTopUp(config, amount);
+
+        uint256 permitNonce = IERC20Permit(token).nonces(payer);
+        if (!SignatureChecker.isValidSignatureNow(
+                payer, getPermitDepositDigest(channelId, amount, permitNonce), depositSignature
+            )) {
+            revert TollgateChannels__InvalidSignature();
+        }
+        _permit(token, payer, amount, deadline, permitSignature);
+        _pull(token, payer, amount);
+        emit Deposited(channelId, payer, amount, _channels[channelId].balance);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 CLAIMS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Claims, for many channels of one receiver and token, the cumulative totals charged
+    ///         under the payers' vouchers. Claimed funds stay in the contract, credited to the
+    ///         receiver's unswept balance; {sweep} pays them out. An invalid item is skipped with a
+    ///         `ClaimSkipped` event and does not revert the batch.
+    /// @dev Caller must be `group.receiver` or a non-zero `group.receiverAuthorizer`. Each item's
+    ///      channel id is rebuilt from the group and the item, so an item that does not belong to
+    ///      the group lands on an empty channel and is skipped. Per item: total <= ceiling,
+    ///      total is capped at the channel balance, must exceed the current total, and the voucher
+    ///      `Voucher(channelId, maxClaimableAmount)` must be signed by the channel's signer.
+    /// @param group The receiver side of every channel in the batch.
+    /// @param items The channels and their vouchers.
+    /// @return amount Total newly claimed across the batch.
+    function claim(ClaimGroup calldata group, ClaimItem[] calldata items)
+        external
+        nonReentrant
+        returns (uint256 amount)
+    {
+        // msg.sender is never address(0), so an unset authorizer never matches.
+        if (msg.sender != group.receiver && msg.sender != group.receiverAuthorizer) {
+            revert TollgateChannels__Unauthorized(msg.sender);
+        }
+        (amount,) = _claimBatch(group, items, false);
+    }
+
+    /// @notice Same as {claim}, submitted by anyone with the receiver side's EIP-712 signature of
+    ///         `ClaimBatch(ClaimEntry[] claims)`, one entry `(channelId, maxClaimableAmount,
+    ///         totalClaimed)` per item in order.
+    /// @dev The signer is `group.receiverAuthorizer` or `group.receiver` (ECDSA or ERC-1271).
+    ///      Replaying a batch is harmless: already-claimed items are skipped.
+    /// @param group                The receiver side of every channel in the batch.
+    /// @param items                The channels and their vouchers.
+    /// @param authorizerSignature  Signature of the batch by the receiver or its authorizer.
+    /// @return amount Total newly claimed across the batch.
+    function claimWithSignature(ClaimGroup calldata group, ClaimItem[] calldata items, bytes calldata authorizerSignature)
+        external
+        nonReentrant
+        returns (uint256 amount)
+    {
+        bytes32 batchHash;
+        (amount, batchHash) = _claimBatch(group, items, true);
+        if (!_isReceiverSideSignature(group.receiver, group.receiverAuthorizer, _hashTypedDataV4(batchHash), authorizerSignature))
+        {
+            revert TollgateChannels__InvalidSignature();
+        }
+    }
+
+    /// @notice Transfers everything claimed and not yet swept for `receiver` in `token` to the
+    ///         receiver. Anyone may call it.
+    /// @param receiver The receiver whose claims are paid out.
+    /// @param token    The token (address(0) for ETH).
+    /// @return amount The amount transferred.
+    function sweep(address receiver, address token) external nonReentrant returns (uint256 amount) {
+        amount = _takeUnswept(receiver, token);
+        _send(token, receiver, amount);
+        emit Swept(receiver, token, receiver, amount);
+    }
+
+    /// @notice Transfers everything claimed and not yet swept for the caller (as receiver) in
+    ///         `token` to `to`; for receivers that cannot take the token themselves.
+    /// @param token The token (address(0) for ETH).
+    /// @param to    Destination of the funds.
+    /// @return amount The amount transferred.
+    function sweepTo(address token, address to) external nonReentrant returns (uint256 amount) {
+        amount = _takeUnswept(msg.sender, token);
+        _send(token, to, amount);
+        emit Swept(msg.sender, token, to, amount);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                          WITHDRAWALS AND REFUNDS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Starts a timed withdrawal of `amount` of the unclaimed balance. The receiver can
+    ///         still claim during the channel's withdraw delay. Replaces any pending withdrawal
+    ///         (and restarts its delay).
+    /// @dev Caller must be the payer or a non-zero payer authorizer.
+    /// @param config The channel's parameters.
+    /// @param amount Amount to withdraw; at most `balance - totalClaimed` now.
+    function initiateWithdraw(ChannelConfig calldata config, uint128 amount) external nonReentrant {
+        _checkPayerSide(config);
+        if (amount == 0) revert TollgateChannels__ZeroAmount();
+        bytes32 channelId = getChannelId(config);
+        Channel memory ch = _channels[channelId];
+        uint128 available = ch.balance - ch.totalClaimed;
+        if (amount > available) revert TollgateChannels__InsufficientAvailable(available, amount);
+        _pendingWithdrawals[channelId] = PendingWithdrawal({amount: amount, initiatedAt: uint40(block.timestamp)});
+        emit WithdrawInitiated(channelId, config.payer, amount, uint40(block.timestamp) + config.withdrawDelay);
+    }
+
+    /// @notice Completes a timed withdrawal after the delay: pays the payer the pending amount,
+    ///         capped at what is still unclaimed.
+    /// @dev Caller must be the payer or a non-zero payer authorizer.
+    /// @param config The channel's parameters.
+    /// @return amount The amount paid to the payer.
+    function finalizeWithdraw(ChannelConfig calldata config) external nonReentrant returns (uint128 amount) {
+        _checkPayerSide(config);
+        bytes32 channelId = getChannelId(config);
+        PendingWithdrawal memory pending = _pendingWithdrawals[channelId];
+        if (pending.initiatedAt == 0) revert TollgateChannels__NoPendingWithdrawal(channelId);
+        uint256 finalizableAt = uint256(pending.initiatedAt) + config.withdrawDelay;
+        if (block.timestamp < finalizableAt) revert TollgateChannels__WithdrawNotReady(finalizableAt);
+
+        Channel storage ch = _channels[channelId];
+        uint128 balance = ch.balance;
+        uint128 available = balance - ch.totalClaimed;
+        amount = pending.amount < available ? pending.amount : available;
+        delete _pendingWithdrawals[channelId];
+        // amount <= available <= balance, so this cannot underflow.
+        unchecked {
+            balance -= amount;
+        }
+        ch.balance = balance;
+        emit Withdrawn(channelId, config.payer, amount, balance);
+        _send(config.token, config.payer, amount);
+    }
+
+    /// @notice Cooperative refund by the receiver side: returns up to `amount` of the unclaimed
+    ///         balance to the payer at once. Advances the refund nonce, which invalidates any
+    ///         signed refund for the previous nonce.
+    /// @dev Caller must be the receiver or a non-zero receiver authorizer. `amount` is capped at
+    ///      `balance - totalClaimed` (pass type(uint128).max for everything). A pending withdrawal
+    ///      is reduced by the refunded amount (cancelled when covered).
+    /// @param config The channel's parameters.
+    /// @param amount Amount to refund (capped).
+    /// @return refunded The amount paid to the payer.
+    function refund(ChannelConfig calldata config, uint128 amount) external nonReentrant returns (uint128 refunded) {
+        // msg.sender is never address(0), so an unset authorizer never matches.
+        if (msg.sender != config.receiver && msg.sender != config.receiverAuthorizer) {
+            revert TollgateChannels__Unauthorized(msg.sender);
+        }
+        bytes32 channelId = getChannelId(config);
+        refunded = _refund(channelId, config, amount, _refundNonces[channelId]);
+    }
+
+    /// @notice Cooperative refund submitted by anyone with the receiver side's EIP-712 signature of
+    ///         `Refund(bytes32 channelId,uint256 nonce,uint128 amount)`.
+    /// @dev The signer is the receiver authorizer or the receiver (ECDSA or ERC-1271); `nonce`
+    ///      must be the channel's current refund nonce. See {refund} for the amount rules.
+    /// @param config    The channel's parameters.
+    /// @param amount    Signed amount to refund (capped at the unclaimed balance).
+    /// @param nonce     The channel's current refund nonce.
+    /// @param signature Signature of the refund by the receiver side.
+    /// @return refunded The amount paid to the payer.
+    function refundWithSignature(ChannelConfig calldata config, uint128 amount, uint256 nonce, bytes calldata signature)
+        external
+        nonReentrant
+        returns (uint128 refunded)
+    {
+        bytes32 channelId = getChannelId(config);
+        uint256 expected = _refundNonces[channelId];
+        if (nonce != expected) revert TollgateChannels__InvalidRefundNonce(expected, nonce);
+        if (!_isReceiverSideSignature(
+                config.receiver, config.receiverAuthorizer, getRefundDigest(channelId, nonce, amount), signature
+            )) {
+            revert TollgateChannels__InvalidSignature();
+        }
+        refunded = _refund(channelId, config, amount, nonce);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 VIEWS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice The channel id of `config`: the EIP-712 typed-data hash
+    ///         `keccak256(0x1901 || domainSeparator || keccak256(abi.encode(CHANNEL_CONFIG_TYPEHASH,
+    ///         payer, payerAuthorizer, receiver, receiverAuthorizer, token, withdrawDelay, salt)))`,
+    ///         which binds the config to this chain id and this contract.
+    /// @param config The channel's parameters.
+    /// @return The channel id.
+    function getChannelId(ChannelConfig calldata config) public view returns (bytes32) {
+        return _channelId(
+            _domainSeparatorV4(),
+            config.payer,
+            config.payerAuthorizer,
+            config.receiver,
+            config.receiverAuthorizer,
+            config.token,
+            config.withdrawDelay,
+            config.salt
+        );
+    }
+
+    /// @notice The channel's balance (deposits minus withdrawals and refunds) and claimed total.
+    /// @param channelId The channel id.
+    /// @return balance      Current balance, claimed funds included.
+    /// @return totalClaimed Cumulative claimed amount.
+    function channels(bytes32 channelId) external view returns (uint128 balance, uint128 totalClaimed) {
+        Channel memory ch = _channels[channelId];
+        return (ch.balance, ch.totalClaimed);
+    }
+
+    /// @notice The channel's pending timed withdrawal (zeroes when none).
+    /// @param channelId The channel id.
+    /// @return amount      Requested amount.
+    /// @return initiatedAt Unix time of `initiateWithdraw`.
+    function pendingWithdrawals(bytes32 channelId) external view returns (uint128 amount, uint40 initiatedAt) {
+        PendingWithdrawal memory p = _pendingWithdrawals[channelId];
+        return (p.amount, p.initiatedAt);
+    }
+
+    /// @notice The nonce the next `Refund` signature of the channel must carry.
+    /// @param channelId The channel id.
+    /// @return The current refund nonce.
+    function refundNonce(bytes32 channelId) external view returns (uint256) {
+        return _refundNonces[channelId];
+    }
+
+    /// @notice Balance, claims, pending withdrawal and refund nonce of a channel in one call.
+    /// @param channelId The channel id.
+    /// @return state The channel's state.
+    function getChannelState(bytes32 channelId) external view returns (ChannelState memory state) {
+        Channel memory ch = _channels[channelId];
+        PendingWithdrawal memory p = _pendingWithdrawals[channelId];
+        state = ChannelState({
+            balance: ch.balance,
+            totalClaimed: ch.totalClaimed,
+            withdrawAmount: p.amount,
+            withdrawInitiatedAt: p.initiatedAt,
+            refundNonce: _refundNonces[channelId]
+        });
+    }
+
+    /// @notice Claimed and not yet swept funds of `receiver` in `token`.
+    /// @param receiver The receiver.
+    /// @param token    The token (address(0) for ETH).
+    /// @return The unswept amount.
+    function unswept(address receiver, address token) external view returns (uint256) {
+        return _unswept[receiver][token];
+    }
+
+    /// @notice The EIP-712 domain separator (name "Tollgate Channels", version "1").
+    /// @return The domain separator for this chain and contract.
+    function DOMAIN_SEPARATOR() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
+    /// @notice The digest a payer signs for `Voucher(channelId, maxClaimableAmount)`.
+    /// @param channelId          The channel id.
+    /// @param maxClaimableAmount Cumulative ceiling.
+    /// @return The EIP-712 digest.
+    function getVoucherDigest(bytes32 channelId, uint128 maxClaimableAmount) public view returns (bytes32) {
+        return _voucherDigest(_domainSeparatorV4(), channelId, maxClaimableAmount);
+    }
+
+    /// @notice The digest the receiver side signs for `Refund(channelId, nonce, amount)`.
+    /// @param channelId The channel id.
+    /// @param nonce     Refund nonce.
+    /// @param amount    Refund amount.
+    /// @return The EIP-712 digest.
+    function getRefundDigest(bytes32 channelId, uint256 nonce, uint128 amount) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(REFUND_TYPEHASH, channelId, nonce, amount)));
+    }
+
+    /// @notice The digest the payer signs to bind a permit deposit to a channel.
+    /// @param channelId   The channel id.
+    /// @param amount      Deposit amount (the permit value).
+    /// @param permitNonce The token's `nonces(payer)` that the permit uses.
+    /// @return The EIP-712 digest.
+    function getPermitDepositDigest(bytes32 channelId, uint128 amount, uint256 permitNonce)
+        public
+        view
+        returns (bytes32)
+    {
+        return _hashTypedDataV4(keccak256(abi.encode(PERMIT_DEPOSIT_TYPEHASH, channelId, amount, permitNonce)));
+    }
+
+    /// @notice The digest the receiver side signs for a {claimWithSignature} batch.
+    /// @param group The receiver side of the batch.
+    /// @param items The batch items.
+    /// @return The EIP-712 digest of `ClaimBatch(ClaimEntry[] claims)`.
+    function getClaimBatchDigest(ClaimGroup calldata group, ClaimItem[] calldata items) external view returns (bytes32) {
+        bytes32 ds = _domainSeparatorV4();
+        bytes32[] memory entries = new bytes32[](items.length);
+        for (uint256 i; i < items.length; ++i) {
+            ClaimItem calldata it = items[i];
+            bytes32 id = _channelId(
+                ds, it.payer, it.payerAuthorizer, group.receiver, group.receiverAuthorizer, group.token, it.withdrawDelay, it.salt
+            );
+            entries[i] = keccak256(abi.encode(CLAIM_ENTRY_TYPEHASH, id, it.maxClaimableAmount, it.totalClaimed));
+        }
+        return _hashTypedDataV4(keccak256(abi.encode(CLAIM_BATCH_TYPEHASH, keccak256(abi.encodePacked(entries)))));
+    }
+
+    /// @notice The EIP-3009 nonce a payer signs for {depositWithAuthorization}:
+    ///         `keccak256(abi.encode(channelId, salt))`.
+    /// @param channelId The channel id.
+    /// @param salt      The payer's free value.
+    /// @return The nonce.
+    function depositAuthorizationNonce(bytes32 channelId, uint256 salt) public pure returns (bytes32) {
+        return keccak256(abi.encode(channelId, salt));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                           INTERNAL: CHANNELS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Validates the config, adds `amount` to the balance and emits ChannelOpened on first use.
+    function _openOrTopUp(ChannelConfig calldata config, uint128 amount) private returns (bytes32 channelId) {
+        if (config.payer == address(0)) revert TollgateChannels__InvalidPayer();
+        if (config.receiver == address(0)) revert TollgateChannels__InvalidReceiver();
+        uint40 delay = config.withdrawDelay;
+        if (delay < MIN_WITHDRAW_DELAY || delay > MAX_WITHDRAW_DELAY) {
+            revert TollgateChannels__WithdrawDelayOutOfRange(delay);
+        }
+        if (amount == 0) revert TollgateChannels__ZeroAmount();
+        channelId = getChannelId(config);
+        Channel storage ch = _channels[channelId];
+        uint128 balance = ch.balance;
+        if (balance == 0 && ch.totalClaimed == 0) {
+            emit ChannelOpened(channelId, config.payer, config.receiver, config);
+        }
+        if (amount > type(uint128).max - balance) revert TollgateChannels__BalanceOverflow(balance, amount);
+        // Checked just above: balance + amount <= type(uint128).max.
+        unchecked {
+            ch.balance = balance + amount;
+        }
+    }
+
+    /// @dev Runs the claim loop. When `withEntries` is set, also returns the EIP-712 struct hash of
+    ///      `ClaimBatch` over the items (for {claimWithSignature}).
+    function _claimBatch(ClaimGroup calldata group, ClaimItem[] calldata items, bool withEntries)
+        private
+        returns (uint256 amount, bytes32 batchHash)
+    {
+        uint256 n = items.length;
+        if (n == 0) revert TollgateChannels__EmptyBatch();
+        bytes32 ds = _domainSeparatorV4();
+        bytes32[] memory entries;
+        if (withEntries) entries = new bytes32[](n);
+        uint256 skipped;
+        for (uint256 i; i < n; ++i) {
+            ClaimItem calldata it = items[i];
+            (bytes32 channelId, uint256 delta) = _claimOne(ds, group, it);
+            if (delta == 0) {
+                // Skipped items never credit anything; count them for the batch event.
+                unchecked {
+                    ++skipped;
+                }
+            }
+            // Each delta <= its channel balance <= 2^128 - 1 and n is bounded by calldata size,
+            // so the running sum cannot overflow 256 bits.
+            unchecked {
+                amount += delta;
+            }
+            if (withEntries) entries[i] = _claimEntryHash(channelId, it.maxClaimableAmount, it.totalClaimed);
+        }
+        if (amount != 0) _unswept[group.receiver][group.token] += amount;
+        if (withEntries) {
+            batchHash = keccak256(abi.encode(CLAIM_BATCH_TYPEHASH, keccak256(abi.encodePacked(entries))));
+        }
+        // skipped <= n, so n - skipped cannot underflow.
+        unchecked {
+            emit BatchClaimed(group.receiver, group.token, msg.sender, amount, n - skipped, skipped);
+        }
+    }
+
+    /// @dev Applies one claim item; returns the channel id and the newly claimed amount (0 when
+    ///      skipped). Checks run cheapest first, the signature last; one SLOAD and one SSTORE of
+    ///      the packed channel slot.
+    function _claimOne(bytes32 ds, ClaimGroup calldata group, ClaimItem calldata it)
+        private
+        returns (bytes32 channelId, uint256 delta)
+    {
+        channelId = _channelId(
+            ds, it.payer, it.payerAuthorizer, group.receiver, group.receiverAuthorizer, group.token, it.withdrawDelay, it.salt
+        );
+        Channel storage ch = _channels[channelId];
+        uint256 packed;
+        assembly ("memory-safe") {
+            packed := sload(ch.slot)
+        }
+        // Channel layout: balance in the low 128 bits, totalClaimed in the high 128 bits.
+        uint128 current = uint128(packed >> 128);
+        uint128 total = it.totalClaimed;
+        uint8 reason;
+        if (total > it.maxClaimableAmount) {
+            reason = SKIP_ABOVE_CEILING;
+        } else if (uint128(packed) == 0) {
+            reason = SKIP_NO_BALANCE;
+        } else {
+            if (total > uint128(packed)) total = uint128(packed);
+            if (total <= current) reason = SKIP_NOT_INCREASING;
+            else if (!_isVoucherSigned(ds, channelId, it)) reason = SKIP_INVALID_SIGNATURE;
+        }
+        if (reason != 0) {
+            emit ClaimSkipped(channelId, reason, it.totalClaimed, current);
+            return (channelId, 0);
+        }
+        // current < total <= balance: the subtraction cannot underflow.
+        unchecked {
+            delta = total - current;
+        }
+        // Same as `ch.totalClaimed = total`, without reading the slot a second time.
+        assembly ("memory-safe") {
+            sstore(ch.slot, or(and(packed, 0xffffffffffffffffffffffffffffffff), shl(128, total)))
+        }
+        emit Claimed(channelId, total, uint128(delta));
+    }
+
+    /// @dev Whether the item's voucher is signed by the channel's signer (the payer authorizer,
+    ///      or the payer when none is set).
+    function _isVoucherSigned(bytes32 ds, bytes32 channelId, ClaimItem calldata it) private view returns (bool) {
+        address signer = it.payerAuthorizer;
+        if (signer == address(0)) signer = it.payer;
+        return _isValidSignatureCalldata(signer, _voucherDigest(ds, channelId, it.maxClaimableAmount), it.signature);
+    }
+
+    /// @dev Shared refund path: advances the nonce first, then pays up to the unclaimed balance.
+    function _refund(bytes32 channelId, ChannelConfig calldata config, uint128 amount, uint256 nonce)
+        private
+        returns (uint128 refunded)
+    {
+        // The nonce is a counter of refunds on one channel; it cannot reach 2^256.
+        unchecked {
+            _refundNonces[channelId] = nonce + 1;
+        }
+        Channel storage ch = _channels[channelId];
+        uint128 balance = ch.balance;
+        uint128 available = balance - ch.totalClaimed;
+        refunded = amount < available ? amount : available;
+        // refunded <= available <= balance.
+        unchecked {
+            balance -= refunded;
+        }
+        ch.balance = balance;
+
+        PendingWithdrawal storage pending = _pendingWithdrawals[channelId];
+        uint128 pendingAmount = pending.amount;
+        if (pendingAmount != 0) {
+            if (refunded >= pendingAmount) {
+                delete _pendingWithdrawals[channelId];
+                pendingAmount = 0;
+            } else {
+                // refunded < pendingAmount.
+                unchecked {
+                    pendingAmount -= refunded;
+                }
+                pending.amount = pendingAmount;
+            }
+        }
+        emit Refunded(channelId, config.payer, refunded, nonce, balance, pendingAmount);
+        if (refunded != 0) _send(config.token, config.payer, refunded);
+    }
+
+    /// @dev Reverts unless the caller is the payer or a non-zero payer authorizer.
+    function _checkPayerSide(ChannelConfig calldata config) private view {
+        // msg.sender is never address(0), so an unset authorizer never matches.
+        if (msg.sender != config.payer && msg.sender != config.payerAuthorizer) {
+            revert TollgateChannels__Unauthorized(msg.sender);
+        }
+    }
+
+    /// @dev Reads and clears the unswept balance; reverts when there is nothing to sweep.
+    function _takeUnswept(address receiver, address token) private returns (uint256 amount) {
+        amount = _unswept[receiver][token];
+        if (amount == 0) revert TollgateChannels__NothingToSweep(receiver, token);
+        _unswept[receiver][token] = 0;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                        INTERNAL: HASHES, SIGNATURES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev EIP-712 hash of a ChannelConfig under domain separator `ds`. Uses the memory past the
+    ///      free memory pointer as scratch space without allocating, so a claim loop of any length
+    ///      does not grow memory.
+    function _channelId(
+        bytes32 ds,
+        address payer,
+        address payerAuthorizer,
+        address receiver,
+        address receiverAuthorizer,
+        address token,
+        uint40 withdrawDelay,
+        bytes32 salt
+    ) private pure returns (bytes32 id) {
+        bytes32 typehash = CHANNEL_CONFIG_TYPEHASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typehash)
+            mstore(add(m, 0x20), payer)
+            mstore(add(m, 0x40), payerAuthorizer)
+            mstore(add(m, 0x60), receiver)
+            mstore(add(m, 0x80), receiverAuthorizer)
+            mstore(add(m, 0xa0), token)
+            mstore(add(m, 0xc0), withdrawDelay)
+            mstore(add(m, 0xe0), salt)
+            let structHash := keccak256(m, 0x100)
+            mstore(m, hex"1901")
+            mstore(add(m, 0x02), ds)
+            mstore(add(m, 0x22), structHash)
+            id := keccak256(m, 0x42)
+        }
+    }
+
+    /// @dev EIP-712 digest of Voucher(channelId, maxClaimableAmount); scratch memory as above.
+    function _voucherDigest(bytes32 ds, bytes32 channelId, uint128 maxClaimableAmount)
+        private
+        pure
+        returns (bytes32 digest)
+    {
+        bytes32 typehash = VOUCHER_TYPEHASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typehash)
+            mstore(add(m, 0x20), channelId)
+            mstore(add(m, 0x40), maxClaimableAmount)
+            let structHash := keccak256(m, 0x60)
+            mstore(m, hex"1901")
+            mstore(add(m, 0x02), ds)
+            mstore(add(m, 0x22), structHash)
+            digest := keccak256(m, 0x42)
+        }
+    }
+
+    /// @dev Struct hash of ClaimEntry(channelId, maxClaimableAmount, totalClaimed).
+    function _claimEntryHash(bytes32 channelId, uint128 maxClaimableAmount, uint128 totalClaimed)
+        private
+        pure
+        returns (bytes32 h)
+    {
+        bytes32 typehash = CLAIM_ENTRY_TYPEHASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typehash)
+            mstore(add(m, 0x20), channelId)
+            mstore(add(m, 0x40), maxClaimableAmount)
+            mstore(add(m, 0x60), totalClaimed)
+            h := keccak256(m, 0x80)
+        }
+    }
+
+    /// @dev ECDSA first (OpenZeppelin `tryRecover`: low-S, v in {27, 28}) straight from calldata;
+    ///      falls back to ERC-1271 only when `signer` has code.
+    function _isValidSignatureCalldata(address signer, bytes32 digest, bytes calldata signature)
+        private
+        view
+        returns (bool)
+    {
+        if (signature.length == 65) {
+            (uint8 v, bytes32 r, bytes32 s) = _splitSignature(signature);
+            (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, v, r, s);
+            if (err == ECDSA.RecoverError.NoError && recovered == signer) return true;
+        }
+        if (signer.code.length == 0) return false;
+        return SignatureChecker.isValidERC1271SignatureNow(signer, digest, signature);
+    }
+
+    /// @dev Whether `signature` over `digest` is from the receiver authorizer (when set) or the
+    ///      receiver, each checked with ECDSA or ERC-1271.
+    function _isReceiverSideSignature(address receiver, address receiverAuthorizer, bytes32 digest, bytes calldata signature)
+        private
+        view
+        returns (bool)
+    {
+        if (receiverAuthorizer != address(0) && _isValidSignatureCalldata(receiverAuthorizer, digest, signature)) {
+            return true;
+        }
+        return _isValidSignatureCalldata(receiver, digest, signature);
+    }
+
+    /// @dev Calls the token's EIP-2612 `permit` (spender = this contract): the v,r,s overload for a
+    ///      65-byte signature from an account without code, else the bytes overload (USDC v2.2).
+    function _permit(address token, address owner, uint256 value, uint256 deadline, bytes calldata signature) private {
+        if (signature.length == 65 && owner.code.length == 0) {
+            (uint8 v, bytes32 r, bytes32 s) = _splitSignature(signature);
+            IERC20Permit(token).permit(owner, address(this), value, deadline, v, r, s);
+        } else {
+            IERC2612Bytes(token).permit(owner, address(this), value, deadline, signature);
+        }
+    }
+
+    /// @dev Splits a 65-byte r || s || v signature held in calldata.
+    function _splitSignature(bytes calldata signature) private pure returns (uint8 v, bytes32 r, bytes32 s) {
+        assembly ("memory-safe") {
+            r := calldataload(signature.offset)
+            s := calldataload(add(signature.offset, 0x20))
+            v := byte(0, calldataload(add(signature.offset, 0x40)))
+        }
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                           INTERNAL: TRANSFERS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Pulls exactly `amount` of `token` from `from`, rejecting short-paying tokens.
+    function _pull(address token, address from, uint256 amount) private {
+        uint256 before = IERC20(token).balanceOf(address(this));
+        IERC20(token).safeTransferFrom(from, address(this), amount);
+        _checkReceived(token, before, amount);
+    }
+
+    /// @dev Reverts unless this contract's balance of `token` grew by exactly `amount`.
+    function _checkReceived(address token, uint256 before, uint256 amount) private view {
+        uint256 balanceAfter = IERC20(token).balanceOf(address(this));
+        // A token whose balance shrank on a transfer in counts as having delivered nothing.
+        uint256 received = balanceAfter > before ? balanceAfter - before : 0;
+        if (received != amount) revert TollgateChannels__TransferAmountMismatch(amount, received);
+    }
+
+    /// @dev Calls the token's EIP-3009 `receiveWithAuthorization` (payee = this contract): the v,r,s
+    ///      overload for a 65-byte signature from an account without code, else the bytes overload.
+    function _receiveWithAuthorization(
+        address token,
+        address from,
+        uint256 value,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        bytes calldata signature
+    ) private {
+        if (signature.length == 65 && from.code.length == 0) {
+            (uint8 v, bytes32 r, bytes32 s) = _splitSignature(signature);
+            IERC3009(token).receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, v, r, s);
+        } else {
+            IERC3009(token).receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, signature);
+        }
+    }
+
+    /// @dev Sends ETH (token == address(0)) or an ERC-20.
+    function _send(address token, address to, uint256 amount) private {
+        if (token == address(0)) {
+            Address.sendValue(payable(to), amount);
+        } else {
+            IERC20(token).safeTransfer(to, amount);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+/* The HTTP server: worker threads with one event loop each, built-in endpoints, signals, reload. */
+#ifndef TG_HTTP_SERVER_H
+#define TG_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "pay/pay.h"
+
+struct event_base;
+
+/*
+ * How the HTTP layer calls the payment layer: a table of function pointers
+ * so that the daemon plugs the real payment layer in and tests a double.
+ * Both are called on a worker's loop thread (`base` is that loop); each
+ * calls its callback exactly once, on that same loop, possibly before it
+ * returns. For a route with no price neither is called.
+ *
+ *   admit     for every request on a priced route, before anything goes
+ *             upstream. `price` is the route's price (valid until
+ *             complete's callback). The decision is read during the
+ *             callback only (copy what outlives it).
+ *   complete  exactly once for every admitted call (d->admitted with a
+ *             d->call), after the upstream finished, failed or the client
+ *             went away (then o->ok is 0 and nothing may be charged). The
+ *             receipt is read during the callback only. Non-streamed
+ *             answers are sent only from this callback, with its headers;
+ *             for streams its stream_trailer is written before the end.
+ */
+typedef struct tg_http_payhooks {
+  void *ctx;
+  void (*admit)(void *ctx, struct event_base *base, const tg_pay_request *req,
+                const tg_config_price *price, tg_pay_admit_cb cb, void *arg);
+  void (*complete)(void *ctx, struct event_base *base, tg_pay_call *call,
+                   const tg_pay_outcome *outcome, tg_pay_complete_cb cb, void *arg);
+} tg_http_payhooks;
+
+typedef struct tg_server tg_server;
+
+typedef struct {
+  tg_config *cfg;                 /* borrowed: the server takes its own reference */
+  const tg_http_payhooks *hooks;  /* NULL: priced routes answer 503 "payments not configured" */
+  /* Called on the main thread after a successful reload, before workers see it. */
+  void (*on_reload)(void *arg, tg_config *cfg);
+  void *on_reload_arg;
+} tg_server_opts;
+
+/*
+ * Binds every listen address once per worker (SO_REUSEPORT) so that bind
+ * errors are reported here; err (TG_CONFIG_ERR_MAX bytes) says which.
+ */
+TG_WARN_UNUSED_RESULT int tg_server_new(tg_server **out, char *err, const tg_server_opts *opts);
+/*
+ * Runs the workers and the signal loop on the calling thread until
+ * shutdown: SIGTERM/SIGINT stop accepting, let calls in flight finish (up
+ * to shutdown_timeout), then return 0; a second signal exits at once
+ * (status 1). SIGHUP re-reads the configuration file; a bad file is logged
+ * and the old configuration stays.
+ */
+TG_WARN_UNUSED_RESULT int tg_server_run(tg_server *s);
+void tg_server_free(tg_server *s);
+/* Asks a running server to stop as SIGTERM would (thread-safe). */
+void tg_server_stop(tg_server *s);
+/* Re-reads the configuration as SIGHUP would (thread-safe). */
+void tg_server_reload(tg_server *s);
+/* The number of worker threads (resolved from the configuration). */
+unsigned tg_server_workers(const tg_server *s);
+
+/* Writes one line to stderr, prefixed with the time and "tollgated: ". */
+void tg_log(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+#endif

@@ -1,0 +1,94 @@
+/* The payment layer's interface to the HTTP layer: admit a call, then settle its charge. */
+#ifndef TG_PAY_H
+#define TG_PAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tollgate/types.h"
+
+/*
+ * A call flows http -> pay -> store. The HTTP layer owns the request; for
+ * every request on a priced route it asks the payment layer to admit it,
+ * proxies it upstream only when admitted, and reports the outcome so that
+ * the payment layer charges what was delivered (nothing for a failed call).
+ *
+ *   tg_pay_admit()     parses PAYMENT-SIGNATURE / Authorization, verifies, and
+ *                      reserves the call's maximum price. The answer is
+ *                      either "admitted" with a reservation, or a refusal
+ *                      carrying the status (402/400/403/409) and the headers
+ *                      and JSON body to send (PAYMENT-REQUIRED etc.).
+ *   tg_pay_complete()  after the upstream answered (or failed): prices the
+ *                      usage, charges it durably (group commit), releases
+ *                      the rest, and fills the PAYMENT-RESPONSE header. The
+ *                      callback fires exactly once, on the caller's loop,
+ *                      once the charge is on disk; only then may the HTTP
+ *                      layer send the bytes that depend on it.
+ *
+ * Both calls are asynchronous because they may wait on the store's group
+ * commit or, for `exact`, on the transaction manager.
+ */
+
+typedef struct tg_pay tg_pay;               /* the payment layer (one per daemon) */
+typedef struct tg_pay_call tg_pay_call;     /* one admitted call's reservation */
+
+/* What the HTTP layer knows about a request when it asks for admission. */
+typedef struct {
+  const char *request_id;    /* unique per request (for logs and charge records) */
+  const char *method;        /* "POST" */
+  const char *path;          /* "/v1/chat/completions" (no query) */
+  const char *route;         /* the matched route's name */
+  const char *resource_url;  /* absolute URL of the resource, for PAYMENT-REQUIRED */
+  const char *model;         /* "model" from a JSON body, or NULL */
+  const char *payment_signature; /* PAYMENT-SIGNATURE header or NULL */
+  const char *authorization; /* Authorization header or NULL (pass sessions) */
+  const char *payment_identifier; /* x402 payment-identifier extension, or NULL */
+} tg_pay_request;
+
+/* A header to add to the answer. Strings are owned by the tg_pay_call / decision. */
+typedef struct {
+  const char *name;
+  const char *value;
+} tg_pay_header;
+
+#define TG_PAY_MAX_HEADERS 4
+
+typedef struct {
+  int admitted;            /* 1: proxy the call; 0: answer with status/body */
+  int status;              /* HTTP status when refused (402, 400, 403, 409, 503) */
+  tg_pay_header headers[TG_PAY_MAX_HEADERS];
+  size_t n_headers;
+  const char *body;        /* JSON body when refused; NUL-terminated */
+  size_t body_len;
+  tg_pay_call *call;       /* the reservation when admitted */
+} tg_pay_decision;
+
+typedef void (*tg_pay_admit_cb)(void *arg, tg_pay_decision *d);
+
+/* What happened upstream, for pricing. */
+typedef struct {
+  int ok;                  /* 1 when the upstream answered 2xx and the client got it */
+  int status;              /* upstream status, 0 when it never answered */
+  int streamed;            /* server-sent events */
+  uint64_t input_tokens;   /* from `usage` (JSON) or the stream's last events */
+  uint64_t output_tokens;
+  int usage_known;         /* 0 when the answer carried no usage */
+} tg_pay_outcome;
+
+typedef struct {
+  int charged;             /* 1 when a charge was recorded */
+  tg_u256 amount;          /* what was charged (0 when nothing) */
+  tg_pay_header headers[TG_PAY_MAX_HEADERS]; /* PAYMENT-RESPONSE etc. */
+  size_t n_headers;
+  /*
+   * For streamed answers the headers went out before the usage was known:
+   * these bytes (an SSE comment with the final charge) are sent before the
+   * stream's end. NULL for non-streamed answers.
+   */
+  const char *stream_trailer;
+  int err;                 /* 0, or why the charge could not be recorded */
+} tg_pay_receipt;
+
+typedef void (*tg_pay_complete_cb)(void *arg, tg_pay_receipt *r);
+
+#endif

@@ -1,0 +1,700 @@
+/* The generic store: URI dispatch, the bounded write queue, the group-commit writer thread and the read pool. */
+#include "store/store_int.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#define READ_POOL_MAX 16
+#define DEFAULT_BATCH_MAX 4096
+#define DEFAULT_BUSY_MS 5000
+
+/* One queued submission: the header, then n ops, then the copied strings, in one allocation. */
+typedef struct sub {
+  struct sub *next;
+  tg_store_cb cb;
+  void *arg;
+  int err;
+  size_t n;
+  tg_store_op *ops;
+  /* delivery */
+  enum { DELIVER_DIRECT, DELIVER_EVBASE, DELIVER_SYNC } how;
+  struct event *ev;    /* DELIVER_EVBASE: activated by the writer, runs on the base */
+  pthread_mutex_t *sync_mu; /* DELIVER_SYNC: the waiter's */
+  pthread_cond_t *sync_cv;
+  int *sync_done;
+} sub;
+
+struct tg_store {
+  const tg__store_backend *be;
+  char *target;
+  tg_store_options opts;
+  tg__store_conn *wconn;
+
+  pthread_t writer;
+  int writer_started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  sub *head, *tail;
+  size_t queued_ops;
+  int closing;
+  tg_store_stats stats;
+
+  pthread_mutex_t pool_mu;
+  pthread_cond_t pool_cv;
+  tg__store_conn *pool[READ_POOL_MAX];
+  size_t pool_free;  /* entries 0..pool_free-1 are idle */
+  size_t pool_total; /* connections opened */
+};
+
+int64_t tg__store_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static const tg__store_backend *const backends[] = {&tg__store_sqlite};
+
+/* Splits "scheme:target" and finds the backend. */
+static int resolve(const char *uri, const tg__store_backend **be, const char **target) {
+  if (uri == NULL) return TG_ESTORE_URI;
+  const char *colon = strchr(uri, ':');
+  if (colon == NULL || colon == uri) return TG_ESTORE_URI;
+  size_t slen = (size_t)(colon - uri);
+  for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+    if (strlen(backends[i]->scheme) == slen && memcmp(backends[i]->scheme, uri, slen) == 0) {
+      *be = backends[i];
+      *target = colon + 1;
+      return *target[0] ? 0 : TG_ESTORE_URI;
+    }
+  }
+  return TG_ESTORE_URI;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Validation and deep copy of a submission. */
+
+static int str_ok(const char *s, size_t min, size_t max, int nullable) {
+  if (s == NULL) return nullable ? 0 : TG_EINVAL;
+  size_t len = strnlen(s, max + 1);
+  if (len > max) return TG_ETOOBIG;
+  if (len < min) return TG_EINVAL;
+  return 0;
+}
+
+#define I64_OK(v) ((uint64_t)(v) <= (uint64_t)INT64_MAX)
+
+static int validate(const tg_store_op *op) {
+  int rc;
+  switch (op->kind) {
+  case TG_STORE_OP_CHANNEL_PUT:
+  case TG_STORE_OP_CHANNEL_SYNC: {
+    const tg_store_op_channel *c = &op->u.channel;
+    if ((unsigned)c->chain.status > TG_CHANNEL_CLOSED) return TG_EINVAL;
+    if (!I64_OK(c->chain.withdraw_requested_at) || !I64_OK(c->chain.refund_nonce) ||
+        !I64_OK(c->chain.synced_block) || !I64_OK(c->cfg.chain_id) ||
+        !I64_OK(c->cfg.withdraw_delay))
+      return TG_ERANGE;
+    return 0;
+  }
+  case TG_STORE_OP_VOUCHER:
+    return 0;
+  case TG_STORE_OP_CHARGE: {
+    const tg_store_op_charge *c = &op->u.charge;
+    if ((rc = str_ok(c->request_id, 1, TG_STORE_REQUEST_ID_MAX, 0)) < 0) return rc;
+    if ((rc = str_ok(c->route, 0, TG_STORE_ROUTE_MAX, 1)) < 0) return rc;
+    if ((rc = str_ok(c->model, 0, TG_STORE_MODEL_MAX, 1)) < 0) return rc;
+    if ((unsigned)c->scheme > TG_SCHEME_PASS) return TG_EINVAL;
+    if (c->scheme == TG_SCHEME_CHANNEL && !c->has_channel) return TG_EINVAL;
+    if (!I64_OK(c->input_tokens) || !I64_OK(c->output_tokens)) return TG_ERANGE;
+    return 0;
+  }
+  case TG_STORE_OP_CHARGES_SETTLE:
+    return 0;
+  case TG_STORE_OP_EXACT_PUT:
+  case TG_STORE_OP_EXACT_UPDATE: {
+    const tg_store_op_exact *e = &op->u.exact;
+    if ((unsigned)e->status > TG_EXACT_FAILED) return TG_EINVAL;
+    if (!I64_OK(e->valid_after) || !I64_OK(e->valid_before)) return TG_ERANGE;
+    return str_ok(e->request_id, 0, TG_STORE_REQUEST_ID_MAX, 1);
+  }
+  case TG_STORE_OP_PAYID_PUT: {
+    const tg_store_op_payid *p = &op->u.payid;
+    if ((rc = str_ok(p->id, TG_STORE_PAYID_MIN, TG_STORE_PAYID_MAX, 0)) < 0) return rc;
+    if ((rc = str_ok(p->response_header, 0, TG_STORE_HEADER_MAX, 1)) < 0) return rc;
+    return str_ok(p->request_id, 0, TG_STORE_REQUEST_ID_MAX, 1);
+  }
+  case TG_STORE_OP_PASS_USE:
+    /* Per-op increments are bounded so that counters cannot be pushed to overflow in one step. */
+    if (op->u.pass.calls > ((uint64_t)1 << 40) || op->u.pass.tokens > ((uint64_t)1 << 40))
+      return TG_ERANGE;
+    return 0;
+  case TG_STORE_OP_RUN_BEGIN:
+    return 0;
+  case TG_STORE_OP_RUN_END:
+    return (unsigned)op->u.run.status > TG_RUN_FAILED ? TG_EINVAL : 0;
+  case TG_STORE_OP_ITEM_PUT:
+    if ((unsigned)op->u.item.step > TG_SETTLE_DROPPED) return TG_EINVAL;
+    return str_ok(op->u.item.error, 0, TG_STORE_ERROR_MAX, 1);
+  case TG_STORE_OP_LEASE_ACQUIRE:
+  case TG_STORE_OP_LEASE_RELEASE:
+    if ((rc = str_ok(op->u.lease.name, 1, TG_STORE_NAME_MAX, 0)) < 0) return rc;
+    if ((rc = str_ok(op->u.lease.holder, 1, TG_STORE_NAME_MAX, 0)) < 0) return rc;
+    if (op->kind == TG_STORE_OP_LEASE_ACQUIRE && op->u.lease.ttl_ms <= 0) return TG_EINVAL;
+    return 0;
+  }
+  return TG_EINVAL;
+}
+
+/* The string fields of an op, as pointers to the pointers (NULL entries unused). */
+static void op_strings(tg_store_op *op, const char **f[3]) {
+  f[0] = f[1] = f[2] = NULL;
+  switch (op->kind) {
+  case TG_STORE_OP_CHARGE:
+    f[0] = &op->u.charge.request_id;
+    f[1] = &op->u.charge.route;
+    f[2] = &op->u.charge.model;
+    break;
+  case TG_STORE_OP_EXACT_PUT:
+  case TG_STORE_OP_EXACT_UPDATE:
+    f[0] = &op->u.exact.request_id;
+    break;
+  case TG_STORE_OP_PAYID_PUT:
+    f[0] = &op->u.payid.id;
+    f[1] = &op->u.payid.response_header;
+    f[2] = &op->u.payid.request_id;
+    break;
+  case TG_STORE_OP_ITEM_PUT:
+    f[0] = &op->u.item.error;
+    break;
+  case TG_STORE_OP_LEASE_ACQUIRE:
+  case TG_STORE_OP_LEASE_RELEASE:
+    f[0] = &op->u.lease.name;
+    f[1] = &op->u.lease.holder;
+    break;
+  default:
+    break;
+  }
+}
+
+/* Validates and copies ops (and their strings) into one allocation. */
+static int sub_new(sub **out, const tg_store_op *ops, size_t n) {
+  *out = NULL;
+  if (ops == NULL || n == 0) return TG_EINVAL;
+  if (n > TG_STORE_SUBMIT_MAX_OPS) return TG_ETOOBIG;
+  size_t strbytes = 0;
+  for (size_t i = 0; i < n; i++) {
+    int rc = validate(&ops[i]);
+    if (rc < 0) return rc;
+    tg_store_op tmp = ops[i];
+    const char **f[3];
+    op_strings(&tmp, f);
+    for (int k = 0; k < 3; k++)
+      if (f[k] && *f[k]) strbytes += strlen(*f[k]) + 1;
+  }
+  size_t head = (sizeof(sub) + _Alignof(tg_store_op) - 1) / _Alignof(tg_store_op) *
+                _Alignof(tg_store_op);
+  uint8_t *mem = calloc(1, head + n * sizeof(tg_store_op) + strbytes);
+  if (mem == NULL) return TG_ENOMEM;
+  sub *s = (sub *)mem;
+  s->ops = (tg_store_op *)(mem + head);
+  s->n = n;
+  char *sp = (char *)(s->ops + n);
+  memcpy(s->ops, ops, n * sizeof(tg_store_op));
+  for (size_t i = 0; i < n; i++) {
+    const char **f[3];
+    s->ops[i].err = 0;
+    op_strings(&s->ops[i], f);
+    for (int k = 0; k < 3; k++) {
+      if (f[k] && *f[k]) {
+        size_t len = strlen(*f[k]) + 1;
+        memcpy(sp, *f[k], len);
+        *f[k] = sp;
+        sp += len;
+      }
+    }
+  }
+  *out = s;
+  return 0;
+}
+
+/* Copies the writer's results back into a caller's ops (tg_store_write). */
+static void copy_outs(tg_store_op *dst, const tg_store_op *src) {
+  dst->err = src->err;
+  dst->now = src->now;
+  switch (src->kind) {
+  case TG_STORE_OP_CHANNEL_PUT:
+  case TG_STORE_OP_CHANNEL_SYNC:
+    dst->u.channel.out_applied = src->u.channel.out_applied;
+    break;
+  case TG_STORE_OP_VOUCHER:
+    dst->u.voucher.out_raised = src->u.voucher.out_raised;
+    break;
+  case TG_STORE_OP_CHARGE:
+    dst->u.charge.out_id = src->u.charge.out_id;
+    dst->u.charge.out_charged = src->u.charge.out_charged;
+    break;
+  case TG_STORE_OP_CHARGES_SETTLE:
+    dst->u.settle.out_count = src->u.settle.out_count;
+    break;
+  case TG_STORE_OP_PASS_USE:
+    dst->u.pass.out_calls = src->u.pass.out_calls;
+    dst->u.pass.out_tokens = src->u.pass.out_tokens;
+    break;
+  case TG_STORE_OP_RUN_BEGIN:
+    dst->u.run.run_id = src->u.run.run_id;
+    break;
+  case TG_STORE_OP_LEASE_ACQUIRE:
+    dst->u.lease.out_expires_at = src->u.lease.out_expires_at;
+    break;
+  default:
+    break;
+  }
+}
+
+/* ------------------------------------------------------------------------- */
+/* The writer. */
+
+static void deliver(sub *s) {
+  switch (s->how) {
+  case DELIVER_DIRECT:
+    s->cb(s->arg, s->err, s->ops, s->n);
+    free(s);
+    break;
+  case DELIVER_EVBASE:
+    /* Ownership passes to the base: evbase_fire() calls back and frees. */
+    event_active(s->ev, EV_READ, 1);
+    break;
+  case DELIVER_SYNC:
+    pthread_mutex_lock(s->sync_mu);
+    *s->sync_done = 1;
+    pthread_cond_signal(s->sync_cv);
+    pthread_mutex_unlock(s->sync_mu);
+    break;
+  }
+}
+
+/* Runs one batch in one transaction; sets each submission's err. */
+static void run_batch(tg_store *st, sub *list, uint64_t *commit_ns) {
+  const tg__store_backend *be = st->be;
+  tg__store_conn *c = st->wconn;
+  *commit_ns = 0;
+  int rc = be->begin(c);
+  if (rc < 0) {
+    for (sub *s = list; s; s = s->next) s->err = rc;
+    return;
+  }
+  int64_t now = tg__store_now_ms();
+  int lost = 0;
+  for (sub *s = list; s; s = s->next) {
+    if (lost) {
+      s->err = TG_ESTORE;
+      continue;
+    }
+    if ((rc = be->sp_begin(c)) < 0) {
+      s->err = rc;
+      if (be->txn_lost(c)) lost = 1;
+      continue;
+    }
+    s->err = 0;
+    for (size_t i = 0; i < s->n; i++) {
+      tg_store_op *op = &s->ops[i];
+      if (op->now == 0) op->now = now;
+      op->err = be->apply(c, op);
+      if (op->err < 0) {
+        s->err = op->err;
+        break;
+      }
+    }
+    if (s->err == 0) rc = be->sp_release(c);
+    if (s->err < 0 || rc < 0) {
+      if (s->err == 0) s->err = rc;
+      if (be->txn_lost(c)) {
+        lost = 1;
+      } else {
+        be->sp_rollback(c);
+        if (be->txn_lost(c)) lost = 1;
+      }
+    }
+  }
+  if (lost) {
+    /* The backend dropped the transaction: nothing in this batch is durable. */
+    be->rollback(c);
+    for (sub *s = list; s; s = s->next)
+      if (s->err == 0) s->err = TG_ESTORE;
+    return;
+  }
+  uint64_t t0 = mono_ns();
+  rc = be->commit(c);
+  *commit_ns = mono_ns() - t0;
+  if (rc < 0) {
+    be->rollback(c);
+    for (sub *s = list; s; s = s->next)
+      if (s->err == 0) s->err = rc;
+  }
+}
+
+static void *writer_main(void *p) {
+  tg_store *st = p;
+  for (;;) {
+    pthread_mutex_lock(&st->mu);
+    while (st->head == NULL && !st->closing) pthread_cond_wait(&st->cv, &st->mu);
+    if (st->head == NULL) {
+      pthread_mutex_unlock(&st->mu);
+      break;
+    }
+    sub *list = st->head, *last = st->head;
+    size_t k = 1, nops = last->n;
+    while (last->next && k < st->opts.batch_max) {
+      last = last->next;
+      nops += last->n;
+      k++;
+    }
+    st->head = last->next;
+    if (st->head == NULL) st->tail = NULL;
+    last->next = NULL;
+    pthread_mutex_unlock(&st->mu);
+
+    uint64_t commit_ns;
+    run_batch(st, list, &commit_ns);
+
+    uint64_t failed = 0;
+    for (sub *s = list; s; s = s->next)
+      if (s->err < 0) failed++;
+    pthread_mutex_lock(&st->mu);
+    st->queued_ops -= nops;
+    st->stats.commits++;
+    st->stats.submissions += k;
+    st->stats.ops += nops;
+    st->stats.failed += failed;
+    st->stats.commit_ns_total += commit_ns;
+    if (commit_ns > st->stats.commit_ns_max) st->stats.commit_ns_max = commit_ns;
+    pthread_mutex_unlock(&st->mu);
+
+    for (sub *s = list, *next; s; s = next) {
+      next = s->next;
+      deliver(s);
+    }
+  }
+  return NULL;
+}
+
+static int enqueue(tg_store *st, sub *s) {
+  pthread_mutex_lock(&st->mu);
+  if (st->closing) {
+    pthread_mutex_unlock(&st->mu);
+    return TG_ESTORE_CLOSED;
+  }
+  if (st->queued_ops + s->n > st->opts.queue_max_ops) {
+    pthread_mutex_unlock(&st->mu);
+    return TG_EBUSY;
+  }
+  st->queued_ops += s->n;
+  if (st->tail) st->tail->next = s;
+  else st->head = s;
+  st->tail = s;
+  pthread_cond_signal(&st->cv);
+  pthread_mutex_unlock(&st->mu);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Public API. */
+
+int tg_store_open(tg_store **out, const char *uri, const tg_store_options *opts) {
+  *out = NULL;
+  const tg__store_backend *be;
+  const char *target;
+  int rc = resolve(uri, &be, &target);
+  if (rc < 0) return rc;
+  tg_store *st = calloc(1, sizeof(*st));
+  if (st == NULL) return TG_ENOMEM;
+  if (opts) st->opts = *opts;
+  if (st->opts.busy_timeout_ms <= 0) st->opts.busy_timeout_ms = DEFAULT_BUSY_MS;
+  if (st->opts.queue_max_ops == 0) st->opts.queue_max_ops = TG_STORE_QUEUE_MAX_OPS;
+  if (st->opts.batch_max == 0) st->opts.batch_max = DEFAULT_BATCH_MAX;
+  st->be = be;
+  st->target = strdup(target);
+  pthread_mutex_init(&st->mu, NULL);
+  pthread_cond_init(&st->cv, NULL);
+  pthread_mutex_init(&st->pool_mu, NULL);
+  pthread_cond_init(&st->pool_cv, NULL);
+  if (st->target == NULL) {
+    rc = TG_ENOMEM;
+    goto fail;
+  }
+  if ((rc = be->open(&st->wconn, st->target, &st->opts, 1)) < 0) goto fail;
+  if (st->opts.no_migrate) {
+    int cur, latest;
+    if ((rc = be->version(st->wconn, &cur, &latest)) < 0) goto fail;
+    if (cur != latest) {
+      rc = TG_ESTORE_SCHEMA;
+      goto fail;
+    }
+  } else {
+    int applied;
+    if ((rc = be->migrate(st->wconn, &applied)) < 0) goto fail;
+  }
+  if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
+    rc = TG_ENOMEM;
+    goto fail;
+  }
+  st->writer_started = 1;
+  *out = st;
+  return 0;
+fail:
+  tg_store_close(st);
+  return rc;
+}
+
+void tg_store_close(tg_store *st) {
+  if (st == NULL) return;
+  if (st->writer_started) {
+    pthread_mutex_lock(&st->mu);
+    st->closing = 1;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    pthread_join(st->writer, NULL);
+  }
+  if (st->wconn) st->be->close(st->wconn);
+  for (size_t i = 0; i < st->pool_free; i++) st->be->close(st->pool[i]);
+  pthread_mutex_destroy(&st->mu);
+  pthread_cond_destroy(&st->cv);
+  pthread_mutex_destroy(&st->pool_mu);
+  pthread_cond_destroy(&st->pool_cv);
+  free(st->target);
+  free(st);
+}
+
+int tg_store_migrate(const char *uri, int *applied) {
+  *applied = 0;
+  const tg__store_backend *be;
+  const char *target;
+  int rc = resolve(uri, &be, &target);
+  if (rc < 0) return rc;
+  tg_store_options o = {.busy_timeout_ms = DEFAULT_BUSY_MS};
+  tg__store_conn *c;
+  if ((rc = be->open(&c, target, &o, 1)) < 0) return rc;
+  rc = be->migrate(c, applied);
+  be->close(c);
+  return rc;
+}
+
+int tg_store_submit(tg_store *st, const tg_store_op *ops, size_t n, tg_store_cb cb, void *arg) {
+  if (st == NULL || cb == NULL) return TG_EINVAL;
+  sub *s;
+  int rc = sub_new(&s, ops, n);
+  if (rc < 0) return rc;
+  s->how = DELIVER_DIRECT;
+  s->cb = cb;
+  s->arg = arg;
+  if ((rc = enqueue(st, s)) < 0) free(s);
+  return rc;
+}
+
+static void evbase_fire(evutil_socket_t fd, short what, void *p) {
+  (void)fd;
+  (void)what;
+  sub *s = p;
+  s->cb(s->arg, s->err, s->ops, s->n);
+  event_free(s->ev);
+  free(s);
+}
+
+int tg_store_submit_evbase(tg_store *st, const tg_store_op *ops, size_t n,
+                           struct event_base *base, tg_store_cb cb, void *arg) {
+  if (st == NULL || cb == NULL || base == NULL) return TG_EINVAL;
+  sub *s;
+  int rc = sub_new(&s, ops, n);
+  if (rc < 0) return rc;
+  s->how = DELIVER_EVBASE;
+  s->cb = cb;
+  s->arg = arg;
+  s->ev = event_new(base, -1, 0, evbase_fire, s);
+  if (s->ev == NULL) {
+    free(s);
+    return TG_ENOMEM;
+  }
+  if ((rc = enqueue(st, s)) < 0) {
+    event_free(s->ev);
+    free(s);
+  }
+  return rc;
+}
+
+int tg_store_write(tg_store *st, tg_store_op *ops, size_t n) {
+  if (st == NULL) return TG_EINVAL;
+  sub *s;
+  int rc = sub_new(&s, ops, n);
+  if (rc < 0) return rc;
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+  int done = 0;
+  s->how = DELIVER_SYNC;
+  s->sync_mu = &mu;
+  s->sync_cv = &cv;
+  s->sync_done = &done;
+  if ((rc = enqueue(st, s)) < 0) {
+    free(s);
+    return rc;
+  }
+  pthread_mutex_lock(&mu);
+  while (!done) pthread_cond_wait(&cv, &mu);
+  pthread_mutex_unlock(&mu);
+  for (size_t i = 0; i < n; i++) copy_outs(&ops[i], &s->ops[i]);
+  rc = s->err;
+  free(s);
+  pthread_cond_destroy(&cv);
+  pthread_mutex_destroy(&mu);
+  return rc;
+}
+
+void tg_store_get_stats(tg_store *st, tg_store_stats *out) {
+  pthread_mutex_lock(&st->mu);
+  *out = st->stats;
+  out->queue_ops = st->queued_ops;
+  pthread_mutex_unlock(&st->mu);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Reads: borrow a pooled read connection for the duration of one call. */
+
+static int pool_get(tg_store *st, tg__store_conn **c) {
+  pthread_mutex_lock(&st->pool_mu);
+  for (;;) {
+    if (st->pool_free > 0) {
+      *c = st->pool[--st->pool_free];
+      pthread_mutex_unlock(&st->pool_mu);
+      return 0;
+    }
+    if (st->pool_total < READ_POOL_MAX) break;
+    pthread_cond_wait(&st->pool_cv, &st->pool_mu);
+  }
+  st->pool_total++;
+  pthread_mutex_unlock(&st->pool_mu);
+  int rc = st->be->open(c, st->target, &st->opts, 0);
+  if (rc < 0) {
+    pthread_mutex_lock(&st->pool_mu);
+    st->pool_total--;
+    pthread_cond_signal(&st->pool_cv);
+    pthread_mutex_unlock(&st->pool_mu);
+  }
+  return rc;
+}
+
+static void pool_put(tg_store *st, tg__store_conn *c) {
+  pthread_mutex_lock(&st->pool_mu);
+  st->pool[st->pool_free++] = c;
+  pthread_cond_signal(&st->pool_cv);
+  pthread_mutex_unlock(&st->pool_mu);
+}
+
+#define WITH_READ(st, call)              \
+  do {                                   \
+    tg__store_conn *c_;                  \
+    int rc_ = pool_get((st), &c_);       \
+    if (rc_ < 0) return rc_;             \
+    rc_ = (st)->be->call;                \
+    pool_put((st), c_);                  \
+    return rc_;                          \
+  } while (0)
+
+int tg_store_channel_get(tg_store *st, const tg_hash *id, tg_store_channel *out) {
+  memset(out, 0, sizeof(*out));
+  WITH_READ(st, channel_get(c_, id, out));
+}
+
+int tg_store_channels_unsettled(tg_store *st, tg_store_channel_fn fn, void *arg) {
+  WITH_READ(st, channels_iter(c_, 1, NULL, fn, arg));
+}
+
+int tg_store_channels_list(tg_store *st, const tg_address *payer, tg_store_channel_fn fn,
+                           void *arg) {
+  WITH_READ(st, channels_iter(c_, 0, payer, fn, arg));
+}
+
+int tg_store_charges_by_channel(tg_store *st, const tg_hash *channel_id, int64_t after_id,
+                                size_t limit, tg_store_charge_fn fn, void *arg) {
+  WITH_READ(st, charges_iter(c_, channel_id, NULL, after_id, limit, fn, arg));
+}
+
+int tg_store_charges_by_payer(tg_store *st, const tg_address *payer, int64_t after_id,
+                              size_t limit, tg_store_charge_fn fn, void *arg) {
+  WITH_READ(st, charges_iter(c_, NULL, payer, after_id, limit, fn, arg));
+}
+
+int tg_store_charge_get(tg_store *st, const char *request_id, tg_store_charge *out) {
+  memset(out, 0, sizeof(*out));
+  if (request_id == NULL) return TG_EINVAL;
+  WITH_READ(st, charge_get(c_, request_id, out));
+}
+
+int tg_store_totals_get(tg_store *st, const tg_address *payer, tg_store_scheme scheme,
+                        tg_store_totals *out) {
+  memset(out, 0, sizeof(*out));
+  WITH_READ(st, totals_get(c_, payer, scheme, out));
+}
+
+int tg_store_exact_get(tg_store *st, const tg_address *token, const tg_hash *nonce,
+                       tg_store_exact *out) {
+  memset(out, 0, sizeof(*out));
+  WITH_READ(st, exact_get(c_, token, nonce, out));
+}
+
+int tg_store_payid_get(tg_store *st, const char *id, tg_store_payid *out) {
+  memset(out, 0, sizeof(*out));
+  if (id == NULL) return TG_EINVAL;
+  WITH_READ(st, payid_get(c_, id, out));
+}
+
+int tg_store_pass_usage_get(tg_store *st, const tg_u256 *pass_id, const tg_address *holder,
+                            int64_t period_start, tg_store_pass_usage *out) {
+  memset(out, 0, sizeof(*out));
+  WITH_READ(st, pass_get(c_, pass_id, holder, period_start, out));
+}
+
+int tg_store_run_open_get(tg_store *st, tg_store_settle_run *out) {
+  memset(out, 0, sizeof(*out));
+  WITH_READ(st, run_open_get(c_, out));
+}
+
+int tg_store_run_items(tg_store *st, int64_t run_id, tg_store_item_fn fn, void *arg) {
+  WITH_READ(st, run_items(c_, run_id, fn, arg));
+}
+
+int tg_store_lease_get(tg_store *st, const char *name, tg_store_lease *out) {
+  memset(out, 0, sizeof(*out));
+  if (name == NULL) return TG_EINVAL;
+  WITH_READ(st, lease_get(c_, name, out));
+}
+
+int tg_store_schema_version(tg_store *st, int *current, int *latest) {
+  *current = *latest = 0;
+  /* The writer connection belongs to the writer thread; ask a read connection. */
+  WITH_READ(st, version(c_, current, latest));
+}
+
+const char *tg_store_scheme_name(tg_store_scheme s) {
+  static const char *const names[] = {"exact", "channel", "pass"};
+  return (unsigned)s < 3 ? names[s] : "unknown";
+}
+
+const char *tg_store_exact_status_name(tg_store_exact_status s) {
+  static const char *const names[] = {"verified", "submitted", "mined", "confirmed", "failed"};
+  return (unsigned)s < 5 ? names[s] : "unknown";
+}
+
+const char *tg_store_settle_step_name(tg_store_settle_step s) {
+  static const char *const names[] = {"planned", "signed",  "sent",   "mined",
+                                      "confirmed", "skipped", "dropped"};
+  return (unsigned)s < 7 ? names[s] : "unknown";
+}

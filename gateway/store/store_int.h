@@ -1,0 +1,65 @@
+/* The store's backend interface: what store.c (queue, writer, pool) asks of store_sqlite.c and siblings. */
+#ifndef TG_STORE_INT_H
+#define TG_STORE_INT_H
+
+#include "store/store.h"
+
+/*
+ * A backend is a table of functions over its own connection type, like
+ * redis's ae_epoll.c / ae_kqueue.c behind ae.c. store.c owns the threads: it
+ * opens one writer connection (used only by the writer thread, and by
+ * migrations before that thread starts) and a small pool of read
+ * connections, each used by one thread at a time. A connection caches its
+ * prepared statements.
+ *
+ * Write protocol, on the writer connection only:
+ *   begin -> { sp_begin -> apply... -> sp_release | sp_rollback } ... -> commit
+ * apply() runs one op and fills its out fields; its error is the op's result.
+ * After an error, txn_lost() says whether the backend dropped the whole
+ * transaction (then the batch fails as a whole and nothing is reported
+ * durable).
+ */
+typedef struct tg__store_conn tg__store_conn;
+
+typedef struct {
+  const char *scheme; /* URI scheme, without the colon */
+  int (*open)(tg__store_conn **out, const char *target, const tg_store_options *opts, int writer);
+  void (*close)(tg__store_conn *c);
+  int (*migrate)(tg__store_conn *c, int *applied);
+  int (*version)(tg__store_conn *c, int *current, int *latest);
+
+  int (*begin)(tg__store_conn *c);
+  int (*commit)(tg__store_conn *c);
+  void (*rollback)(tg__store_conn *c);
+  int (*sp_begin)(tg__store_conn *c);
+  int (*sp_release)(tg__store_conn *c);
+  void (*sp_rollback)(tg__store_conn *c);
+  int (*txn_lost)(tg__store_conn *c);
+  int (*apply)(tg__store_conn *c, tg_store_op *op);
+
+  int (*channel_get)(tg__store_conn *c, const tg_hash *id, tg_store_channel *out);
+  /* mode 0: all (or one payer's when payer != NULL); mode 1: unsettled */
+  int (*channels_iter)(tg__store_conn *c, int mode, const tg_address *payer,
+                       tg_store_channel_fn fn, void *arg);
+  /* exactly one of channel_id / payer is non-NULL */
+  int (*charges_iter)(tg__store_conn *c, const tg_hash *channel_id, const tg_address *payer,
+                      int64_t after_id, size_t limit, tg_store_charge_fn fn, void *arg);
+  int (*charge_get)(tg__store_conn *c, const char *request_id, tg_store_charge *out);
+  int (*totals_get)(tg__store_conn *c, const tg_address *payer, tg_store_scheme scheme,
+                    tg_store_totals *out);
+  int (*exact_get)(tg__store_conn *c, const tg_address *token, const tg_hash *nonce,
+                   tg_store_exact *out);
+  int (*payid_get)(tg__store_conn *c, const char *id, tg_store_payid *out);
+  int (*pass_get)(tg__store_conn *c, const tg_u256 *pass_id, const tg_address *holder,
+                  int64_t period_start, tg_store_pass_usage *out);
+  int (*run_open_get)(tg__store_conn *c, tg_store_settle_run *out);
+  int (*run_items)(tg__store_conn *c, int64_t run_id, tg_store_item_fn fn, void *arg);
+  int (*lease_get)(tg__store_conn *c, const char *name, tg_store_lease *out);
+} tg__store_backend;
+
+extern const tg__store_backend tg__store_sqlite;
+
+/* Wall clock in Unix milliseconds. */
+int64_t tg__store_now_ms(void);
+
+#endif
