@@ -89,6 +89,32 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         bytes signature;
     }
 
+    /// @dev One decoded claim item, from either encoding. A single instance is reused for all
+    ///      items of a batch. The signature stays in calldata (`sigOffset`, `sigLength`).
+    struct ClaimFields {
+        address payer;
+        address payerAuthorizer;
+        uint40 withdrawDelay;
+        bytes32 salt;
+        uint128 maxClaimableAmount;
+        uint128 totalClaimed;
+        uint256 sigOffset;
+        uint256 sigLength;
+    }
+
+    /// @dev Per-batch state: the domain separator, the group, the running sum and the applied
+    ///      channels for the `Claimed` event.
+    struct Batch {
+        bytes32 ds;
+        address receiver;
+        address receiverAuthorizer;
+        address token;
+        uint256 amount;
+        uint256 applied;
+        bytes32[] channelIds;
+        uint128[] totals;
+    }
+
     /// @notice Stored per channel, packed in one slot.
     /// @param balance      Deposits minus withdrawals and refunds (claimed funds included).
     /// @param totalClaimed Cumulative amount claimed by the receiver; never decreases.
@@ -124,16 +150,21 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @notice `amount` was added to the channel by `from`; `balance` is the new balance.
     event Deposited(bytes32 indexed channelId, address indexed from, uint128 amount, uint128 balance);
 
-    /// @notice The channel's cumulative claimed total rose to `totalClaimed` (by `amount`).
-    event Claimed(bytes32 indexed channelId, uint128 totalClaimed, uint128 amount);
+    /// @notice A claim batch raised the claimed totals of the channels in `channelIds` to
+    ///         `totalsClaimed` (same order) and credited their sum, `amount`, to the receiver's
+    ///         unswept balance in `token`. One event per batch keeps a claim under 12k gas per
+    ///         channel; skipped items are not listed (see `ClaimSkipped`).
+    event Claimed(
+        address indexed receiver,
+        address indexed token,
+        address indexed caller,
+        uint256 amount,
+        bytes32[] channelIds,
+        uint128[] totalsClaimed
+    );
 
     /// @notice A claim item was not applied; see the `SKIP_*` constants for `reason`.
     event ClaimSkipped(bytes32 indexed channelId, uint8 reason, uint128 requestedTotal, uint128 currentTotal);
-
-    /// @notice A claim batch credited `amount` to the receiver's unswept balance in `token`.
-    event BatchClaimed(
-        address indexed receiver, address indexed token, address indexed caller, uint256 amount, uint256 claimed, uint256 skipped
-    );
 
     /// @notice `amount` of `token` claimed for `receiver` was transferred to `to`.
     event Swept(address indexed receiver, address indexed token, address to, uint256 amount);
@@ -186,6 +217,8 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     error TollgateChannels__NothingToSweep(address receiver, address token);
     /// @notice A claim batch has no items.
     error TollgateChannels__EmptyBatch();
+    /// @notice The packed claim data is truncated or has unknown flags at byte `offset`.
+    error TollgateChannels__MalformedClaimData(uint256 offset);
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
@@ -219,6 +252,10 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     uint40 public constant MIN_WITHDRAW_DELAY = 15 minutes;
     /// @notice Longest allowed withdraw delay (as x402 batch-settlement).
     uint40 public constant MAX_WITHDRAW_DELAY = 30 days;
+
+    /// @dev Shortest packed claim record: flags, payer, delay, two amounts, a 2-byte signature
+    ///      length and an empty signature (1 + 20 + 5 + 16 + 16 + 2).
+    uint256 private constant MIN_PACKED_RECORD = 60;
 
     /// @notice Skip reason: the claimed total is above the voucher's signed ceiling.
     uint8 public constant SKIP_ABOVE_CEILING = 1;
@@ -351,9 +388,11 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     ///         `ClaimSkipped` event and does not revert the batch.
     /// @dev Caller must be `group.receiver` or a non-zero `group.receiverAuthorizer`. Each item's
     ///      channel id is rebuilt from the group and the item, so an item that does not belong to
-    ///      the group lands on an empty channel and is skipped. Per item: total <= ceiling,
-    ///      total is capped at the channel balance, must exceed the current total, and the voucher
-    ///      `Voucher(channelId, maxClaimableAmount)` must be signed by the channel's signer.
+    ///      the group lands on an empty channel and is skipped. Per item: total <= ceiling;
+    ///      the total is capped at the channel balance and must exceed the current total; the
+    ///      voucher `Voucher(channelId, maxClaimableAmount)` must be signed by the channel's
+    ///      signer (65-byte r,s,v or 64-byte EIP-2098 ECDSA, or ERC-1271 when the signer has
+    ///      code). {claimPacked} does the same with a compact encoding.
     /// @param group The receiver side of every channel in the batch.
     /// @param items The channels and their vouchers.
     /// @return amount Total newly claimed across the batch.
@@ -362,11 +401,39 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         nonReentrant
         returns (uint256 amount)
     {
-        // msg.sender is never address(0), so an unset authorizer never matches.
-        if (msg.sender != group.receiver && msg.sender != group.receiverAuthorizer) {
-            revert TollgateChannels__Unauthorized(msg.sender);
+        _checkReceiverSide(group);
+        (amount,) = _claimItems(group, items, false);
+    }
+
+    /// @notice {claim} with the items packed back to back in `data` instead of ABI-encoded:
+    ///         the cheapest way to claim (about 11k gas per channel in a batch of 100).
+    /// @dev Caller must be `group.receiver` or a non-zero `group.receiverAuthorizer`. Record
+    ///      layout (big-endian integers, no padding):
+    ///      `flags(1) payer(20) [payerAuthorizer(20)] withdrawDelay(5) [salt(32)]
+    ///       maxClaimableAmount(16) totalClaimed(16) signature`,
+    ///      where flags bit 0 = payerAuthorizer present (else zero), bit 1 = salt present (else
+    ///      zero), bit 2 = signature is `length(2) bytes[length]` (any form, e.g. ERC-1271), else
+    ///      a 64-byte EIP-2098 `r || vs`. Other flag bits must be zero. A malformed buffer reverts
+    ///      the whole call.
+    /// @param group The receiver side of every channel in the batch.
+    /// @param data  The packed items.
+    /// @return amount Total newly claimed across the batch.
+    function claimPacked(ClaimGroup calldata group, bytes calldata data)
+        external
+        nonReentrant
+        returns (uint256 amount)
+    {
+        _checkReceiverSide(group);
+        if (data.length == 0) revert TollgateChannels__EmptyBatch();
+        Batch memory b = _newBatch(group, data.length / MIN_PACKED_RECORD);
+        ClaimFields memory f;
+        uint256 base = _offsetOf(data);
+        uint256 end = base + data.length;
+        for (uint256 p = base; p < end;) {
+            p = _decodePacked(f, p, end, base);
+            _claimOne(b, f);
         }
-        (amount,) = _claimBatch(group, items, false);
+        amount = _finishBatch(b);
     }
 
     /// @notice Same as {claim}, submitted by anyone with the receiver side's EIP-712 signature of
@@ -384,9 +451,10 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         returns (uint256 amount)
     {
         bytes32 batchHash;
-        (amount, batchHash) = _claimBatch(group, items, true);
-        if (!_isReceiverSideSignature(group.receiver, group.receiverAuthorizer, _hashTypedDataV4(batchHash), authorizerSignature))
-        {
+        (amount, batchHash) = _claimItems(group, items, true);
+        if (!_isReceiverSideSignature(
+                group.receiver, group.receiverAuthorizer, _hashTypedDataV4(batchHash), authorizerSignature
+            )) {
             revert TollgateChannels__InvalidSignature();
         }
     }
@@ -663,53 +731,127 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         }
     }
 
-    /// @dev Runs the claim loop. When `withEntries` is set, also returns the EIP-712 struct hash of
-    ///      `ClaimBatch` over the items (for {claimWithSignature}).
-    function _claimBatch(ClaimGroup calldata group, ClaimItem[] calldata items, bool withEntries)
+    /// @dev Reverts unless the caller is the group's receiver or its non-zero authorizer.
+    function _checkReceiverSide(ClaimGroup calldata group) private view {
+        // msg.sender is never address(0), so an unset authorizer never matches.
+        if (msg.sender != group.receiver && msg.sender != group.receiverAuthorizer) {
+            revert TollgateChannels__Unauthorized(msg.sender);
+        }
+    }
+
+    /// @dev Claim loop over ABI-encoded items. When `withEntries` is set, also returns the EIP-712
+    ///      struct hash of `ClaimBatch` over the items (for {claimWithSignature}).
+    function _claimItems(ClaimGroup calldata group, ClaimItem[] calldata items, bool withEntries)
         private
         returns (uint256 amount, bytes32 batchHash)
     {
         uint256 n = items.length;
         if (n == 0) revert TollgateChannels__EmptyBatch();
-        bytes32 ds = _domainSeparatorV4();
+        Batch memory b = _newBatch(group, n);
+        ClaimFields memory f;
         bytes32[] memory entries;
         if (withEntries) entries = new bytes32[](n);
-        uint256 skipped;
         for (uint256 i; i < n; ++i) {
             ClaimItem calldata it = items[i];
-            (bytes32 channelId, uint256 delta) = _claimOne(ds, group, it);
-            if (delta == 0) {
-                // Skipped items never credit anything; count them for the batch event.
-                unchecked {
-                    ++skipped;
-                }
-            }
-            // Each delta <= its channel balance <= 2^128 - 1 and n is bounded by calldata size,
-            // so the running sum cannot overflow 256 bits.
-            unchecked {
-                amount += delta;
-            }
-            if (withEntries) entries[i] = _claimEntryHash(channelId, it.maxClaimableAmount, it.totalClaimed);
+            f.payer = it.payer;
+            f.payerAuthorizer = it.payerAuthorizer;
+            f.withdrawDelay = it.withdrawDelay;
+            f.salt = it.salt;
+            f.maxClaimableAmount = it.maxClaimableAmount;
+            f.totalClaimed = it.totalClaimed;
+            bytes calldata sig = it.signature;
+            f.sigOffset = _offsetOf(sig);
+            f.sigLength = sig.length;
+            bytes32 channelId = _claimOne(b, f);
+            if (withEntries) entries[i] = _claimEntryHash(channelId, f.maxClaimableAmount, f.totalClaimed);
         }
-        if (amount != 0) _unswept[group.receiver][group.token] += amount;
+        amount = _finishBatch(b);
         if (withEntries) {
             batchHash = keccak256(abi.encode(CLAIM_BATCH_TYPEHASH, keccak256(abi.encodePacked(entries))));
         }
-        // skipped <= n, so n - skipped cannot underflow.
-        unchecked {
-            emit BatchClaimed(group.receiver, group.token, msg.sender, amount, n - skipped, skipped);
-        }
     }
 
-    /// @dev Applies one claim item; returns the channel id and the newly claimed amount (0 when
-    ///      skipped). Checks run cheapest first, the signature last; one SLOAD and one SSTORE of
-    ///      the packed channel slot.
-    function _claimOne(bytes32 ds, ClaimGroup calldata group, ClaimItem calldata it)
+    /// @dev Starts a batch: caches the domain separator and the group, and allocates the event
+    ///      arrays for up to `capacity` applied items.
+    function _newBatch(ClaimGroup calldata group, uint256 capacity) private view returns (Batch memory b) {
+        b.ds = _domainSeparatorV4();
+        b.receiver = group.receiver;
+        b.receiverAuthorizer = group.receiverAuthorizer;
+        b.token = group.token;
+        b.channelIds = new bytes32[](capacity);
+        b.totals = new uint128[](capacity);
+    }
+
+    /// @dev Credits the batch sum to the receiver (one SSTORE per batch) and emits `Claimed` with
+    ///      the applied channels.
+    function _finishBatch(Batch memory b) private returns (uint256 amount) {
+        amount = b.amount;
+        if (amount != 0) _unswept[b.receiver][b.token] += amount;
+        bytes32[] memory ids = b.channelIds;
+        uint128[] memory totals = b.totals;
+        uint256 applied = b.applied;
+        // Shrink the arrays to the applied items; applied <= capacity, so this only cuts.
+        assembly ("memory-safe") {
+            mstore(ids, applied)
+            mstore(totals, applied)
+        }
+        emit Claimed(b.receiver, b.token, msg.sender, amount, ids, totals);
+    }
+
+    /// @dev Decodes the packed record at calldata position `p` into `f`; returns the position
+    ///      after it. Reverts with the record's offset in `data` when it is malformed.
+    function _decodePacked(ClaimFields memory f, uint256 p, uint256 end, uint256 base)
         private
-        returns (bytes32 channelId, uint256 delta)
+        pure
+        returns (uint256 next)
     {
+        uint256 flags;
+        bool ok;
+        assembly ("memory-safe") {
+            let q := p
+            flags := byte(0, calldataload(q))
+            q := add(q, 1)
+            mstore(f, shr(96, calldataload(q))) // payer
+            q := add(q, 20)
+            let pa := 0
+            if and(flags, 1) {
+                pa := shr(96, calldataload(q))
+                q := add(q, 20)
+            }
+            mstore(add(f, 0x20), pa) // payerAuthorizer
+            mstore(add(f, 0x40), shr(216, calldataload(q))) // withdrawDelay (uint40)
+            q := add(q, 5)
+            let salt := 0
+            if and(flags, 2) {
+                salt := calldataload(q)
+                q := add(q, 32)
+            }
+            mstore(add(f, 0x60), salt)
+            mstore(add(f, 0x80), shr(128, calldataload(q))) // maxClaimableAmount
+            q := add(q, 16)
+            mstore(add(f, 0xa0), shr(128, calldataload(q))) // totalClaimed
+            q := add(q, 16)
+            let sigLen := 64
+            if and(flags, 4) {
+                sigLen := shr(240, calldataload(q))
+                q := add(q, 2)
+            }
+            mstore(add(f, 0xc0), q) // sigOffset
+            mstore(add(f, 0xe0), sigLen) // sigLength
+            next := add(q, sigLen)
+            // Reads past `end` return other calldata or zeros; a record is only accepted when it
+            // ends within the buffer and uses known flags.
+            ok := and(iszero(gt(next, end)), iszero(and(flags, 0xf8)))
+        }
+        if (!ok) revert TollgateChannels__MalformedClaimData(p - base);
+    }
+
+    /// @dev Applies one claim item; returns its channel id. Skipped items emit `ClaimSkipped`;
+    ///      applied ones are appended to the batch. Checks run cheapest first, the signature last;
+    ///      one SLOAD and one SSTORE of the packed channel slot.
+    function _claimOne(Batch memory b, ClaimFields memory f) private returns (bytes32 channelId) {
         channelId = _channelId(
-            ds, it.payer, it.payerAuthorizer, group.receiver, group.receiverAuthorizer, group.token, it.withdrawDelay, it.salt
+            b.ds, f.payer, f.payerAuthorizer, b.receiver, b.receiverAuthorizer, b.token, f.withdrawDelay, f.salt
         );
         Channel storage ch = _channels[channelId];
         uint256 packed;
@@ -717,39 +859,58 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             packed := sload(ch.slot)
         }
         // Channel layout: balance in the low 128 bits, totalClaimed in the high 128 bits.
+        uint128 balance = uint128(packed);
         uint128 current = uint128(packed >> 128);
-        uint128 total = it.totalClaimed;
+        uint128 total = f.totalClaimed;
         uint8 reason;
-        if (total > it.maxClaimableAmount) {
+        if (total > f.maxClaimableAmount) {
             reason = SKIP_ABOVE_CEILING;
-        } else if (uint128(packed) == 0) {
+        } else if (balance == 0) {
             reason = SKIP_NO_BALANCE;
         } else {
-            if (total > uint128(packed)) total = uint128(packed);
+            if (total > balance) total = balance;
             if (total <= current) reason = SKIP_NOT_INCREASING;
-            else if (!_isVoucherSigned(ds, channelId, it)) reason = SKIP_INVALID_SIGNATURE;
+            else if (!_isVoucherSigned(b.ds, channelId, f)) reason = SKIP_INVALID_SIGNATURE;
         }
         if (reason != 0) {
-            emit ClaimSkipped(channelId, reason, it.totalClaimed, current);
-            return (channelId, 0);
-        }
-        // current < total <= balance: the subtraction cannot underflow.
-        unchecked {
-            delta = total - current;
+            emit ClaimSkipped(channelId, reason, f.totalClaimed, current);
+            return channelId;
         }
         // Same as `ch.totalClaimed = total`, without reading the slot a second time.
         assembly ("memory-safe") {
             sstore(ch.slot, or(and(packed, 0xffffffffffffffffffffffffffffffff), shl(128, total)))
         }
-        emit Claimed(channelId, total, uint128(delta));
+        uint256 i = b.applied;
+        b.channelIds[i] = channelId;
+        b.totals[i] = total;
+        // current < total <= balance < 2^128, so the delta is positive; the running sum of at
+        // most one delta per calldata item cannot overflow 256 bits; i < capacity.
+        unchecked {
+            b.amount += total - current;
+            b.applied = i + 1;
+        }
     }
 
     /// @dev Whether the item's voucher is signed by the channel's signer (the payer authorizer,
     ///      or the payer when none is set).
-    function _isVoucherSigned(bytes32 ds, bytes32 channelId, ClaimItem calldata it) private view returns (bool) {
-        address signer = it.payerAuthorizer;
-        if (signer == address(0)) signer = it.payer;
-        return _isValidSignatureCalldata(signer, _voucherDigest(ds, channelId, it.maxClaimableAmount), it.signature);
+    function _isVoucherSigned(bytes32 ds, bytes32 channelId, ClaimFields memory f) private view returns (bool) {
+        address signer = f.payerAuthorizer;
+        if (signer == address(0)) signer = f.payer;
+        bytes calldata sig;
+        uint256 offset = f.sigOffset;
+        uint256 length = f.sigLength;
+        assembly ("memory-safe") {
+            sig.offset := offset
+            sig.length := length
+        }
+        return _isValidSignatureCalldata(signer, _voucherDigest(ds, channelId, f.maxClaimableAmount), sig);
+    }
+
+    /// @dev Calldata position of a `bytes calldata` value.
+    function _offsetOf(bytes calldata data) private pure returns (uint256 offset) {
+        assembly ("memory-safe") {
+            offset := data.offset
+        }
     }
 
     /// @dev Shared refund path: advances the nonce first, then pays up to the unclaimed balance.
@@ -877,16 +1038,30 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         }
     }
 
-    /// @dev ECDSA first (OpenZeppelin `tryRecover`: low-S, v in {27, 28}) straight from calldata;
+    /// @dev ECDSA first, straight from calldata, with OpenZeppelin's `tryRecover` (rejects high-S
+    ///      and v outside {27, 28}) for 65-byte r||s||v and 64-byte EIP-2098 r||vs signatures;
     ///      falls back to ERC-1271 only when `signer` has code.
     function _isValidSignatureCalldata(address signer, bytes32 digest, bytes calldata signature)
         private
         view
         returns (bool)
     {
-        if (signature.length == 65) {
-            (uint8 v, bytes32 r, bytes32 s) = _splitSignature(signature);
-            (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, v, r, s);
+        uint256 length = signature.length;
+        if (length == 65 || length == 64) {
+            address recovered;
+            ECDSA.RecoverError err;
+            if (length == 65) {
+                (uint8 v, bytes32 r, bytes32 s) = _splitSignature(signature);
+                (recovered, err,) = ECDSA.tryRecover(digest, v, r, s);
+            } else {
+                bytes32 r;
+                bytes32 vs;
+                assembly ("memory-safe") {
+                    r := calldataload(signature.offset)
+                    vs := calldataload(add(signature.offset, 0x20))
+                }
+                (recovered, err,) = ECDSA.tryRecover(digest, r, vs);
+            }
             if (err == ECDSA.RecoverError.NoError && recovered == signer) return true;
         }
         if (signer.code.length == 0) return false;

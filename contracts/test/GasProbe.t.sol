@@ -25,14 +25,58 @@ contract GasProbe is TollgateTestBase {
     function test_probe() public {
         TollgateChannels.ClaimItem[] memory its = items;
         TollgateChannels.ClaimGroup memory gg = g;
-        bytes memory cd = abi.encodeCall(TollgateChannels.claim, (gg, its));
+        bytes memory cd = abi.encodeCall(TollgateChannels.claimPacked, (gg, _pack(its)));
         vm.prank(receiver);
         uint256 g0 = gasleft();
-        uint256 amt = channels.claim(gg, its);
+        (bool ok, bytes memory ret) = address(channels).call(cd);
         uint256 used = g0 - gasleft();
+        require(ok);
+        uint256 amt = abi.decode(ret, (uint256));
         console.log("exec", used);
         console.log("calldata", _calldataGas(cd, used));
         console.log("per item total", (used + _calldataGas(cd, used)) / 100);
         assertEq(amt, 100 * 120_000, "amount");
+    }
+}
+
+contract GasProbe2 is GasProbe {
+    function _run(string memory label, TollgateChannels.ClaimItem[] memory its) internal {
+        bytes memory cd = abi.encodeCall(TollgateChannels.claim, (g, its));
+        vm.prank(receiver);
+        uint256 g0 = gasleft();
+        (bool ok,) = address(channels).call(cd);
+        uint256 used = g0 - gasleft();
+        require(ok);
+        console.log(label, used / its.length);
+    }
+
+    function test_breakdown() public {
+        TollgateChannels.ClaimItem[] memory its = items;
+        for (uint256 i; i < its.length; ++i) its[i].totalClaimed = 200_000; // above ceiling
+        _run("above-ceiling (hash+event)", its);
+    }
+
+    function test_breakdown2() public {
+        TollgateChannels.ClaimItem[] memory its = items;
+        for (uint256 i; i < its.length; ++i) its[i].totalClaimed = 0; // not increasing: sload + event
+        _run("not-increasing (hash+sload+event)", its);
+    }
+
+    function test_breakdown3() public {
+        TollgateChannels.ClaimItem[] memory its = items;
+        for (uint256 i; i < its.length; ++i) its[i].signature[5] = 0x01; // bad sig: + ecrecover
+        _run("bad-sig (hash+sload+ecrecover+event)", its);
+    }
+}
+
+contract GasProbe3 is GasProbe {
+    function test_one() public {
+        TollgateChannels.ClaimItem[] memory its = new TollgateChannels.ClaimItem[](2);
+        its[0] = items[0];
+        its[1] = items[1];
+        bytes memory cd = abi.encodeCall(TollgateChannels.claim, (g, its));
+        vm.prank(receiver);
+        (bool ok,) = address(channels).call(cd);
+        require(ok);
     }
 }

@@ -192,6 +192,27 @@ static int append_call(const char *cmd, tg_buf *data, int nargs, char **args, in
 
 /* -------------------------------------------------------------------- mktx */
 
+/* A few of cast's chain names (the ones people type); any other chain is given by its number. */
+static const struct {
+  const char *name;
+  uint64_t id;
+} CHAINS[] = {
+    {"mainnet", 1},         {"goerli", 5},          {"optimism", 10},
+    {"polygon", 137},       {"dev", 1337},          {"holesky", 17000},
+    {"base", 8453},         {"anvil-hardhat", 31337}, {"arbitrum", 42161},
+    {"base-sepolia", 84532}, {"hoodi", 560048},     {"sepolia", 11155111},
+};
+
+static int parse_chain(uint64_t *out, const char *s) {
+  for (size_t i = 0; i < sizeof CHAINS / sizeof CHAINS[0]; i++) {
+    if (strcmp(s, CHAINS[i].name) == 0) {
+      *out = CHAINS[i].id;
+      return TG_OK;
+    }
+  }
+  return parse_u64(out, s);
+}
+
 typedef struct {
   const char *key, *chain, *nonce, *gas_limit, *value, *gas_price, *priority, *access_list,
       *create, *data;
@@ -297,8 +318,8 @@ int cmd_mktx(int argc, char **argv) {
     goto out;
   }
   tg_tx_init(&tx, !o.legacy ? TG_TX_EIP1559 : o.access_list ? TG_TX_EIP2930 : TG_TX_LEGACY);
-  if ((rc = parse_u64(&tx.chain_id, o.chain))) {
-    cli_fail_err(cmd, rc, "--chain '%s' is not a 64-bit chain id", o.chain);
+  if ((rc = parse_chain(&tx.chain_id, o.chain))) {
+    cli_fail_err(cmd, rc, "--chain '%s' is neither a chain id nor a known chain name", o.chain);
     goto out;
   }
   if (tx.type == TG_TX_LEGACY && tx.chain_id == 0) {

@@ -37,14 +37,15 @@ int cmd_hash_typed_data(int argc, char **argv) {
   int rc = cli_read_file(path, &in);
   if (rc) return cli_fail_err(cmd, rc, "cannot read %s", name);
   tg_hash h;
+  char where[TG_EIP712_WHERE_MAX] = "";
   tg_eip712_types *types = NULL;
   const char *json = (const char *)in.data;
   switch (mode) {
   case M_DIGEST:
-    rc = tg_eip712_digest_json(&h, json, in.len);
+    rc = tg_eip712_hashes_json_where(&h, NULL, NULL, where, json, in.len);
     break;
   case M_DOMAIN:
-    rc = tg_eip712_hashes_json(NULL, &h, NULL, json, in.len);
+    rc = tg_eip712_hashes_json_where(NULL, &h, NULL, where, json, in.len);
     break;
   case M_STRUCT:
     rc = tg_eip712_doc_hash_struct(&h, json, in.len, type);
@@ -71,6 +72,7 @@ int cmd_hash_typed_data(int argc, char **argv) {
                     type);
   if (rc == TG_ETYPED_DATA_TYPE && type)
     return cli_fail_err(cmd, rc, "%s: type '%s' (or one it references)", name, type);
+  if (rc && where[0]) return cli_fail_err(cmd, rc, "%s: at %s", name, where);
   if (rc) return cli_fail_err(cmd, rc, "%s is not valid EIP-712 typed data", name);
   if (mode != M_ENCODE_TYPE) cli_print_hex(h.b, 32);
   return 0;

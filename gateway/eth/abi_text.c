@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eth/abi_escape.h"
 #include "eth/abi_int.h"
 #include "tollgate/abi.h"
 #include "tollgate/address.h"
@@ -463,25 +464,15 @@ static size_t utf8_next(const uint8_t *s, size_t n, uint32_t *cp, size_t *bad) {
   return need + 1;
 }
 
-/* Code points Rust's char::escape_debug writes as \u{..}: not printable or grapheme-extending.
- * An approximation of Rust's tables covering the common ranges. */
+/* Code points Rust's char::escape_debug writes as \u{..} inside a str's Debug form (cast's quoting). */
 static int needs_unicode_escape(uint32_t c) {
-  static const uint32_t r[][2] = {
-      {0x7f, 0x9f},       {0xad, 0xad},       {0x300, 0x36f},     {0x378, 0x379},
-      {0x483, 0x489},     {0x591, 0x5bd},     {0x5bf, 0x5bf},     {0x5c1, 0x5c2},
-      {0x5c4, 0x5c5},     {0x5c7, 0x5c7},     {0x600, 0x605},     {0x610, 0x61a},
-      {0x61c, 0x61c},     {0x64b, 0x65f},     {0x670, 0x670},     {0x6d6, 0x6dd},
-      {0x6df, 0x6e4},     {0x6e7, 0x6e8},     {0x6ea, 0x6ed},     {0x70f, 0x70f},
-      {0x900, 0x902},     {0x93a, 0x93a},     {0x93c, 0x93c},     {0x941, 0x948},
-      {0x94d, 0x94d},     {0x951, 0x957},     {0x1ab0, 0x1aff},   {0x1dc0, 0x1dff},
-      {0x180b, 0x180f},   {0x200b, 0x200f},   {0x2028, 0x202e},   {0x2060, 0x206f},
-      {0x20d0, 0x20f0},   {0x2cef, 0x2cf1},   {0x2de0, 0x2dff},   {0x302a, 0x302f},
-      {0x3099, 0x309a},   {0xd800, 0xf8ff},   {0xfe00, 0xfe0f},   {0xfe20, 0xfe2f},
-      {0xfeff, 0xfeff},   {0xfff0, 0xfffb},   {0xe0000, 0xe0fff}, {0xf0000, 0x10ffff},
-  };
-  if (c < 0x20) return 1;
-  for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
-    if (c >= r[i][0] && c <= r[i][1]) return 1;
+  size_t lo = 0, hi = sizeof abi_escape_ranges / sizeof abi_escape_ranges[0];
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (c < abi_escape_ranges[mid][0]) hi = mid;
+    else if (c > abi_escape_ranges[mid][1]) lo = mid + 1;
+    else return 1;
+  }
   return 0;
 }
 

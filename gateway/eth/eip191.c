@@ -3,7 +3,6 @@
 
 #include <string.h>
 
-#include "tollgate/address.h"
 #include "tollgate/keccak.h"
 
 static const char prefix[] = "\x19" "Ethereum Signed Message:\n";
@@ -45,9 +44,8 @@ int tg_eip191_recover(tg_address *out, const uint8_t *msg, size_t len, const tg_
 
 int tg_eip191_verify(const tg_address *expected, const uint8_t *msg, size_t len,
                      const tg_sig *sig) {
-  if (!expected) return TG_EINVAL;
-  tg_address got;
-  int rc = tg_eip191_recover(&got, msg, len, sig);
-  if (rc) return rc;
-  return tg_address_eq(&got, expected) ? TG_OK : TG_ESIG_MISMATCH;
+  if (!msg) return TG_EINVAL;
+  tg_hash h;
+  tg_eip191_hash(&h, msg, len);
+  return tg_verify_digest(expected, &h, sig);
 }

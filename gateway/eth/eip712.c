@@ -57,6 +57,49 @@ struct tg_eip712_types {
 
 static const char domain_name[] = "EIP712Domain";
 
+/*
+ * Where a document failed, built while unwinding: each level prepends its
+ * part (".name", "[3]") in front of what the inner levels wrote. The text
+ * grows leftwards from the end of buf; a path that does not fit keeps its
+ * innermost parts. NULL means nobody asked.
+ */
+typedef struct {
+  char buf[TG_EIP712_WHERE_MAX];
+  size_t pos; /* the path is buf[pos .. TG_EIP712_WHERE_MAX - 2], NUL at the end */
+} errpath;
+
+static void ep_init(errpath *ep) {
+  if (!ep) return;
+  ep->pos = TG_EIP712_WHERE_MAX - 1;
+  ep->buf[ep->pos] = 0;
+}
+
+static void ep_prepend(errpath *ep, const char *s, size_t len) {
+  if (!ep || len > ep->pos) return;
+  ep->pos -= len;
+  memcpy(ep->buf + ep->pos, s, len);
+}
+
+static void ep_name(errpath *ep, const char *name, size_t len) {
+  if (!ep || len + 1 > ep->pos) return;
+  ep_prepend(ep, name, len);
+  ep_prepend(ep, ".", 1);
+}
+
+static void ep_index(errpath *ep, size_t i) {
+  char s[32];
+  int n = snprintf(s, sizeof s, "[%zu]", i);
+  if (n > 0) ep_prepend(ep, s, (size_t)n);
+}
+
+/* Writes the path, dropping a leading '.', into out[TG_EIP712_WHERE_MAX]. */
+static void ep_copy(char *out, const errpath *ep) {
+  const char *p = ep->buf + ep->pos;
+  if (*p == '.') p++;
+  size_t n = strlen(p);
+  memcpy(out, p, n + 1);
+}
+
 /* The canonical EIP712Domain members, used when "types" does not define it. */
 static const struct {
   const char *name;
@@ -276,7 +319,8 @@ static int infer_domain(stype *st, json_t *domain) {
  * Builds the type set from a "types" object; `domain` (may be NULL) is used
  * to infer EIP712Domain when "types" lacks it. Takes a reference to root.
  */
-static int types_build(tg_eip712_types **out, json_t *root, json_t *types, json_t *domain) {
+static int types_build(tg_eip712_types **out, json_t *root, json_t *types, json_t *domain,
+                       errpath *ep) {
   *out = NULL;
   if (!json_is_object(types)) return TG_ETYPED_DATA;
   size_t n = json_object_size(types);
@@ -291,21 +335,31 @@ static int types_build(tg_eip712_types **out, json_t *root, json_t *types, json_
   const char *key;
   size_t klen;
   json_t *def;
+  const stype *at_st = NULL; /* what a failure points at */
+  const field *at_f = NULL;
+  int at_domain = 0;
   /* Names first, so that members may reference structs defined later. */
   json_object_keylen_foreach(types, key, klen, def) {
     stype *st = &T->s[T->n++];
     st->name = key;
     st->name_len = klen;
+    at_st = st;
     ftype probe;
     if (!is_ident(st->name, st->name_len) || parse_atomic(&probe, st->name, st->name_len) == 0) {
       rc = TG_ETYPED_DATA_TYPE;
       goto fail;
     }
   }
-  if (infer && (rc = infer_domain(&T->s[T->n++], domain)) != 0) goto fail;
+  at_st = NULL;
+  if (infer && (rc = infer_domain(&T->s[T->n++], domain)) != 0) {
+    at_domain = 1;
+    goto fail;
+  }
   size_t si = 0;
   json_object_keylen_foreach(types, key, klen, def) {
     stype *st = &T->s[si++];
+    at_st = st;
+    at_f = NULL;
     if (!json_is_array(def)) {
       rc = TG_ETYPED_DATA;
       goto fail;
@@ -327,6 +381,7 @@ static int types_build(tg_eip712_types **out, json_t *root, json_t *types, json_
       field *fd = &st->fields[f];
       fd->name = json_string_value(jn);
       fd->name_len = json_string_length(jn);
+      at_f = fd;
       if (!is_ident(fd->name, fd->name_len)) {
         rc = TG_ETYPED_DATA;
         goto fail;
@@ -345,6 +400,8 @@ static int types_build(tg_eip712_types **out, json_t *root, json_t *types, json_
       st->nfields = f + 1;
     }
   }
+  at_st = NULL;
+  at_f = NULL;
   if (infer) {
     stype *st = &T->s[T->n - 1];
     for (size_t f = 0; f < st->nfields; f++)
@@ -355,7 +412,10 @@ static int types_build(tg_eip712_types **out, json_t *root, json_t *types, json_
   uint8_t mark[TG_EIP712_MAX_TYPES + 1];
   memset(mark, 0, sizeof mark);
   for (size_t i = 0; i < T->n; i++)
-    if (!mark[i] && (rc = check_cycles(T, i, mark)) != 0) goto fail;
+    if (!mark[i] && (rc = check_cycles(T, i, mark)) != 0) {
+      at_st = &T->s[i];
+      goto fail;
+    }
   for (size_t i = 0; i < T->n; i++) {
     stype *st = &T->s[i];
     st->own_len = st->name_len + 2 + (st->nfields ? st->nfields - 1 : 0);
@@ -391,6 +451,9 @@ static int types_build(tg_eip712_types **out, json_t *root, json_t *types, json_
   *out = T;
   return TG_OK;
 fail:
+  if (at_f) ep_name(ep, at_f->name, at_f->name_len);
+  if (at_st) ep_name(ep, at_st->name, at_st->name_len);
+  ep_prepend(ep, at_domain ? "domain" : "types", at_domain ? 6 : 5);
   tg_eip712_types_free(T);
   return rc;
 }
@@ -492,9 +555,12 @@ static int encode_atomic(uint8_t w[32], const ftype *t, json_t *v) {
     w[31] = json_is_true(v) ? 1 : 0;
     return TG_OK;
   case K_ADDRESS: {
-    if (!json_is_string(v)) return TG_ETYPED_DATA_VALUE;
+    /* "0x" required: without it MetaMask reads some digit strings as numbers. */
+    const char *s = json_string_value(v);
+    if (!json_is_string(v) || json_string_length(v) < 2 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X'))
+      return TG_ETYPED_DATA_VALUE;
     tg_address a;
-    int rc = tg_address_parse(&a, json_string_value(v), json_string_length(v));
+    int rc = tg_address_parse(&a, s, json_string_length(v));
     if (rc == TG_ECHECKSUM) return rc;
     if (rc) return TG_ETYPED_DATA_VALUE;
     memcpy(w + 12, a.b, 20);
@@ -527,14 +593,15 @@ static int encode_atomic(uint8_t w[32], const ftype *t, json_t *v) {
   }
 }
 
-static int encode_struct(sink *o, const tg_eip712_types *T, size_t sidx, json_t *obj, int depth);
+static int encode_struct(sink *o, const tg_eip712_types *T, size_t sidx, json_t *obj, int depth,
+                         errpath *ep);
 
 static int hash_struct_value(uint8_t w[32], const tg_eip712_types *T, size_t sidx, json_t *obj,
-                             int depth) {
+                             int depth, errpath *ep) {
   tg_keccak_ctx k;
   tg_keccak256_init(&k);
   sink o = {&k, NULL, 0};
-  int rc = encode_struct(&o, T, sidx, obj, depth);
+  int rc = encode_struct(&o, T, sidx, obj, depth, ep);
   tg_hash h;
   tg_keccak256_final(&k, &h);
   memcpy(w, h.b, 32);
@@ -543,7 +610,7 @@ static int hash_struct_value(uint8_t w[32], const tg_eip712_types *T, size_t sid
 
 /* The 32-byte encodeData word of a value whose type is t with its outer `ndims` dimensions. */
 static int encode_value(uint8_t w[32], const tg_eip712_types *T, const ftype *t, unsigned ndims,
-                        json_t *v, int depth) {
+                        json_t *v, int depth, errpath *ep) {
   if (depth > TG_EIP712_MAX_DEPTH) return TG_ETOOBIG;
   if (v == NULL || json_is_null(v)) return TG_ETYPED_DATA_MISSING;
   if (ndims > 0) {
@@ -555,8 +622,11 @@ static int encode_value(uint8_t w[32], const tg_eip712_types *T, const ftype *t,
     tg_keccak256_init(&k);
     for (size_t i = 0; i < n; i++) {
       uint8_t ew[32];
-      int rc = encode_value(ew, T, t, ndims - 1, json_array_get(v, i), depth + 1);
-      if (rc) return rc;
+      int rc = encode_value(ew, T, t, ndims - 1, json_array_get(v, i), depth + 1, ep);
+      if (rc) {
+        ep_index(ep, i);
+        return rc;
+      }
       tg_keccak256_update(&k, ew, 32);
     }
     tg_hash h;
@@ -564,12 +634,13 @@ static int encode_value(uint8_t w[32], const tg_eip712_types *T, const ftype *t,
     memcpy(w, h.b, 32);
     return TG_OK;
   }
-  if (t->kind == K_STRUCT) return hash_struct_value(w, T, (size_t)t->sidx, v, depth + 1);
+  if (t->kind == K_STRUCT) return hash_struct_value(w, T, (size_t)t->sidx, v, depth + 1, ep);
   return encode_atomic(w, t, v);
 }
 
 /* encodeData: typeHash, then one word per member, into the sink. */
-static int encode_struct(sink *o, const tg_eip712_types *T, size_t sidx, json_t *obj, int depth) {
+static int encode_struct(sink *o, const tg_eip712_types *T, size_t sidx, json_t *obj, int depth,
+                         errpath *ep) {
   if (depth > TG_EIP712_MAX_DEPTH) return TG_ETOOBIG;
   if (!json_is_object(obj)) return json_is_null(obj) ? TG_ETYPED_DATA_MISSING : TG_ETYPED_DATA_VALUE;
   const stype *st = &T->s[sidx];
@@ -578,8 +649,11 @@ static int encode_struct(sink *o, const tg_eip712_types *T, size_t sidx, json_t 
     const field *fd = &st->fields[f];
     json_t *v = json_object_getn(obj, fd->name, fd->name_len);
     uint8_t w[32];
-    int rc = encode_value(w, T, &fd->t, fd->t.ndims, v, depth);
-    if (rc) return rc;
+    int rc = encode_value(w, T, &fd->t, fd->t.ndims, v, depth, ep);
+    if (rc) {
+      ep_name(ep, fd->name, fd->name_len);
+      return rc;
+    }
     sink_put(o, w, 32);
   }
   return o->err;
@@ -587,13 +661,18 @@ static int encode_struct(sink *o, const tg_eip712_types *T, size_t sidx, json_t 
 
 /* ---- documents ---- */
 
-static int load(json_t **out, const char *json, size_t len) {
+static int load(json_t **out, const char *json, size_t len, errpath *ep) {
   *out = NULL;
   if (!json) return TG_EINVAL;
   if (len > TG_EIP712_MAX_JSON) return TG_ETOOBIG;
   json_error_t e;
   json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
   if (!root) {
+    if (ep) {
+      char at[64];
+      int n = snprintf(at, sizeof at, "line %d column %d", e.line, e.column);
+      if (n > 0) ep_prepend(ep, at, (size_t)n < sizeof at ? (size_t)n : sizeof at - 1);
+    }
     /* A JSON integer beyond 64 bits: valid JSON, but such values must be given as strings. */
     if (json_error_code(&e) == json_error_numeric_overflow) return TG_ERANGE;
     return TG_EJSON;
@@ -619,22 +698,32 @@ static void doc_cleanup(doc *d) {
   json_decref(d->root);
 }
 
-static int doc_open(doc *d, const char *json, size_t len) {
+static int doc_open(doc *d, const char *json, size_t len, errpath *ep) {
   memset(d, 0, sizeof *d);
-  int rc = load(&d->root, json, len);
+  int rc = load(&d->root, json, len, ep);
   if (rc) return rc;
   json_t *types = json_object_get(d->root, "types");
   json_t *pt = json_object_get(d->root, "primaryType");
   d->domain = json_object_get(d->root, "domain");
   d->message = json_object_get(d->root, "message");
   /* All four members are required (the EIP-712 JSON schema); extra ones are ignored. */
-  if (!json_is_object(types) || !json_is_string(pt) || !json_is_object(d->domain) ||
-      !json_is_object(d->message))
+  const char *bad = !json_is_object(types)       ? "types"
+                    : !json_is_string(pt)         ? "primaryType"
+                    : !json_is_object(d->domain)  ? "domain"
+                    : !json_is_object(d->message) ? "message"
+                                                  : NULL;
+  if (bad) {
+    ep_prepend(ep, bad, strlen(bad));
     return TG_ETYPED_DATA;
-  if ((rc = types_build(&d->T, d->root, types, d->domain)) != 0) return rc;
+  }
+  if ((rc = types_build(&d->T, d->root, types, d->domain, ep)) != 0) return rc;
   d->primary = find_struct(d->T, json_string_value(pt), json_string_length(pt));
   d->dom = find_struct(d->T, domain_name, sizeof domain_name - 1);
-  if (d->primary < 0 || d->dom < 0) return TG_ETYPED_DATA_TYPE;
+  if (d->primary < 0 || d->dom < 0) {
+    bad = d->primary < 0 ? "primaryType" : "types.EIP712Domain";
+    ep_prepend(ep, bad, strlen(bad));
+    return TG_ETYPED_DATA_TYPE;
+  }
   /* A domain key its type does not declare would look signed without being so. */
   const stype *ds = &d->T->s[d->dom];
   const char *key;
@@ -644,26 +733,39 @@ static int doc_open(doc *d, const char *json, size_t len) {
     size_t f;
     for (f = 0; f < ds->nfields; f++)
       if (streq(ds->fields[f].name, ds->fields[f].name_len, key, klen)) break;
-    if (f == ds->nfields) return TG_ETYPED_DATA;
+    if (f == ds->nfields) {
+      ep_name(ep, key, klen);
+      ep_prepend(ep, "domain", 6);
+      return TG_ETYPED_DATA;
+    }
   }
   return TG_OK;
 }
 
-int tg_eip712_hashes_json(tg_hash *digest, tg_hash *domain_separator, tg_hash *message_hash,
-                          const char *json, size_t len) {
+int tg_eip712_hashes_json_where(tg_hash *digest, tg_hash *domain_separator,
+                                tg_hash *message_hash, char *where, const char *json, size_t len) {
   if (digest) memset(digest, 0, sizeof *digest);
   if (domain_separator) memset(domain_separator, 0, sizeof *domain_separator);
   if (message_hash) memset(message_hash, 0, sizeof *message_hash);
+  if (where) where[0] = 0;
+  errpath path, *ep = where ? &path : NULL;
+  ep_init(ep);
   doc d;
-  int rc = doc_open(&d, json, len);
+  int rc = doc_open(&d, json, len, ep);
   tg_hash ds, mh;
   memset(&mh, 0, sizeof mh);
-  if (rc == 0) rc = hash_struct_value(ds.b, d.T, (size_t)d.dom, d.domain, 0);
+  if (rc == 0 && (rc = hash_struct_value(ds.b, d.T, (size_t)d.dom, d.domain, 0, ep)) != 0)
+    ep_prepend(ep, "domain", 6);
   /* MetaMask's V4 rule: with EIP712Domain as the primary type the message is not hashed. */
   int domain_only = rc == 0 && d.primary == d.dom;
-  if (rc == 0 && !domain_only) rc = hash_struct_value(mh.b, d.T, (size_t)d.primary, d.message, 0);
+  if (rc == 0 && !domain_only &&
+      (rc = hash_struct_value(mh.b, d.T, (size_t)d.primary, d.message, 0, ep)) != 0)
+    ep_prepend(ep, "message", 7);
   doc_cleanup(&d);
-  if (rc) return rc;
+  if (rc) {
+    if (where) ep_copy(where, ep);
+    return rc;
+  }
   if (digest) {
     if (domain_only) {
       uint8_t buf[34] = {0x19, 0x01};
@@ -678,6 +780,11 @@ int tg_eip712_hashes_json(tg_hash *digest, tg_hash *domain_separator, tg_hash *m
   return TG_OK;
 }
 
+int tg_eip712_hashes_json(tg_hash *digest, tg_hash *domain_separator, tg_hash *message_hash,
+                          const char *json, size_t len) {
+  return tg_eip712_hashes_json_where(digest, domain_separator, message_hash, NULL, json, len);
+}
+
 int tg_eip712_digest_json(tg_hash *out, const char *json, size_t len) {
   if (!out) return TG_EINVAL;
   return tg_eip712_hashes_json(out, NULL, NULL, json, len);
@@ -688,12 +795,12 @@ int tg_eip712_doc_hash_struct(tg_hash *out, const char *json, size_t len, const 
   memset(out, 0, sizeof *out);
   if (!type) return TG_EINVAL;
   doc d;
-  int rc = doc_open(&d, json, len);
+  int rc = doc_open(&d, json, len, NULL);
   if (rc == 0) {
     int idx = find_struct(d.T, type, strlen(type));
     if (idx < 0) rc = TG_ETYPED_DATA_TYPE;
-    else if (idx == d.dom) rc = hash_struct_value(out->b, d.T, (size_t)idx, d.domain, 0);
-    else if (idx == d.primary) rc = hash_struct_value(out->b, d.T, (size_t)idx, d.message, 0);
+    else if (idx == d.dom) rc = hash_struct_value(out->b, d.T, (size_t)idx, d.domain, 0, NULL);
+    else if (idx == d.primary) rc = hash_struct_value(out->b, d.T, (size_t)idx, d.message, 0, NULL);
     else rc = TG_ENOTFOUND;
   }
   doc_cleanup(&d);
@@ -705,7 +812,7 @@ int tg_eip712_types_parse(tg_eip712_types **out, const char *json, size_t len) {
   if (!out) return TG_EINVAL;
   *out = NULL;
   json_t *root;
-  int rc = load(&root, json, len);
+  int rc = load(&root, json, len, NULL);
   if (rc) return rc;
   /* A whole document has a "types" object; a bare types object maps names to arrays. */
   json_t *types = json_object_get(root, "types");
@@ -715,7 +822,7 @@ int tg_eip712_types_parse(tg_eip712_types **out, const char *json, size_t len) {
   } else {
     types = root;
   }
-  rc = types_build(out, root, types, domain);
+  rc = types_build(out, root, types, domain, NULL);
   json_decref(root);
   return rc;
 }
@@ -756,7 +863,7 @@ static int value_op(sink *o, const tg_eip712_types *T, const char *type, const c
   json_error_t e;
   json_t *v = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
   if (!v) return json_error_code(&e) == json_error_numeric_overflow ? TG_ERANGE : TG_EJSON;
-  int rc = encode_struct(o, T, (size_t)idx, v, 0);
+  int rc = encode_struct(o, T, (size_t)idx, v, 0, NULL);
   json_decref(v);
   return rc;
 }

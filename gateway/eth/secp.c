@@ -220,6 +220,14 @@ int tg_recover_address(tg_address *out, const tg_hash *digest, const tg_sig *sig
   return TG_OK;
 }
 
+int tg_verify_digest(const tg_address *expected, const tg_hash *digest, const tg_sig *sig) {
+  if (!expected) return TG_EINVAL;
+  tg_address got;
+  int rc = tg_recover_address(&got, digest, sig);
+  if (rc) return rc;
+  return memcmp(got.b, expected->b, 20) == 0 ? TG_OK : TG_ESIG_MISMATCH;
+}
+
 int tg_sig_from_bytes(tg_sig *out, const uint8_t *p, size_t len) {
   if (!out) return TG_EINVAL;
   memset(out, 0, sizeof *out);

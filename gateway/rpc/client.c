@@ -695,8 +695,8 @@ static int global_init(void) {
 typedef struct {
   tg_rpc *rpc;
   int remaining;
-  int chain_err;
-  int last_err;
+  int answered[TG_RPC_MAX_ENDPOINTS];
+  uint64_t ids[TG_RPC_MAX_ENDPOINTS];
 } check_state;
 
 typedef struct {
@@ -708,25 +708,39 @@ static void check_cb(void *arg, const tg_rpc_reply *r) {
   check_item *it = arg;
   check_state *cs = it->cs;
   tg_rpc *rpc = cs->rpc;
-  endpoint *e = &rpc->ep[it->ep];
   uint64_t id;
   if (r->err == 0 && tg_rpc_parse_u64(r->result, &id) == 0) {
-    if (rpc->chain_id && id != rpc->chain_id) {
-      e->disabled = 1;
-      cs->chain_err = 1;
-      snprintf(rpc->last_msg, sizeof rpc->last_msg, "%s is on chain %llu, not %llu", e->url,
-               (unsigned long long)id, (unsigned long long)rpc->chain_id);
-    } else {
-      rpc->chain_id = id;
-      e->verified = 1;
-    }
-  } else {
-    cs->last_err = r->err ? r->err : TG_ERPC_REPLY;
-    if (r->err == 0 || r->message)
-      snprintf(rpc->last_msg, sizeof rpc->last_msg, "%s: eth_chainId: %s", e->url,
-               r->message ? r->message : "malformed chain id");
+    cs->answered[it->ep] = 1;
+    cs->ids[it->ep] = id;
+  } else if (r->err == 0 || r->message) {
+    snprintf(rpc->last_msg, sizeof rpc->last_msg, "%s: eth_chainId: %s", rpc->ep[it->ep].url,
+             r->message ? r->message : "malformed chain id");
   }
   cs->remaining--;
+}
+
+/*
+ * Settles the chain id from the probes: the expected one when given, else
+ * the first answering endpoint's (in the configured order). 0 or TG_ERPC_CHAIN.
+ */
+static int check_chain(tg_rpc *rpc, const check_state *cs) {
+  for (size_t i = 0; i < rpc->n_ep && !rpc->chain_id; i++)
+    if (cs->answered[i]) rpc->chain_id = cs->ids[i];
+  int rc = 0;
+  for (size_t i = 0; i < rpc->n_ep; i++) {
+    if (!cs->answered[i]) continue;
+    if (cs->ids[i] == rpc->chain_id) {
+      rpc->ep[i].verified = 1;
+    } else {
+      rpc->ep[i].disabled = 1;
+      if (!rc)
+        snprintf(rpc->last_msg, sizeof rpc->last_msg, "%s is on chain %llu, not %llu",
+                 rpc->ep[i].url, (unsigned long long)cs->ids[i],
+                 (unsigned long long)rpc->chain_id);
+      rc = TG_ERPC_CHAIN;
+    }
+  }
+  return rc;
 }
 
 int tg_rpc_new(tg_rpc **out, const tg_rpc_opts *opts, char *why, size_t why_len) {
@@ -780,7 +794,9 @@ int tg_rpc_new(tg_rpc **out, const tg_rpc_opts *opts, char *why, size_t why_len)
   if (!rpc->headers) abort();
 
   /* Chain id of every endpoint, in parallel. */
-  check_state cs = {rpc, 0, 0, 0};
+  check_state cs;
+  memset(&cs, 0, sizeof cs);
+  cs.rpc = rpc;
   check_item items[TG_RPC_MAX_ENDPOINTS];
   for (size_t i = 0; i < rpc->n_ep; i++) {
     items[i].cs = &cs;
@@ -798,12 +814,10 @@ int tg_rpc_new(tg_rpc **out, const tg_rpc_opts *opts, char *why, size_t why_len)
   }
   while (cs.remaining > 0)
     if (event_base_loop(rpc->base, EVLOOP_ONCE) < 0) abort();
+  rc = check_chain(rpc, &cs);
   size_t usable = 0;
   for (size_t i = 0; i < rpc->n_ep; i++) usable += rpc->ep[i].verified;
-  if (cs.chain_err)
-    rc = TG_ERPC_CHAIN;
-  else if (usable == 0)
-    rc = TG_ERPC_NO_ENDPOINT;
+  if (!rc && usable == 0) rc = TG_ERPC_NO_ENDPOINT;
   if (rc) {
     if (why && why_len) snprintf(why, why_len, "%s", rpc->last_msg);
     tg_rpc_free(rpc);

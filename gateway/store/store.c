@@ -533,6 +533,8 @@ int tg_store_submit_evbase(tg_store *st, const tg_store_op *ops, size_t n,
 
 int tg_store_write(tg_store *st, tg_store_op *ops, size_t n) {
   if (st == NULL) return TG_EINVAL;
+  /* From a store callback this would wait for itself forever. */
+  if (st->writer_started && pthread_equal(pthread_self(), st->writer)) return TG_EPERM;
   sub *s;
   int rc = sub_new(&s, ops, n);
   if (rc < 0) return rc;

@@ -48,7 +48,8 @@ typedef struct tg_store tg_store;
 #define TG_STORE_ERROR_MAX 256
 #define TG_STORE_NAME_MAX 64 /* lease names and holders */
 
-/* Write queue cap: submissions past this many queued operations get TG_EBUSY. */
+/* Write queue cap: a submission that would take the queued plus in-flight operations past
+ * this many gets TG_EBUSY. */
 #define TG_STORE_QUEUE_MAX_OPS 65536
 /* At most this many operations per submission. */
 #define TG_STORE_SUBMIT_MAX_OPS 256
@@ -363,7 +364,11 @@ typedef struct {
  */
 TG_WARN_UNUSED_RESULT int tg_store_open(tg_store **out, const char *uri,
                                         const tg_store_options *opts);
-/* Drains the queue (every accepted submission's callback fires), stops the writer, closes. NULL-safe. */
+/*
+ * Drains the queue (every accepted submission's callback fires), stops the
+ * writer, closes. NULL-safe. Not from a store callback. Callbacks bound for an
+ * event_base that have not run yet still run later, on that base.
+ */
 void tg_store_close(tg_store *st);
 
 /* Applies pending migrations (what `tollgated --migrate` runs); *applied counts them. */
@@ -394,7 +399,8 @@ TG_WARN_UNUSED_RESULT int tg_store_submit_evbase(tg_store *st, const tg_store_op
 
 /*
  * Synchronous: submits and waits for the commit; `ops` out fields are filled.
- * Never call it from a store callback. Returns the submission's result.
+ * From a store callback (the writer thread) it refuses with TG_EPERM instead
+ * of deadlocking. Returns the submission's result.
  */
 TG_WARN_UNUSED_RESULT int tg_store_write(tg_store *st, tg_store_op *ops, size_t n);
 
@@ -406,7 +412,7 @@ typedef struct {
   uint64_t failed;          /* submissions rolled back */
   uint64_t commit_ns_total; /* time in COMMIT (the fsync), summed */
   uint64_t commit_ns_max;
-  uint64_t queue_ops;       /* operations queued right now */
+  uint64_t queue_ops;       /* operations queued or being written right now */
 } tg_store_stats;
 
 void tg_store_get_stats(tg_store *st, tg_store_stats *out);

@@ -35,7 +35,7 @@ extern "C" {
  *  - Integers: JSON integers (64-bit), JSON reals that are integral with
  *    |x| <= 2^53, decimal strings ("-" only for intN) and "0x" hex strings;
  *    the value must fit the type (TG_ERANGE). Larger values must be strings.
- *  - bool: true/false. address: 40 hex digits, 0x optional, EIP-55 checked on
+ *  - bool: true/false. address: "0x" and 40 hex digits, EIP-55 checked on
  *    mixed case (TG_ECHECKSUM). bytesN: "0x" and exactly 2N digits. bytes:
  *    "0x" and an even number of digits. string: a JSON string (NUL allowed).
  *  - Message fields the type does not declare are ignored (as MetaMask, ethers
@@ -70,6 +70,17 @@ TG_WARN_UNUSED_RESULT int tg_eip712_digest_json(tg_hash *out, const char *json, 
 TG_WARN_UNUSED_RESULT int tg_eip712_hashes_json(tg_hash *digest, tg_hash *domain_separator,
                                                 tg_hash *message_hash, const char *json,
                                                 size_t len);
+
+/*
+ * tg_eip712_hashes_json that also says where a document is wrong: on failure
+ * `where` (TG_EIP712_WHERE_MAX bytes, may be NULL) gets a path such as
+ * "message.to[1].wallet", "types.Mail.replyTo", "domain.chain" or
+ * "line 3 column 7" (JSON syntax); "" when no part is to blame.
+ */
+#define TG_EIP712_WHERE_MAX 256
+TG_WARN_UNUSED_RESULT int tg_eip712_hashes_json_where(tg_hash *digest, tg_hash *domain_separator,
+                                                      tg_hash *message_hash, char *where,
+                                                      const char *json, size_t len);
 
 /*
  * hashStruct of one struct of a document: "EIP712Domain" hashes the domain,

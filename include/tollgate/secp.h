@@ -58,6 +58,10 @@ TG_WARN_UNUSED_RESULT int tg_recover_address(tg_address *out, const tg_hash *dig
 TG_WARN_UNUSED_RESULT int tg_recover_pubkey(uint8_t pub[64], const tg_hash *digest,
                                             const tg_sig *sig);
 
+/* 0 when `expected` signed the digest; TG_ESIG_MISMATCH when someone else did; else as above. */
+TG_WARN_UNUSED_RESULT int tg_verify_digest(const tg_address *expected, const tg_hash *digest,
+                                           const tg_sig *sig);
+
 /*
  * Reads a signature from bytes: 65 bytes r || s || v (v in 0, 1, 27, 28,
  * normalised to 27/28) or 64 bytes EIP-2098 compact (r || yParity<<255 | s).

@@ -162,6 +162,21 @@ if (want('abi')) group('decode-abi', N, () => {
   const enc = run(CAST, ['abi-encode', sig, ...ts.map((t) => t.v())]).out;
   return { args: ['decode-abi', '--input', sig, enc] };
 });
+if (want('abi')) group('sig', N, () => {
+  const ts = Array.from({ length: rnd(4) }, () => abiType(0));
+  return { args: ['sig', `${word()}(${ts.map((t) => t.t).join(',')})`] };
+});
+if (want('wallet')) group('wallet-verify', Math.ceil(N / 2), () => {
+  const msg = word() + ' ' + word();
+  const sig = run(CAST, ['wallet', 'sign', '--private-key', seckey(), msg]).out;
+  const addr = run(CAST, ['wallet', 'address', '--private-key', seckey()]).out;
+  // Half the cases verify against the real signer, half against another address.
+  const k = seckey();
+  const good = run(CAST, ['wallet', 'sign', '--private-key', k, msg]).out;
+  const kaddr = run(CAST, ['wallet', 'address', '--private-key', k]).out;
+  return rnd(2) ? { args: ['wallet', 'verify', '--address', kaddr, msg, good] }
+                : { args: ['wallet', 'verify', '--address', addr, msg, sig] };
+});
 if (want('wallet')) group('wallet-address', N, () => ({ args: ['wallet', 'address', '--private-key', seckey()] }));
 if (want('wallet')) group('wallet-sign', N, () => ({ args: ['wallet', 'sign', '--private-key', seckey(), rnd(3) ? word() + ' ' + word() : hex(bytes(rnd(64)))] }));
 if (want('eip712')) group('wallet-sign-typed', Math.ceil(N / 2), (i) => {

@@ -1,6 +1,8 @@
 /* Tests of RLP encoding and strict decoding: ethereum/tests RLPTests, ethers rlp.json, edge cases. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "tg_test.h"
 #include "tollgate/hex.h"
@@ -396,6 +398,62 @@ static void test_iter(void) {
   CHECK_ERR(tg_rlp_iter_init(&it, &item), TG_ERLP_TYPE);
 }
 
+
+/* Runs `tollgate <args>` through the shell; its stdout (trailing newline cut) into out. */
+static int run_cli(char *out, size_t cap, const char *args) {
+  const char *build = getenv("TG_BUILD");
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "%s/tollgate %s 2>/dev/null", build && *build ? build : "build", args);
+  FILE *f = popen(cmd, "r");
+  if (!f) return -1;
+  size_t n = fread(out, 1, cap - 1, f);
+  out[n] = 0;
+  while (n && out[n - 1] == '\n') out[--n] = 0;
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* `tollgate to-rlp` / `from-rlp` against cast 1.7.1's outputs (ORACLE.md and checked by hand). */
+static void test_cli(void) {
+  static const struct {
+    const char *args, *want;
+  } ok[] = {
+      {"to-rlp '[\"0x646f67\",\"0x676f64\",[\"0x01\"]]'", "0xca83646f6783676f64c101"},
+      {"to-rlp 0x", "0x80"},
+      {"to-rlp ''", "0x80"},
+      {"to-rlp 0x80", "0x8180"},
+      {"to-rlp ab", "0x81ab"},
+      {"to-rlp '[256,null,[]]'", "0xc5820100 80c0"},
+      {"to-rlp 123", "0x7b"},
+      {"from-rlp 0xc7c0c1c0c3c0c1c0", "[[],[[]],[[],[[]]]]"},
+      {"from-rlp 0xca83646f6783676f64c101", "[\"0x646f67\",\"0x676f64\",[\"0x01\"]]"},
+      {"from-rlp 0x80", "\"0x\""},
+      {"from-rlp 0x00", "\"0x00\""},
+      {"from-rlp --as-int 0x820400", "1024"},
+  };
+  char out[4096];
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    char want[256];
+    /* (a space in a wanted value only splits a long literal) */
+    size_t k = 0;
+    for (const char *p = ok[i].want; *p && k < sizeof want - 1; p++)
+      if (*p != ' ') want[k++] = *p;
+    want[k] = 0;
+    int st = run_cli(out, sizeof out, ok[i].args);
+    CHECKF(st == 0 && strcmp(out, want) == 0, "tollgate %s: exit %d, got '%s', want '%s'",
+           ok[i].args, st, out, want);
+  }
+  static const char *const bad[] = {
+      "from-rlp 0x8100", "from-rlp 0xb800", "from-rlp 0x", "from-rlp 0x8080", "from-rlp 0x0",
+      "from-rlp --as-int 0x8200ff", "to-rlp '[true]'", "to-rlp '{}'", "to-rlp '[\"0xabc\"]'",
+      "to-rlp '[-1]'", "to-rlp 0X01",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int st = run_cli(out, sizeof out, bad[i]);
+    CHECKF(st == 1 && out[0] == 0, "tollgate %s: exit %d, output '%s'", bad[i], st, out);
+  }
+}
+
 int main(void) {
   RUN(test_rlptest);
   RUN(test_invalid_rlp);
@@ -406,5 +464,6 @@ int main(void) {
   RUN(test_integers);
   RUN(test_sink);
   RUN(test_iter);
+  RUN(test_cli);
   return tgt_done();
 }

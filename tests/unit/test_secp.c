@@ -205,6 +205,12 @@ static void test_cast_vectors(void) {
   CHECK_OK(tg_recover_address(&a, &d, &sig));
   tg_address_to_checksum(&a, cs);
   CHECK_STR(cs, "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826");
+  CHECK_OK(tg_verify_digest(&a, &d, &sig));
+  tg_address other = a;
+  other.b[19] ^= 1;
+  CHECK_ERR(tg_verify_digest(&other, &d, &sig), TG_ESIG_MISMATCH);
+  d.b[0] ^= 1;
+  CHECK_ERR(tg_verify_digest(&a, &d, &sig), TG_ESIG_MISMATCH);
   tg_seckey_free(k);
 }
 

@@ -1,7 +1,10 @@
 /* Tests of transactions: ethereum/tests TransactionTests (every case), ethers transactions, BasicTests txtest, the EIP-155 example. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
+#include "tg_proc.h"
 #include "tg_test.h"
 #include "tollgate/address.h"
 #include "tollgate/hex.h"
@@ -657,6 +660,173 @@ static void test_validate(void) {
   CHECK_ERR(tg_tx_validate(&tx, 1), TG_ETX_INITCODE);
 }
 
+
+/* ------------------------------------------------------------ against anvil */
+
+/* Builds, signs and submits one transaction of each type; anvil must accept it under our hash. */
+static void test_anvil_accepts(void) {
+  tgt_anvil *a = tgt_anvil_start(NULL);
+  if (!a) {
+    tgt_skip("anvil did not start");
+    return;
+  }
+  const char *keyhex = tgt_anvil_key(0);
+  tg_seckey *key = key_from_hex(keyhex);
+  tg_buf al;
+  tg_buf_init(&al, 0);
+  one_key_access_list(&al);
+  static const uint8_t calldata[] = {0xde, 0xad, 0x00, 0xbe, 0xef};
+  for (int type = 0; type < 3 && key; type++) {
+    tg_tx tx;
+    tg_tx_init(&tx, (tg_tx_type)type);
+    tx.chain_id = 31337;
+    tx.nonce = (uint64_t)type;
+    tx.gas_limit = 100000;
+    tx.has_to = 1;
+    memset(tx.to.b, 0x35, 20);
+    tg_u256_from_u64(&tx.value, 12345 + (uint64_t)type);
+    tx.data = TG_BYTES(calldata, sizeof calldata);
+    if (type == TG_TX_EIP1559) {
+      tg_u256_from_u64(&tx.max_fee_per_gas, 20000000000ull);
+      tg_u256_from_u64(&tx.max_priority_fee_per_gas, 1000000000ull);
+    } else {
+      tg_u256_from_u64(&tx.gas_price, 20000000000ull);
+    }
+    if (type != TG_TX_LEGACY) tx.access_list = TG_BYTES(al.data, al.len);
+    CHECK_OK(tg_tx_validate(&tx, 31337));
+    CHECK_OK(tg_tx_sign(&tx, key));
+    tg_buf raw;
+    tg_buf_init(&raw, 0);
+    CHECK_OK(tg_tx_encode(&raw, &tx));
+    char *rawhex = tg_hex_dup(raw.data, raw.len);
+    tg_hash h;
+    CHECK_OK(tg_tx_hash(&h, &tx));
+    char hh[67];
+    hash_hex(hh, &h);
+    char params[4096];
+    snprintf(params, sizeof params, "[\"%s\"]", rawhex);
+    json_t *r = tgt_rpc(a->url, "eth_sendRawTransaction", params);
+    CHECKF(json_is_string(r), "type %d refused by anvil: %s", type, tgt_rpc_error());
+    if (json_is_string(r)) CHECK_STR(json_string_value(r), hh);
+    json_decref(r);
+    snprintf(params, sizeof params, "[\"%s\"]", hh);
+    json_t *got = tgt_rpc(a->url, "eth_getTransactionByHash", params);
+    const char *from = json_string_value(json_object_get(got, "from"));
+    CHECKF(from && strcmp(from, tgt_anvil_address(0)) == 0, "type %d: from %s", type,
+           from ? from : "(none)");
+    json_decref(got);
+    free(rawhex);
+    tg_buf_cleanup(&raw);
+  }
+  tg_seckey_free(key);
+  tg_buf_cleanup(&al);
+  tgt_anvil_free(a);
+}
+
+/* ------------------------------------------------------------------ the CLI */
+
+/* Runs `tollgate <args>` through the shell; its stdout (trailing newline cut) into out. */
+static int run_cli(char *out, size_t cap, const char *args) {
+  const char *build = getenv("TG_BUILD");
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd, "%s/tollgate %s 2>/dev/null", build && *build ? build : "build", args);
+  FILE *f = popen(cmd, "r");
+  if (!f) return -1;
+  size_t n = fread(out, 1, cap - 1, f);
+  out[n] = 0;
+  while (n && out[n - 1] == '\n') out[--n] = 0;
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define K4646_ARG "--private-key 0x4646464646464646464646464646464646464646464646464646464646464646"
+#define AL_ONE                                                                               \
+  "'[{\"address\":\"0x0000000000000000000000000000000000000001\",\"storageKeys\":[\"0x00000000" \
+  "00000000000000000000000000000000000000000000000000000000\"]}]'"
+
+/* The cast transcripts of ORACLE.md, byte for byte. */
+static void test_cli(void) {
+  static char out[1 << 16];
+  static const struct {
+    const char *args, *want;
+  } cases[] = {
+      {"mktx --legacy --chain 1 --nonce 9 --gas-price 20000000000 --gas-limit 21000 --value "
+       "1000000000000000000 " K4646_ARG " 0x3535353535353535353535353535353535353535",
+       "0xf86c098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a76400008025a028ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276a067cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83"},
+      {"mktx --legacy --access-list " AL_ONE " --chain 1 --nonce 0 --gas-limit 30000 --gas-price "
+       "1000000000 " K4646_ARG " 0x3535353535353535353535353535353535353535",
+       "0x01f89e0180843b9aca008275309435353535353535353535353535353535353535358080f838f7940000000000000000000000000000000000000001e1a0000000000000000000000000000000000000000000000000000000000000000080a077434d1f01c643266c473a912d4830836d269ccf03ccdf6d785c34c9c050209aa06d2f76456c042ad0ab9c4bb44db4c0aefbbbde58ed017f20fff6751c963e85bf"},
+      {"mktx --chain 1 --nonce 0 --gas-limit 21000 --gas-price 2000000000 --priority-gas-price "
+       "1000000000 --value 1 " K4646_ARG " 0x3535353535353535353535353535353535353535",
+       "0x02f86a0180843b9aca0084773594008252089435353535353535353535353535353535353535350180c080a0115bee0f6beb8dc3b418150f115544f3b213b06624b24ac77152d74b26ff6e84a00d3bd9eeec4e4038ac529b30faa54bfe91a7a3f565898dc21c029e8fa1fcc7f0"},
+      /* the same with units: 2gwei / 1gwei */
+      {"mktx --chain 1 --nonce 0 --gas-limit 21000 --gas-price 2gwei --priority-gas-price "
+       "'1 gwei' --value 0x1 " K4646_ARG " 0x3535353535353535353535353535353535353535",
+       "0x02f86a0180843b9aca0084773594008252089435353535353535353535353535353535353535350180c080a0115bee0f6beb8dc3b418150f115544f3b213b06624b24ac77152d74b26ff6e84a00d3bd9eeec4e4038ac529b30faa54bfe91a7a3f565898dc21c029e8fa1fcc7f0"},
+      {"mktx --access-list " AL_ONE " --chain 1 --nonce 0 --gas-limit 30000 --gas-price "
+       "2000000000 --priority-gas-price 1000000000 " K4646_ARG
+       " 0x3535353535353535353535353535353535353535",
+       "0x02f8a30180843b9aca008477359400827530943535353535353535353535353535353535353535808"
+       "0f838f7940000000000000000000000000000000000000001e1a00000000000000000000000000000000000000000000000000000000000000000"
+       "01a0054e9bd1b6d1874d1dbe640a95ec33f2dfcb40203df4589abf12b9c939fa4bc7a076f80b8f37b5db3228a2228d649abba02addb1f10c2a7fb12f1084015d0e5399"},
+      /* cast mktx with a SIG, a creation with constructor arguments (outputs of cast 1.7.1) */
+      {"mktx --legacy --access-list '[{\"address\":\"0x0000000000000000000000000000000000000001\","
+       "\"storageKeys\":[\"0x0000000000000000000000000000000000000000000000000000000000000000\","
+       "\"0x0000000000000000000000000000000000000000000000000000000000000001\"]},{\"address\":"
+       "\"0x00000000000000000000000000000000000000ab\",\"storageKeys\":[]}]' --chain 1 --nonce 0 "
+       "--gas-limit 30000 --gas-price 1000000000 " K4646_ARG
+       " 0x3535353535353535353535353535353535353535 'transfer(address,uint256)' "
+       "0x3535353535353535353535353535353535353535 5",
+       "0x01f9011d0180843b9aca0082753094353535353535353535353535353535353535353580b844a9059cbb00000000000000000000000035353535353535353535353535353535353535350000000000000000000000000000000000000000000000000000000000000005f872f859940000000000000000000000000000000000000001f842a00000000000000000000000000000000000000000000000000000000000000000a00000000000000000000000000000000000000000000000000000000000000001d69400000000000000000000000000000000000000abc080a0378a53a07d0b6b93e15e44f03982b47e13753ebc15bc879d87bcda9fae8f77bda07db38c9398aaf517d5083139e43d6ca164736bcb996451b649e61b3a3a9264cf"},
+      {"mktx --chain 5 --nonce 3 --gas-limit 100000 --gas-price 1000000000 --priority-gas-price 1 "
+       K4646_ARG " --create 0x6000 'constructor(uint256)' 7",
+       "0x02f875050301843b9aca00830186a08080a260000000000000000000000000000000000000000000000000000000000000000007c080a02a4042506c9424b5bb82698cae2ea6e596db0548c9794d96b85aef6e29b6438ba04e5ec63759406103b046c9ebecae4a721aedba24b8d88e71b76006f5107b31c1"},
+      {"decode-transaction --cast 0xf86c098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a76400008025a028ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276a067cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83",
+       "\"{\\n  \\\"signer\\\": \\\"0x9d8a62f656a8d1615c1294fd71e9cfb3e4855a4f\\\",\\n  \\\"type\\\": \\\"0x0\\\",\\n  \\\"chainId\\\": \\\"0x1\\\",\\n  \\\"nonce\\\": \\\"0x9\\\",\\n  \\\"gasPrice\\\": \\\"0x4a817c800\\\",\\n  \\\"gas\\\": \\\"0x5208\\\",\\n  \\\"to\\\": \\\"0x3535353535353535353535353535353535353535\\\",\\n  \\\"value\\\": \\\"0xde0b6b3a7640000\\\",\\n  \\\"input\\\": \\\"0x\\\",\\n  \\\"r\\\": \\\"0x28ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276\\\",\\n  \\\"s\\\": \\\"0x67cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83\\\",\\n  \\\"v\\\": \\\"0x25\\\",\\n  \\\"hash\\\": \\\"0x33469b22e9f636356c4160a87eb19df52b7412e8eac32a4a55ffe88ea8350788\\\"\\n}\""},
+      {"decode-transaction --cast 0x02f86a0180843b9aca0084773594008252089435353535353535353535353535353535353535350180c080a0115bee0f6beb8dc3b418150f115544f3b213b06624b24ac77152d74b26ff6e84a00d3bd9eeec4e4038ac529b30faa54bfe91a7a3f565898dc21c029e8fa1fcc7f0",
+       "\"{\\n  \\\"signer\\\": \\\"0x9d8a62f656a8d1615c1294fd71e9cfb3e4855a4f\\\",\\n  \\\"type\\\": \\\"0x2\\\",\\n  \\\"chainId\\\": \\\"0x1\\\",\\n  \\\"nonce\\\": \\\"0x0\\\",\\n  \\\"gas\\\": \\\"0x5208\\\",\\n  \\\"maxFeePerGas\\\": \\\"0x77359400\\\",\\n  \\\"maxPriorityFeePerGas\\\": \\\"0x3b9aca00\\\",\\n  \\\"to\\\": \\\"0x3535353535353535353535353535353535353535\\\",\\n  \\\"value\\\": \\\"0x1\\\",\\n  \\\"accessList\\\": [],\\n  \\\"input\\\": \\\"0x\\\",\\n  \\\"r\\\": \\\"0x115bee0f6beb8dc3b418150f115544f3b213b06624b24ac77152d74b26ff6e84\\\",\\n  \\\"s\\\": \\\"0xd3bd9eeec4e4038ac529b30faa54bfe91a7a3f565898dc21c029e8fa1fcc7f0\\\",\\n  \\\"yParity\\\": \\\"0x0\\\",\\n  \\\"v\\\": \\\"0x0\\\",\\n  \\\"hash\\\": \\\"0x8c78c592cd72a5bb082d374239a6902a2b684bdcfc35fd468734f7404a7194b6\\\"\\n}\""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int st = run_cli(out, sizeof out, cases[i].args);
+    CHECKF(st == 0, "tollgate %.60s... exited %d", cases[i].args, st);
+    CHECKF(strcmp(out, cases[i].want) == 0, "tollgate %.60s...: got %s", cases[i].args, out);
+  }
+  /* The default output is the same document, unquoted: a JSON object jq can read. */
+  CHECK_INT(run_cli(out, sizeof out,
+                    "decode-transaction 0x02f86a0180843b9aca0084773594008252089435353535353535353535353535353535353535350180c080a0115bee0f6beb8dc3b418150f115544f3b213b06624b24ac77152d74b26ff6e84a00d3bd9eeec4e4038ac529b30faa54bfe91a7a3f565898dc21c029e8fa1fcc7f0"),
+            0);
+  json_error_t jerr;
+  json_t *doc = json_loads(out, 0, &jerr);
+  CHECK(json_is_object(doc));
+  CHECK_STR(json_string_value(json_object_get(doc, "signer")),
+            "0x9d8a62f656a8d1615c1294fd71e9cfb3e4855a4f");
+  CHECK(json_is_array(json_object_get(doc, "accessList")));
+  json_decref(doc);
+  /* Refusals: exit status 1 and nothing on stdout. */
+  static const char *const bad[] = {
+      /* high S (BasicTests txtest case 2, s > n/2) */
+      "decode-transaction 0xf87f8085e8d4a510008227108080af6025515b525b600a37f260003556601b596020356000355760015b525b54602052f260255860005b525b54602052f21ba05afed0244d0da90b67cf8979b0f246432a5112c0d31e8d5eedd2bc17b171c694a0bb1035c834677c2e1185b8dc90ca6d1fa585ab3d7ef23707e1a497a98e752d1b",
+      "decode-transaction 0x02c0",
+      "decode-transaction 0xzz",
+      "mktx --legacy --chain 0 --nonce 0 --gas-limit 21000 --gas-price 1 " K4646_ARG
+      " 0x3535353535353535353535353535353535353535",
+      "mktx --chain 1 --nonce 0 --gas-limit 21000 --gas-price 1 " K4646_ARG
+      " 0x3535353535353535353535353535353535353535", /* type 2 without a priority fee */
+      "mktx --chain 1 --nonce 18446744073709551615 --gas-limit 21000 --gas-price 1 --legacy " K4646_ARG
+      " 0x3535353535353535353535353535353535353535",
+      "mktx --chain 1 --nonce 0 --gas-limit 21000 --gas-price 1.5 --legacy " K4646_ARG
+      " 0x3535353535353535353535353535353535353535", /* a fraction of a wei */
+      "mktx --chain 1 --nonce 0 --gas-limit 21000 --gas-price 1 --legacy " K4646_ARG
+      " 0x3535353535353535353535353535353535353535 'f(uint8)' 256",
+      "mktx --chain 1 --nonce 0 --gas-limit 21000 --gas-price 1 --legacy --private-key 0x00 "
+      "0x3535353535353535353535353535353535353535",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int st = run_cli(out, sizeof out, bad[i]);
+    CHECKF(st == 1 && out[0] == 0, "tollgate %.70s...: exit %d, output '%s'", bad[i], st, out);
+  }
+}
+
 int main(void) {
   RUN(test_ethereum_tests);
   RUN(test_ethers_transactions);
@@ -667,5 +837,7 @@ int main(void) {
   RUN(test_build_errors);
   RUN(test_decode_details);
   RUN(test_validate);
+  RUN(test_anvil_accepts);
+  RUN(test_cli);
   return tgt_done();
 }

@@ -99,6 +99,44 @@ abstract contract TollgateTestBase is Test {
         items[0] = it;
     }
 
+    /// @dev Packs items in {TollgateChannels-claimPacked}'s record format. 65-byte signatures
+    ///      are turned into 64-byte EIP-2098 ones; other lengths use the explicit-length form.
+    function _pack(TollgateChannels.ClaimItem[] memory items) internal pure returns (bytes memory data) {
+        for (uint256 i; i < items.length; ++i) {
+            TollgateChannels.ClaimItem memory it = items[i];
+            uint8 flags;
+            if (it.payerAuthorizer != address(0)) flags |= 1;
+            if (it.salt != bytes32(0)) flags |= 2;
+            bytes memory sig = it.signature;
+            if (sig.length != 65) flags |= 4;
+            data = bytes.concat(data, abi.encodePacked(flags, it.payer));
+            if (flags & 1 != 0) data = bytes.concat(data, abi.encodePacked(it.payerAuthorizer));
+            data = bytes.concat(data, abi.encodePacked(it.withdrawDelay));
+            if (flags & 2 != 0) data = bytes.concat(data, abi.encodePacked(it.salt));
+            data = bytes.concat(data, abi.encodePacked(it.maxClaimableAmount, it.totalClaimed));
+            if (flags & 4 != 0) {
+                data = bytes.concat(data, abi.encodePacked(uint16(sig.length), sig));
+            } else {
+                data = bytes.concat(data, _compact(sig));
+            }
+        }
+    }
+
+    /// @dev EIP-2098 compact form r || vs of a 65-byte r || s || v signature.
+    function _compact(bytes memory sig) internal pure returns (bytes memory) {
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly {
+            r := mload(add(sig, 0x20))
+            s := mload(add(sig, 0x40))
+            v := byte(0, mload(add(sig, 0x60)))
+        }
+        uint256 vs = uint256(s);
+        if (v == 28) vs |= 1 << 255;
+        return abi.encodePacked(r, bytes32(vs));
+    }
+
     // ------------------------------------------------------------------ signatures
 
     function _sign(uint256 key, bytes32 digest) internal pure returns (bytes memory) {
