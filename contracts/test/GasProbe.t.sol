@@ -74,9 +74,29 @@ contract GasProbe3 is GasProbe {
         TollgateChannels.ClaimItem[] memory its = new TollgateChannels.ClaimItem[](2);
         its[0] = items[0];
         its[1] = items[1];
-        bytes memory cd = abi.encodeCall(TollgateChannels.claim, (g, its));
+        bytes memory cd = abi.encodeCall(TollgateChannels.claimPacked, (g, _pack(its)));
         vm.prank(receiver);
         (bool ok,) = address(channels).call(cd);
         require(ok);
     }
+}
+
+contract GasProbe4 is GasProbe {
+    function _runN(uint256 n) internal {
+        TollgateChannels.ClaimItem[] memory its = new TollgateChannels.ClaimItem[](n);
+        for (uint256 i; i < n; ++i) its[i] = items[i];
+        bytes memory cd = abi.encodeCall(TollgateChannels.claimPacked, (g, _pack(its)));
+        vm.prank(receiver);
+        uint256 g0 = gasleft();
+        (bool ok,) = address(channels).call(cd);
+        uint256 used = g0 - gasleft();
+        require(ok);
+        console.log("n", n);
+        console.log("  exec/item", used / n);
+    }
+    function test_n1() public { _runN(1); }
+    function test_n2() public { _runN(2); }
+    function test_n10() public { _runN(10); }
+    function test_n50() public { _runN(50); }
+    function test_n100() public { _runN(100); }
 }

@@ -11,6 +11,11 @@
 static int parse_sig(const char *cmd, const char *s, tg_abi_sig **sig) {
   int rc = tg_abi_sig_parse(sig, s, strlen(s));
   if (rc) return cli_fail_err(cmd, rc, "cannot parse signature '%s'", s);
+  if ((*sig)->name.len == 0) { /* as cast: a bare "(types)" is not a function signature */
+    tg_abi_sig_free(*sig);
+    *sig = NULL;
+    return cli_fail(cmd, "signature '%s' has no function name (write e.g. 'f(uint256)')", s);
+  }
   return 0;
 }
 
@@ -74,12 +79,15 @@ static int read_hex(const char *cmd, const char *what, const char *s, tg_buf *ou
 }
 
 /* Decodes `data` as `types` and prints one value a line. */
-static int decode_print(const char *cmd, const tg_abi_type *types, const uint8_t *data,
-                        size_t len) {
-  if (types->count == 0) return cli_fail(cmd, "no data was decoded: the type list is empty");
+static int decode_print(const char *cmd, const char *sigtext, const tg_abi_type *types,
+                        const uint8_t *data, size_t len) {
+  if (types->count == 0)
+    return cli_fail(cmd, "no data was decoded: '%s' lists no types to decode", sigtext);
   tg_abi_tree *tree;
   int rc = tg_abi_decode(&tree, types, data, len, TG_ABI_DECODE_ALLOW_TRAILING);
-  if (rc) return cli_fail_err(cmd, rc, "ABI decoding failed");
+  if (rc)
+    return cli_fail_err(cmd, rc, "ABI decoding failed: the %zu bytes are not a valid encoding "
+                        "for '%s'", len, sigtext);
   tg_buf out;
   tg_buf_init(&out, 0);
   rc = tg_abi_format_lines(&out, types, &tree->root);
@@ -109,7 +117,7 @@ int cmd_decode_abi(int argc, char **argv) {
       status = cli_fail(argv[0], "no data was decoded: '%s' has no output types "
                         "(write 'f(in)(out)', or pass --input)", pos[0]);
     else
-      status = decode_print(argv[0], types, data.data, data.len);
+      status = decode_print(argv[0], pos[0], types, data.data, data.len);
     tg_buf_cleanup(&data);
   }
   tg_abi_sig_free(sig);
@@ -129,9 +137,11 @@ int cmd_sig(int argc, char **argv) {
 
 int cmd_sig_event(int argc, char **argv) {
   if (argc != 2) return cli_usage(argv[0]);
+  tg_abi_sig *sig;
+  if (parse_sig(argv[0], argv[1], &sig)) return 1;
   tg_hash h;
-  int rc = tg_abi_event_topic(&h, argv[1], strlen(argv[1]));
-  if (rc) return cli_fail_err(argv[0], rc, "cannot parse event signature '%s'", argv[1]);
+  tg_keccak256(&h, sig->canonical, sig->canonical_len);
+  tg_abi_sig_free(sig);
   cli_print_hex(h.b, 32);
   return 0;
 }
@@ -165,7 +175,7 @@ int cmd_decode_error(int argc, char **argv) {
                           "0x%02x%02x%02x%02x", sel[0], sel[1], sel[2], sel[3], data.data[0],
                           data.data[1], data.data[2], data.data[3]);
       else
-        status = decode_print(argv[0], sig->inputs, data.data + 4, data.len - 4);
+        status = decode_print(argv[0], sigtext, sig->inputs, data.data + 4, data.len - 4);
       tg_abi_sig_free(sig);
     }
   } else {

@@ -1,4 +1,4 @@
-/* `tollgate rpc`, `balance`, `nonce`, `receipt`, `block-number`, `chain-id`: node queries over JSON-RPC, printed as cast prints them. */
+/* `tollgate rpc`, `balance`, `nonce`, `receipt`, `block-number`, `chain-id`, `call`, `send`: node commands over JSON-RPC, printed as cast prints them. */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -6,10 +6,16 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "cli/cli.h"
+#include "tollgate/abi.h"
 #include "tollgate/address.h"
 #include "tollgate/hex.h"
+#include "tollgate/keystore.h"
 #include "tollgate/rpc.h"
+#include "tollgate/secp.h"
+#include "tollgate/txm.h"
 #include "tollgate/u256.h"
 
 #define MAX_POS 64
@@ -401,6 +407,28 @@ static void print_receipt_table(const json_t *r) {
   putchar('\n');
 }
 
+/* A receipt as cast prints it with --json: its own field order, then the rest in the node's. */
+static void print_receipt_json(const json_t *res) {
+  static const char *const order[] = {"status", "cumulativeGasUsed", "logs", "logsBloom",
+                                      "type", "transactionHash", "transactionIndex",
+                                      "blockHash", "blockNumber", "gasUsed",
+                                      "effectiveGasPrice", "blobGasUsed", "blobGasPrice",
+                                      "from", "to", "contractAddress"};
+  json_t *o = json_object();
+  for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+    json_t *v = json_object_get(res, order[i]);
+    if (v) json_object_set(o, order[i], v);
+  }
+  const char *k;
+  json_t *v;
+  json_object_foreach((json_t *)res, k, v) {
+    if (!json_object_get(o, k)) json_object_set(o, k, v);
+  }
+  print_json(stdout, o);
+  putchar('\n');
+  json_decref(o);
+}
+
 static void sleep_ms(unsigned ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
@@ -459,25 +487,7 @@ int cmd_receipt(int argc, char **argv) {
         putchar('\n');
       }
     } else if (a.json) {
-      /* cast re-serialises the receipt in its own field order; the rest keep the node's. */
-      static const char *const order[] = {"status", "cumulativeGasUsed", "logs", "logsBloom",
-                                          "type", "transactionHash", "transactionIndex",
-                                          "blockHash", "blockNumber", "gasUsed",
-                                          "effectiveGasPrice", "blobGasUsed", "blobGasPrice",
-                                          "from", "to", "contractAddress"};
-      json_t *o = json_object();
-      for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
-        json_t *v = json_object_get(res, order[i]);
-        if (v) json_object_set(o, order[i], v);
-      }
-      const char *k;
-      json_t *v;
-      json_object_foreach(res, k, v) {
-        if (!json_object_get(o, k)) json_object_set(o, k, v);
-      }
-      print_json(stdout, o);
-      putchar('\n');
-      json_decref(o);
+      print_receipt_json(res);
     } else {
       print_receipt_table(res);
     }
@@ -485,5 +495,314 @@ int cmd_receipt(int argc, char **argv) {
     json_decref(res);
   }
   tg_rpc_free(rpc);
+  return st;
+}
+
+/* ------------------------------------------------------------ call and send */
+
+/* Options of `call` and `send` beyond the node's. */
+typedef struct {
+  const char *from;
+  const char *value;
+  const char *keystore;
+  const char *password_file;
+  char *password;      /* points into argv: wiped once read */
+  char *private_key;   /* points into argv: wiped once read */
+  const char *gas_limit;
+  int json;
+  int async;
+} tx_opts;
+
+/* Splits tx options out of argv into `t`, leaving the rest for scan(). */
+static int scan_tx(const char *cmd, int *argc, char **argv, tx_opts *t) {
+  memset(t, 0, sizeof *t);
+  int k = 1;
+  for (int i = 1; i < *argc; i++) {
+    int missing = 0;
+    const char *v;
+    if ((v = cli_opt(*argc, argv, &i, "--from", &missing)) != NULL) {
+      t->from = v;
+    } else if ((v = cli_opt(*argc, argv, &i, "--value", &missing)) != NULL) {
+      t->value = v;
+    } else if ((v = cli_opt(*argc, argv, &i, "--keystore", &missing)) != NULL) {
+      t->keystore = v;
+    } else if ((v = cli_opt(*argc, argv, &i, "--password-file", &missing)) != NULL) {
+      t->password_file = v;
+    } else if ((v = cli_opt(*argc, argv, &i, "--password", &missing)) != NULL) {
+      t->password = (char *)v;
+    } else if ((v = cli_opt(*argc, argv, &i, "--private-key", &missing)) != NULL) {
+      t->private_key = (char *)v;
+    } else if ((v = cli_opt(*argc, argv, &i, "--gas-limit", &missing)) != NULL) {
+      t->gas_limit = v;
+    } else if (missing) {
+      return cli_fail(cmd, "option %s needs a value", argv[i]);
+    } else {
+      argv[k++] = argv[i];
+    }
+  }
+  *argc = k;
+  return 0;
+}
+
+/* A cast-style amount ("1", "0x10", "1.5ether", "2 gwei") into wei. */
+static int parse_amount(const char *cmd, const char *what, const char *s, tg_u256 *out) {
+  tg_abi_sig *ty = NULL;
+  tg_abi_tree *tree = NULL;
+  int rc = tg_abi_type_parse(&ty, "uint256", 7);
+  if (!rc) rc = tg_abi_parse_arg(&tree, ty->inputs->members[0], s, strlen(s));
+  if (!rc) *out = tree->root.word;
+  tg_abi_tree_free(tree);
+  tg_abi_sig_free(ty);
+  if (rc) return cli_fail_err(cmd, rc, "%s '%s' is not an amount", what, s);
+  return 0;
+}
+
+/* Calldata from <SIG> [ARGS...] (or raw 0x data); `sig` receives the parsed signature. */
+static int build_calldata(const char *cmd, char **pos, int n, tg_buf *data, tg_abi_sig **sig) {
+  *sig = NULL;
+  if (n == 0) return 0;
+  if (strncmp(pos[0], "0x", 2) == 0 && !strchr(pos[0], '(')) {
+    if (n > 1) return cli_fail(cmd, "raw calldata '%s' takes no arguments", pos[0]);
+    int rc = tg_hex_decode_buf(data, pos[0], strlen(pos[0]), TG_HEX_PREFIX_REQUIRED);
+    return rc ? cli_fail_err(cmd, rc, "calldata '%s' is not hex", pos[0]) : 0;
+  }
+  int rc = tg_abi_sig_parse(sig, pos[0], strlen(pos[0]));
+  if (rc) return cli_fail_err(cmd, rc, "cannot parse signature '%s'", pos[0]);
+  size_t want = (*sig)->inputs->count;
+  if ((size_t)(n - 1) != want)
+    return cli_fail(cmd, "'%s' takes %zu argument%s, got %d", pos[0], want, want == 1 ? "" : "s",
+                    n - 1);
+  tg_abi_tree *args = NULL;
+  rc = tg_abi_parse_args(&args, (*sig)->inputs, (const char *const *)(pos + 1), (size_t)(n - 1));
+  if (rc) return cli_fail_err(cmd, rc, "cannot parse the arguments of '%s'", pos[0]);
+  rc = tg_abi_encode_call(data, *sig, &args->root);
+  tg_abi_tree_free(args);
+  return rc ? cli_fail_err(cmd, rc, "cannot encode the arguments of '%s'", pos[0]) : 0;
+}
+
+/* One line about revert data, decoded when it is Error(string) or Panic(uint256). */
+static int report_revert(const char *cmd, const tg_buf *rev) {
+  tg_abi_revert r;
+  if (tg_abi_decode_revert(&r, rev->data, rev->len, NULL, 0) != 0)
+    return cli_fail(cmd, "execution reverted (malformed revert data)");
+  int st;
+  char *hex = tg_hex_dup(rev->data, rev->len);
+  char dec[TG_U256_DEC_MAX];
+  switch (r.kind) {
+  case TG_ABI_REVERT_EMPTY:
+    st = cli_fail(cmd, "execution reverted");
+    break;
+  case TG_ABI_REVERT_ERROR:
+    st = cli_fail(cmd, "execution reverted: %.*s", (int)r.message.len,
+                  (const char *)r.message.ptr);
+    break;
+  case TG_ABI_REVERT_PANIC:
+    tg_u256_to_dec(&r.panic_code, dec);
+    st = cli_fail(cmd, "execution reverted: panic %s (%s)", dec,
+                  r.panic_reason ? r.panic_reason : "unknown code");
+    break;
+  default:
+    st = cli_fail(cmd, "execution reverted with data %s", hex ? hex : "?");
+  }
+  free(hex);
+  tg_abi_revert_cleanup(&r);
+  return st;
+}
+
+int cmd_call(int argc, char **argv) {
+  const char *cmd = argv[0];
+  tx_opts t;
+  int st = scan_tx(cmd, &argc, argv, &t);
+  if (st) return st;
+  node_args a;
+  if ((st = scan(cmd, argc, argv, &a, 1)) != 0) return st;
+  if (a.n_pos < 1) return cli_usage(cmd);
+  tg_address to, from;
+  if ((st = parse_addr(cmd, a.pos[0], &to)) != 0) return st;
+  if (t.from && (st = parse_addr(cmd, t.from, &from)) != 0) return st;
+  tg_u256 value;
+  if (t.value && (st = parse_amount(cmd, "--value", t.value, &value)) != 0) return st;
+  tg_buf data, out, rev;
+  tg_buf_init(&data, (size_t)1 << 20);
+  tg_buf_init(&out, (size_t)16 << 20);
+  tg_buf_init(&rev, (size_t)1 << 20);
+  tg_abi_sig *sig = NULL;
+  tg_rpc *rpc = NULL;
+  st = build_calldata(cmd, a.pos + 1, a.n_pos - 1, &data, &sig);
+  if (!st) st = open_rpc(cmd, &a, &rpc);
+  if (!st) {
+    tg_eth_msg m = {.from = t.from ? &from : NULL, .to = &to, .data = data.data,
+                    .data_len = data.len, .value = t.value ? &value : NULL};
+    int rc = tg_eth_call(rpc, &out, &rev, &m, a.block);
+    if (rc == TG_ERPC_REVERTED) {
+      st = report_revert(cmd, &rev);
+    } else if (rc) {
+      st = node_fail(cmd, rpc, rc, "eth_call");
+    } else if (sig && sig->outputs) {
+      tg_abi_tree *res = NULL;
+      rc = tg_abi_decode(&res, sig->outputs, out.data, out.len, TG_ABI_DECODE_STRICT);
+      tg_buf text;
+      tg_buf_init(&text, (size_t)16 << 20);
+      if (!rc) rc = tg_abi_format_lines(&text, sig->outputs, &res->root);
+      if (rc)
+        st = cli_fail_err(cmd, rc, "cannot decode the result as '%s'", a.pos[1]);
+      else
+        fwrite(text.data, 1, text.len, stdout);
+      tg_buf_cleanup(&text);
+      tg_abi_tree_free(res);
+    } else {
+      cli_print_hex(out.data, out.len);
+    }
+  }
+  tg_rpc_free(rpc);
+  tg_abi_sig_free(sig);
+  tg_buf_cleanup(&data);
+  tg_buf_cleanup(&out);
+  tg_buf_cleanup(&rev);
+  return st;
+}
+
+/* The signing key from --private-key, or --keystore with --password / --password-file / ETH_PASSWORD. */
+static int load_key(const char *cmd, tx_opts *t, tg_seckey **out) {
+  *out = NULL;
+  if (!t->private_key == !t->keystore)
+    return cli_fail(cmd, "give exactly one of --private-key or --keystore");
+  tg_seckey *k = tg_seckey_new();
+  if (!k) return cli_fail(cmd, "cannot allocate guarded key memory");
+  int rc;
+  if (t->private_key) {
+    rc = tg_seckey_set_hex(k, t->private_key, strlen(t->private_key));
+    sodium_memzero(t->private_key, strlen(t->private_key));
+    if (rc) {
+      tg_seckey_free(k);
+      return cli_fail_err(cmd, rc, "--private-key is not a private key");
+    }
+    *out = k;
+    return 0;
+  }
+  enum { PW_MAX = 4096 };
+  char *pw = sodium_malloc(PW_MAX);
+  if (!pw) {
+    tg_seckey_free(k);
+    return cli_fail(cmd, "cannot allocate guarded memory");
+  }
+  size_t n = 0;
+  int st = 0;
+  const char *env = getenv("ETH_PASSWORD");
+  if (t->password) {
+    n = strlen(t->password);
+    if (n >= PW_MAX) st = cli_fail(cmd, "--password is too long");
+    else memcpy(pw, t->password, n);
+    sodium_memzero(t->password, strlen(t->password));
+  } else if (t->password_file) {
+    FILE *f = fopen(t->password_file, "rb");
+    if (!f) {
+      st = cli_fail(cmd, "cannot read --password-file '%s'", t->password_file);
+    } else {
+      n = fread(pw, 1, PW_MAX - 1, f);
+      fclose(f);
+      while (n && (pw[n - 1] == '\n' || pw[n - 1] == '\r')) n--;
+      char *nl = memchr(pw, '\n', n);
+      if (nl) n = (size_t)(nl - pw);
+    }
+  } else if (env) {
+    n = strlen(env);
+    if (n >= PW_MAX) st = cli_fail(cmd, "ETH_PASSWORD is too long");
+    else memcpy(pw, env, n);
+  } else {
+    st = cli_fail(cmd, "--keystore needs --password, --password-file or ETH_PASSWORD");
+  }
+  if (!st) {
+    rc = tg_keystore_decrypt_file(k, t->keystore, pw, n, NULL);
+    if (rc) st = cli_fail_err(cmd, rc, "cannot decrypt keystore '%s'", t->keystore);
+  }
+  sodium_free(pw);
+  if (st) {
+    tg_seckey_free(k);
+    return st;
+  }
+  *out = k;
+  return 0;
+}
+
+static void one_result(void *arg, const tg_txm_result *r) {
+  *(tg_txm_result *)arg = *r;
+}
+
+int cmd_send(int argc, char **argv) {
+  const char *cmd = argv[0];
+  tx_opts t;
+  int st = scan_tx(cmd, &argc, argv, &t);
+  if (st) return st;
+  node_args a;
+  if ((st = scan(cmd, argc, argv, &a, 0)) != 0) return st;
+  if (a.n_pos < 1) return cli_usage(cmd);
+  tg_txm_request rq;
+  memset(&rq, 0, sizeof rq);
+  rq.has_to = 1;
+  if ((st = parse_addr(cmd, a.pos[0], &rq.to)) != 0) return st;
+  if (t.value && (st = parse_amount(cmd, "--value", t.value, &rq.value)) != 0) return st;
+  if (t.gas_limit) {
+    char *end;
+    unsigned long long g = strtoull(t.gas_limit, &end, 10);
+    if (!*t.gas_limit || *end || g == 0) return cli_fail(cmd, "--gas-limit '%s' is not a number", t.gas_limit);
+    rq.gas_limit = g;
+  }
+  tg_buf data;
+  tg_buf_init(&data, (size_t)1 << 20);
+  tg_abi_sig *sig = NULL;
+  tg_seckey *key = NULL;
+  tg_rpc *rpc = NULL;
+  tg_txm *m = NULL;
+  st = build_calldata(cmd, a.pos + 1, a.n_pos - 1, &data, &sig);
+  if (!st) st = load_key(cmd, &t, &key);
+  if (!st) st = open_rpc(cmd, &a, &rpc);
+  tg_txm_result res;
+  memset(&res, 0, sizeof res);
+  if (!st) {
+    tg_txm_opts o;
+    tg_txm_opts_init(&o);
+    o.rpc = rpc;
+    o.key = key;
+    o.poll_ms = 250;
+    int rc = tg_txm_open(&m, &o);
+    if (rc) st = node_fail(cmd, rpc, rc, "cannot start the transaction manager");
+  }
+  if (!st) {
+    rq.data = data.data;
+    rq.data_len = data.len;
+    int rc = tg_txm_submit(m, &rq, one_result, &res, NULL);
+    if (rc) st = cli_fail_err(cmd, rc, "cannot submit the transaction");
+  }
+  if (!st) {
+    int rc = tg_txm_run_until_idle(m, a.timeout_s * 1000u);
+    if (rc) {
+      st = cli_fail_err(cmd, rc, "no receipt within %u s", a.timeout_s);
+    } else if (res.err) {
+      st = res.err == TG_ERPC_REVERTED
+               ? cli_fail(cmd, "gas estimation failed: execution reverted")
+               : cli_fail_err(cmd, res.err, "the transaction failed");
+    }
+  }
+  if (!st) {
+    tg_rpc_reply r;
+    json_t *p = json_array();
+    json_array_append_new(p, tg_rpc_json_hash(&res.tx_hash));
+    int rc = tg_rpc_call(rpc, &r, "eth_getTransactionReceipt", p);
+    if (rc || json_is_null(r.result)) {
+      st = node_fail(cmd, rpc, rc ? rc : TG_ENOTFOUND, "eth_getTransactionReceipt");
+    } else if (a.json || t.json) {
+      print_receipt_json(r.result);
+    } else {
+      print_receipt_table(r.result);
+    }
+    tg_rpc_reply_cleanup(&r);
+    if (!st && res.status != 1) st = 1; /* mined but reverted: the table says so */
+  }
+  tg_txm_free(m);
+  tg_rpc_free(rpc);
+  tg_seckey_free(key);
+  tg_abi_sig_free(sig);
+  tg_buf_cleanup(&data);
   return st;
 }

@@ -120,6 +120,44 @@ static int pw_set(secret_pw *pw, const char *s, size_t len) {
 }
 
 /*
+ * Reads the first line of a password file (without its \n or \r\n) straight
+ * into guarded memory, so no ordinary buffer ever holds it. "-" is stdin.
+ */
+static int read_password_file(secret_pw *pw, const char *path) {
+  int rc = tg_secp_init(); /* sodium_init before sodium_malloc */
+  if (rc) return rc;
+  FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+  if (!f) return errno == ENOENT ? TG_ENOTFOUND : TG_EIO;
+  if (f != stdin) setvbuf(f, NULL, _IONBF, 0); /* no stdio buffer copy of the secret */
+  char *buf = sodium_malloc(MAX_PASSWORD_FILE + 1);
+  if (!buf) {
+    if (f != stdin) fclose(f);
+    return TG_ENOMEM;
+  }
+  size_t n = 0;
+  int c;
+  rc = TG_OK;
+  while ((c = getc(f)) != EOF && c != '\n') {
+    if (n == MAX_PASSWORD_FILE) {
+      rc = TG_ETOOBIG;
+      break;
+    }
+    buf[n++] = (char)c;
+  }
+  if (!rc && ferror(f)) rc = TG_EIO;
+  if (f != stdin) fclose(f);
+  if (!rc && n > 0 && buf[n - 1] == '\r') n--;
+  if (rc) {
+    sodium_free(buf); /* wipes */
+    return rc;
+  }
+  buf[n] = 0;
+  pw->p = buf;
+  pw->len = n;
+  return TG_OK;
+}
+
+/*
  * The password from --password/--unsafe-password, else --password-file (its
  * first line, without the line break), else $TOLLGATE_PASSWORD. Returns the
  * exit status on failure (message printed).
@@ -135,16 +173,8 @@ static int get_password(const char *cmd, opts *o, secret_pw *pw) {
     return rc ? cli_fail_err(cmd, rc, "password") : 0;
   }
   if (o->password_file) {
-    tg_buf b;
-    int rc = cli_read_file(o->password_file, &b);
-    if (rc) return cli_fail_err(cmd, rc, "cannot read password file '%s'", o->password_file);
-    size_t n = 0;
-    while (n < b.len && b.data[n] != '\n') n++;
-    if (n > 0 && b.data[n - 1] == '\r') n--;
-    rc = b.len > MAX_PASSWORD_FILE ? TG_ETOOBIG : pw_set(pw, (const char *)b.data, n);
-    sodium_memzero(b.data, b.len);
-    tg_buf_cleanup(&b);
-    return rc ? cli_fail_err(cmd, rc, "password file '%s'", o->password_file) : 0;
+    int rc = read_password_file(pw, o->password_file);
+    return rc ? cli_fail_err(cmd, rc, "cannot read password file '%s'", o->password_file) : 0;
   }
   const char *env = getenv("TOLLGATE_PASSWORD");
   if (env) {
@@ -280,7 +310,11 @@ int cmd_wallet_address(int argc, char **argv) {
   opts o;
   int st = parse_opts(&o, argc, argv, O_KEY | O_KEYSTORE | O_PASSWORD);
   if (st) return st;
-  if (o.npos > 1 || (o.npos == 1 && (o.key || o.keystore))) return cli_usage(argv[0]);
+  if (o.npos > 1 || (o.npos == 1 && (o.key || o.keystore))) {
+    wipe_arg(o.key);
+    wipe_arg(o.password);
+    return cli_usage(argv[0]);
+  }
   tg_seckey *k;
   if ((st = load_key(argv[0], &o, o.npos ? o.pos[0] : NULL, &k)) != 0) return st;
   tg_address a;
@@ -297,7 +331,11 @@ int cmd_wallet_public_key(int argc, char **argv) {
   opts o;
   int st = parse_opts(&o, argc, argv, O_KEY | O_KEYSTORE | O_PASSWORD);
   if (st) return st;
-  if (o.npos > 1 || (o.npos == 1 && (o.key || o.keystore))) return cli_usage(argv[0]);
+  if (o.npos > 1 || (o.npos == 1 && (o.key || o.keystore))) {
+    wipe_arg(o.key);
+    wipe_arg(o.password);
+    return cli_usage(argv[0]);
+  }
   tg_seckey *k;
   if ((st = load_key(argv[0], &o, o.npos ? o.pos[0] : NULL, &k)) != 0) return st;
   uint8_t pub[64];
@@ -312,12 +350,10 @@ int cmd_wallet_sign(int argc, char **argv) {
   opts o;
   int st = parse_opts(&o, argc, argv, O_KEY | O_KEYSTORE | O_PASSWORD | O_DATA | O_NOHASH);
   if (st) return st;
-  if (o.npos != 1) {
-    if (o.key) wipe_arg(o.key);
-    return cli_usage(argv[0]);
-  }
-  if (o.data && o.no_hash) {
+  if (o.npos != 1 || (o.data && o.no_hash)) {
     wipe_arg(o.key);
+    wipe_arg(o.password);
+    if (o.npos != 1) return cli_usage(argv[0]);
     return cli_fail(argv[0], "give --data or --no-hash, not both");
   }
   tg_seckey *k;

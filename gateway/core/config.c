@@ -543,6 +543,7 @@ static int parse_pattern(parser_t *p, line_t *l, const char *s, int *kind, size_
         return fail(p, l, TG_ECONFIG_VALUE, NULL,
                     "pattern \"%s\": '*' is allowed only as a last segment (\"/v1/*\")", s);
       *kind = TG_ROUTE_PREFIX;
+      (*lit)--; /* "/v1/models/" + star also matches "/v1/models": no more specific than it */
       continue;
     }
     if (c == '{') {
@@ -565,7 +566,7 @@ static int parse_pattern(parser_t *p, line_t *l, const char *s, int *kind, size_
 }
 
 static int d_route(parser_t *p, line_t *l) {
-  int rc = want_pos(p, l, 3, 3, "NAME METHODS PATTERN upstream=NAME [price=NAME] [inject_usage=yes|no]");
+  int rc = want_pos(p, l, 3, 3, "NAME METHODS PATTERN upstream=NAME [price=NAME] [inject_usage=yes|no] [strip_prefix=PATH]");
   if (rc || (rc = check_name(p, l, "route", l->pos[0])) || (rc = parse_methods(p, l, l->pos[1])))
     return rc;
   tg_config *c = p->cfg;
@@ -580,6 +581,14 @@ static int d_route(parser_t *p, line_t *l) {
       return fail(p, l, TG_ECONFIG_DUP, NULL, "same methods and pattern as route \"%s\" (line %u)",
                   c->routes[i].name, p->route_lines[i]);
   const char *up = kv(l, "upstream"), *price = kv(l, "price"), *inj = kv(l, "inject_usage");
+  const char *strip = kv(l, "strip_prefix");
+  if (strip) {
+    size_t sn = strlen(strip);
+    if (sn < 2 || strip[0] != '/' || strip[sn - 1] == '/' || strncmp(l->pos[2], strip, sn) != 0 ||
+        (l->pos[2][sn] != '/' && l->pos[2][sn] != 0))
+      return fail(p, l, TG_ECONFIG_VALUE, "strip_prefix",
+                  "\"%s\" must be a leading part of the pattern, like /paid for /paid/v1/*", strip);
+  }
   if (up == NULL) return fail(p, l, TG_ECONFIG_MISSING, "upstream", "missing");
   if (inj) {
     if (strcmp(inj, "yes") == 0)
@@ -593,6 +602,7 @@ static int d_route(parser_t *p, line_t *l) {
   r.name = xstrdup(l->pos[0]);
   r.methods = xstrdup(l->pos[1]);
   r.pattern = xstrdup(l->pos[2]);
+  r.strip_prefix = strip ? xstrdup(strip) : NULL;
   c->routes = xrealloc(c->routes, c->n_routes + 1, sizeof *c->routes);
   p->route_lines = xrealloc(p->route_lines, c->n_routes + 1, sizeof *p->route_lines);
   p->route_upstream = xrealloc(p->route_upstream, c->n_routes + 1, sizeof *p->route_upstream);
@@ -955,6 +965,7 @@ static void free_cfg(tg_config *c) {
     free(c->routes[i].name);
     free(c->routes[i].methods);
     free(c->routes[i].pattern);
+    free(c->routes[i].strip_prefix);
   }
   free(c->routes);
   for (size_t i = 0; i < c->n_prices; i++) {

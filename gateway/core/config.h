@@ -78,6 +78,7 @@ typedef struct {
   size_t upstream;        /* index into upstreams */
   long price;             /* index into prices, -1 when unpriced */
   int inject_usage;       /* add stream_options.include_usage to streamed chat requests */
+  char *strip_prefix;     /* removed from the path before it goes upstream, or NULL */
 } tg_config_route;
 
 typedef struct {

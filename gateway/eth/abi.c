@@ -377,6 +377,9 @@ static int finish_sig(tg_abi_sig **out, tg__abi_arena *arena, sig_parser *p, siz
   sig->canonical = canon;
   sig->canonical_len = b.len - 1;
   tg_buf_cleanup(&b);
+  tg_hash h;
+  tg_keccak256(&h, canon, sig->canonical_len);
+  memcpy(sig->selector, h.b, 4);
   sig->name.ptr = canon;
   sig->name.len = name_len;
   sig->inputs = in;
@@ -472,11 +475,7 @@ void tg_abi_sig_free(tg_abi_sig *sig) {
   tg__abi_arena_free(sig->priv_);
 }
 
-void tg_abi_selector(uint8_t out[4], const tg_abi_sig *sig) {
-  tg_hash h;
-  tg_keccak256(&h, sig->canonical, sig->canonical_len);
-  memcpy(out, h.b, 4);
-}
+void tg_abi_selector(uint8_t out[4], const tg_abi_sig *sig) { memcpy(out, sig->selector, 4); }
 
 int tg_abi_selector_str(uint8_t out[4], const char *sig, size_t len) {
   memset(out, 0, 4);

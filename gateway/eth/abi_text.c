@@ -36,7 +36,9 @@ static int u256_is_over_bits(const tg_u256 *v, unsigned bits) {
   return 0;
 }
 
+/* v *= 10^e; like alloy, 10^e itself must fit 256 bits (e <= 77) even when v is 0. */
 static int pow10_mul(tg_u256 *v, size_t e) {
+  if (e > 77) return TG_EABI_VALUE;
   for (size_t i = 0; i < e; i++)
     if (tg_u256_mul_u64(v, v, 10)) return TG_EABI_VALUE;
   return TG_OK;

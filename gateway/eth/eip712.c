@@ -66,22 +66,33 @@ static const char domain_name[] = "EIP712Domain";
 typedef struct {
   char buf[TG_EIP712_WHERE_MAX];
   size_t pos; /* the path is buf[pos .. TG_EIP712_WHERE_MAX - 2], NUL at the end */
+  int full;   /* an outer part did not fit: the path is shown as "..." + its inner parts */
 } errpath;
 
 static void ep_init(errpath *ep) {
   if (!ep) return;
   ep->pos = TG_EIP712_WHERE_MAX - 1;
   ep->buf[ep->pos] = 0;
+  ep->full = 0;
 }
 
+/* Prepends s; 3 bytes stay free for the "..." of a truncated path. */
 static void ep_prepend(errpath *ep, const char *s, size_t len) {
-  if (!ep || len > ep->pos) return;
+  if (!ep || ep->full) return;
+  if (len + 3 > ep->pos) {
+    ep->full = 1;
+    return;
+  }
   ep->pos -= len;
   memcpy(ep->buf + ep->pos, s, len);
 }
 
 static void ep_name(errpath *ep, const char *name, size_t len) {
-  if (!ep || len + 1 > ep->pos) return;
+  if (!ep || ep->full) return;
+  if (len + 1 + 3 > ep->pos) {
+    ep->full = 1;
+    return;
+  }
   ep_prepend(ep, name, len);
   ep_prepend(ep, ".", 1);
 }
@@ -92,12 +103,13 @@ static void ep_index(errpath *ep, size_t i) {
   if (n > 0) ep_prepend(ep, s, (size_t)n);
 }
 
-/* Writes the path, dropping a leading '.', into out[TG_EIP712_WHERE_MAX]. */
+/* Writes the path, without its leading '.', into out[TG_EIP712_WHERE_MAX]. */
 static void ep_copy(char *out, const errpath *ep) {
   const char *p = ep->buf + ep->pos;
   if (*p == '.') p++;
-  size_t n = strlen(p);
-  memcpy(out, p, n + 1);
+  size_t n = 0, len = strlen(p); /* len <= TG_EIP712_WHERE_MAX - 4: prepends keep 3 bytes */
+  if (ep->full) memcpy(out, "...", 3), n = 3;
+  memcpy(out + n, p, len + 1);
 }
 
 /* The canonical EIP712Domain members, used when "types" does not define it. */

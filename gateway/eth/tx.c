@@ -79,6 +79,7 @@ int tg_access_list_encode(tg_buf *out, const tg_access_entry *entries, size_t n)
     payload += tg_rlp_header_len(entry) + entry;
     if (payload > out->max) return TG_ETOOBIG;
   }
+  size_t start = out->len;
   tg_rlp_sink s;
   tg_rlp_sink_init(&s, out, NULL);
   tg_rlp_put_list_header(&s, payload);
@@ -90,7 +91,12 @@ int tg_access_list_encode(tg_buf *out, const tg_access_entry *entries, size_t n)
     for (size_t k = 0; k < entries[i].n_storage_keys; k++)
       tg_rlp_put_bytes(&s, entries[i].storage_keys[k].b, 32);
   }
-  return tg_rlp_sink_status(&s);
+  int rc = tg_rlp_sink_status(&s);
+  if (rc) { /* leave the buffer as it was */
+    out->len = start;
+    if (out->data) out->data[start] = 0;
+  }
+  return rc;
 }
 
 int tg_access_list_iter_init(tg_rlp_iter *it, const tg_tx *tx) {

@@ -33,11 +33,27 @@
 #define SSE_LINE_MAX (256 << 10)
 #define MODEL_MAX 256
 
+#define EASY_POOL 256
+
 struct tg_proxy {
   tg_worker *w;
   CURLM *multi;
   struct event *timer;
+  CURL *pool[EASY_POOL]; /* idle easy handles: reset and reused, cheaper than new ones */
+  size_t n_pool;
 };
+
+static CURL *easy_get(tg_proxy *p) { return p->n_pool ? p->pool[--p->n_pool] : curl_easy_init(); }
+
+static void easy_put(tg_proxy *p, CURL *e) {
+  if (e == NULL) return;
+  if (p->n_pool == EASY_POOL) {
+    curl_easy_cleanup(e);
+    return;
+  }
+  curl_easy_reset(e);
+  p->pool[p->n_pool++] = e;
+}
 
 typedef struct {
   struct event *ev;
@@ -71,8 +87,9 @@ typedef struct call {
   /* upstream */
   CURL *easy;
   struct curl_slist *hdrs;
+  struct event *ttfb_ev;           /* the upstream's answer must begin before this fires */
   char *body;                      /* rewritten request body (usage injection) */
-  int curl_active, in_curl_cb;
+  int curl_active;
   int want_stream_usage;
   long status;                     /* upstream status, 0 before it answered */
   struct evkeyvalq resp_headers;
@@ -214,12 +231,14 @@ static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *arg, void
     if (si == NULL) abort();
     si->p = p;
     si->fd = s;
+    si->ev = event_new(p->w->base, s, kind, on_sock_event, p);
+    if (si->ev == NULL) abort();
     curl_multi_assign(p->multi, s, si);
   } else {
-    event_free(si->ev);
+    if (event_get_events(si->ev) == kind) return 0; /* no change: no epoll_ctl */
+    event_del(si->ev);
+    event_assign(si->ev, p->w->base, s, kind, on_sock_event, p);
   }
-  si->ev = event_new(p->w->base, s, kind, on_sock_event, p);
-  if (si->ev == NULL) abort();
   event_add(si->ev, NULL);
   return 0;
 }
@@ -246,6 +265,7 @@ int tg_proxy_new(tg_proxy **out, tg_worker *w) {
 
 void tg_proxy_free(tg_proxy *p) {
   if (p == NULL) return;
+  for (size_t i = 0; i < p->n_pool; i++) curl_easy_cleanup(p->pool[i]);
   if (p->multi) curl_multi_cleanup(p->multi);
   if (p->timer) event_free(p->timer);
   free(p);
@@ -280,7 +300,8 @@ static void maybe_finish(call *c) {
   if (c->err_kind >= 0) tg_metrics_upstream_error(c->w->metrics, c->w->id, c->metric, c->err_kind);
   tg_worker *w = c->w;
   unsigned metric = c->metric;
-  if (c->easy) curl_easy_cleanup(c->easy);
+  easy_put(w->proxy, c->easy);
+  if (c->ttfb_ev) event_free(c->ttfb_ev);
   curl_slist_free_all(c->hdrs);
   free(c->body);
   evhttp_clear_headers(&c->resp_headers);
@@ -299,6 +320,7 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg) {
   (void)evcon;
   call *c = arg;
   if (c->req && evhttp_request_get_connection(c->req) == NULL) c->detached = c->req;
+  if (c->req) tg_worker_request_lost(c->w);
   c->req = NULL;
   c->evcon = NULL;
   c->client_gone = 1;
@@ -308,7 +330,7 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg) {
   }
   if (c->status_sent == 0) c->status_sent = 499;
   if (c->error == NULL) c->error = "client closed the connection";
-  if (c->curl_active && !c->in_curl_cb) {
+  if (c->curl_active) { /* never called from inside a curl callback: evhttp writes later */
     curl_multi_remove_handle(c->w->proxy->multi, c->easy);
     c->curl_active = 0;
     c->result = CURLE_ABORTED_BY_CALLBACK;
@@ -476,6 +498,7 @@ static void deliver(call *c, const tg_pay_receipt *r) {
       struct evhttp_connection *evcon = evhttp_request_get_connection(c->req);
       c->req = NULL;
       c->evcon = NULL;
+      tg_worker_request_lost(c->w);
       if (evcon) evhttp_connection_free(evcon);
       c->replied = 1;
       maybe_finish(c);
@@ -502,6 +525,7 @@ static void deliver(call *c, const tg_pay_receipt *r) {
     c->status_sent = st;
     tg_http_send_error(c->req, st, msg, c->request_id);
   } else {
+    if (c->buffered == NULL && (c->buffered = evbuffer_new()) == NULL) abort();
     copy_resp_headers(c, r ? r->headers : NULL, r ? r->n_headers : 0);
     c->status_sent = (int)c->status;
     c->bytes_out += evbuffer_get_length(c->buffered);
@@ -565,6 +589,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
   if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
     if (c->status >= 100 && c->status < 200) return len;
     c->headers_done = 1;
+    if (c->ttfb_ev) event_del(c->ttfb_ev);
     const char *ct = evhttp_find_header(&c->resp_headers, "Content-Type");
     c->sse = ct && strncasecmp(ct, "text/event-stream", 17) == 0;
     if (c->req == NULL) return 0;
@@ -631,6 +656,21 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg) {
 /* ---------------------------------------------------------------- start */
 
 static int add_header(call *c, const char *name, const char *value) {
+  char line[1024];
+  size_t nn = strlen(name), vn = strlen(value);
+  if (nn + vn + 3 < sizeof line) {
+    memcpy(line, name, nn);
+    if (vn) {
+      memcpy(line + nn, ": ", 2);
+      memcpy(line + nn + 2, value, vn + 1);
+    } else {
+      memcpy(line + nn, ";", 2);
+    }
+    struct curl_slist *n = curl_slist_append(c->hdrs, line);
+    if (n == NULL) return TG_ENOMEM;
+    c->hdrs = n;
+    return 0;
+  }
   tg_buf b;
   tg_buf_init(&b, 16384);
   int rc = *value ? tg_buf_printf(&b, "%s: %s", name, value) : tg_buf_printf(&b, "%s;", name);
@@ -686,16 +726,32 @@ static int build_headers(call *c, struct evhttp_request *req) {
   return 0;
 }
 
+static void on_ttfb_timeout(evutil_socket_t fd, short kind, void *arg) {
+  (void)fd;
+  (void)kind;
+  call *c = arg;
+  if (!c->curl_active || c->headers_done) return;
+  curl_multi_remove_handle(c->w->proxy->multi, c->easy);
+  c->curl_active = 0;
+  c->result = CURLE_OPERATION_TIMEDOUT;
+  upstream_done(c);
+}
+
 static void start_upstream(call *c) {
   struct evhttp_request *req = c->req;
   const char *uri = evhttp_request_get_uri(req);
+  if (c->route->strip_prefix) {
+    /* The pattern starts with the prefix, so the path does too; keep a leading '/'. */
+    size_t sn = strlen(c->route->strip_prefix);
+    if (strncmp(uri, c->route->strip_prefix, sn) == 0) uri += sn;
+  }
   tg_buf url;
   tg_buf_init(&url, 16384);
-  int rc = tg_buf_printf(&url, "%s%s", c->upstream->url, uri);
-  CURL *e = curl_easy_init();
+  int rc = tg_buf_printf(&url, "%s%s%s", c->upstream->url, *uri == '/' ? "" : "/", uri);
+  CURL *e = easy_get(c->w->proxy);
   if (rc || e == NULL) {
     tg_buf_cleanup(&url);
-    if (e) curl_easy_cleanup(e);
+    easy_put(c->w->proxy, e);
     c->result = CURLE_FAILED_INIT;
     upstream_done(c);
     return;
@@ -712,7 +768,13 @@ static void start_upstream(call *c) {
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->upstream->connect_ms);
-  if (c->upstream->timeout_ms) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->upstream->timeout_ms);
+  if (c->upstream->timeout_ms) {
+    /* Until the answer begins; after that idle_timeout watches it (streams may last long). */
+    c->ttfb_ev = evtimer_new(c->w->base, on_ttfb_timeout, c);
+    if (c->ttfb_ev == NULL) abort();
+    struct timeval tv = {c->upstream->timeout_ms / 1000, (c->upstream->timeout_ms % 1000) * 1000};
+    evtimer_add(c->ttfb_ev, &tv);
+  }
   if (c->upstream->idle_ms) {
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)((c->upstream->idle_ms + 999) / 1000));

@@ -31,8 +31,10 @@ typedef struct tg_worker {
   tg_metrics *metrics;
   tg_proxy *proxy;
   uint64_t id_seed, next_id;
-  long inflight;
+  long inflight;                 /* calls being processed */
+  long flushing;                 /* requests whose answer is not yet fully written */
   int draining;
+  struct event *drain_ev;        /* bounds the wait for answers to flush at shutdown */
   int access_fd;                 /* -1: access log off */
   pthread_t thread;
   struct event *swap_ev, *stop_ev;
@@ -65,6 +67,8 @@ void tg_proxy_handle(tg_worker *w, struct evhttp_request *req, const tg_config_r
 
 /* server.c: a call finished (answered or abandoned): logs it and counts it out. */
 void tg_worker_call_done(tg_worker *w, unsigned route_metric, const tg_access *a);
+/* server.c: a request that will never complete (its client is gone): stop waiting for it. */
+void tg_worker_request_lost(tg_worker *w);
 /* server.c: a fresh request id (16 hex digits) into out[17]. */
 void tg_worker_request_id(tg_worker *w, char out[17]);
 /* Sends {"error": msg, "request_id": id} with the status. */

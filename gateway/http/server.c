@@ -145,12 +145,48 @@ static void access_log(tg_worker *w, const tg_access *a) {
   tg_buf_cleanup(&b);
 }
 
+static void on_drain_timeout(evutil_socket_t fd, short kind, void *arg) {
+  (void)fd;
+  (void)kind;
+  tg_worker *w = arg;
+  event_base_loopexit(w->base, NULL);
+}
+
+/*
+ * At shutdown a worker exits once no call is in flight and every answer was
+ * written out; an answer whose connection died never reports completion, so
+ * the wait for flushing is bounded.
+ */
+static void drain_check(tg_worker *w) {
+  if (!w->draining || w->inflight > 0) return;
+  if (w->flushing <= 0) {
+    event_base_loopexit(w->base, NULL);
+    return;
+  }
+  if (!evtimer_pending(w->drain_ev, NULL)) {
+    struct timeval tv = {2, 0};
+    evtimer_add(w->drain_ev, &tv);
+  }
+}
+
+static void on_flushed(struct evhttp_request *req, void *arg) {
+  (void)req;
+  tg_worker *w = arg;
+  w->flushing--;
+  drain_check(w);
+}
+
+void tg_worker_request_lost(tg_worker *w) {
+  w->flushing--;
+  drain_check(w);
+}
+
 void tg_worker_call_done(tg_worker *w, unsigned route_metric, const tg_access *a) {
   tg_metrics_call(w->metrics, w->id, route_metric, a->status, a->latency_us);
   access_log(w, a);
   w->inflight--;
   tg_metrics_inflight(w->metrics, w->id, -1);
-  if (w->draining && w->inflight == 0) event_base_loopexit(w->base, NULL);
+  drain_check(w);
 }
 
 void tg_worker_request_id(tg_worker *w, char out[17]) {
@@ -207,13 +243,21 @@ static int path_ok(const char *path, size_t n) {
   return 1;
 }
 
-static void simple_done(tg_worker *w, struct evhttp_request *req, const char *id, const char *path,
+static const char *method_name(struct evhttp_request *req) {
+  static const char *const names[] = {"GET", "POST", "HEAD", "PUT", "DELETE",
+                                      "OPTIONS", "TRACE", "CONNECT", "PATCH"};
+  enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+  for (unsigned i = 0; i < 9; i++)
+    if (cmd == (enum evhttp_cmd_type)(1u << i)) return names[i];
+  return "OTHER";
+}
+
+static void simple_done(tg_worker *w, const char *method, const char *id, const char *path,
                         const char *route, int status, const char *err, struct timespec *t0) {
-  (void)req;
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   tg_access a = {.request_id = id,
-                 .method = "-",
+                 .method = method,
                  .path = path,
                  .route = route,
                  .status = status,
@@ -233,12 +277,15 @@ static void on_request(struct evhttp_request *req, void *arg) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   char id[17];
   tg_worker_request_id(w, id);
+  const char *method = method_name(req);
+  w->flushing++;
+  evhttp_request_set_on_complete_cb(req, on_flushed, w);
   const char *uri = evhttp_request_get_uri(req);
   size_t plen = strcspn(uri, "?");
   char path[1024];
   if (uri[0] != '/' || plen >= sizeof path || !path_ok(uri, plen)) {
     tg_http_send_error(req, 400, "malformed request target", id);
-    simple_done(w, req, id, "-", NULL, 400, "malformed request target", &t0);
+    simple_done(w, method, id, "-", NULL, 400, "malformed request target", &t0);
     return;
   }
   memcpy(path, uri, plen);
@@ -246,7 +293,7 @@ static void on_request(struct evhttp_request *req, void *arg) {
   if (header_bytes(req) > cfg->max_header_bytes) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     tg_http_send_error(req, 431, tg_strerror(TG_EHEADERS_TOO_BIG), id);
-    simple_done(w, req, id, path, NULL, 431, "headers too large", &t0);
+    simple_done(w, method, id, path, NULL, 431, "headers too large", &t0);
     return;
   }
   if (strcmp(path, "/healthz") == 0) {
@@ -275,25 +322,19 @@ static void on_request(struct evhttp_request *req, void *arg) {
     } else {
       tg_http_send_error(req, st = 501, "admin API not implemented yet", id);
     }
-    simple_done(w, req, id, path, "admin", st, NULL, &t0);
+    simple_done(w, method, id, path, "admin", st, NULL, &t0);
     return;
   }
   if (w->draining) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     tg_http_send_error(req, 503, tg_strerror(TG_ESHUTTING_DOWN), id);
-    simple_done(w, req, id, path, NULL, 503, "shutting down", &t0);
+    simple_done(w, method, id, path, NULL, 503, "shutting down", &t0);
     return;
   }
-  static const char *const names[] = {"GET", "POST", "HEAD", "PUT", "DELETE",
-                                      "OPTIONS", "TRACE", "CONNECT", "PATCH"};
-  const char *method = "OTHER";
-  enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-  for (unsigned i = 0; i < 9; i++)
-    if (cmd == (enum evhttp_cmd_type)(1u << i)) method = names[i];
   const tg_config_route *r = tg_route_match(cfg, method, path);
   if (r == NULL) {
     tg_http_send_error(req, 404, tg_strerror(TG_ENO_ROUTE), id);
-    simple_done(w, req, id, path, NULL, 404, "no route", &t0);
+    simple_done(w, method, id, path, NULL, 404, "no route", &t0);
     return;
   }
   w->inflight++;
@@ -334,7 +375,7 @@ static void on_stop(evutil_socket_t fd, short kind, void *arg) {
   w->draining = 1;
   for (size_t i = 0; i < w->n_bound; i++) evhttp_del_accept_socket(w->http, w->bound[i]);
   w->n_bound = 0;
-  if (w->inflight == 0) event_base_loopexit(w->base, NULL);
+  drain_check(w);
 }
 
 static void *worker_main(void *arg) {
@@ -400,7 +441,7 @@ static void setup_http(tg_worker *w) {
   tg_config *c = w->cfg;
   evhttp_set_gencb(w->http, on_request, w);
   /* evhttp's own cap stays above ours so that our check answers 431; past it evhttp answers 413. */
-  evhttp_set_max_headers_size(w->http, (ev_ssize_t)(c->max_header_bytes * 2 + 4096));
+  evhttp_set_max_headers_size(w->http, (ev_ssize_t)(c->max_header_bytes * 4 + 65536));
   evhttp_set_max_body_size(w->http, (ev_ssize_t)c->max_body_bytes);
   struct timeval tv = {c->client_timeout_ms / 1000, (c->client_timeout_ms % 1000) * 1000};
   evhttp_set_timeout_tv(w->http, &tv);
@@ -484,6 +525,7 @@ int tg_server_new(tg_server **out, char *err, const tg_server_opts *opts) {
     }
     w->swap_ev = event_new(w->base, -1, 0, on_swap, w);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->drain_ev = evtimer_new(w->base, on_drain_timeout, w);
     setup_http(w);
     set_routes(w);
     for (size_t k = 0; k < cfg->n_listen; k++) {
@@ -609,6 +651,7 @@ void tg_server_free(tg_server *s) {
     tg_proxy_free(w->proxy);
     if (w->swap_ev) event_free(w->swap_ev);
     if (w->stop_ev) event_free(w->stop_ev);
+    if (w->drain_ev) event_free(w->drain_ev);
     if (w->base) event_base_free(w->base);
     tg_config_unref(w->cfg);
     tg_config_unref(w->pending);

@@ -5,7 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/config.h"
 #include "tollgate/types.h"
+
+struct event_base;
+struct tg_store;
+struct tg_ledger;
 
 /*
  * A call flows http -> pay -> store. The HTTP layer owns the request; for
@@ -90,5 +95,52 @@ typedef struct {
 } tg_pay_receipt;
 
 typedef void (*tg_pay_complete_cb)(void *arg, tg_pay_receipt *r);
+
+/* ---- the payment layer ------------------------------------------------- */
+
+/*
+ * Reads of on-chain channel state for channels the ledger does not know yet
+ * (the first call on a channel opened since start). Supplied by the daemon;
+ * may block briefly (a JSON-RPC eth_call on loopback). Returns 0, or
+ * TG_ECHANNEL_UNKNOWN when the channel has no balance.
+ */
+typedef struct {
+  void *ctx;
+  int (*channel_state)(void *ctx, const tg_hash *channel_id, tg_u256 *balance,
+                       tg_u256 *total_claimed, uint64_t *withdraw_requested_at);
+} tg_pay_chain;
+
+typedef struct {
+  tg_config *cfg;                /* borrowed (reference taken) */
+  struct tg_store *store;        /* borrowed */
+  struct tg_ledger *ledger;      /* borrowed */
+  tg_pay_chain chain;            /* may have a NULL channel_state: unknown channels refused */
+  uint64_t chain_id;
+  tg_address asset;              /* the token (EIP-3009 domain: cfg asset name/version) */
+  tg_address pay_to;             /* receiver of exact payments and of channels */
+  tg_address receiver_authorizer;/* the gateway's own key: claims and refunds */
+  tg_address channel_contract;   /* TollgateChannels deployment */
+  uint64_t withdraw_delay;       /* the channel withdrawDelay offered, seconds */
+  tg_u256 min_deposit;           /* offered as extra.minDeposit (0: none) */
+} tg_pay_opts;
+
+/* Creates the payment layer; `err` (TG_CONFIG_ERR_MAX bytes) says what is missing. */
+TG_WARN_UNUSED_RESULT int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *opts);
+void tg_pay_free(tg_pay *p);
+/* Swaps in a reloaded configuration (prices, credit limits) for new calls. */
+void tg_pay_set_config(tg_pay *p, tg_config *cfg);
+
+/* The two hooks the HTTP layer calls (ctx is the tg_pay); see http/server.h. */
+void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
+                  const tg_config_price *price, tg_pay_admit_cb cb, void *arg);
+void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *call,
+                     const tg_pay_outcome *outcome, tg_pay_complete_cb cb, void *arg);
+
+/* Counters for /metrics. */
+typedef struct {
+  uint64_t admitted, refused_402, refused_400, charged_calls, failed_commits;
+  tg_u256 charged_channel, charged_exact;
+} tg_pay_stats;
+void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out);
 
 #endif

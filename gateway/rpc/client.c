@@ -34,6 +34,7 @@ struct tg_rpc_batch {
   int single;       /* one call sent as a bare object */
   int internal;     /* owned by the library: freed after its callback */
   int pinned;       /* endpoint fixed for this request (-1: any) */
+  unsigned timeout_ms; /* per attempt; 0: the client's */
   tg_rpc_cb cb1;
   tg_rpc_batch_cb cbb;
   void *arg;
@@ -310,7 +311,8 @@ static void launch(tg_rpc_batch *b, int ep) {
   curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
   curl_easy_setopt(c, CURLOPT_PRIVATE, b);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, b->errbuf);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)rpc->opts.timeout_ms);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
+                   (long)(b->timeout_ms ? b->timeout_ms : rpc->opts.timeout_ms));
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)rpc->opts.connect_timeout_ms);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -397,13 +399,15 @@ static void finish(tg_rpc_batch *b, int err) {
   b->state = ST_IDLE;
   b->rpc = NULL;
   batch_reset_transport(b);
+  /* A user's batch may be freed (or sent again) by its callback: read nothing after it. */
+  int internal = b->internal;
   rpc->callback_depth++;
   if (b->single)
     b->cb1(b->arg, &b->replies[0]);
   else
     b->cbb(b->arg, b, err);
   rpc->callback_depth--;
-  if (b->internal) tg_rpc_batch_free(b);
+  if (internal) tg_rpc_batch_free(b);
 }
 
 /* A transport-level failure of one attempt: fail over, back off, or give up. */
@@ -575,7 +579,16 @@ static int submit(tg_rpc *rpc, tg_rpc_batch *b) {
 
 /* ------------------------------------------------------------- public calls */
 
+void tg_rpc_batch_set_timeout(tg_rpc_batch *b, unsigned timeout_ms) {
+  b->timeout_ms = timeout_ms;
+}
+
 int tg_rpc_call_async(tg_rpc *rpc, const char *method, json_t *params, tg_rpc_cb cb, void *arg) {
+  return tg_rpc_call_async_ex(rpc, method, params, 0, cb, arg);
+}
+
+int tg_rpc_call_async_ex(tg_rpc *rpc, const char *method, json_t *params, unsigned timeout_ms,
+                         tg_rpc_cb cb, void *arg) {
   if (!rpc || !cb) {
     json_decref(params);
     return TG_EINVAL;
@@ -590,6 +603,7 @@ int tg_rpc_call_async(tg_rpc *rpc, const char *method, json_t *params, tg_rpc_cb
   b->internal = 1;
   b->cb1 = cb;
   b->arg = arg;
+  b->timeout_ms = timeout_ms;
   rc = submit(rpc, b);
   if (rc) tg_rpc_batch_free(b);
   return rc;
@@ -607,7 +621,12 @@ int tg_rpc_batch_send(tg_rpc *rpc, tg_rpc_batch *b, tg_rpc_batch_cb cb, void *ar
 /* Runs the loop until *done; TG_EBUSY when called from inside a callback on that loop. */
 static int can_block(tg_rpc *rpc) {
   if (rpc->callback_depth > 0) return TG_EBUSY;
-  if (!rpc->own_base && event_base_get_running_event(rpc->base) != NULL) return TG_EBUSY;
+  /*
+   * Inside some other callback of the caller's loop: libevent refuses a
+   * nested loop (-1 at once, after running nothing), so a non-blocking turn
+   * tells. (event_base_get_running_event cannot: it crashes outside a loop.)
+   */
+  if (!rpc->own_base && event_base_loop(rpc->base, EVLOOP_NONBLOCK) < 0) return TG_EBUSY;
   return 0;
 }
 
@@ -645,6 +664,11 @@ static void note_outcome(tg_rpc *rpc, const tg_rpc_reply *r) {
 }
 
 int tg_rpc_call(tg_rpc *rpc, tg_rpc_reply *out, const char *method, json_t *params) {
+  return tg_rpc_call_ex(rpc, out, method, params, 0);
+}
+
+int tg_rpc_call_ex(tg_rpc *rpc, tg_rpc_reply *out, const char *method, json_t *params,
+                   unsigned timeout_ms) {
   memset(out, 0, sizeof *out);
   out->endpoint = -1;
   int rc = rpc ? can_block(rpc) : TG_EINVAL;
@@ -653,7 +677,7 @@ int tg_rpc_call(tg_rpc *rpc, tg_rpc_reply *out, const char *method, json_t *para
     return out->err = rc;
   }
   block_state st = {out, 0};
-  rc = tg_rpc_call_async(rpc, method, params, block_cb, &st);
+  rc = tg_rpc_call_async_ex(rpc, method, params, timeout_ms, block_cb, &st);
   if (rc) return out->err = rc;
   run_until(rpc, &st.done);
   note_outcome(rpc, out);
@@ -793,6 +817,12 @@ int tg_rpc_new(tg_rpc **out, const tg_rpc_opts *opts, char *why, size_t why_len)
   rpc->headers = curl_slist_append(rpc->headers, "Expect:");
   if (!rpc->headers) abort();
 
+  /* The check below runs the loop: refuse from inside a callback of the caller's loop. */
+  if (!rpc->own_base && event_base_loop(rpc->base, EVLOOP_NONBLOCK) < 0) {
+    if (why && why_len) snprintf(why, why_len, "tg_rpc_new called from inside its event loop");
+    tg_rpc_free(rpc);
+    return TG_EBUSY;
+  }
   /* Chain id of every endpoint, in parallel. */
   check_state cs;
   memset(&cs, 0, sizeof cs);

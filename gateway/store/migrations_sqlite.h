@@ -8,7 +8,8 @@
  *    equal-length big-endian strings is numeric comparison, in SQLite (memcmp
  *    on BLOBs) and PostgreSQL (bytea) alike, so CHECKs and WHERE clauses
  *    compare amounts exactly; sums are never asked of SQL (running totals);
- *  - addresses are 20-byte BLOBs, hashes and ids 32-byte BLOBs, signatures 65;
+ *  - addresses are 20-byte BLOBs, hashes and ids 32-byte BLOBs, voucher signatures
+ *    1..1024 bytes (65 for an EOA; ERC-1271 wallets may send more);
  *  - times are Unix milliseconds (INTEGER), except on-chain fields in seconds.
  */
 static const char *const sqlite_migrations[] = {
@@ -32,7 +33,7 @@ static const char *const sqlite_migrations[] = {
     " status INTEGER NOT NULL CHECK (status IN (0, 1, 2)),"
     " charged BLOB NOT NULL CHECK (length(charged) = 32),"
     " ceiling BLOB NOT NULL CHECK (length(ceiling) = 32),"
-    " ceiling_sig BLOB CHECK (ceiling_sig IS NULL OR length(ceiling_sig) = 65),"
+    " ceiling_sig BLOB CHECK (ceiling_sig IS NULL OR length(ceiling_sig) BETWEEN 1 AND 1024),"
     " credit_limit BLOB NOT NULL CHECK (length(credit_limit) = 32),"
     /* ceiling + credit_limit (saturated at 2^256-1): what charged may reach */
     " charge_cap BLOB NOT NULL CHECK (length(charge_cap) = 32),"

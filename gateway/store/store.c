@@ -2,6 +2,7 @@
 #include "store/store_int.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -42,6 +43,8 @@ struct tg_store {
   size_t queued_ops;
   int closing;
   tg_store_stats stats;
+  atomic_int fault_where; /* tg__store_fault */
+  atomic_int fault_err;
 
   pthread_mutex_t pool_mu;
   pthread_cond_t pool_cv;
@@ -63,6 +66,9 @@ static uint64_t mono_ns(void) {
 }
 
 static const tg__store_backend *const backends[] = {&tg__store_sqlite};
+
+const uint64_t tg_store_commit_bucket_us[TG_STORE_HIST_BUCKETS] = {
+    250, 500, 1000, 2000, 5000, 10000, 25000, 50000, 100000, UINT64_MAX};
 
 /* Splits "scheme:target" and finds the backend. */
 static int resolve(const char *uri, const tg__store_backend **be, const char **target) {
@@ -107,6 +113,8 @@ static int validate(const tg_store_op *op) {
     return 0;
   }
   case TG_STORE_OP_VOUCHER:
+    if (op->u.voucher.sig.len > TG_STORE_SIG_MAX) return TG_ETOOBIG;
+    if (op->u.voucher.sig.ptr == NULL || op->u.voucher.sig.len == 0) return TG_EINVAL;
     return 0;
   case TG_STORE_OP_CHARGE: {
     const tg_store_op_charge *c = &op->u.charge;
@@ -200,6 +208,7 @@ static int sub_new(sub **out, const tg_store_op *ops, size_t n) {
     op_strings(&tmp, f);
     for (int k = 0; k < 3; k++)
       if (f[k] && *f[k]) strbytes += strlen(*f[k]) + 1;
+    if (tmp.kind == TG_STORE_OP_VOUCHER) strbytes += tmp.u.voucher.sig.len;
   }
   size_t head = (sizeof(sub) + _Alignof(tg_store_op) - 1) / _Alignof(tg_store_op) *
                 _Alignof(tg_store_op);
@@ -214,6 +223,12 @@ static int sub_new(sub **out, const tg_store_op *ops, size_t n) {
     const char **f[3];
     s->ops[i].err = 0;
     op_strings(&s->ops[i], f);
+    if (s->ops[i].kind == TG_STORE_OP_VOUCHER) {
+      tg_bytes *sig = &s->ops[i].u.voucher.sig;
+      memcpy(sp, sig->ptr, sig->len);
+      sig->ptr = (const uint8_t *)sp;
+      sp += sig->len;
+    }
     for (int k = 0; k < 3; k++) {
       if (f[k] && *f[k]) {
         size_t len = strlen(*f[k]) + 1;
@@ -284,7 +299,7 @@ static void deliver(sub *s) {
 }
 
 /* Runs one batch in one transaction; sets each submission's err. */
-static void run_batch(tg_store *st, sub *list, uint64_t *commit_ns) {
+static void run_batch(tg_store *st, sub *list, int fault, uint64_t *commit_ns) {
   const tg__store_backend *be = st->be;
   tg__store_conn *c = st->wconn;
   *commit_ns = 0;
@@ -315,6 +330,7 @@ static void run_batch(tg_store *st, sub *list, uint64_t *commit_ns) {
         break;
       }
     }
+    if (fault == TG__FAULT_TXN_LOST && s == list) be->rollback(c);
     if (s->err == 0) rc = be->sp_release(c);
     if (s->err < 0 || rc < 0) {
       if (s->err == 0) s->err = rc;
@@ -334,7 +350,7 @@ static void run_batch(tg_store *st, sub *list, uint64_t *commit_ns) {
     return;
   }
   uint64_t t0 = mono_ns();
-  rc = be->commit(c);
+  rc = fault == TG__FAULT_COMMIT ? atomic_load(&st->fault_err) : be->commit(c);
   *commit_ns = mono_ns() - t0;
   if (rc < 0) {
     be->rollback(c);
@@ -362,10 +378,11 @@ static void *writer_main(void *p) {
     st->head = last->next;
     if (st->head == NULL) st->tail = NULL;
     last->next = NULL;
+    int fault = atomic_exchange(&st->fault_where, TG__FAULT_NONE);
     pthread_mutex_unlock(&st->mu);
 
     uint64_t commit_ns;
-    run_batch(st, list, &commit_ns);
+    run_batch(st, list, fault, &commit_ns);
 
     uint64_t failed = 0;
     for (sub *s = list; s; s = s->next)
@@ -378,6 +395,12 @@ static void *writer_main(void *p) {
     st->stats.failed += failed;
     st->stats.commit_ns_total += commit_ns;
     if (commit_ns > st->stats.commit_ns_max) st->stats.commit_ns_max = commit_ns;
+    for (int b = 0; b < TG_STORE_HIST_BUCKETS; b++) {
+      if (commit_ns / 1000 <= tg_store_commit_bucket_us[b]) {
+        st->stats.commit_hist[b]++;
+        break;
+      }
+    }
     pthread_mutex_unlock(&st->mu);
 
     for (sub *s = list, *next; s; s = next) {
@@ -386,6 +409,11 @@ static void *writer_main(void *p) {
     }
   }
   return NULL;
+}
+
+void tg__store_fault(tg_store *st, int where, int err) {
+  atomic_store(&st->fault_err, err);
+  atomic_store(&st->fault_where, where);
 }
 
 static int enqueue(tg_store *st, sub *s) {

@@ -47,6 +47,9 @@ typedef struct tg_store tg_store;
 #define TG_STORE_HEADER_MAX 2048 /* a recorded PAYMENT-RESPONSE value */
 #define TG_STORE_ERROR_MAX 256
 #define TG_STORE_NAME_MAX 64 /* lease names and holders */
+/* A voucher signature: 65 bytes r || s || v from an EOA, or any length up to this for an
+ * ERC-1271 contract wallet (verified on-chain). Same cap as TG_X402_SIG_MAX. */
+#define TG_STORE_SIG_MAX 1024
 
 /* Write queue cap: a submission that would take the queued plus in-flight operations past
  * this many gets TG_EBUSY. */
@@ -120,8 +123,8 @@ typedef struct {
   /* Off-chain truth. */
   tg_u256 charged;        /* chargedCumulativeAmount: sum of this channel's charge rows */
   tg_u256 ceiling;        /* highest signed maxClaimableAmount (signedMaxClaimable) */
-  tg_sig ceiling_sig;     /* its signature (zero when has_sig == 0) */
-  int has_sig;
+  uint8_t ceiling_sig[TG_STORE_SIG_MAX]; /* its signature, ceiling_sig_len bytes */
+  size_t ceiling_sig_len; /* 0 when no voucher was recorded */
   tg_u256 credit_limit;   /* the credit limit applied by the latest charge */
   uint64_t charge_count;  /* number of charge rows */
   int64_t first_unclaimed_at; /* ms; 0 when nothing charged is unclaimed */
@@ -241,7 +244,7 @@ typedef struct {
 typedef struct {
   tg_hash channel_id;
   tg_u256 max_claimable;
-  tg_sig sig;
+  tg_bytes sig;                /* 1..TG_STORE_SIG_MAX bytes; copied by submit */
   int out_raised;              /* out: 1 when the ceiling rose */
 } tg_store_op_voucher;
 
@@ -404,6 +407,11 @@ TG_WARN_UNUSED_RESULT int tg_store_submit_evbase(tg_store *st, const tg_store_op
  */
 TG_WARN_UNUSED_RESULT int tg_store_write(tg_store *st, tg_store_op *ops, size_t n);
 
+/* Commit-latency histogram buckets, for /metrics: upper bounds in microseconds, the last one
+ * UINT64_MAX (+Inf). Counts are per bucket, not cumulative. */
+#define TG_STORE_HIST_BUCKETS 10
+extern const uint64_t tg_store_commit_bucket_us[TG_STORE_HIST_BUCKETS];
+
 /* Writer statistics, for /metrics and the benchmark. */
 typedef struct {
   uint64_t commits;         /* transactions committed */
@@ -413,6 +421,7 @@ typedef struct {
   uint64_t commit_ns_total; /* time in COMMIT (the fsync), summed */
   uint64_t commit_ns_max;
   uint64_t queue_ops;       /* operations queued or being written right now */
+  uint64_t commit_hist[TG_STORE_HIST_BUCKETS]; /* COMMIT durations per bucket */
 } tg_store_stats;
 
 void tg_store_get_stats(tg_store *st, tg_store_stats *out);

@@ -59,6 +59,16 @@ typedef struct {
 
 extern const tg__store_backend tg__store_sqlite;
 
+/*
+ * Fault injection for tests (curl's habit of failing each step in turn): the
+ * next batch the writer takes from the queue fails at `where`. TG__FAULT_COMMIT: COMMIT
+ * returns `err` (the batch is rolled back). TG__FAULT_TXN_LOST: the backend
+ * drops the transaction after the batch's first submission, as SQLite does
+ * on some I/O errors.
+ */
+enum { TG__FAULT_NONE = 0, TG__FAULT_COMMIT = 1, TG__FAULT_TXN_LOST = 2 };
+void tg__store_fault(tg_store *st, int where, int err);
+
 /* Wall clock in Unix milliseconds. */
 int64_t tg__store_now_ms(void);
 

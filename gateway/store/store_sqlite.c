@@ -29,6 +29,7 @@ enum {
   S_TOTALS_READ,
   S_TOTALS_SET,
   S_SETTLE,
+  S_SETTLE_AGE,
   S_EXACT_INSERT,
   S_EXACT_UPDATE,
   S_EXACT_SETTLE_CHARGE,
@@ -95,7 +96,7 @@ static const char *const sql_text[S_COUNT] = {
     [S_CH_CHARGE_READ] = "SELECT payer, status, charged, ceiling FROM channels WHERE id = ?1",
     [S_CH_CHARGE_SET] = "UPDATE channels SET charged = ?2, credit_limit = ?3, charge_cap = ?4, "
                         "charge_count = charge_count + 1, first_unclaimed_at = CASE WHEN "
-                        "first_unclaimed_at = 0 AND ?2 > total_claimed THEN ?5 ELSE "
+                        "first_unclaimed_at = 0 AND ?2 > total_claimed THEN ?6 ELSE "
                         "first_unclaimed_at END, updated_at = ?5 WHERE id = ?1",
     [S_CHARGE_INSERT] = "INSERT INTO charges (request_id, payer, scheme, route, model, "
                         "input_tokens, output_tokens, amount, channel_id, cumulative_after, "
@@ -106,6 +107,8 @@ static const char *const sql_text[S_COUNT] = {
                      "charged = excluded.charged, count = excluded.count",
     [S_SETTLE] = "UPDATE charges SET settled = 1 WHERE channel_id = ?1 AND id <= ?2 "
                  "AND settled = 0",
+    [S_SETTLE_AGE] = "UPDATE channels SET first_unclaimed_at = coalesce((SELECT min(created_at) "
+                     "FROM charges WHERE channel_id = ?1 AND settled = 0), 0) WHERE id = ?1",
     [S_EXACT_INSERT] = "INSERT INTO exact_payments (token, nonce, payer, to_addr, amount, "
                        "valid_after, valid_before, tx_hash, status, request_id, created_at, "
                        "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
@@ -538,7 +541,7 @@ static int op_voucher(tg__store_conn *c, tg_store_op *op) {
   if ((rc = stmt_get(c, S_CH_VOUCHER_SET, &s)) < 0) return rc;
   BIND_FIXED(s, 1, &o->channel_id);
   BIND_FIXED(s, 2, &o->max_claimable);
-  BIND_FIXED(s, 3, &o->sig);
+  sqlite3_bind_blob(s, 3, o->sig.ptr, (int)o->sig.len, SQLITE_STATIC);
   BIND_FIXED(s, 4, &cap);
   sqlite3_bind_int64(s, 5, op->now);
   if ((rc = run(s)) < 0) return rc;
@@ -613,7 +616,8 @@ static int op_charge(tg__store_conn *c, tg_store_op *op) {
     BIND_FIXED(s, 9, &o->channel_id);
     BIND_FIXED(s, 10, &charged);
   }
-  sqlite3_bind_int64(s, 11, o->created_at ? o->created_at : op->now);
+  int64_t created = o->created_at ? o->created_at : op->now;
+  sqlite3_bind_int64(s, 11, created);
   if ((rc = run(s)) < 0) return rc;
   o->out_id = sqlite3_last_insert_rowid(c->db);
   if (o->has_channel) {
@@ -623,6 +627,7 @@ static int op_charge(tg__store_conn *c, tg_store_op *op) {
     BIND_FIXED(s, 3, &o->credit_limit);
     BIND_FIXED(s, 4, &cap);
     sqlite3_bind_int64(s, 5, op->now);
+    sqlite3_bind_int64(s, 6, created);
     if ((rc = run(s)) < 0) return rc == TG_ESTORE_CONSTRAINT ? TG_ESTORE_LIMIT : rc;
     o->out_charged = charged;
   }
@@ -637,7 +642,10 @@ static int op_settle(tg__store_conn *c, tg_store_op *op) {
   sqlite3_bind_int64(s, 2, op->u.settle.through_charge);
   if ((rc = run(s)) < 0) return rc;
   op->u.settle.out_count = sqlite3_changes(c->db);
-  return 0;
+  /* The max-age clock restarts at the oldest charge still unsettled (0 when none). */
+  if ((rc = stmt_get(c, S_SETTLE_AGE, &s)) < 0) return rc;
+  BIND_FIXED(s, 1, &op->u.settle.channel_id);
+  return run(s);
 }
 
 static void bind_opt_hash(sqlite3_stmt *s, int i, int has, const tg_hash *h) {
@@ -831,6 +839,18 @@ static int conn_apply(tg__store_conn *c, tg_store_op *op) {
 /* ------------------------------------------------------------------------- */
 /* Reads. Rows come from disk: every column is checked (type, size) before use. */
 
+/* The voucher signature: NULL (none yet) or 1..TG_STORE_SIG_MAX bytes. */
+static int col_sig(sqlite3_stmt *s, int i, tg_store_channel *ch) {
+  ch->ceiling_sig_len = 0;
+  if (sqlite3_column_type(s, i) == SQLITE_NULL) return 0;
+  if (sqlite3_column_type(s, i) != SQLITE_BLOB) return TG_ESTORE_CORRUPT;
+  int n = sqlite3_column_bytes(s, i);
+  if (n < 1 || n > TG_STORE_SIG_MAX) return TG_ESTORE_CORRUPT;
+  memcpy(ch->ceiling_sig, sqlite3_column_blob(s, i), (size_t)n);
+  ch->ceiling_sig_len = (size_t)n;
+  return 0;
+}
+
 static int decode_channel(sqlite3_stmt *s, tg_store_channel *ch) {
   memset(ch, 0, sizeof(*ch));
   int64_t status;
@@ -849,8 +869,7 @@ static int decode_channel(sqlite3_stmt *s, tg_store_channel *ch) {
       (rc = col_u64(s, 13, &ch->chain.refund_nonce)) < 0 ||
       (rc = col_u64(s, 14, &ch->chain.synced_block)) < 0 || (rc = col_i64(s, 15, &status)) < 0 ||
       (rc = COL_FIXED(s, 16, &ch->charged)) < 0 || (rc = COL_FIXED(s, 17, &ch->ceiling)) < 0 ||
-      (rc = col_fixed_opt(s, 18, ch->ceiling_sig.b, sizeof(ch->ceiling_sig.b), &ch->has_sig)) <
-          0 ||
+      (rc = col_sig(s, 18, ch)) < 0 ||
       (rc = COL_FIXED(s, 19, &ch->credit_limit)) < 0 ||
       (rc = col_u64(s, 20, &ch->charge_count)) < 0 ||
       (rc = col_i64(s, 21, &ch->first_unclaimed_at)) < 0 ||

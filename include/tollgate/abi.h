@@ -59,7 +59,10 @@ struct tg_abi_type {
  * return types), `(inputs)`, or with `function `/`event `/`error ` prefixes and
  * parameter names, `indexed`, `memory`... as in Solidity source (all ignored).
  * `uint`/`int` canonicalize to `uint256`/`int256`, `byte` to `bytes1`,
- * `tuple(...)` to `(...)`.
+ * `tuple(...)` to `(...)`. Unlike cast, unknown type names (`uint7`, struct names) are
+ * refused rather than hashed verbatim, and `byte` hashes as `bytes1` (cast hashes "byte").
+ * Nested empty tuples `()` are refused (Solidity has no empty structs); only the top-level
+ * parameter list may be empty.
  */
 typedef struct tg_abi_sig tg_abi_sig;
 struct tg_abi_sig {
@@ -68,6 +71,7 @@ struct tg_abi_sig {
   const tg_abi_type *outputs; /* a tuple, or NULL when no output list was given */
   const char *canonical;      /* "name(uint256,(address,bytes)[])", NUL-terminated */
   size_t canonical_len;
+  uint8_t selector[4];        /* keccak256(canonical)[0..4], computed once at parse time */
   void *priv_;                /* the arena holding all of the above */
 };
 
@@ -80,7 +84,7 @@ void tg_abi_sig_free(tg_abi_sig *sig);
 /* Canonical text of one type, appended to `out`. */
 TG_WARN_UNUSED_RESULT int tg_abi_type_format(tg_buf *out, const tg_abi_type *t);
 
-/* keccak256(canonical)[0..4]. */
+/* keccak256(canonical)[0..4] (a copy of sig->selector). */
 void tg_abi_selector(uint8_t out[4], const tg_abi_sig *sig);
 /* Parses, canonicalizes and hashes: the 4-byte function (or error) selector. */
 TG_WARN_UNUSED_RESULT int tg_abi_selector_str(uint8_t out[4], const char *sig, size_t len);
@@ -175,6 +179,9 @@ void tg_abi_tree_free(tg_abi_tree *tree);
 
 /*
  * Strict decoding of `data` as type `t` (usually sig->inputs or ->outputs).
+ * Stricter than cast/alloy (which accept dirty high bits and non-zero padding, and print
+ * e.g. 257 for a uint8): ABI data from a node or a payer is untrusted, so anything a
+ * Solidity encoder cannot produce is refused.
  * Rejected (TG_EABI_DATA): reads past the end, offsets that point outside the
  * data or into the head they belong to, lengths above TG_ABI_MAX_LEN or the
  * data, dirty high bits of uintN/intN (not a sign extension)/address/bool
@@ -187,12 +194,18 @@ TG_WARN_UNUSED_RESULT int tg_abi_decode(tg_abi_tree **out, const tg_abi_type *t,
                                         const uint8_t *data, size_t len, unsigned flags);
 
 /*
- * Parses cast-style textual arguments, one string per member of the tuple
- * `t`: decimal or 0x numbers (and negative ones for intN, with optional
- * units? no), true/false, addresses (EIP-55 checked when mixed case), 0x hex
- * bytes, strings (raw, or in double or single quotes inside arrays/tuples),
- * `[a, b]` arrays, `(a, b)` tuples. Strings in the tree are copies.
- * TG_EABI_VALUE names no position; use tg_abi_parse_arg to find the culprit.
+ * Parses cast-style textual arguments (the grammar of alloy's DynSolType::coerce_str, which
+ * `cast abi-encode` uses), one string per member of the tuple `t`:
+ *   uintN  decimal, 0x/0b/0o literals, a fraction and/or e-exponent with a unit
+ *          ("1.5ether", "15e-1 ether", "1 gwei"; units wei, gwei, nano, nanoether, ether);
+ *   intN   the same with an optional + or - sign;  bool  true | false;
+ *   address/bytesN/function  exactly 2N hex digits, 0x optional; bytes  hex, "0x" for empty;
+ *   string raw text (trailing whitespace trimmed) or in "double"/'single' quotes;
+ *   T[] / T[k]  "[a, b]" (a trailing comma is allowed);  tuples  "(a, b)".
+ * Inside a list an unquoted string runs to the next ',' or closing bracket.
+ * One deliberate difference from cast: a mixed-case address must be a valid EIP-55 checksum
+ * (TG_ECHECKSUM); cast ignores the case. Strings in the tree are copies.
+ * Errors: TG_EABI_VALUE (or TG_ECHECKSUM); tg_abi_parse_arg tells which argument failed.
  */
 TG_WARN_UNUSED_RESULT int tg_abi_parse_args(tg_abi_tree **out, const tg_abi_type *t,
                                             const char *const *args, size_t nargs);
@@ -201,10 +214,11 @@ TG_WARN_UNUSED_RESULT int tg_abi_parse_arg(tg_abi_tree **out, const tg_abi_type 
                                            const char *arg, size_t len);
 
 /*
- * Formats a value as `cast decode-abi` prints it: numbers in decimal (large
- * ones also with cast's " [1e18]" note), addresses EIP-55, bytes as 0x hex,
- * strings quoted inside arrays/tuples, arrays "[a, b]", tuples "(a, b)".
- * Appends to `out` (no newline).
+ * Formats a value as `cast decode-abi` prints it: numbers in decimal, with cast's
+ * " [1.234e5]" note when |v| >= 10000; addresses EIP-55; bytes, bytesN and function as
+ * 0x hex; strings quoted and escaped as Rust's Debug does (\" \\ \n \t \r \0 and \u{..}
+ * for control, format, unassigned, private-use and combining code points; invalid UTF-8
+ * shown as U+FFFD); arrays "[a, b]"; tuples "(a, b)". Appends to `out` (no newline).
  */
 TG_WARN_UNUSED_RESULT int tg_abi_format_value(tg_buf *out, const tg_abi_type *t,
                                               const tg_abi_value *v);

@@ -34,17 +34,21 @@ extern "C" {
  *    refused (it would look signed but not be).
  *  - Integers: JSON integers (64-bit), JSON reals that are integral with
  *    |x| <= 2^53, decimal strings ("-" only for intN) and "0x" hex strings;
- *    the value must fit the type (TG_ERANGE). Larger values must be strings.
+ *    the value must fit the type (TG_ERANGE). Larger values must be strings
+ *    (a JSON integer beyond 64 bits is refused with TG_ERANGE).
  *  - bool: true/false. address: "0x" and 40 hex digits, EIP-55 checked on
  *    mixed case (TG_ECHECKSUM). bytesN: "0x" and exactly 2N digits. bytes:
  *    "0x" and an even number of digits. string: a JSON string (NUL allowed).
  *  - Message fields the type does not declare are ignored (as MetaMask, ethers
  *    and Foundry do); a declared field that is missing or null is refused
  *    (TG_ETYPED_DATA_MISSING). Fixed-size arrays must have exactly k elements.
+ *  - With "primaryType": "EIP712Domain" the digest is keccak256(0x1901 ||
+ *    domainSeparator) and the message is not hashed (MetaMask's rule).
  *
  * Caps: document 4 MiB (TG_ETOOBIG), 256 struct types, 256 fields per struct,
  * 8 array dimensions per type, fixed array size 65536, value nesting depth 64,
- * type-name length 256, JSON duplicate keys refused (TG_EJSON).
+ * type-name length 256, all encodeType strings together 16 MiB (TG_ETOOBIG);
+ * JSON duplicate keys refused (TG_EJSON).
  */
 #define TG_EIP712_MAX_JSON ((size_t)4 << 20)
 #define TG_EIP712_MAX_TYPES 256

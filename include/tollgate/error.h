@@ -155,6 +155,21 @@ extern "C" {
   XX(CHANNEL_SHORT, -711, 402, "voucher ceiling does not cover the call")     \
   XX(CHANNEL_WITHDRAWING, -712, 402, "channel is being withdrawn")            \
   XX(CHANNEL_ID, -713, 400, "channel configuration does not hash to its id")  \
+  /* settlement */                                                             \
+  XX(SETTLE, -900, 500, "settlement run failed")                               \
+  XX(SETTLE_GAS_PRICE, -901, 503, "gas price is above the settlement ceiling")  \
+  XX(SETTLE_SKIPPED, -902, 409, "the contract skipped a claim item")           \
+  XX(SETTLE_MISMATCH, -903, 500, "on-chain claimed total disagrees with the store") \
+  XX(SETTLE_BATCH, -904, 500, "a single claim does not fit in a block")        \
+  XX(SETTLE_REVERTED, -905, 500, "settlement transaction reverted")            \
+  XX(SETTLE_NOT_RECEIVER, -906, 403, "gateway key is neither receiver nor receiver authorizer") \
+  /* contracts and deployment */                                               \
+  XX(DEPLOY_ARTIFACT, -1100, 500, "contract artifact missing or malformed")     \
+  XX(DEPLOY_EXISTS, -1101, 409, "contracts already deployed on this chain (use --force)") \
+  XX(DEPLOY_FILE, -1102, 500, "deployment file missing or malformed")          \
+  XX(DEPLOY_FAILED, -1103, 500, "contract creation failed")                    \
+  XX(DEPLOY_CHAIN, -1104, 500, "deployment belongs to another chain")          \
+  XX(DEPLOY_NO_CODE, -1105, 500, "no contract code at the deployed address")   \
   XX(CONFIG_FILE, -1206, 500, "configuration file cannot be read")
 
 typedef enum {

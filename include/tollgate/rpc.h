@@ -63,7 +63,8 @@ void tg_rpc_opts_init(tg_rpc_opts *opts);
  * Creates a client and checks every endpoint's chain id (blocking, in
  * parallel). Errors: TG_EINVAL (no URL, too many), TG_ERPC_CHAIN (an endpoint
  * on another chain, or on another chain than opts->chain_id),
- * TG_ERPC_NO_ENDPOINT (none answered). On failure *out is NULL and, when
+ * TG_ERPC_NO_ENDPOINT (none answered), TG_EBUSY (called from a callback
+ * running on opts->base). On failure *out is NULL and, when
  * `why` is not NULL, a one-line reason naming the endpoint is written there.
  */
 TG_WARN_UNUSED_RESULT int tg_rpc_new(tg_rpc **out, const tg_rpc_opts *opts, char *why,
@@ -131,6 +132,11 @@ TG_WARN_UNUSED_RESULT int tg_rpc_call_async(tg_rpc *rpc, const char *method, jso
 /* Blocking form: fills *out (zeroed on entry) and returns out->err. */
 TG_WARN_UNUSED_RESULT int tg_rpc_call(tg_rpc *rpc, tg_rpc_reply *out, const char *method,
                                       json_t *params);
+/* The same with this call's own timeout per attempt (0: the client's). */
+TG_WARN_UNUSED_RESULT int tg_rpc_call_async_ex(tg_rpc *rpc, const char *method, json_t *params,
+                                               unsigned timeout_ms, tg_rpc_cb cb, void *arg);
+TG_WARN_UNUSED_RESULT int tg_rpc_call_ex(tg_rpc *rpc, tg_rpc_reply *out, const char *method,
+                                         json_t *params, unsigned timeout_ms);
 
 /*
  * Batches: several calls in one HTTP request. The batch is caller-owned;
@@ -143,6 +149,8 @@ tg_rpc_batch *tg_rpc_batch_new(void);
 void tg_rpc_batch_free(tg_rpc_batch *b);
 TG_WARN_UNUSED_RESULT int tg_rpc_batch_add(tg_rpc_batch *b, const char *method, json_t *params);
 size_t tg_rpc_batch_size(const tg_rpc_batch *b);
+/* This batch's timeout per attempt (0: the client's). */
+void tg_rpc_batch_set_timeout(tg_rpc_batch *b, unsigned timeout_ms);
 /* Item i's outcome after the batch ran (NULL when i is out of range). */
 const tg_rpc_reply *tg_rpc_batch_reply(const tg_rpc_batch *b, size_t i);
 /* Callback of an async batch: err is 0 when the node answered (see each item), else the exchange's failure. */

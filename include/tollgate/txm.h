@@ -82,7 +82,8 @@ typedef struct {
   unsigned poll_ms;          /* how often the chain is polled (default 1000) */
   unsigned max_pending;      /* transactions not yet confirmed (default 10000): TG_ETXM_FULL */
   unsigned fee_blocks;       /* eth_feeHistory window (default 10) */
-  tg_u256 max_fee_ceiling;   /* 0 = none; a fee above it is capped (TG_ETXM_FEE_CEILING if even the base fee is above) */
+  tg_u256 max_fee_ceiling;   /* 0 = none; max fee capped to it; while the next base fee
+                                is above it, new transactions wait unsigned (no nonce used) */
   tg_u256 min_priority_fee;  /* floor on the priority fee (default 1 gwei when zero) */
   tg_txm_cb on_resumed;      /* fires for transactions resumed from the journal (optional) */
   void *on_resumed_arg;
@@ -130,6 +131,7 @@ const tg_address *tg_txm_address(const tg_txm *m);
 
 typedef struct {
   uint64_t signed_versions;  /* signatures made (first versions and replacements) */
+  uint64_t accepted;         /* transactions the node accepted (first acceptance of each) */
   uint64_t replacements;     /* versions with bumped fees */
   uint64_t resends;          /* the same bytes sent again */
   uint64_t reorgs;           /* mined transactions that left the chain */

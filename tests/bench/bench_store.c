@@ -133,6 +133,8 @@ int main(void) {
     ops[1].kind = TG_STORE_OP_VOUCHER;
     ops[1].u.voucher.channel_id = chan_id(i);
     memset(ops[1].u.voucher.max_claimable.b, 0x7f, 32);
+    static const uint8_t sig[65] = {1};
+    ops[1].u.voucher.sig = TG_BYTES(sig, sizeof(sig));
     if ((rc = tg_store_write(st, ops, 2)) < 0) {
       fprintf(stderr, "bench_store: setup: %s\n", tg_strerror(rc));
       return 1;

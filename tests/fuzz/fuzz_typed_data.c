@@ -18,8 +18,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (rc > 0) abort();
   if (rc != 0 && !is_zero(&d)) abort(); /* outputs are zeroed on failure */
   /* The three-hash call must agree with the digest call, and the digest with its parts. */
-  int rc2 = tg_eip712_hashes_json(&d2, &ds, &mh, json, size);
+  char where[TG_EIP712_WHERE_MAX + 1];
+  where[TG_EIP712_WHERE_MAX] = 0x5a; /* a canary one past the documented size */
+  int rc2 = tg_eip712_hashes_json_where(&d2, &ds, &mh, where, json, size);
   if (rc2 != rc) abort();
+  if (where[TG_EIP712_WHERE_MAX] != 0x5a || strlen(where) >= TG_EIP712_WHERE_MAX) abort();
+  if (rc == 0 && where[0]) abort();
   if (rc == 0) {
     if (memcmp(d.b, d2.b, 32) != 0) abort();
     tg_hash again;

@@ -72,6 +72,8 @@ same sign-typed   wallet sign --data --from-file --private-key $KCOW mail.json
 same verify-typed wallet verify --address 0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826 --data --from-file mail.json \
   0x4355c47d63924e8a72e509b65029052eb6c299d53a04e167c5775fd466751c9d07299936d304c153f6443dfa05f40ff007d72911b6f72307f996231605b915621c
 
+same sign-typed-inline wallet sign --data --private-key $KCOW "$(cat mail.json)"
+
 # Keystores: the vectors, read by both.
 python3 - "$V" <<'EOF'
 import json, sys
@@ -112,6 +114,12 @@ key=$("$C" wallet decrypt-keystore "$file" --unsafe-password pw | sed 's/.* is: 
   "$("$C" wallet decrypt-keystore --keystore-dir out named --unsafe-password pw3 | sed 's/.* is: //')" ] &&
   pass new-named-password-file ||
   fail new-named-password-file "mismatch"
+# --keystore signs with the key inside (password from a file with CRLF, as Windows editors write it).
+printf 'pw2\r\n' > pwfile
+[ "$("$T" wallet sign --keystore out/k155 --password-file pwfile hello)" == "$("$C" wallet sign --private-key $K hello)" ] &&
+  pass sign-with-keystore || fail sign-with-keystore "differs"
+[ "$("$T" wallet address --keystore out/k155 --password pw2)" == "$A" ] && pass address-with-keystore ||
+  fail address-with-keystore "differs"
 out=$("$T" wallet new)
 [[ $out =~ ^"Successfully created new keypair."$'\n'"Address:     0x"[0-9a-fA-F]{40}$'\n'"Private key: 0x"[0-9a-f]{64}$ ]] &&
   pass new-no-dir || fail new-no-dir "$out"

@@ -44,7 +44,7 @@ static void test_sample_loads(void) {
   CHECK_STR(c->upstreams[0].url, "http://127.0.0.1:8000");
   CHECK_INT(c->upstreams[0].timeout_ms, 300000);
   CHECK_INT(c->upstreams[0].connect_ms, 5000);
-  CHECK_INT(c->n_routes, 5);
+  CHECK_INT(c->n_routes, 6);
   CHECK_INT(c->n_prices, 2);
   const tg_config_price *flat = tg_config_price_find(c, "flat");
   CHECK(flat && flat->kind == TG_PRICE_CALL);
@@ -94,7 +94,9 @@ static void test_sample_loads(void) {
   CHECK_INT(c->log_format, TG_LOG_JSON);
   CHECK_STR(c->access_log, "-");
   /* Routes resolve to their upstream and price. */
-  const tg_config_route *r = tg_route_match(c, "POST", "/v1/chat/completions");
+  const tg_config_route *r = tg_route_match(c, "GET", "/api/v1/files");
+  CHECK(r && strcmp(r->name, "legacy") == 0 && r->strip_prefix && strcmp(r->strip_prefix, "/api") == 0);
+  r = tg_route_match(c, "POST", "/v1/chat/completions");
   CHECK(r && strcmp(r->name, "chat") == 0 && r->price >= 0 &&
         strcmp(c->prices[r->price].name, "chat") == 0);
   tg_config_unref(c);
@@ -144,6 +146,10 @@ static void test_errors_name_line_and_key(void) {
                "t.conf:3: route: route \"r\" defined twice (first at line 2)");
   expect_error(UP "route r GET /a upstream=u\nroute s GET /a upstream=u\n", TG_ECONFIG_DUP,
                "same methods and pattern as route \"r\"");
+  expect_error(UP "route r GET /paid/a upstream=u strip_prefix=/other\n", TG_ECONFIG_VALUE,
+               "t.conf:2: route: key \"strip_prefix\": \"/other\" must be a leading part of the pattern");
+  expect_error(UP "route r GET /paidx/a upstream=u strip_prefix=/paid\n", TG_ECONFIG_VALUE,
+               "key \"strip_prefix\"");
   expect_error(UP "route r GET /a upstream=u inject_usage=maybe\n", TG_ECONFIG_VALUE,
                "key \"inject_usage\"");
   /* Amounts: exact conversion or an error, never a rounding. */

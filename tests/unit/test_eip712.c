@@ -1206,11 +1206,93 @@ static void test_documents(void) {
   rc |= tg_buf_append_str(&big, "}");
   CHECK(rc == 0);
   CHECK_ERR(tg_eip712_digest_json(&a, (const char *)big.data, big.len), TG_ETOOBIG);
+  /* A chain of types whose encodeTypes add up past the 16 MiB budget (each repeats the ones after it). */
+  tg_buf_reset(&big);
+  rc = tg_buf_append_str(&big, "{\"types\":{");
+  for (int i = 0; i < 256; i++) {
+    rc |= tg_buf_printf(&big, "%s\"T%d\":[", i ? "," : "", i);
+    for (int f = 0; f < 10; f++)
+      rc |= tg_buf_printf(&big, "{\"name\":\"member_with_a_long_name_to_make_the_type_string_big_%d\",\"type\":\"%s\"},",
+                          f, "bytes32");
+    rc |= i < 255 ? tg_buf_printf(&big, "{\"name\":\"next\",\"type\":\"T%d\"}]", i + 1)
+                  : tg_buf_append_str(&big, "{\"name\":\"last\",\"type\":\"bool\"}]");
+  }
+  rc |= tg_buf_append_str(&big, "},\"primaryType\":\"T0\",\"domain\":{},\"message\":{}}");
+  CHECK(rc == 0 && big.len < TG_EIP712_MAX_JSON);
+  CHECK_ERR(tg_eip712_digest_json(&a, (const char *)big.data, big.len), TG_ETOOBIG);
   tg_buf_cleanup(&big);
   /* NULL arguments. */
   CHECK_ERR(tg_eip712_digest_json(NULL, "{}", 2), TG_EINVAL);
   CHECK_ERR(tg_eip712_digest_json(&a, NULL, 0), TG_EINVAL);
   tg_eip712_types_free(NULL);
+}
+
+/* Where a document is wrong, for people reading an error message. */
+static void test_where(void) {
+  struct {
+    const char *doc;
+    int err;
+    const char *where;
+  } cases[] = {
+      {DOC("\"P\":[{\"name\":\"wallet\",\"type\":\"address\"}],\"M\":[{\"name\":\"to\","
+           "\"type\":\"P[]\"}]",
+           "M", "{}",
+           "{\"to\":[{\"wallet\":\"0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826\"},{\"wallet\":"
+           "\"0xcD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826\"}]}"),
+       TG_ECHECKSUM, "message.to[1].wallet"},
+      {DOC("\"M\":[{\"name\":\"v\",\"type\":\"uint8[2][]\"}]", "M", "{}", "{\"v\":[[1,2],[3,256]]}"),
+       TG_ERANGE, "message.v[1][1]"},
+      {DOC("\"M\":[{\"name\":\"v\",\"type\":\"string\"}]", "M", "{}", "{}"),
+       TG_ETYPED_DATA_MISSING, "message.v"},
+      {DOC("\"M\":[{\"name\":\"v\",\"type\":\"Nope\"}]", "M", "{}", "{}"), TG_ETYPED_DATA_TYPE,
+       "types.M.v"},
+      {DOC("\"M\":[{\"name\":\"v\",\"type\":\"N\"}],\"N\":[{\"name\":\"m\",\"type\":\"M\"}]",
+           "M", "{}", "{}"),
+       TG_ETYPED_DATA_TYPE, "types.M"},
+      {DOC("\"M\":[]", "N", "{}", "{}"), TG_ETYPED_DATA_TYPE, "primaryType"},
+      {DOC("\"M\":[]", "M", "{\"chain\":1}", "{}"), TG_ETYPED_DATA, "domain"},
+      {DOC("\"EIP712Domain\":[],\"M\":[]", "M", "{\"chainId\":1}", "{}"), TG_ETYPED_DATA,
+       "domain.chainId"},
+      {DOC("\"EIP712Domain\":[{\"name\":\"chainId\",\"type\":\"uint256\"}],\"M\":[]", "M",
+           "{\"chainId\":-1}", "{}"),
+       TG_ERANGE, "domain.chainId"},
+      {"{\"types\":{},\"primaryType\":\"M\",\"domain\":{},\"message\":7}", TG_ETYPED_DATA, "message"},
+      {"{\"types\":{\n}", TG_EJSON, "line 2 column 1"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char where[TG_EIP712_WHERE_MAX];
+    tg_hash h;
+    int rc = tg_eip712_hashes_json_where(&h, NULL, NULL, where, cases[i].doc, strlen(cases[i].doc));
+    CHECKF(rc == cases[i].err, "case %zu: %s, want %s", i, tg_err_name(rc), tg_err_name(cases[i].err));
+    CHECKF(strcmp(where, cases[i].where) == 0, "case %zu: where \"%s\", want \"%s\"", i, where,
+           cases[i].where);
+  }
+  /* Success leaves it empty; a deep path keeps its innermost parts and stays terminated. */
+  char where[TG_EIP712_WHERE_MAX] = "junk";
+  tg_hash h;
+  const char *ok = DOC("\"M\":[]", "M", "{}", "{}");
+  CHECK_OK(tg_eip712_hashes_json_where(&h, NULL, NULL, where, ok, strlen(ok)));
+  CHECK_STR(where, "");
+  tg_buf big;
+  tg_buf_init(&big, 1 << 20);
+  int rc = tg_buf_append_str(&big, "{\"types\":{");
+  for (int i = 0; i < 60; i++)
+    rc |= tg_buf_printf(&big, "%s\"T%d\":[{\"name\":\"a_rather_long_member_name_%d\",\"type\":\"T%d\"}]",
+                        i ? "," : "", i, i, i + 1);
+  rc |= tg_buf_append_str(&big, ",\"T60\":[{\"name\":\"x\",\"type\":\"bool\"}]},\"primaryType\":\"T0\",\"domain\":{},\"message\":");
+  for (int i = 0; i < 60; i++) rc |= tg_buf_printf(&big, "{\"a_rather_long_member_name_%d\":", i);
+  rc |= tg_buf_append_str(&big, "{\"x\":1}");
+  for (int i = 0; i < 60; i++) rc |= tg_buf_append_str(&big, "}");
+  rc |= tg_buf_append_str(&big, "}");
+  CHECK(rc == 0);
+  CHECK_ERR(tg_eip712_hashes_json_where(&h, NULL, NULL, where, (const char *)big.data, big.len),
+            TG_ETYPED_DATA_VALUE);
+  CHECK(strlen(where) < TG_EIP712_WHERE_MAX);
+  size_t n = strlen(where);
+  CHECKF(n > 20 && strncmp(where, "...a_rather_long_member_name_", 29) == 0 &&
+             strcmp(where + n - 2, ".x") == 0,
+         "deep path \"%s\"", where);
+  tg_buf_cleanup(&big);
 }
 
 int main(void) {
@@ -1224,5 +1306,6 @@ int main(void) {
   RUN(test_arrays);
   RUN(test_types);
   RUN(test_documents);
+  RUN(test_where);
   return tgt_done();
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "tg_proc.h"
 #include "tg_test.h"
 #include "tollgate/hex.h"
 #include "tollgate/keccak.h"
@@ -454,6 +455,135 @@ static void test_cli(void) {
   }
 }
 
+/* ------------------------------------------------- differential test against cast */
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t rng(void) {
+  uint64_t x = rng_state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return rng_state = x;
+}
+
+/* A random nested value as cast's JSON: lists and 0x-hex strings around the length edges. */
+static void rand_item(tg_buf *out, int depth) {
+  static const size_t lens[] = {0, 1, 1, 1, 2, 20, 32, 55, 56, 57, 300};
+  int rc = 0;
+  if (depth < 4 && rng() % 3 == 0) {
+    size_t n = (size_t)(rng() % 4);
+    rc |= tg_buf_append_byte(out, '[');
+    for (size_t i = 0; i < n; i++) {
+      if (i) rc |= tg_buf_append_byte(out, ',');
+      rand_item(out, depth + 1);
+    }
+    rc |= tg_buf_append_byte(out, ']');
+  } else {
+    size_t n = lens[rng() % (sizeof lens / sizeof lens[0])];
+    rc |= tg_buf_append_str(out, "\"0x");
+    for (size_t i = 0; i < n; i++) {
+      uint8_t b = (uint8_t)rng();
+      if (n == 1 && rng() % 2) b &= 0x7f; /* single bytes on both sides of 0x80 */
+      rc |= tg_buf_printf(out, "%02x", b);
+    }
+    rc |= tg_buf_append_byte(out, '"');
+  }
+  if (rc) tgt_fail_at(__FILE__, __LINE__, "buffer");
+}
+
+static int run_sh(char *out, size_t cap, const char *cmdline) {
+  FILE *f = popen(cmdline, "r");
+  if (!f) return -1;
+  size_t n = fread(out, 1, cap - 1, f);
+  out[n] = 0;
+  while (n && out[n - 1] == '\n') out[--n] = 0;
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/*
+ * Random nested values through `cast to-rlp` and `tollgate to-rlp` (identical
+ * bytes), then both `from-rlp` (identical JSON, equal to the input). Also
+ * random corruptions of the encoding: both must refuse or both print the
+ * same, except trailing bytes, which cast ignores and tollgate refuses.
+ * TG_DIFF_N cases (default 100).
+ */
+static void test_cast_differential(void) {
+  char cast[1024];
+  snprintf(cast, sizeof cast, "%s/node_modules/.bin/cast", tgt_root());
+  FILE *probe = fopen(cast, "r");
+  if (!probe) {
+    tgt_skip("cast is not installed (node_modules/.bin/cast)");
+    return;
+  }
+  fclose(probe);
+  char home[] = "/tmp/tg-test-rlp-XXXXXX";
+  if (!mkdtemp(home)) {
+    tgt_skip("no scratch HOME for cast");
+    return;
+  }
+  const char *build = getenv("TG_BUILD");
+  char tollgate[1024];
+  snprintf(tollgate, sizeof tollgate, "%s/tollgate", build && *build ? build : "build");
+  const char *ns = getenv("TG_DIFF_N");
+  long n = ns && *ns ? strtol(ns, NULL, 10) : 100;
+  static char cmd[65536], a[32768], b[32768], c[32768], d[32768];
+  long same = 0, corrupt = 0;
+  for (long i = 0; i < n; i++) {
+    tg_buf j;
+    tg_buf_init(&j, 0);
+    rand_item(&j, 0);
+    snprintf(cmd, sizeof cmd, "HOME=%s %s to-rlp '%s' 2>&1", home, cast, (const char *)j.data);
+    int sa = run_sh(a, sizeof a, cmd);
+    snprintf(cmd, sizeof cmd, "%s to-rlp '%s' 2>&1", tollgate, (const char *)j.data);
+    int sb = run_sh(b, sizeof b, cmd);
+    CHECKF(sa == 0 && sb == 0 && strcmp(a, b) == 0, "to-rlp %.200s: cast %.100s, tollgate %.100s",
+           (const char *)j.data, a, b);
+    snprintf(cmd, sizeof cmd, "HOME=%s %s from-rlp %s 2>&1", home, cast, a);
+    sa = run_sh(c, sizeof c, cmd);
+    snprintf(cmd, sizeof cmd, "%s from-rlp %s 2>&1", tollgate, a);
+    sb = run_sh(d, sizeof d, cmd);
+    CHECKF(sa == 0 && sb == 0 && strcmp(c, d) == 0 && strcmp(d, (const char *)j.data) == 0,
+           "from-rlp %.200s: cast %.100s, tollgate %.100s", a, c, d);
+    if (sa == 0 && sb == 0 && strcmp(c, d) == 0) same++;
+    /* Corrupt one byte of the encoding (or cut it short). */
+    size_t len = strlen(a);
+    if (len > 4) {
+      size_t pos = 2 + 2 * (size_t)(rng() % ((len - 2) / 2));
+      if (rng() % 4 == 0) {
+        a[pos] = 0;
+      } else {
+        static const char hx[] = "0123456789abcdef";
+        a[pos] = hx[rng() % 16];
+        a[pos + 1] = hx[rng() % 16];
+      }
+      snprintf(cmd, sizeof cmd, "HOME=%s %s from-rlp %s 2>/dev/null", home, cast, a);
+      sa = run_sh(c, sizeof c, cmd);
+      snprintf(cmd, sizeof cmd, "%s from-rlp %s 2>/dev/null", tollgate, a);
+      sb = run_sh(d, sizeof d, cmd);
+      if (sb == 0)
+        CHECKF(sa == 0 && strcmp(c, d) == 0, "corrupted %.200s: cast %d %.100s, tollgate %.100s",
+               a, sa, c, d);
+      else if (sa == 0) {
+        /* Only trailing bytes may separate us: cast ignores them. */
+        size_t raw_len;
+        uint8_t *raw = tgt_unhex(a, &raw_len);
+        tg_rlp_item item;
+        CHECKF(raw && tg_rlp_decode(&item, raw, raw_len) == TG_ETRAILING,
+               "corrupted %.200s: cast accepts (%.100s), tollgate refuses", a, c);
+        free(raw);
+      }
+      corrupt++;
+    }
+    tg_buf_cleanup(&j);
+  }
+  printf("# cast differential: %ld values, %ld identical round trips, %ld corruptions compared\n", n,
+         same, corrupt);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
+  if (system(cmd) != 0) printf("# could not remove %s\n", home);
+}
+
 int main(void) {
   RUN(test_rlptest);
   RUN(test_invalid_rlp);
@@ -465,5 +595,6 @@ int main(void) {
   RUN(test_sink);
   RUN(test_iter);
   RUN(test_cli);
+  RUN(test_cast_differential);
   return tgt_done();
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +38,16 @@ static tg_address addr_of(const char *hex) {
   return a;
 }
 
+/* anvil mines in the background: waits until the head reaches `target`; returns the head. */
+static uint64_t wait_block(tg_rpc *rpc, uint64_t target) {
+  uint64_t end = now_ms() + 5000, h = 0;
+  while (now_ms() < end && (tg_eth_block_number(rpc, &h) != 0 || h < target)) {
+    struct timespec ts = {0, 5000000};
+    nanosleep(&ts, NULL);
+  }
+  return h;
+}
+
 static tg_rpc *connect_urls(const char *const *urls, size_t n, unsigned timeout_ms) {
   tg_rpc_opts o;
   tg_rpc_opts_init(&o);
@@ -57,7 +68,7 @@ static tg_rpc *connect_anvil(void) {
 
 /* -------------------------------------------------------------- fake node */
 
-enum { FAKE_SILENT, FAKE_GARBAGE, FAKE_HTTP500, FAKE_BADBATCH };
+enum { FAKE_SILENT, FAKE_GARBAGE, FAKE_HTTP500, FAKE_BADBATCH, FAKE_LOGS };
 
 /* A loopback HTTP server that answers eth_chainId with `chain` and everything else per `mode`. */
 typedef struct {
@@ -150,6 +161,31 @@ static void *fake_main(void *arg) {
     case FAKE_BADBATCH:
       respond(c, 200, "[{\"jsonrpc\":\"2.0\",\"id\":999999,\"result\":\"0x1\"}]");
       break;
+    case FAKE_LOGS: {
+      /* eth_getLogs refused over more than 3 blocks; else one log per block of the range. */
+      const char *idp = strstr(buf, "\"id\":");
+      long long id = idp ? strtoll(idp + 5, NULL, 10) : 1;
+      const char *fp = strstr(buf, "\"fromBlock\":\"0x"), *tp = strstr(buf, "\"toBlock\":\"0x");
+      unsigned long long from = fp ? strtoull(fp + 15, NULL, 16) : 0;
+      unsigned long long to = tp ? strtoull(tp + 13, NULL, 16) : 0;
+      char body[8192];
+      if (to - from + 1 > 3) {
+        snprintf(body, sizeof body,
+                 "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"error\":{\"code\":-32005,\"message\":"
+                 "\"query returned more than 10000 results\"}}", id);
+      } else {
+        int n = snprintf(body, sizeof body, "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"result\":[", id);
+        for (unsigned long long b = from; b <= to; b++)
+          n += snprintf(body + n, sizeof body - (size_t)n,
+                        "%s{\"address\":\"0x1000000000000000000000000000000000000003\",\"topics\":[],"
+                        "\"data\":\"0x\",\"blockNumber\":\"0x%llx\",\"blockHash\":\"0x%064llx\","
+                        "\"transactionHash\":\"0x%064llx\",\"transactionIndex\":\"0x0\",\"logIndex\":\"0x0\","
+                        "\"removed\":false}", b == from ? "" : ",", b, b, b);
+        snprintf(body + n, sizeof body - (size_t)n, "]}");
+      }
+      respond(c, 200, body);
+      break;
+    }
     }
     close(c);
   }
@@ -350,8 +386,7 @@ static void test_typed_basic(void) {
   uint64_t bn0;
   CHECK_OK(tg_eth_block_number(rpc, &bn0));
   CHECK_OK(tgt_anvil_mine(anvil, 3));
-  CHECK_OK(tg_eth_block_number(rpc, &v));
-  CHECK_INT(v, bn0 + 3);
+  CHECK_INT(wait_block(rpc, bn0 + 3), bn0 + 3);
   tg_address a4 = addr_of(tgt_anvil_address(4));
   tg_u256 bal;
   CHECK_OK(tg_eth_get_balance(rpc, &bal, &a4, NULL));
@@ -502,6 +537,25 @@ static int collect(void *arg, const tg_eth_log *log) {
   return 0;
 }
 
+static int wait_receipt(tg_rpc *rpc, tg_eth_receipt *rc, const tg_hash *h) {
+  uint64_t end = now_ms() + 10000;
+  int r;
+  while ((r = tg_eth_get_receipt(rpc, rc, h)) == TG_ENOTFOUND && now_ms() < end) {
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+  }
+  return r;
+}
+
+/* Counts logs in block order (for the paging test). */
+static int count_logs(void *arg, const tg_eth_log *log) {
+  log_seen *s = arg;
+  if (log->block_number <= s->last_block && s->n) s->ordered = 0;
+  s->last_block = log->block_number;
+  s->n++;
+  return 0;
+}
+
 static void test_send_receipt_logs(void) {
   tg_rpc *rpc = connect_anvil();
   if (!rpc) return;
@@ -514,9 +568,9 @@ static void test_send_receipt_logs(void) {
   sign_transfer(&raw, &want, 2, nonce, 100, 1);
   CHECK_OK(tg_eth_send_raw_transaction(rpc, &got, raw.data, raw.len));
   CHECK_MEM(got.b, want.b, 32);
-  /* Automine: mined at once. */
+  /* Automine: mined at once, though anvil answers before its block is written. */
   tg_eth_receipt rc;
-  CHECK_OK(tg_eth_get_receipt(rpc, &rc, &want));
+  CHECK_OK(wait_receipt(rpc, &rc, &want));
   CHECK_MEM(rc.tx_hash.b, want.b, 32);
   CHECK_INT(rc.status, 1);
   CHECK_INT(rc.gas_used, 21000);
@@ -550,10 +604,13 @@ static void test_send_receipt_logs(void) {
     json_t *h = tgt_rpc(anvil->url, "eth_sendTransaction", p);
     CHECKF(h != NULL, "eth_sendTransaction: %s", tgt_rpc_error());
     json_decref(h);
+    wait_block(rpc, first + 2 * (uint64_t)i + 1);
     CHECK_OK(tgt_anvil_mine(anvil, 1)); /* an empty block between logs */
+    wait_block(rpc, first + 2 * (uint64_t)i + 2);
   }
   uint64_t last;
   CHECK_OK(tg_eth_block_number(rpc, &last));
+  CHECK_INT(last, first + 14);
   tg_address la = addr_of(LOG_ADDR);
   tg_hash topic;
   CHECK_OK(tg_hex_decode_exact(topic.b, 32, LOG_TOPIC, strlen(LOG_TOPIC)));
@@ -572,23 +629,47 @@ static void test_send_receipt_logs(void) {
   tg_rpc_free(rpc);
 }
 
+static void test_logs_paging_halves(void) {
+  fake_node *f = fake_start(FAKE_LOGS, 31337);
+  char url[64];
+  fake_url(f, url, sizeof url);
+  const char *u = url;
+  tg_rpc *rpc = connect_urls(&u, 1, 2000);
+  if (rpc) {
+    tg_eth_log_filter fl = {.from_block = 10, .to_block = 29, .page_blocks = 16};
+    log_seen seen = {0, 0, 1, 1};
+    int before = f->requests;
+    CHECK_OK(tg_eth_get_logs(rpc, &fl, count_logs, &seen));
+    CHECK_INT(seen.n, 20);
+    CHECK(seen.ordered);
+    /* 16, 8 and 4 blocks refused, then ten 2-block pages. */
+    CHECK_INT(f->requests - before, 13);
+    tg_rpc_free(rpc);
+  }
+  fake_stop(f);
+}
+
 static void test_fee_history(void) {
   tg_rpc *rpc = connect_anvil();
   if (!rpc) return;
-  CHECK_OK(tgt_anvil_mine(anvil, 5));
-  double pcts[2] = {25, 75};
-  tg_fee_history fh;
   uint64_t head;
   CHECK_OK(tg_eth_block_number(rpc, &head));
-  CHECK_OK(tg_eth_fee_history(rpc, &fh, 4, NULL, pcts, 2));
+  CHECK_OK(tgt_anvil_mine(anvil, 5));
+  /* anvil mines in the background: wait for the blocks, then ask about fixed ones. */
+  head = wait_block(rpc, head + 5);
+  double pcts[2] = {25, 75};
+  tg_fee_history fh;
+  char tag[24];
+  int frc = tg_eth_fee_history(rpc, &fh, 4, tg_rpc_block_tag(tag, head), pcts, 2);
+  CHECKF(frc == 0, "eth_feeHistory -> %s (%s)", tg_err_name(frc), tg_rpc_last_message(rpc));
   CHECK_INT(fh.n_blocks, 4);
   CHECK_INT(fh.n_pcts, 2);
   CHECK_INT(fh.oldest_block, head - 3);
   CHECK(fh.reward != NULL);
   for (size_t i = 0; i <= fh.n_blocks; i++) CHECK(!tg_u256_is_zero(&fh.base_fee[i]));
   tg_eth_block blk;
-  CHECK_OK(tg_eth_get_block(rpc, &blk, NULL));
-  CHECK_MEM(fh.base_fee[3].b, blk.base_fee.b, 32);
+  CHECK_OK(tg_eth_get_block(rpc, &blk, tag));
+  if (fh.n_blocks == 4) CHECK_MEM(fh.base_fee[3].b, blk.base_fee.b, 32);
   tg_eth_block_cleanup(&blk);
   tg_fee_history_cleanup(&fh);
   CHECK_ERR(tg_eth_fee_history(rpc, &fh, 0, NULL, NULL, 0), TG_EINVAL);
@@ -764,6 +845,27 @@ static void test_timeout(void) {
     CHECK(st.down);
     tg_rpc_free(rpc);
   }
+  /* A call's own timeout wins over the client's (10 s here). */
+  o.timeout_ms = 10000;
+  o.retries = 0;
+  rpc = NULL;
+  CHECK_OK(tg_rpc_new(&rpc, &o, NULL, 0));
+  if (rpc) {
+    tg_rpc_reply r;
+    uint64_t t0 = now_ms();
+    CHECK_ERR(tg_rpc_call_ex(rpc, &r, "eth_blockNumber", NULL, 200), TG_ETIMEOUT);
+    uint64_t dt = now_ms() - t0;
+    CHECKF(dt >= 190 && dt < 1500, "a 200 ms call took %llu ms", (unsigned long long)dt);
+    tg_rpc_reply_cleanup(&r);
+    tg_rpc_batch *b = tg_rpc_batch_new();
+    CHECK_INT(tg_rpc_batch_add(b, "eth_blockNumber", NULL), 0);
+    tg_rpc_batch_set_timeout(b, 150);
+    t0 = now_ms();
+    CHECK_ERR(tg_rpc_batch_run(rpc, b), TG_ETIMEOUT);
+    CHECK(now_ms() - t0 < 1500);
+    tg_rpc_batch_free(b);
+    tg_rpc_free(rpc);
+  }
   fake_stop(f);
 }
 
@@ -884,6 +986,103 @@ static void test_chain_mismatch(void) {
   CHECK_ERR(tg_rpc_new(&rpc, &o, NULL, 0), TG_EINVAL);
 }
 
+/* -------------------------------------------------------------- CLI against cast */
+
+/* Runs a command line and returns its stdout (malloc'd) and exit status. */
+static char *run_cmd(const char *line, int *status) {
+  FILE *f = popen(line, "r");
+  if (!f) return NULL;
+  size_t cap = 1 << 16, n = 0;
+  char *out = malloc(cap);
+  size_t got;
+  while ((got = fread(out + n, 1, cap - 1 - n, f)) > 0) {
+    n += got;
+    if (n == cap - 1) out = realloc(out, cap *= 2);
+  }
+  out[n] = 0;
+  int st = pclose(f);
+  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+static void cli_same(const char *args) {
+  const char *build = getenv("TG_BUILD");
+  char line[2048];
+  int s1, s2;
+  snprintf(line, sizeof line, "env -u ETH_RPC_URL HOME=/tmp %s/node_modules/.bin/cast %s 2>/dev/null",
+           tgt_root(), args);
+  char *want = run_cmd(line, &s1);
+  snprintf(line, sizeof line, "env -u ETH_RPC_URL %s/tollgate %s 2>/dev/null",
+           build && *build ? build : "build", args);
+  char *got = run_cmd(line, &s2);
+  CHECKF(want && got && strcmp(want, got) == 0, "tollgate %s:\n      cast: %s      ours: %s", args,
+         want ? want : "?", got ? got : "?");
+  CHECKF(s1 == s2, "tollgate %s: exit %d, cast %d", args, s2, s1);
+  /* Not vacuous: cast ran, and printed something unless it failed as it should. */
+  CHECKF(s1 != 127 && (s1 != 0 || (want && *want)), "cast %s: exit %d, no output", args, s1);
+  free(want);
+  free(got);
+}
+
+static void test_cli_matches_cast(void) {
+  char args[1024];
+  const char *u = anvil->url;
+  const char *a0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+  set_code(RET_ADDR, RET_CODE);
+  /* A mined transaction to look at. */
+  char p[256];
+  snprintf(p, sizeof p, "[{\"from\":\"%s\",\"to\":\"%s\",\"value\":\"0x7\"}]", tgt_anvil_address(3),
+           tgt_anvil_address(4));
+  json_t *h = tgt_rpc(u, "eth_sendTransaction", p);
+  CHECKF(json_is_string(h), "eth_sendTransaction: %s", tgt_rpc_error());
+  const char *hash = json_string_value(h);
+  if (!hash) return;
+  snprintf(args, sizeof args, "receipt --rpc-url %s %s", u, hash);
+  cli_same(args); /* waits for it to be mined */
+  snprintf(args, sizeof args, "receipt --rpc-url %s %s --json", u, hash);
+  cli_same(args);
+  snprintf(args, sizeof args, "receipt --rpc-url %s %s status", u, hash);
+  cli_same(args);
+  snprintf(args, sizeof args, "rpc --rpc-url %s eth_getTransactionByHash %s", u, hash);
+  cli_same(args);
+  json_decref(h);
+  snprintf(args, sizeof args, "rpc --rpc-url %s eth_getBlockByNumber 0x1 true", u);
+  cli_same(args);
+  snprintf(args, sizeof args, "rpc --rpc-url %s eth_feeHistory 4 latest '[25,75]'", u);
+  cli_same(args);
+  snprintf(args, sizeof args, "rpc --rpc-url %s --raw eth_getBalance '[\"%s\",\"latest\"]'", u, a0);
+  cli_same(args);
+  snprintf(args, sizeof args, "rpc --rpc-url %s no_such_method", u);
+  cli_same(args);
+  snprintf(args, sizeof args, "balance --rpc-url %s %s", u, a0);
+  cli_same(args);
+  snprintf(args, sizeof args, "balance --rpc-url %s %s --block 0", u, a0);
+  cli_same(args);
+  snprintf(args, sizeof args, "nonce --rpc-url %s %s", u, tgt_anvil_address(3));
+  cli_same(args);
+  snprintf(args, sizeof args, "block-number --rpc-url %s", u);
+  cli_same(args);
+  snprintf(args, sizeof args, "chain-id --rpc-url %s", u);
+  cli_same(args);
+  snprintf(args, sizeof args, "call --rpc-url %s %s 'f()(uint256)'", u, RET_ADDR);
+  cli_same(args);
+  snprintf(args, sizeof args, "call --rpc-url %s %s 0x12345678", u, RET_ADDR);
+  cli_same(args);
+  /* ETH_RPC_URL is honoured; several --rpc-url fail over from a dead one. */
+  int st;
+  snprintf(args, sizeof args, "ETH_RPC_URL=%s %s/tollgate chain-id", u,
+           getenv("TG_BUILD") ? getenv("TG_BUILD") : "build");
+  char *out = run_cmd(args, &st);
+  CHECK_STR(out, "31337\n");
+  free(out);
+  snprintf(args, sizeof args, "%s/tollgate block-number --rpc-url http://127.0.0.1:%d --rpc-url %s",
+           getenv("TG_BUILD") ? getenv("TG_BUILD") : "build", tgt_free_port(), u);
+  out = run_cmd(args, &st);
+  CHECK_INT(st, 0);
+  CHECK(out && out[0] >= '0' && out[0] <= '9');
+  free(out);
+}
+
 int main(void) {
   RUN(test_parse_single);
   RUN(test_parse_batch);
@@ -898,6 +1097,7 @@ int main(void) {
   RUN(test_call_code_estimate);
   RUN(test_send_receipt_logs);
   RUN(test_fee_history);
+  RUN(test_logs_paging_halves);
   RUN(test_batch);
   RUN(test_async_many);
   RUN(test_blocking_inside_callback_refused);
@@ -905,6 +1105,7 @@ int main(void) {
   RUN(test_garbage_and_http_errors);
   RUN(test_failover);
   RUN(test_chain_mismatch);
+  RUN(test_cli_matches_cast);
   tgt_anvil_free(anvil);
   return tgt_done();
 }

@@ -1,4 +1,5 @@
 /* secp256k1 keys, signatures and addresses against ethereum/tests, ethers, ERC-55 and cast's outputs. */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "tg_test.h"
@@ -431,6 +432,44 @@ static void test_seckey_range(void) {
   tg_seckey_free(NULL);
 }
 
+/* Signing and recovery from several threads at once share the one context and agree with one thread. */
+enum { THREADS = 4, PER_THREAD = 200 };
+static tg_seckey *shared_key;
+static tg_sig expected[PER_THREAD];
+
+static void *worker(void *arg) {
+  long bad = 0;
+  (void)arg;
+  tg_address want, got;
+  if (tg_seckey_address(&want, shared_key) != 0) return (void *)1L;
+  for (int i = 0; i < PER_THREAD; i++) {
+    tg_hash d;
+    tg_keccak256(&d, &i, sizeof i);
+    tg_sig sig;
+    if (tg_sign_digest(&sig, shared_key, &d) != 0 || memcmp(sig.b, expected[i].b, 65) != 0) bad++;
+    if (tg_recover_address(&got, &d, &sig) != 0 || !tg_address_eq(&got, &want)) bad++;
+  }
+  return (void *)bad;
+}
+
+static void test_threads(void) {
+  shared_key = tg_seckey_new();
+  CHECK_OK(tg_seckey_generate(shared_key));
+  for (int i = 0; i < PER_THREAD; i++) {
+    tg_hash d;
+    tg_keccak256(&d, &i, sizeof i);
+    CHECK_OK(tg_sign_digest(&expected[i], shared_key, &d));
+  }
+  pthread_t t[THREADS];
+  for (int i = 0; i < THREADS; i++) CHECK(pthread_create(&t[i], NULL, worker, NULL) == 0);
+  for (int i = 0; i < THREADS; i++) {
+    void *r;
+    CHECK(pthread_join(t[i], &r) == 0);
+    CHECK_INT((long)r, 0);
+  }
+  tg_seckey_free(shared_key);
+}
+
 int main(void) {
   RUN(test_keyaddrtest);
   RUN(test_ethers_accounts);
@@ -441,5 +480,6 @@ int main(void) {
   RUN(test_malformed_sigs);
   RUN(test_sig_bytes);
   RUN(test_seckey_range);
+  RUN(test_threads);
   return tgt_done();
 }

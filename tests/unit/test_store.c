@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 
 #include "store/store.h"
+#include "store/store_int.h"
 #include "tg_test.h"
 #include "tollgate/u256.h"
 
@@ -81,13 +82,17 @@ static tg_store_op channel_put(uint8_t id, uint8_t payer, uint64_t balance, uint
   return op;
 }
 
+/* Signature bytes for vouchers: 256 distinct 65-byte patterns, alive for the whole run. */
+static uint8_t sigs[256][65];
+
 static tg_store_op voucher(uint8_t id, uint64_t max, uint8_t sigbyte) {
   tg_store_op op;
   memset(&op, 0, sizeof(op));
   op.kind = TG_STORE_OP_VOUCHER;
   op.u.voucher.channel_id = hash(id);
   op.u.voucher.max_claimable = u(max);
-  memset(op.u.voucher.sig.b, sigbyte, sizeof(op.u.voucher.sig.b));
+  memset(sigs[sigbyte], sigbyte, 65);
+  op.u.voucher.sig = TG_BYTES(sigs[sigbyte], 65);
   return op;
 }
 
@@ -211,7 +216,7 @@ static void test_channel_put_sync(void) {
   CHECK_INT(u64(&ch.chain.balance), 500);
   CHECK_INT(ch.chain.synced_block, 10);
   CHECK_INT(ch.chain.status, TG_CHANNEL_OPEN);
-  CHECK(tg_u256_is_zero(&ch.charged) && tg_u256_is_zero(&ch.ceiling) && !ch.has_sig);
+  CHECK(tg_u256_is_zero(&ch.charged) && tg_u256_is_zero(&ch.ceiling) && !ch.ceiling_sig_len);
   CHECK(ch.created_at > 1600000000000LL);
 
   /* Same config, newer mirror: applied. */
@@ -276,14 +281,30 @@ static void test_voucher_monotonic(void) {
   CHECK_INT(op.u.voucher.out_raised, 0);
   CHECK_OK(tg_store_channel_get(st, &id, &ch));
   CHECK_INT(u64(&ch.ceiling), 100);
-  CHECK(ch.has_sig && ch.ceiling_sig.b[0] == 0x11 && ch.ceiling_sig.b[64] == 0x11);
+  CHECK(ch.ceiling_sig_len == 65 && ch.ceiling_sig[0] == 0x11 && ch.ceiling_sig[64] == 0x11);
 
   op = voucher(1, 250, 0x44);
   CHECK_OK(tg_store_write(st, &op, 1));
   CHECK_INT(op.u.voucher.out_raised, 1);
   CHECK_OK(tg_store_channel_get(st, &id, &ch));
   CHECK_INT(u64(&ch.ceiling), 250);
-  CHECK(ch.ceiling_sig.b[10] == 0x44);
+  CHECK(ch.ceiling_sig[10] == 0x44);
+
+  /* An ERC-1271 wallet's signature may be longer than 65 bytes; the store keeps it whole. */
+  uint8_t *long_sig = malloc(TG_STORE_SIG_MAX + 1);
+  for (int i = 0; i <= TG_STORE_SIG_MAX; i++) long_sig[i] = (uint8_t)i;
+  op = voucher(1, 260, 0);
+  op.u.voucher.sig = TG_BYTES(long_sig, 300);
+  CHECK_OK(tg_store_write(st, &op, 1));
+  CHECK_OK(tg_store_channel_get(st, &id, &ch));
+  CHECK_INT(ch.ceiling_sig_len, 300);
+  CHECK_MEM(ch.ceiling_sig, long_sig, 300);
+  op = voucher(1, 270, 0);
+  op.u.voucher.sig = TG_BYTES(long_sig, TG_STORE_SIG_MAX + 1);
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_ETOOBIG);
+  op.u.voucher.sig = TG_BYTES(long_sig, 0);
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_EINVAL);
+  free(long_sig);
 
   /* A 256-bit ceiling is kept exactly. */
   op = voucher(1, 0, 0x55);
@@ -661,6 +682,9 @@ static void test_settle_journal(void) {
   /* Marking a channel's charges settled through an id. */
   tg_store_op ch[3] = {charge("s1", 0xa1, 1, 1, 0), charge("s2", 0xa1, 1, 1, 0),
                        charge("s3", 0xa1, 1, 1, 0)};
+  ch[0].u.charge.created_at = 1000;
+  ch[1].u.charge.created_at = 2000;
+  ch[2].u.charge.created_at = 3000;
   CHECK_OK(tg_store_write(st, ch, 3));
   tg_store_op se;
   memset(&se, 0, sizeof(se));
@@ -669,6 +693,12 @@ static void test_settle_journal(void) {
   se.u.settle.through_charge = ch[1].u.charge.out_id;
   CHECK_OK(tg_store_write(st, &se, 1));
   CHECK_INT(se.u.settle.out_count, 2);
+  tg_store_channel chv;
+  tg_hash cid = hash(1);
+  CHECK_OK(tg_store_channel_get(st, &cid, &chv));
+  tg_store_charge c3;
+  CHECK_OK(tg_store_charge_get(st, "s3", &c3));
+  CHECK_INT(chv.first_unclaimed_at, c3.created_at); /* the oldest unsettled charge */
   CHECK_OK(tg_store_write(st, &se, 1));
   CHECK_INT(se.u.settle.out_count, 0);
   tg_store_charge c;
@@ -676,6 +706,10 @@ static void test_settle_journal(void) {
   CHECK(c.settled);
   CHECK_OK(tg_store_charge_get(st, "s3", &c));
   CHECK(!c.settled);
+  se.u.settle.through_charge = ch[2].u.charge.out_id;
+  CHECK_OK(tg_store_write(st, &se, 1));
+  CHECK_OK(tg_store_channel_get(st, &cid, &chv));
+  CHECK_INT(chv.first_unclaimed_at, 0);
   tg_store_close(st);
 }
 
@@ -895,6 +929,10 @@ static void test_group_commit(void) {
   CHECK(after.commits - before.commits <= 3);
   CHECK_INT(after.submissions - before.submissions, 201);
   CHECK_INT(after.failed, 1);
+  uint64_t hist = 0;
+  for (int b = 0; b < TG_STORE_HIST_BUCKETS; b++) hist += after.commit_hist[b];
+  CHECK_INT(hist, after.commits);
+  CHECK(tg_store_commit_bucket_us[TG_STORE_HIST_BUCKETS - 1] == UINT64_MAX);
   tg_store_channel ch;
   tg_hash id = hash(1);
   CHECK_OK(tg_store_channel_get(st, &id, &ch));
@@ -902,6 +940,52 @@ static void test_group_commit(void) {
   CHECK_INT(ch.charge_count, 200);
   tg_store_close(st);
 }
+
+/* A batch whose COMMIT fails, or whose transaction the backend drops, reports every
+ * submission failed and leaves nothing behind; the next batch works. */
+static void fault_case(int where, int err, int want) {
+  char path[256];
+  tg_store *st = store_with_channel(path, sizeof(path), 1000000);
+  if (!st) return;
+  sqlite3 *db;
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+  counter c0 = {0}, c = {0};
+  tg_store_op first = charge("f-first", 0xa1, 1, 1, 0);
+  CHECK_OK(tg_store_submit(st, &first, 1, count_cb, &c0));
+  usleep(50000); /* the writer holds [first] and waits for the lock */
+  tg__store_fault(st, where, err);
+  char ids[10][16];
+  for (int i = 0; i < 10; i++) {
+    snprintf(ids[i], sizeof(ids[i]), "f-%d", i);
+    tg_store_op op = charge(ids[i], 0xa1, 1, 2, 0);
+    CHECK_OK(tg_store_submit(st, &op, 1, count_cb, &c));
+  }
+  CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  wait_done(&c0, 1);
+  wait_done(&c, 10);
+  CHECK_INT(atomic_load(&c0.ok), 1);
+  CHECK_INT(atomic_load(&c.ok), 0);
+  CHECK_INT(atomic_load(&c.failed), 10);
+  CHECK_ERR(c.last_err, want);
+  tg_store_charge ch;
+  for (int i = 0; i < 10; i++) CHECK_ERR(tg_store_charge_get(st, ids[i], &ch), TG_ENOTFOUND);
+  tg_store_channel chv;
+  tg_hash id = hash(1);
+  CHECK_OK(tg_store_channel_get(st, &id, &chv));
+  CHECK_INT(u64(&chv.charged), 1);
+  CHECK_INT(chv.charge_count, 1);
+  /* The writer carries on. */
+  tg_store_op again = charge("f-0", 0xa1, 1, 2, 0);
+  CHECK_OK(tg_store_write(st, &again, 1));
+  CHECK_OK(tg_store_channel_get(st, &id, &chv));
+  CHECK_INT(u64(&chv.charged), 3);
+  tg_store_close(st);
+}
+
+static void test_fault_commit(void) { fault_case(TG__FAULT_COMMIT, TG_EIO, TG_EIO); }
+static void test_fault_txn_lost(void) { fault_case(TG__FAULT_TXN_LOST, 0, TG_ESTORE); }
 
 /* Past the queue cap, submit says TG_EBUSY and fires nothing. */
 static void test_backpressure(void) {
@@ -1199,7 +1283,7 @@ static void test_crash_sigkill(void) {
     }
     close(pfd[1]);
     /* The kill comes a random 0..400 ms after the first acknowledgement (so that it lands in
-     * the middle of traffic however slowly the child starts), or after 10 s regardless. */
+     * the middle of traffic however slowly the child starts), or after 60 s regardless. */
     int kill_ms = rand() % 400;
     idset acked = {0};
     char buf[8192], part[160];
@@ -1215,7 +1299,7 @@ static void test_crash_sigkill(void) {
         t0 = t;
         el = 0;
       }
-      if (!killed && ((started && el >= kill_ms) || el >= 10000)) {
+      if (!killed && ((started && el >= kill_ms) || el >= 60000)) {
         kill(pid, SIGKILL);
         killed = 1;
       }
@@ -1306,6 +1390,8 @@ int main(void) {
   RUN(test_reads_and_totals);
   RUN(test_corrupt_row);
   RUN(test_group_commit);
+  RUN(test_fault_commit);
+  RUN(test_fault_txn_lost);
   RUN(test_backpressure);
   RUN(test_close_drains);
   RUN(test_write_from_callback);

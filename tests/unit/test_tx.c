@@ -572,6 +572,20 @@ static void test_build_errors(void) {
   CHECK_ERR(tg_tx_sender(&from, &tx), TG_ETX_UNSIGNED);
   CHECK_INT(b.len, 0); /* failures leave the buffer as it was */
   tg_buf_cleanup(&b);
+  /* Past a buffer's cap: TG_ETOOBIG and the buffer unchanged. */
+  tg_buf small;
+  tg_buf_init(&small, 40);
+  CHECK_OK(tg_buf_append(&small, "ab", 2));
+  tg_hash keys[2] = {{{1}}, {{2}}};
+  tg_access_entry e = {{{0}}, keys, 2};
+  CHECK_ERR(tg_access_list_encode(&small, &e, 1), TG_ETOOBIG);
+  CHECK_INT(small.len, 2);
+  base_tx(&tx, TG_TX_LEGACY);
+  static const uint8_t big[64] = {1};
+  tx.data = TG_BYTES(big, sizeof big);
+  CHECK_ERR(tg_tx_encode_unsigned(&small, &tx), TG_ETOOBIG);
+  CHECK_INT(small.len, 2);
+  tg_buf_cleanup(&small);
 }
 
 /* ---------------------------------------------------------- decoding details */
@@ -827,6 +841,159 @@ static void test_cli(void) {
   }
 }
 
+/* ------------------------------------------------- differential test against cast */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rng(void) {
+  uint64_t x = rng_state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return rng_state = x;
+}
+
+/* A random decimal below 2^bits, biased towards edges (0, small, the top of the range). */
+static void rand_dec(char *out, size_t cap, unsigned bits) {
+  tg_u256 u;
+  tg_u256_zero(&u);
+  unsigned pick = (unsigned)(rng() % 6);
+  unsigned b = pick == 0 ? 0 : pick == 1 ? 8 : pick == 2 ? 32 : pick == 3 ? 64 : bits;
+  if (b > bits) b = bits;
+  for (unsigned i = 0; i < b / 8; i++) u.b[31 - i] = (uint8_t)rng();
+  if (pick == 5)
+    for (unsigned i = 0; i < b / 8; i++) u.b[31 - i] = 0xff;
+  char dec[TG_U256_DEC_MAX];
+  tg_u256_to_dec(&u, dec);
+  snprintf(out, cap, "%s", dec);
+}
+
+static void rand_hex(char *out, size_t n) {
+  static const char d[] = "0123456789abcdef";
+  out[0] = '0';
+  out[1] = 'x';
+  for (size_t i = 0; i < n; i++) {
+    uint8_t b = (uint8_t)rng();
+    out[2 + 2 * i] = d[b >> 4];
+    out[3 + 2 * i] = d[b & 15];
+  }
+  out[2 + 2 * n] = 0;
+}
+
+/* Runs a command line through the shell; stdout (trailing newlines cut) into out. */
+static int run_sh(char *out, size_t cap, const char *cmdline) {
+  FILE *f = popen(cmdline, "r");
+  if (!f) return -1;
+  size_t n = fread(out, 1, cap - 1, f);
+  out[n] = 0;
+  while (n && out[n - 1] == '\n') out[--n] = 0;
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/*
+ * Random transactions of all three types (random keys, chain ids, nonces,
+ * gas, prices up to 2^120, values up to 2^256-1, access lists, call data,
+ * creations), built by `cast mktx` and `tollgate mktx` with the same
+ * arguments: the raw transactions must be byte-identical, and `tollgate
+ * decode-transaction --cast` must print what `cast decode-transaction` does.
+ * TG_DIFF_N cases (default 100; thousands with e.g. TG_DIFF_N=2000).
+ */
+static void test_cast_differential(void) {
+  char cast[1024];
+  snprintf(cast, sizeof cast, "%s/node_modules/.bin/cast", tgt_root());
+  FILE *probe = fopen(cast, "r");
+  if (!probe) {
+    tgt_skip("cast is not installed (node_modules/.bin/cast)");
+    return;
+  }
+  fclose(probe);
+  char home[] = "/tmp/tg-test-tx-XXXXXX";
+  if (!mkdtemp(home)) {
+    tgt_skip("no scratch HOME for cast");
+    return;
+  }
+  const char *build = getenv("TG_BUILD");
+  char tollgate[1024];
+  snprintf(tollgate, sizeof tollgate, "%s/tollgate", build && *build ? build : "build");
+  const char *ns = getenv("TG_DIFF_N");
+  long n = ns && *ns ? strtol(ns, NULL, 10) : 100;
+  static char args[8192], cmd[40000], a[16384], b[16384], da[65536], db[65536];
+  long same = 0, decoded = 0;
+  for (long i = 0; i < n; i++) {
+    int type = (int)(rng() % 3); /* 0 legacy, 1 EIP-2930, 2 EIP-1559 */
+    char key[67], chain[32], nonce[32], gas[32], price[80], prio[80], value[80], to[43];
+    do rand_hex(key, 32); while (key[2] == 'f' || strcmp(key + 2, "00") < 0);
+    snprintf(chain, sizeof chain, "%llu",
+             (unsigned long long)(rng() % 4 == 0 ? 1 : 1 + rng() % 0xffffffffull));
+    rand_dec(nonce, sizeof nonce, 56);
+    rand_dec(gas, sizeof gas, 64);
+    rand_dec(price, sizeof price, 120);
+    rand_dec(prio, sizeof prio, 120);
+    rand_dec(value, sizeof value, 256);
+    rand_hex(to, 20);
+    size_t off = (size_t)snprintf(args, sizeof args,
+                                  "--private-key %s --chain %s --nonce %s --gas-limit %s "
+                                  "--gas-price %s --value %s",
+                                  key, chain, nonce, gas, price, value);
+    if (type != 2) off += (size_t)snprintf(args + off, sizeof args - off, " --legacy");
+    else off += (size_t)snprintf(args + off, sizeof args - off, " --priority-gas-price %s", prio);
+    if (type == 1 || (type == 2 && rng() % 2)) {
+      off += (size_t)snprintf(args + off, sizeof args - off, " --access-list '[");
+      int entries = (int)(rng() % 3);
+      for (int e = 0; e < entries; e++) {
+        char addr[43];
+        rand_hex(addr, 20);
+        off += (size_t)snprintf(args + off, sizeof args - off,
+                                "%s{\"address\":\"%s\",\"storageKeys\":[", e ? "," : "", addr);
+        int nk = (int)(rng() % 3);
+        for (int k = 0; k < nk; k++) {
+          char sk[67];
+          rand_hex(sk, 32);
+          off += (size_t)snprintf(args + off, sizeof args - off, "%s\"%s\"", k ? "," : "", sk);
+        }
+        off += (size_t)snprintf(args + off, sizeof args - off, "]}");
+      }
+      off += (size_t)snprintf(args + off, sizeof args - off, "]'");
+    }
+    char data[2 * 300 + 3];
+    rand_hex(data, (size_t)(rng() % 300));
+    if (rng() % 5 == 0)
+      off += (size_t)snprintf(args + off, sizeof args - off, " --create %s", data);
+    else if (rng() % 2)
+      off += (size_t)snprintf(args + off, sizeof args - off, " %s %s", to,
+                              strlen(data) > 2 ? data : "");
+    else
+      off += (size_t)snprintf(args + off, sizeof args - off,
+                              " %s 'f(uint256,address,bytes,string)' %s %s %s hello", to, value,
+                              to, data);
+    snprintf(cmd, sizeof cmd, "HOME=%s ETH_RPC_URL= %s mktx %s 2>&1", home, cast, args);
+    int sa = run_sh(a, sizeof a, cmd);
+    snprintf(cmd, sizeof cmd, "%s mktx %s 2>&1", tollgate, args);
+    int sb = run_sh(b, sizeof b, cmd);
+    if (sa != 0) { /* cast refused: so must we */
+      CHECKF(sb != 0, "cast refused (%s) but tollgate signed: %s", a, args);
+      continue;
+    }
+    CHECKF(sb == 0 && strcmp(a, b) == 0, "mktx %s\n cast:     %s\n tollgate: %s", args, a, b);
+    if (sb != 0 || strcmp(a, b) != 0) continue;
+    same++;
+    snprintf(cmd, sizeof cmd, "HOME=%s ETH_RPC_URL= %s decode-transaction %s 2>&1", home, cast, a);
+    sa = run_sh(da, sizeof da, cmd);
+    snprintf(cmd, sizeof cmd, "%s decode-transaction --cast %s 2>&1", tollgate, a);
+    sb = run_sh(db, sizeof db, cmd);
+    if (sa != 0) continue; /* cast cannot hold a fee >= 2^128: nothing to compare */
+    CHECKF(sb == 0 && strcmp(da, db) == 0, "decode-transaction %s\n cast:     %s\n tollgate: %s",
+           a, da, db);
+    decoded++;
+  }
+  printf("# cast differential: %ld cases, %ld identical transactions, %ld identical decodings\n",
+         n, same, decoded);
+  CHECKF(same >= n * 9 / 10, "only %ld of %ld cases were comparable", same, n);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
+  if (system(cmd) != 0) printf("# could not remove %s\n", home);
+}
+
 int main(void) {
   RUN(test_ethereum_tests);
   RUN(test_ethers_transactions);
@@ -839,5 +1006,6 @@ int main(void) {
   RUN(test_validate);
   RUN(test_anvil_accepts);
   RUN(test_cli);
+  RUN(test_cast_differential);
   return tgt_done();
 }

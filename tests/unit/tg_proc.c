@@ -481,7 +481,7 @@ int tgt_anvil_revert(tgt_anvil *a, uint64_t id) {
 
 int tgt_anvil_reorg(tgt_anvil *a, unsigned depth) {
   char p[48];
-  snprintf(p, sizeof p, "[{\"depth\":%u,\"txBlockPairs\":[]}]", depth);
+  snprintf(p, sizeof p, "[%u,[]]", depth);
   return call_ok(a, "anvil_reorg", p);
 }
 

@@ -1,0 +1,656 @@
+/* The payment layer: x402 admission and charging of calls, over the channel ledger and the store. */
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "pay/ledger.h"
+#include "pay/pay.h"
+#include "store/store.h"
+#include "tollgate/address.h"
+#include "tollgate/channel.h"
+#include "tollgate/hex.h"
+#include "tollgate/keccak.h"
+#include "tollgate/u256.h"
+#include "tollgate/x402.h"
+
+/*
+ * Admission (tg_pay_admit) runs on a worker's loop: it decodes the
+ * PAYMENT-SIGNATURE, checks it against the terms this route offers, checks
+ * the voucher signature, and reserves the call's maximum price in the
+ * ledger. Completion (tg_pay_complete) prices the usage, charges it in the
+ * ledger and commits [voucher, charge, payment id] in one store submission;
+ * the answer goes out from the store's callback, so nothing acknowledged is
+ * lost. See docs/ARCHITECTURE.md "Money decisions".
+ */
+
+struct tg_pay {
+  pthread_mutex_t mu; /* guards cfg (swapped on reload) and stats */
+  tg_config *cfg;
+  tg_store *store;
+  tg_ledger *ledger;
+  tg_pay_chain chain;
+  uint64_t chain_id;
+  tg_address asset, pay_to, receiver_authorizer, channel_contract;
+  uint64_t withdraw_delay;
+  tg_u256 min_deposit;
+  tg_hash channel_domain;
+  tg_pay_stats stats;
+};
+
+struct tg_pay_call {
+  tg_pay *pay;
+  tg_config *cfg; /* the configuration the call was admitted under */
+  tg_x402_scheme scheme;
+  tg_ledger_hold hold;
+  tg_address payer;
+  tg_u256 credit_limit;
+  const tg_config_price *price;
+  const tg_config_model_price *model_price;
+  char request_id[TG_STORE_REQUEST_ID_MAX + 1];
+  char route[TG_STORE_ROUTE_MAX + 1];
+  char model[TG_STORE_MODEL_MAX + 1];
+  char payment_id[TG_STORE_PAYID_MAX + 1];
+  tg_hash request_hash;
+  /* completion */
+  struct event_base *base;
+  tg_pay_complete_cb cb;
+  void *arg;
+  tg_ledger_charge_plan plan;
+  int streamed;
+  uint64_t input_tokens, output_tokens;
+  tg_buf header;  /* PAYMENT-RESPONSE */
+  tg_buf trailer; /* SSE comment for streamed answers */
+};
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static void copy_cstr(char *dst, size_t cap, const char *src) {
+  size_t n = src ? strlen(src) : 0;
+  if (n >= cap) n = cap - 1;
+  if (n) memcpy(dst, src, n);
+  dst[n] = 0;
+}
+
+static tg_config *config_get(tg_pay *p) {
+  pthread_mutex_lock(&p->mu);
+  tg_config *c = tg_config_ref(p->cfg);
+  pthread_mutex_unlock(&p->mu);
+  return c;
+}
+
+static void stat_add(tg_pay *p, uint64_t *counter) {
+  pthread_mutex_lock(&p->mu);
+  (*counter)++;
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void credit_of(const tg_config *cfg, const tg_address *payer, tg_u256 *out) {
+  tg_u256_zero(out);
+  for (size_t i = 0; i < cfg->n_credits; i++) {
+    if (memcmp(cfg->credits[i].payer.b, payer->b, 20) == 0) {
+      *out = cfg->credits[i].limit;
+      return;
+    }
+  }
+}
+
+/* The most a call can cost: the per-call price, or the model's reservation. */
+static int max_price_of(const tg_config_price *price, const char *model, tg_u256 *out,
+                        const tg_config_model_price **mp) {
+  *mp = NULL;
+  if (price->kind == TG_PRICE_CALL) {
+    *out = price->per_call;
+    return TG_OK;
+  }
+  *mp = tg_config_model_price_find(price, model ? model : "");
+  if (*mp == NULL) return TG_ENOTFOUND;
+  *out = (*mp)->max_per_call;
+  return TG_OK;
+}
+
+/* ceil((in * input + out * output) / 10^6): token prices are per million tokens. */
+static int token_price(tg_u256 *out, const tg_config_model_price *mp, uint64_t in, uint64_t outt) {
+  tg_u256 a, b;
+  if (tg_u256_mul_u64(&a, &mp->input_per_mtok, in) || tg_u256_mul_u64(&b, &mp->output_per_mtok, outt) ||
+      tg_u256_add(&a, &a, &b) || tg_u256_add_u64(&a, &a, 999999))
+    return TG_EOVERFLOW;
+  return tg_u256_divmod_u64(out, NULL, &a, 1000000);
+}
+
+/* ---- the 402 answer -------------------------------------------------------- */
+
+typedef struct {
+  tg_pay_decision d;
+  tg_buf header;  /* PAYMENT-REQUIRED */
+  tg_buf body;
+  char channel_state[1024];
+  char voucher_state[2300];
+} refusal;
+
+static void fill_requirements(tg_pay *p, const tg_config *cfg, tg_x402_requirements *r,
+                              tg_x402_scheme scheme, const tg_u256 *amount) {
+  memset(r, 0, sizeof *r);
+  r->scheme = scheme;
+  r->chain_id = p->chain_id;
+  r->amount = *amount;
+  r->asset = p->asset;
+  r->pay_to = p->pay_to;
+  r->max_timeout_seconds = cfg->exact_validity_s ? cfg->exact_validity_s : 60;
+  copy_cstr(r->token_name, sizeof r->token_name, cfg->asset_name);
+  copy_cstr(r->token_version, sizeof r->token_version, cfg->asset_version);
+  if (scheme == TG_X402_CHANNEL) {
+    r->receiver_authorizer = p->receiver_authorizer;
+    r->withdraw_delay = p->withdraw_delay;
+    r->channel_contract = p->channel_contract;
+    r->min_deposit = p->min_deposit;
+  }
+}
+
+/* Channel snapshot JSON for a corrective 402 (batch-settlement channelState/voucherState). */
+static void snapshot_json(refusal *f, const tg_ledger_channel *c) {
+  char id[67], bal[TG_U256_DEC_MAX], cl[TG_U256_DEC_MAX], ch[TG_U256_DEC_MAX], ce[TG_U256_DEC_MAX];
+  tg_hex_encode(id, c->id.b, 32, 1);
+  tg_u256_to_dec(&c->balance, bal);
+  tg_u256_to_dec(&c->total_claimed, cl);
+  tg_u256_to_dec(&c->charged, ch);
+  tg_u256_to_dec(&c->ceiling, ce);
+  snprintf(f->channel_state, sizeof f->channel_state,
+           "{\"channelId\":\"%s\",\"balance\":\"%s\",\"totalClaimed\":\"%s\","
+           "\"withdrawRequestedAt\":%llu,\"chargedCumulativeAmount\":\"%s\"}",
+           id, bal, cl, (unsigned long long)c->withdraw_requested_at, ch);
+  char sig[2 * TG_X402_SIG_MAX + 3];
+  tg_hex_encode(sig, c->ceiling_sig.b, c->ceiling_sig.len, 1);
+  snprintf(f->voucher_state, sizeof f->voucher_state,
+           "{\"signedMaxClaimable\":\"%s\",\"signature\":\"%s\"}", ce, sig);
+}
+
+/*
+ * Answers a refusal: `status` 402 (with PAYMENT-REQUIRED listing every
+ * accepted scheme) or 400/409/503 with a JSON error. `snap` adds the channel
+ * state of a corrective 402.
+ */
+static void refuse(tg_pay *p, const tg_config *cfg, const tg_pay_request *req, int status,
+                   const char *reason, const tg_u256 *amount, const tg_ledger_channel *snap,
+                   tg_pay_admit_cb cb, void *arg) {
+  refusal f;
+  memset(&f.d, 0, sizeof f.d);
+  tg_buf_init(&f.header, 0);
+  tg_buf_init(&f.body, 0);
+  f.d.admitted = 0;
+  f.d.status = status;
+  tg_x402_required r;
+  memset(&r, 0, sizeof r);
+  r.error = reason;
+  r.resource_url = req->resource_url;
+  r.mime_type = "application/json";
+  r.advertise_payment_id = 1;
+  if (amount) {
+    if (cfg->scheme_channel) {
+      fill_requirements(p, cfg, &r.accepts[r.n_accepts], TG_X402_CHANNEL, amount);
+      if (snap) {
+        snapshot_json(&f, snap);
+        r.channel_state_json[r.n_accepts] = f.channel_state;
+        r.voucher_state_json[r.n_accepts] = f.voucher_state;
+      }
+      r.n_accepts++;
+    }
+    if (cfg->scheme_exact) fill_requirements(p, cfg, &r.accepts[r.n_accepts++], TG_X402_EXACT, amount);
+  }
+  if (amount && tg_x402_required_encode(&f.header, &f.body, &r) == 0) {
+    f.d.headers[f.d.n_headers++] = (tg_pay_header){"PAYMENT-REQUIRED", (const char *)f.header.data};
+  } else {
+    tg_buf_reset(&f.body);
+    json_t *j = json_pack("{s:i, s:s}", "x402Version", TG_X402_VERSION, "error", reason);
+    char *t = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!t || tg_buf_append_str(&f.body, t) != 0) tg_buf_reset(&f.body);
+    free(t);
+  }
+  f.d.headers[f.d.n_headers++] = (tg_pay_header){"Content-Type", "application/json"};
+  f.d.body = f.body.data ? (const char *)f.body.data : "{}";
+  f.d.body_len = f.body.data ? f.body.len : 2;
+  stat_add(p, status == 402 ? &p->stats.refused_402 : &p->stats.refused_400);
+  cb(arg, &f.d);
+  tg_buf_cleanup(&f.header);
+  tg_buf_cleanup(&f.body);
+}
+
+/* ---- channel admission ---------------------------------------------------- */
+
+/* Loads a channel the ledger does not know: from the store, else from the chain. */
+static int load_channel(tg_pay *p, const tg_x402_channel *ch) {
+  tg_ledger_channel lc;
+  memset(&lc, 0, sizeof lc);
+  lc.id = ch->channel_id;
+  lc.config = ch->config;
+  tg_store_channel *sc = malloc(sizeof *sc);
+  if (!sc) abort();
+  int rc = tg_store_channel_get(p->store, &ch->channel_id, sc);
+  if (rc == 0) {
+    lc.balance = sc->chain.balance;
+    lc.total_claimed = sc->chain.total_claimed;
+    lc.withdraw_requested_at = sc->chain.withdraw_requested_at;
+    lc.charged = sc->charged;
+    lc.ceiling = sc->ceiling;
+    lc.ceiling_sig.len = sc->ceiling_sig_len;
+    memcpy(lc.ceiling_sig.b, sc->ceiling_sig, sc->ceiling_sig_len);
+    free(sc);
+    return tg_ledger_put(p->ledger, &lc);
+  }
+  free(sc);
+  if (rc != TG_ENOTFOUND) return rc;
+  if (p->chain.channel_state == NULL) return TG_ECHANNEL_UNKNOWN;
+  rc = p->chain.channel_state(p->chain.ctx, &ch->channel_id, &lc.balance, &lc.total_claimed,
+                              &lc.withdraw_requested_at);
+  if (rc) return rc;
+  if (tg_u256_is_zero(&lc.balance)) return TG_ECHANNEL_UNKNOWN;
+  /* The claimed total is the floor of what was charged (x402 batch-settlement's baseline). */
+  lc.charged = lc.total_claimed;
+  /* Record the configuration for settlement; ordered before any charge on this channel. */
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = TG_STORE_OP_CHANNEL_PUT;
+  op.u.channel.id = ch->channel_id;
+  op.u.channel.cfg.chain_id = p->chain_id;
+  op.u.channel.cfg.contract = p->channel_contract;
+  op.u.channel.cfg.payer = ch->config.payer;
+  op.u.channel.cfg.payer_authorizer = ch->config.payer_authorizer;
+  op.u.channel.cfg.receiver = ch->config.receiver;
+  op.u.channel.cfg.receiver_authorizer = ch->config.receiver_authorizer;
+  op.u.channel.cfg.token = ch->config.token;
+  op.u.channel.cfg.withdraw_delay = ch->config.withdraw_delay;
+  op.u.channel.cfg.salt = ch->config.salt;
+  op.u.channel.chain.balance = lc.balance;
+  op.u.channel.chain.total_claimed = lc.total_claimed;
+  op.u.channel.chain.withdraw_requested_at = lc.withdraw_requested_at;
+  op.u.channel.chain.status = lc.withdraw_requested_at ? TG_CHANNEL_WITHDRAWING : TG_CHANNEL_OPEN;
+  rc = tg_store_write(p->store, &op, 1);
+  if (rc && rc != TG_EEXISTS) return rc;
+  return tg_ledger_put(p->ledger, &lc);
+}
+
+static int same_address(const tg_address *a, const tg_address *b) {
+  return memcmp(a->b, b->b, 20) == 0;
+}
+
+/* Why the echoed terms differ from ours, or NULL when they match. */
+static const char *terms_mismatch(tg_pay *p, const tg_x402_requirements *a, const tg_u256 *amount) {
+  if (a->chain_id != p->chain_id) return "invalid_network";
+  if (!same_address(&a->asset, &p->asset)) return "invalid_payment_requirements";
+  if (!same_address(&a->pay_to, &p->pay_to)) return "invalid_payment_requirements";
+  if (tg_u256_cmp(&a->amount, amount) < 0) return "invalid_payment_requirements";
+  return NULL;
+}
+
+static void admit_channel(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
+                          const tg_x402_payment *pm, const tg_u256 *max, tg_pay_call *call,
+                          tg_pay_admit_cb cb, void *arg) {
+  const tg_x402_channel *ch = &pm->u.channel;
+  const char *why = terms_mismatch(p, &pm->accepted, max);
+  if (why) goto refuse402;
+  if (ch->type != TG_X402_CHANNEL_VOUCHER) {
+    /* Gasless deposits and cooperative refunds through the payment header come later. */
+    why = "invalid_batch_settlement_evm_payload_type";
+    goto refuse402;
+  }
+  if (!same_address(&ch->config.receiver, &p->pay_to)) {
+    why = "invalid_batch_settlement_evm_receiver_mismatch";
+    goto refuse402;
+  }
+  if (!same_address(&ch->config.receiver_authorizer, &p->receiver_authorizer)) {
+    why = "invalid_batch_settlement_evm_receiver_authorizer_mismatch";
+    goto refuse402;
+  }
+  if (!same_address(&ch->config.token, &p->asset)) {
+    why = "invalid_batch_settlement_evm_token_mismatch";
+    goto refuse402;
+  }
+  if (ch->config.withdraw_delay != p->withdraw_delay) {
+    why = "invalid_batch_settlement_evm_withdraw_delay_mismatch";
+    goto refuse402;
+  }
+  tg_hash id;
+  if (tg_channel_id(&id, &p->channel_domain, &ch->config) || memcmp(id.b, ch->channel_id.b, 32)) {
+    refuse(p, cfg, req, 400, "invalid_batch_settlement_evm_channel_id_mismatch", NULL, NULL, cb, arg);
+    goto fail;
+  }
+  tg_address signer;
+  tg_channel_voucher_signer(&signer, &ch->config);
+  int rc = tg_channel_voucher_check(&p->channel_domain, &id, &ch->max_claimable,
+                                    &ch->voucher_signature, &signer);
+  if (rc) {
+    why = "invalid_batch_settlement_evm_voucher_signature";
+    goto refuse402;
+  }
+  credit_of(cfg, &ch->config.payer, &call->credit_limit);
+  tg_ledger_channel snap;
+  rc = tg_ledger_reserve(p->ledger, &call->hold, &snap, &id, &ch->max_claimable,
+                         &ch->voucher_signature, max, &call->credit_limit);
+  if (rc == TG_ECHANNEL_UNKNOWN) {
+    rc = load_channel(p, ch);
+    if (rc == 0)
+      rc = tg_ledger_reserve(p->ledger, &call->hold, &snap, &id, &ch->max_claimable,
+                             &ch->voucher_signature, max, &call->credit_limit);
+  }
+  if (rc == TG_ECHANNEL_SHORT) {
+    refuse(p, cfg, req, 402, "invalid_batch_settlement_evm_cumulative_amount_mismatch", max, &snap,
+           cb, arg);
+    goto fail;
+  }
+  if (rc == TG_ECHANNEL_WITHDRAWING) {
+    why = "invalid_batch_settlement_evm_channel_withdrawing";
+    goto refuse402;
+  }
+  if (rc == TG_ECHANNEL_UNKNOWN) {
+    why = "invalid_batch_settlement_evm_channel_not_found";
+    goto refuse402;
+  }
+  if (rc) {
+    refuse(p, cfg, req, 503, "invalid_batch_settlement_evm_channel_state_read_failed", NULL, NULL, cb,
+           arg);
+    goto fail;
+  }
+  call->payer = ch->config.payer;
+  tg_pay_decision d;
+  memset(&d, 0, sizeof d);
+  d.admitted = 1;
+  d.call = call;
+  stat_add(p, &p->stats.admitted);
+  cb(arg, &d);
+  return;
+refuse402:
+  refuse(p, cfg, req, 402, why, max, NULL, cb, arg);
+fail:
+  tg_config_unref(call->cfg);
+  free(call);
+}
+
+void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
+                  const tg_config_price *price, tg_pay_admit_cb cb, void *arg) {
+  (void)base;
+  tg_pay *p = ctx;
+  tg_config *cfg = config_get(p);
+  tg_u256 max;
+  const tg_config_model_price *mp;
+  if (max_price_of(price, req->model, &max, &mp)) {
+    refuse(p, cfg, req, 400, "no price for this model", NULL, NULL, cb, arg);
+    tg_config_unref(cfg);
+    return;
+  }
+  if (req->payment_signature == NULL || req->payment_signature[0] == 0) {
+    refuse(p, cfg, req, 402, "PAYMENT-SIGNATURE header is required", &max, NULL, cb, arg);
+    tg_config_unref(cfg);
+    return;
+  }
+  tg_x402_payment *pm = malloc(sizeof *pm);
+  if (!pm) abort();
+  const char *reason = NULL;
+  size_t hlen = strlen(req->payment_signature);
+  int rc = tg_x402_payment_decode(pm, &reason, req->payment_signature, hlen);
+  if (rc) {
+    refuse(p, cfg, req, rc == TG_ETOOBIG ? 431 : 400, reason ? reason : "invalid_payload", NULL, NULL,
+           cb, arg);
+    goto done;
+  }
+  if ((pm->accepted.scheme == TG_X402_CHANNEL && !cfg->scheme_channel) ||
+      (pm->accepted.scheme == TG_X402_EXACT && !cfg->scheme_exact)) {
+    refuse(p, cfg, req, 402, "invalid_scheme", &max, NULL, cb, arg);
+    goto done;
+  }
+  tg_pay_call *call = calloc(1, sizeof *call);
+  if (!call) abort();
+  call->pay = p;
+  call->cfg = tg_config_ref(cfg);
+  call->scheme = pm->accepted.scheme;
+  call->price = price;
+  call->model_price = mp;
+  copy_cstr(call->request_id, sizeof call->request_id, req->request_id);
+  copy_cstr(call->route, sizeof call->route, req->route);
+  copy_cstr(call->model, sizeof call->model, req->model);
+  copy_cstr(call->payment_id, sizeof call->payment_id, pm->payment_id);
+  tg_keccak256(&call->request_hash, req->payment_signature, hlen);
+  tg_buf_init(&call->header, TG_STORE_HEADER_MAX);
+  tg_buf_init(&call->trailer, 4096);
+  if (pm->accepted.scheme == TG_X402_CHANNEL) {
+    admit_channel(p, cfg, req, pm, &max, call, cb, arg);
+  } else {
+    /* exact (EIP-3009) needs the transaction manager: wired in by the daemon later. */
+    refuse(p, cfg, req, 402, "invalid_scheme", &max, NULL, cb, arg);
+    tg_config_unref(call->cfg);
+    free(call);
+  }
+done:
+  sodium_memzero(pm, sizeof *pm);
+  free(pm);
+  tg_config_unref(cfg);
+}
+
+/* ---- completion ----------------------------------------------------------- */
+
+static void call_free(tg_pay_call *c) {
+  tg_buf_cleanup(&c->header);
+  tg_buf_cleanup(&c->trailer);
+  tg_config_unref(c->cfg);
+  free(c);
+}
+
+static void finish(tg_pay_call *c, int charged, int err) {
+  tg_pay_receipt r;
+  memset(&r, 0, sizeof r);
+  r.charged = charged;
+  r.err = err;
+  if (charged) {
+    r.amount = c->plan.price;
+    if (c->header.len)
+      r.headers[r.n_headers++] = (tg_pay_header){"PAYMENT-RESPONSE", (const char *)c->header.data};
+    if (c->streamed && c->trailer.len) r.stream_trailer = (const char *)c->trailer.data;
+  }
+  c->cb(c->arg, &r);
+  call_free(c);
+}
+
+static void on_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  tg_pay_call *c = arg;
+  tg_pay *p = c->pay;
+  if (err) {
+    tg_ledger_uncharge(p->ledger, &c->plan);
+    stat_add(p, &p->stats.failed_commits);
+    finish(c, 0, err);
+    return;
+  }
+  pthread_mutex_lock(&p->mu);
+  p->stats.charged_calls++;
+  if (tg_u256_add(&p->stats.charged_channel, &p->stats.charged_channel, &c->plan.price))
+    tg_u256_zero(&p->stats.charged_channel); /* a counter past 2^256: start again */
+  pthread_mutex_unlock(&p->mu);
+  finish(c, 1, 0);
+}
+
+/* A release (nothing charged) still answers asynchronously, as the hook contract says. */
+static void on_release_ev(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  finish(arg, 0, 0);
+}
+
+static int build_response(tg_pay_call *c) {
+  tg_x402_settle_response r;
+  memset(&r, 0, sizeof r);
+  r.success = 1;
+  r.chain_id = c->pay->chain_id;
+  r.has_payer = 1;
+  r.payer = c->payer;
+  r.has_charged = 1;
+  r.charged = c->plan.price;
+  r.has_channel = 1;
+  r.channel_id = c->plan.channel_id;
+  r.channel_balance = c->plan.balance;
+  r.channel_total_claimed = c->plan.total_claimed;
+  r.channel_charged_cumulative = c->plan.charged;
+  r.withdraw_requested_at = c->plan.withdraw_requested_at;
+  int rc = tg_x402_settle_response_encode(&c->header, &r);
+  if (rc) return rc;
+  /* Streams: the final charge as an SSE comment, which SSE clients ignore. */
+  char amt[TG_U256_DEC_MAX], cum[TG_U256_DEC_MAX];
+  tg_u256_to_dec(&c->plan.price, amt);
+  tg_u256_to_dec(&c->plan.charged, cum);
+  return tg_buf_printf(&c->trailer, ": x402-charge {\"chargedAmount\":\"%s\",\"chargedCumulativeAmount\":\"%s\"}\n\n",
+                       amt, cum);
+}
+
+void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
+                     const tg_pay_outcome *o, tg_pay_complete_cb cb, void *arg) {
+  tg_pay *p = ctx;
+  c->base = base;
+  c->cb = cb;
+  c->arg = arg;
+  c->streamed = o->streamed;
+  c->input_tokens = o->input_tokens;
+  c->output_tokens = o->output_tokens;
+  if (!o->ok) {
+    tg_ledger_release(p->ledger, &c->hold);
+    if (event_base_once(base, -1, EV_TIMEOUT, on_release_ev, c, NULL) != 0) finish(c, 0, 0);
+    return;
+  }
+  /* Price the usage; a token-priced answer without usage is charged its reservation. */
+  tg_u256 price = c->hold.max_price;
+  if (c->model_price && o->usage_known &&
+      token_price(&price, c->model_price, o->input_tokens, o->output_tokens) != 0)
+    price = c->hold.max_price;
+  if (c->price->kind == TG_PRICE_CALL) price = c->price->per_call;
+  int rc = tg_ledger_charge(p->ledger, &c->plan, &c->hold, &price);
+  if (rc) {
+    finish(c, 0, rc);
+    return;
+  }
+  rc = build_response(c);
+  tg_store_op ops[3];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  ops[n].kind = TG_STORE_OP_VOUCHER;
+  ops[n].u.voucher.channel_id = c->plan.channel_id;
+  ops[n].u.voucher.max_claimable = c->plan.ceiling;
+  ops[n].u.voucher.sig = TG_BYTES(c->plan.ceiling_sig.b, c->plan.ceiling_sig.len);
+  n++;
+  ops[n].kind = TG_STORE_OP_CHARGE;
+  ops[n].u.charge.request_id = c->request_id;
+  ops[n].u.charge.payer = c->payer;
+  ops[n].u.charge.scheme = TG_SCHEME_CHANNEL;
+  ops[n].u.charge.route = c->route;
+  ops[n].u.charge.model = c->model[0] ? c->model : NULL;
+  ops[n].u.charge.input_tokens = o->usage_known ? o->input_tokens : 0;
+  ops[n].u.charge.output_tokens = o->usage_known ? o->output_tokens : 0;
+  ops[n].u.charge.amount = c->plan.price;
+  ops[n].u.charge.has_channel = 1;
+  ops[n].u.charge.channel_id = c->plan.channel_id;
+  ops[n].u.charge.credit_limit = c->credit_limit;
+  n++;
+  if (c->payment_id[0]) {
+    ops[n].kind = TG_STORE_OP_PAYID_PUT;
+    ops[n].u.payid.id = c->payment_id;
+    ops[n].u.payid.payer = c->payer;
+    ops[n].u.payid.request_hash = c->request_hash;
+    ops[n].u.payid.status = 200;
+    ops[n].u.payid.response_header = rc == 0 ? (const char *)c->header.data : NULL;
+    ops[n].u.payid.request_id = c->request_id;
+    n++;
+  }
+  rc = tg_store_submit_evbase(p->store, ops, n, base, on_commit, c);
+  if (rc) {
+    tg_ledger_uncharge(p->ledger, &c->plan);
+    stat_add(p, &p->stats.failed_commits);
+    finish(c, 0, rc);
+  }
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+static int load_one(void *arg, const tg_store_channel *sc) {
+  tg_pay *p = arg;
+  tg_ledger_channel lc;
+  memset(&lc, 0, sizeof lc);
+  lc.id = sc->id;
+  lc.config.payer = sc->cfg.payer;
+  lc.config.payer_authorizer = sc->cfg.payer_authorizer;
+  lc.config.receiver = sc->cfg.receiver;
+  lc.config.receiver_authorizer = sc->cfg.receiver_authorizer;
+  lc.config.token = sc->cfg.token;
+  lc.config.withdraw_delay = sc->cfg.withdraw_delay;
+  lc.config.salt = sc->cfg.salt;
+  lc.balance = sc->chain.balance;
+  lc.total_claimed = sc->chain.total_claimed;
+  lc.withdraw_requested_at = sc->chain.withdraw_requested_at;
+  lc.charged = sc->charged;
+  lc.ceiling = sc->ceiling;
+  lc.ceiling_sig.len = sc->ceiling_sig_len;
+  memcpy(lc.ceiling_sig.b, sc->ceiling_sig, sc->ceiling_sig_len);
+  lc.status = sc->chain.status == TG_CHANNEL_CLOSED ? TG_LEDGER_CLOSED : TG_LEDGER_OPEN;
+  return tg_ledger_put(p->ledger, &lc);
+}
+
+int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
+  *out = NULL;
+  if (!o->cfg || !o->store || !o->ledger) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "payments need a configuration, a store and a ledger");
+    return TG_EINVAL;
+  }
+  if (o->cfg->scheme_channel &&
+      (o->withdraw_delay < TG_CHANNEL_MIN_WITHDRAW_DELAY || o->withdraw_delay > TG_CHANNEL_MAX_WITHDRAW_DELAY)) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "channel withdraw delay %llu s is outside 900..2592000",
+             (unsigned long long)o->withdraw_delay);
+    return TG_ERANGE;
+  }
+  tg_pay *p = calloc(1, sizeof *p);
+  if (!p) abort();
+  pthread_mutex_init(&p->mu, NULL);
+  p->cfg = tg_config_ref(o->cfg);
+  p->store = o->store;
+  p->ledger = o->ledger;
+  p->chain = o->chain;
+  p->chain_id = o->chain_id;
+  p->asset = o->asset;
+  p->pay_to = o->pay_to;
+  p->receiver_authorizer = o->receiver_authorizer;
+  p->channel_contract = o->channel_contract;
+  p->withdraw_delay = o->withdraw_delay;
+  p->min_deposit = o->min_deposit;
+  int rc = tg_channel_domain(&p->channel_domain, p->chain_id, &p->channel_contract);
+  if (!rc) rc = tg_store_channels_list(p->store, NULL, load_one, p);
+  if (rc) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "loading channels from the store: %s", tg_strerror(rc));
+    tg_pay_free(p);
+    return rc;
+  }
+  *out = p;
+  return TG_OK;
+}
+
+void tg_pay_free(tg_pay *p) {
+  if (!p) return;
+  tg_config_unref(p->cfg);
+  pthread_mutex_destroy(&p->mu);
+  free(p);
+}
+
+void tg_pay_set_config(tg_pay *p, tg_config *cfg) {
+  tg_config *old;
+  pthread_mutex_lock(&p->mu);
+  old = p->cfg;
+  p->cfg = tg_config_ref(cfg);
+  pthread_mutex_unlock(&p->mu);
+  tg_config_unref(old);
+}
+
+void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out) {
+  pthread_mutex_lock(&p->mu);
+  *out = p->stats;
+  pthread_mutex_unlock(&p->mu);
+}

@@ -1,0 +1,401 @@
+/* The payment layer on the channel scheme: admission, corrective 402s, charges on disk, refusals. */
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "core/config.h"
+#include "pay/ledger.h"
+#include "pay/pay.h"
+#include "store/store.h"
+#include "tg_test.h"
+#include "tollgate/address.h"
+#include "tollgate/channel.h"
+#include "tollgate/u256.h"
+#include "tollgate/x402.h"
+
+#define CHAIN 31337
+
+static const char conf_text[] =
+    "listen 127.0.0.1:1\n"
+    "upstream up http://127.0.0.1:9/\n"
+    "price call call 0.001\n"
+    "price tok token model=* input_per_mtok=1.0 output_per_mtok=2.0 max_per_call=0.5\n"
+    "route chat POST /v1/chat/completions upstream=up price=tok\n"
+    "route ping GET /v1/ping upstream=up price=call\n"
+    "schemes channel\n"
+    "chain_id 31337\n"
+    "rpc_url http://127.0.0.1:8545\n"
+    "asset address=0x5FbDB2315678afecb367f032d93F642f64180aa3 name=\"USD Coin\" version=2 decimals=6\n"
+    "pay_to 0x70997970C51812dc3A010C7d01b50e0d17dc79C8\n"
+    "credit 0x90F79bf6EB2c4f870365E785982E1f101E93b906 0.01\n"
+    "keystore /tmp/unused-key.json password_env=TOLLGATE_PASSWORD\n"
+    "store sqlite /tmp/unused.db\n";
+
+typedef struct {
+  tg_config *cfg;
+  tg_store *store;
+  tg_ledger *ledger;
+  tg_pay *pay;
+  struct event_base *base;
+  char db[200];
+  tg_seckey *payer_key;
+  tg_channel_config ch;
+  tg_hash channel_id;
+  tg_hash domain;
+  int chain_calls;
+  uint64_t chain_balance;
+} fixture;
+
+static fixture F;
+
+static int fake_chain(void *ctx, const tg_hash *id, tg_u256 *balance, tg_u256 *claimed,
+                      uint64_t *withdraw_at) {
+  fixture *f = ctx;
+  f->chain_calls++;
+  if (memcmp(id->b, f->channel_id.b, 32) != 0) return TG_ECHANNEL_UNKNOWN;
+  tg_u256_from_u64(balance, f->chain_balance);
+  tg_u256_zero(claimed);
+  *withdraw_at = 0;
+  return TG_OK;
+}
+
+static int setup(void) {
+  memset(&F, 0, sizeof F);
+  char err[TG_CONFIG_ERR_MAX];
+  int rc = tg_config_parse(&F.cfg, err, "test.conf", conf_text, sizeof conf_text - 1);
+  if (rc) {
+    printf("config: %s\n", err);
+    return rc;
+  }
+  snprintf(F.db, sizeof F.db, "sqlite:/tmp/tg-test-pay-%d.db", (int)getpid());
+  unlink(F.db + 7);
+  if ((rc = tg_store_open(&F.store, F.db, NULL))) return rc;
+  F.ledger = tg_ledger_new();
+  F.base = event_base_new();
+  F.payer_key = tg_seckey_new();
+  if ((rc = tg_seckey_generate(F.payer_key))) return rc;
+  tg_pay_opts o;
+  memset(&o, 0, sizeof o);
+  o.cfg = F.cfg;
+  o.store = F.store;
+  o.ledger = F.ledger;
+  o.chain = (tg_pay_chain){&F, fake_chain};
+  o.chain_id = CHAIN;
+  o.asset = F.cfg->asset_address;
+  o.pay_to = F.cfg->pay_to;
+  o.receiver_authorizer.b[19] = 0x77;
+  o.channel_contract.b[19] = 0xcc;
+  o.withdraw_delay = 3600;
+  if ((rc = tg_pay_new(&F.pay, err, &o))) {
+    printf("pay: %s\n", err);
+    return rc;
+  }
+  if ((rc = tg_seckey_address(&F.ch.payer, F.payer_key))) return rc;
+  F.ch.receiver = o.pay_to;
+  F.ch.receiver_authorizer = o.receiver_authorizer;
+  F.ch.token = o.asset;
+  F.ch.withdraw_delay = 3600;
+  F.ch.salt.b[0] = 1;
+  if ((rc = tg_channel_domain(&F.domain, CHAIN, &o.channel_contract))) return rc;
+  if ((rc = tg_channel_id(&F.channel_id, &F.domain, &F.ch))) return rc;
+  F.chain_balance = 1000000; /* 1 USDC */
+  return 0;
+}
+
+static void teardown(void) {
+  tg_pay_free(F.pay);
+  tg_store_close(F.store);
+  tg_ledger_free(F.ledger);
+  tg_config_unref(F.cfg);
+  tg_seckey_free(F.payer_key);
+  event_base_free(F.base);
+  unlink(F.db + 7);
+  char wal[512];
+  snprintf(wal, sizeof wal, "%s-wal", F.db + 7);
+  unlink(wal);
+  snprintf(wal, sizeof wal, "%s-shm", F.db + 7);
+  unlink(wal);
+}
+
+/* A PAYMENT-SIGNATURE for a voucher with ceiling `max`, echoing amount `amount`. */
+static char *voucher_header(uint64_t max, uint64_t amount, const tg_seckey *signer,
+                            const tg_channel_config *cfg, uint64_t chain) {
+  tg_x402_payment p;
+  memset(&p, 0, sizeof p);
+  p.accepted.scheme = TG_X402_CHANNEL;
+  p.accepted.chain_id = chain;
+  tg_u256_from_u64(&p.accepted.amount, amount);
+  p.accepted.asset = F.cfg->asset_address;
+  p.accepted.pay_to = F.cfg->pay_to;
+  p.accepted.max_timeout_seconds = 60;
+  p.u.channel.type = TG_X402_CHANNEL_VOUCHER;
+  p.u.channel.config = *cfg;
+  if (tg_channel_id(&p.u.channel.channel_id, &F.domain, cfg)) return NULL;
+  tg_u256_from_u64(&p.u.channel.max_claimable, max);
+  tg_sig s;
+  if (tg_channel_voucher_sign(&s, signer, &F.domain, &p.u.channel.channel_id, &p.u.channel.max_claimable))
+    return NULL;
+  memcpy(p.u.channel.voucher_signature.b, s.b, 65);
+  p.u.channel.voucher_signature.len = 65;
+  tg_buf b;
+  tg_buf_init(&b, 0);
+  if (tg_x402_payment_encode(&b, &p)) return NULL;
+  return (char *)tg_buf_steal(&b, NULL);
+}
+
+typedef struct {
+  int done, admitted, status;
+  char reason[256];
+  char required[8192];
+  tg_pay_call *call;
+  int charged;
+  tg_u256 amount;
+  char response[2048];
+  char trailer[512];
+  int err;
+} result;
+
+static void on_admit(void *arg, tg_pay_decision *d) {
+  result *r = arg;
+  r->done = 1;
+  r->admitted = d->admitted;
+  r->status = d->status;
+  r->call = d->call;
+  if (!d->admitted && d->body) {
+    json_t *j = json_loads(d->body, 0, NULL);
+    const char *e = json_string_value(json_object_get(j, "error"));
+    snprintf(r->reason, sizeof r->reason, "%s", e ? e : "");
+    json_decref(j);
+  }
+  for (size_t i = 0; i < d->n_headers; i++)
+    if (strcmp(d->headers[i].name, "PAYMENT-REQUIRED") == 0)
+      snprintf(r->required, sizeof r->required, "%s", d->headers[i].value);
+}
+
+static void on_complete(void *arg, tg_pay_receipt *rc) {
+  result *r = arg;
+  r->done = 2;
+  r->charged = rc->charged;
+  r->amount = rc->amount;
+  r->err = rc->err;
+  for (size_t i = 0; i < rc->n_headers; i++)
+    if (strcmp(rc->headers[i].name, "PAYMENT-RESPONSE") == 0)
+      snprintf(r->response, sizeof r->response, "%s", rc->headers[i].value);
+  if (rc->stream_trailer) snprintf(r->trailer, sizeof r->trailer, "%s", rc->stream_trailer);
+}
+
+static void admit(result *r, const char *route, const char *model, const char *header, const char *rid) {
+  memset(r, 0, sizeof *r);
+  tg_pay_request req = {.request_id = rid, .method = "POST", .path = "/v1/chat/completions",
+                        .route = route, .resource_url = "http://127.0.0.1/v1/chat/completions",
+                        .model = model, .payment_signature = header};
+  const tg_config_price *price = tg_config_price_find(F.cfg, strcmp(route, "ping") ? "tok" : "call");
+  tg_pay_admit(F.pay, F.base, &req, price, on_admit, r);
+  CHECK(r->done == 1);
+}
+
+/* Runs the loop without blocking: store callbacks arrive from the writer thread. */
+static void pump(void) {
+  event_base_loop(F.base, EVLOOP_NONBLOCK);
+  usleep(1000);
+}
+
+static void complete(result *r, int ok, int streamed, uint64_t in, uint64_t out) {
+  tg_pay_outcome o = {.ok = ok, .status = ok ? 200 : 500, .streamed = streamed,
+                      .input_tokens = in, .output_tokens = out, .usage_known = 1};
+  tg_pay_complete(F.pay, F.base, r->call, &o, on_complete, r);
+  for (int i = 0; i < 5000 && r->done != 2; i++) pump();
+  CHECK(r->done == 2);
+}
+
+static uint64_t channel_charged_on_disk(void) {
+  tg_store_channel *c = malloc(sizeof *c);
+  uint64_t v = UINT64_MAX;
+  if (tg_store_channel_get(F.store, &F.channel_id, c) == 0 && tg_u256_to_u64(&c->charged, &v) != 0)
+    v = UINT64_MAX;
+  free(c);
+  return v;
+}
+
+static void test_unpaid_gets_402(void) {
+  result r;
+  admit(&r, "chat", "gpt-test", NULL, "r-unpaid");
+  CHECK_INT(r.status, 402);
+  CHECK(!r.admitted);
+  tg_x402_required_info info;
+  CHECK_OK(tg_x402_required_decode(&info, r.required, strlen(r.required)));
+  CHECK_INT(info.n_accepts, 1);
+  CHECK_INT(info.accepts[0].scheme, TG_X402_CHANNEL);
+  uint64_t amt = 0;
+  CHECK_OK(tg_u256_to_u64(&info.accepts[0].amount, &amt));
+  CHECK_INT(amt, 500000); /* max=0.5 with 6 decimals */
+  CHECK_INT(info.accepts[0].withdraw_delay, 3600);
+  CHECK_INT(info.accepts[0].channel_contract.b[19], 0xcc);
+  CHECK(info.payment_id_supported);
+}
+
+static void test_voucher_paid_and_charged_on_disk(void) {
+  char *h = voucher_header(600000, 500000, F.payer_key, &F.ch, CHAIN);
+  result r;
+  admit(&r, "chat", "gpt-test", h, "r-1");
+  CHECK(r.admitted);
+  CHECK_INT(F.chain_calls, 1); /* the channel was read from the chain once */
+  complete(&r, 1, 0, 1000, 500);  /* 1000*1 + 500*2 = 2000 per million tokens... */
+  CHECK(r.charged);
+  uint64_t amt = 0;
+  CHECK_OK(tg_u256_to_u64(&r.amount, &amt));
+  /* input 1.0 and output 2.0 per million tokens in asset units = 1e6 and 2e6 base units. */
+  CHECK_INT(amt, (1000ull * 1000000 + 500ull * 2000000 + 999999) / 1000000);
+  CHECK_INT(channel_charged_on_disk(), amt);
+  tg_x402_settle_response sr;
+  char why[64];
+  CHECK_OK(tg_x402_settle_response_decode(&sr, why, sizeof why, r.response, strlen(r.response)));
+  CHECK(sr.success && sr.has_charged && sr.has_channel);
+  CHECK(tg_u256_cmp(&sr.charged, &r.amount) == 0);
+  CHECK(memcmp(sr.payer.b, F.ch.payer.b, 20) == 0);
+  /* The same voucher again: it still covers a second call (ceilings are signed ahead). */
+  admit(&r, "chat", "gpt-test", h, "r-2");
+  CHECK(r.admitted);
+  complete(&r, 1, 1, 10, 10); /* streamed */
+  CHECK(r.charged);
+  CHECK(strstr(r.trailer, ": x402-charge {\"chargedAmount\":\"30\"") != NULL);
+  CHECK_INT(channel_charged_on_disk(), amt + 30);
+  CHECK_INT(F.chain_calls, 1);
+  free(h);
+}
+
+static void test_failed_call_costs_nothing(void) {
+  uint64_t before = channel_charged_on_disk();
+  char *h = voucher_header(600000, 500000, F.payer_key, &F.ch, CHAIN);
+  result r;
+  admit(&r, "chat", "gpt-test", h, "r-fail");
+  CHECK(r.admitted);
+  complete(&r, 0, 0, 1000, 1000);
+  CHECK(!r.charged);
+  CHECK_INT(channel_charged_on_disk(), before);
+  tg_ledger_channel lc;
+  CHECK_OK(tg_ledger_get(F.ledger, &F.channel_id, &lc));
+  CHECK(tg_u256_is_zero(&lc.reserved));
+  free(h);
+}
+
+static void test_short_voucher_gets_corrective_402(void) {
+  /* Charged so far: 2030 under a ceiling of 600000. One call in flight holds 500000, so a
+   * second one does not fit; a lower voucher (400000) changes nothing: the higher stands. */
+  char *h = voucher_header(400000, 500000, F.payer_key, &F.ch, CHAIN);
+  result first, r;
+  admit(&first, "chat", "gpt-test", h, "r-hold");
+  CHECK(first.admitted);
+  admit(&r, "chat", "gpt-test", h, "r-short");
+  CHECK_INT(r.status, 402);
+  CHECK_STR(r.reason, "invalid_batch_settlement_evm_cumulative_amount_mismatch");
+  json_t *j = NULL;
+  tg_buf raw;
+  tg_buf_init(&raw, 0);
+  CHECK_OK(tg_base64_decode(&raw, r.required, strlen(r.required)));
+  j = json_loads((const char *)raw.data, 0, NULL);
+  json_t *extra = json_object_get(json_array_get(json_object_get(j, "accepts"), 0), "extra");
+  json_t *cs = json_object_get(extra, "channelState");
+  CHECK_STR(json_string_value(json_object_get(cs, "chargedCumulativeAmount")), "2030");
+  json_t *vs = json_object_get(extra, "voucherState");
+  CHECK_STR(json_string_value(json_object_get(vs, "signedMaxClaimable")), "600000");
+  json_decref(j);
+  tg_buf_cleanup(&raw);
+  complete(&first, 0, 0, 0, 0); /* released: the next call fits again */
+  admit(&r, "chat", "gpt-test", h, "r-after");
+  CHECK(r.admitted);
+  complete(&r, 0, 0, 0, 0);
+  free(h);
+}
+
+static void test_refusals(void) {
+  result r;
+  /* Signed by another key. */
+  tg_seckey *other = tg_seckey_new();
+  CHECK_OK(tg_seckey_generate(other));
+  char *h = voucher_header(600000, 500000, other, &F.ch, CHAIN);
+  admit(&r, "chat", "m", h, "r-forged");
+  CHECK_INT(r.status, 402);
+  CHECK_STR(r.reason, "invalid_batch_settlement_evm_voucher_signature");
+  free(h);
+  /* Another chain in the echoed terms. */
+  h = voucher_header(600000, 500000, F.payer_key, &F.ch, 1);
+  admit(&r, "chat", "m", h, "r-chain");
+  CHECK_INT(r.status, 402);
+  CHECK_STR(r.reason, "invalid_network");
+  free(h);
+  /* Underpaying: the echoed amount is below the route's maximum. */
+  h = voucher_header(600000, 499999, F.payer_key, &F.ch, CHAIN);
+  admit(&r, "chat", "m", h, "r-under");
+  CHECK_INT(r.status, 402);
+  CHECK_STR(r.reason, "invalid_payment_requirements");
+  free(h);
+  /* A channel for another receiver. */
+  tg_channel_config c2 = F.ch;
+  c2.receiver.b[0] ^= 1;
+  h = voucher_header(600000, 500000, F.payer_key, &c2, CHAIN);
+  admit(&r, "chat", "m", h, "r-recv");
+  CHECK_STR(r.reason, "invalid_batch_settlement_evm_receiver_mismatch");
+  free(h);
+  /* An unknown channel (no balance on-chain). */
+  tg_channel_config c3 = F.ch;
+  c3.salt.b[1] = 9;
+  h = voucher_header(600000, 500000, F.payer_key, &c3, CHAIN);
+  admit(&r, "chat", "m", h, "r-unknown");
+  CHECK_STR(r.reason, "invalid_batch_settlement_evm_channel_not_found");
+  free(h);
+  /* Malformed header. */
+  admit(&r, "chat", "m", "not base64!", "r-garbage");
+  CHECK_INT(r.status, 400);
+  CHECK_STR(r.reason, "invalid_payload");
+  tg_seckey_free(other);
+}
+
+/* 64 calls admitted at once on one channel, completed in any order: exact totals. */
+static void test_many_in_flight(void) {
+  uint64_t before = channel_charged_on_disk();
+  char *h = voucher_header(1000000, 1000, F.payer_key, &F.ch, CHAIN);
+  enum { N = 64 };
+  static result rs[N];
+  char rid[32];
+  for (int i = 0; i < N; i++) {
+    snprintf(rid, sizeof rid, "r-par-%d", i);
+    admit(&rs[i], "ping", NULL, h, rid);
+    CHECK(rs[i].admitted);
+  }
+  for (int i = N - 1; i >= 0; i--) {
+    tg_pay_outcome o = {.ok = (i % 8) != 0, .status = 200};
+    tg_pay_complete(F.pay, F.base, rs[i].call, &o, on_complete, &rs[i]);
+  }
+  for (int k = 0; k < 5000; k++) {
+    int pending = 0;
+    for (int i = 0; i < N; i++) pending += rs[i].done != 2;
+    if (!pending) break;
+    pump();
+  }
+  int charged = 0;
+  for (int i = 0; i < N; i++) charged += rs[i].charged;
+  CHECK_INT(charged, N - N / 8);
+  CHECK_INT(channel_charged_on_disk(), before + 1000ull * (N - N / 8));
+  free(h);
+}
+
+int main(void) {
+  if (sodium_init() < 0 || evthread_use_pthreads() != 0) return 1;
+  if (setup() != 0) {
+    printf("FAIL setup\n");
+    return 1;
+  }
+  RUN(test_unpaid_gets_402);
+  RUN(test_voucher_paid_and_charged_on_disk);
+  RUN(test_failed_call_costs_nothing);
+  RUN(test_short_voucher_gets_corrective_402);
+  RUN(test_refusals);
+  RUN(test_many_in_flight);
+  teardown();
+  return tgt_done();
+}
