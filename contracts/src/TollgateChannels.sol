@@ -89,11 +89,18 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         bytes signature;
     }
 
-    /// @dev One decoded claim item, from either encoding. A single instance is reused for all
-    ///      items of a batch. The signature stays in calldata (`sigOffset`, `sigLength`).
+    /// @dev One decoded claim item, from either encoding; one instance is reused for every item
+    ///      of a batch. Its first eight words are exactly `abi.encode(CHANNEL_CONFIG_TYPEHASH,
+    ///      payer, payerAuthorizer, receiver, receiverAuthorizer, token, withdrawDelay, salt)`, so
+    ///      the channel's struct hash is keccak256 over them with no copying; the typehash and the
+    ///      receiver side are written once per batch. The signature stays in calldata.
     struct ClaimFields {
+        bytes32 typehash;
         address payer;
         address payerAuthorizer;
+        address receiver;
+        address receiverAuthorizer;
+        address token;
         uint40 withdrawDelay;
         bytes32 salt;
         uint128 maxClaimableAmount;
@@ -102,17 +109,13 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         uint256 sigLength;
     }
 
-    /// @dev Per-batch state: the domain separator, the group, the running sum and the applied
-    ///      channels for the `Claimed` event.
+    /// @dev Per-batch state: domain separator, running sum, and the applied channels as packed
+    ///      `channelId(32) || totalClaimed(16)` records for the `Claimed` event.
     struct Batch {
         bytes32 ds;
-        address receiver;
-        address receiverAuthorizer;
-        address token;
         uint256 amount;
         uint256 applied;
-        bytes32[] channelIds;
-        uint128[] totals;
+        bytes claims;
     }
 
     /// @notice Stored per channel, packed in one slot.
@@ -158,18 +161,12 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @notice `amount` was added to the channel by `from`; `balance` is the new balance.
     event Deposited(bytes32 indexed channelId, address indexed from, uint128 amount, uint128 balance);
 
-    /// @notice A claim batch raised the claimed totals of the channels in `channelIds` to
-    ///         `totalsClaimed` (same order) and credited their sum, `amount`, to the receiver's
-    ///         unswept balance in `token`. One event per batch keeps a claim under 12k gas per
-    ///         channel; skipped items are not listed (see `ClaimSkipped`).
-    event Claimed(
-        address indexed receiver,
-        address indexed token,
-        address indexed caller,
-        uint256 amount,
-        bytes32[] channelIds,
-        uint128[] totalsClaimed
-    );
+    /// @notice A claim batch raised the claimed totals of channels and credited their sum,
+    ///         `amount`, to the receiver's unswept balance in `token`. `claims` lists the applied
+    ///         channels as packed 48-byte records `channelId (32) || totalClaimed (uint128, 16)`,
+    ///         in batch order; skipped items are not listed (see `ClaimSkipped`). One event per
+    ///         batch, with packed records, keeps a claim near 10k execution gas per channel.
+    event Claimed(address indexed receiver, address indexed token, address indexed caller, uint256 amount, bytes claims);
 
     /// @notice A claim item was not applied; see the `SKIP_*` constants for `reason`.
     event ClaimSkipped(bytes32 indexed channelId, uint8 reason, uint128 requestedTotal, uint128 currentTotal);
@@ -432,52 +429,52 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     {
         _checkReceiverSide(group);
         if (data.length == 0) revert TollgateChannels__EmptyBatch();
-        Batch memory b = _newBatch(group, data.length / MIN_PACKED_RECORD);
-        ClaimFields memory f;
+        Batch memory b = _newBatch(data.length / MIN_PACKED_RECORD);
+        ClaimFields memory f = _newFields(group);
         uint256 base = _offsetOf(data);
         uint256 end = base + data.length;
         for (uint256 p = base; p < end;) {
             bool ok;
-            // Decode one record into `f` (layout in the NatSpec above); reads past the record's
-            // end only see later calldata or zeros, and the record is rejected unless it ends
-            // inside the buffer and uses known flags.
+            // Decode one record into `f` (layout in the NatSpec above). Reads past the record
+            // only see later calldata or zeros; the record is rejected unless it ends inside the
+            // buffer and uses known flags.
             assembly ("memory-safe") {
                 let q := p
                 let flags := byte(0, calldataload(q))
-                mstore(f, shr(96, calldataload(add(q, 1)))) // payer
+                mstore(add(f, 0x20), shr(96, calldataload(add(q, 1)))) // payer
                 q := add(q, 21)
-                let pa := 0
+                let word := 0
                 if and(flags, 1) {
-                    pa := shr(96, calldataload(q))
+                    word := shr(96, calldataload(q))
                     q := add(q, 20)
                 }
-                mstore(add(f, 0x20), pa) // payerAuthorizer
-                mstore(add(f, 0x40), shr(216, calldataload(q))) // withdrawDelay (uint40)
+                mstore(add(f, 0x40), word) // payerAuthorizer
+                mstore(add(f, 0xc0), shr(216, calldataload(q))) // withdrawDelay (uint40)
                 q := add(q, 5)
-                let salt := 0
+                word := 0
                 if and(flags, 2) {
-                    salt := calldataload(q)
+                    word := calldataload(q)
                     q := add(q, 32)
                 }
-                mstore(add(f, 0x60), salt)
-                mstore(add(f, 0x80), shr(128, calldataload(q))) // maxClaimableAmount
-                mstore(add(f, 0xa0), shr(128, calldataload(add(q, 16)))) // totalClaimed
+                mstore(add(f, 0xe0), word) // salt
+                mstore(add(f, 0x100), shr(128, calldataload(q))) // maxClaimableAmount
+                mstore(add(f, 0x120), shr(128, calldataload(add(q, 16)))) // totalClaimed
                 q := add(q, 32)
-                let sigLen := 64
+                word := 64
                 if and(flags, 4) {
-                    sigLen := shr(240, calldataload(q))
+                    word := shr(240, calldataload(q))
                     q := add(q, 2)
                 }
-                mstore(add(f, 0xc0), q) // sigOffset
-                mstore(add(f, 0xe0), sigLen) // sigLength
-                let next := add(q, sigLen)
-                ok := and(iszero(gt(next, end)), iszero(and(flags, 0xf8)))
-                if ok { p := next }
+                mstore(add(f, 0x140), q) // sigOffset
+                mstore(add(f, 0x160), word) // sigLength
+                q := add(q, word)
+                ok := and(iszero(gt(q, end)), iszero(and(flags, 0xf8)))
+                if ok { p := q }
             }
             if (!ok) revert TollgateChannels__MalformedClaimData(p - base);
             _applyItem(b, f);
         }
-        amount = _finishBatch(b);
+        amount = _finishBatch(b, group);
     }
 
     /// @notice Same as {claim}, submitted by anyone with the receiver side's EIP-712 signature of
@@ -803,8 +800,8 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     {
         uint256 n = items.length;
         if (n == 0) revert TollgateChannels__EmptyBatch();
-        Batch memory b = _newBatch(group, n);
-        ClaimFields memory f;
+        Batch memory b = _newBatch(n);
+        ClaimFields memory f = _newFields(group);
         bytes32[] memory entries;
         if (withEntries) entries = new bytes32[](n);
         for (uint256 i; i < n; ++i) {
@@ -821,55 +818,59 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             bytes32 channelId = _applyItem(b, f);
             if (withEntries) entries[i] = _claimEntryHash(channelId, f.maxClaimableAmount, f.totalClaimed);
         }
-        amount = _finishBatch(b);
+        amount = _finishBatch(b, group);
         if (withEntries) {
             batchHash = keccak256(abi.encode(CLAIM_BATCH_TYPEHASH, keccak256(abi.encodePacked(entries))));
         }
     }
 
-    /// @dev Starts a batch: caches the domain separator and the group, and allocates the event
-    ///      arrays for up to `capacity` applied items.
-    function _newBatch(ClaimGroup calldata group, uint256 capacity) private view returns (Batch memory b) {
+    /// @dev Starts a batch: caches the domain separator and allocates the event buffer for up to
+    ///      `capacity` applied items (48 bytes each, plus 16 bytes of slack for the last write).
+    function _newBatch(uint256 capacity) private view returns (Batch memory b) {
         b.ds = _domainSeparatorV4();
-        b.receiver = group.receiver;
-        b.receiverAuthorizer = group.receiverAuthorizer;
-        b.token = group.token;
-        b.channelIds = new bytes32[](capacity);
-        b.totals = new uint128[](capacity);
+        b.claims = new bytes(capacity * 48 + 16);
     }
 
-    /// @dev Credits the batch sum to the receiver (one SSTORE per batch) and emits `Claimed` with
-    ///      the applied channels.
-    function _finishBatch(Batch memory b) private returns (uint256 amount) {
+    /// @dev The reusable item buffer, with the typehash and the group's fields written once.
+    function _newFields(ClaimGroup calldata group) private pure returns (ClaimFields memory f) {
+        f.typehash = CHANNEL_CONFIG_TYPEHASH;
+        f.receiver = group.receiver;
+        f.receiverAuthorizer = group.receiverAuthorizer;
+        f.token = group.token;
+    }
+
+    /// @dev Credits the batch sum to the receiver (one storage update per batch) and emits
+    ///      `Claimed` with the applied channels.
+    function _finishBatch(Batch memory b, ClaimGroup calldata group) private returns (uint256 amount) {
         amount = b.amount;
+        address receiver = group.receiver;
+        address token = group.token;
         if (amount != 0) {
-            ReceiverTotals storage t = _receivers[b.receiver][b.token];
+            ReceiverTotals storage t = _receivers[receiver][token];
             uint256 claimed = t.claimed + amount;
-            if (claimed > type(uint128).max) revert TollgateChannels__ReceiverTotalOverflow(b.receiver, b.token);
+            if (claimed > type(uint128).max) revert TollgateChannels__ReceiverTotalOverflow(receiver, token);
             // Checked just above.
             t.claimed = uint128(claimed);
         }
-        bytes32[] memory ids = b.channelIds;
-        uint128[] memory totals = b.totals;
-        uint256 applied = b.applied;
-        // Shrink the arrays to the applied items; applied <= capacity, so this only cuts.
+        bytes memory claims = b.claims;
+        uint256 length = b.applied * 48;
+        // Cut the buffer to the applied records; length <= its allocated size.
         assembly ("memory-safe") {
-            mstore(ids, applied)
-            mstore(totals, applied)
+            mstore(claims, length)
         }
-        emit Claimed(b.receiver, b.token, msg.sender, amount, ids, totals);
+        emit Claimed(receiver, token, msg.sender, amount, claims);
     }
 
     /// @dev Applies one claim item and returns its channel id. Skipped items emit `ClaimSkipped`;
     ///      applied ones are appended to the batch. Checks run cheapest first, the signature last.
     ///      Per item: two hashes for the channel id, one SLOAD and one SSTORE of the packed
     ///      channel slot, two hashes for the voucher digest and one ecrecover. This is the
-    ///      gas-critical path (see docs/PERFORMANCE-contracts.md), so the hashing, the checks and
-    ///      the storage update are written in assembly over scratch memory; the free memory
-    ///      pointer is not moved, so memory does not grow with the batch.
-    ///      Memory layouts used below: `b` = Batch {ds, receiver, receiverAuthorizer, token,
-    ///      amount, applied, channelIds, totals}; `f` = ClaimFields {payer, payerAuthorizer,
-    ///      withdrawDelay, salt, maxClaimableAmount, totalClaimed, sigOffset, sigLength}.
+    ///      gas-critical path (docs/PERFORMANCE-contracts.md), so hashing, checks and the storage
+    ///      update are in assembly; scratch memory past the free memory pointer is used without
+    ///      allocating, so memory does not grow with the batch. Offsets into `f` follow the
+    ///      ClaimFields layout (0x100 maxClaimableAmount, 0x120 totalClaimed, 0x140 sigOffset,
+    ///      0x160 sigLength); into `b` the Batch layout (0x00 ds, 0x20 amount, 0x40 applied,
+    ///      0x60 claims).
     function _applyItem(Batch memory b, ClaimFields memory f) private returns (bytes32 channelId) {
         uint256 slot;
         uint256 packed;
@@ -877,21 +878,12 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         uint256 reason;
         bytes32 digest;
         assembly ("memory-safe") {
+            // channelId = keccak256(0x1901 || ds || structHash(ChannelConfig)); f's first eight
+            // words are the ChannelConfig encoding.
             let m := mload(0x40)
-            // channelId = keccak256(0x1901 || ds || keccak256(abi.encode(CHANNEL_CONFIG_TYPEHASH,
-            //   payer, payerAuthorizer, receiver, receiverAuthorizer, token, withdrawDelay, salt)))
-            mstore(m, CHANNEL_CONFIG_TYPEHASH)
-            mstore(add(m, 0x20), mload(f))
-            mstore(add(m, 0x40), mload(add(f, 0x20)))
-            mstore(add(m, 0x60), mload(add(b, 0x20)))
-            mstore(add(m, 0x80), mload(add(b, 0x40)))
-            mstore(add(m, 0xa0), mload(add(b, 0x60)))
-            mstore(add(m, 0xc0), mload(add(f, 0x40)))
-            mstore(add(m, 0xe0), mload(add(f, 0x60)))
-            let structHash := keccak256(m, 0x100)
             mstore(m, shl(240, 0x1901))
             mstore(add(m, 0x02), mload(b))
-            mstore(add(m, 0x22), structHash)
+            mstore(add(m, 0x22), keccak256(f, 0x100))
             channelId := keccak256(m, 0x42)
             // packed = _channels[channelId]: balance in the low 128 bits, totalClaimed high.
             mstore(0x00, channelId)
@@ -899,29 +891,26 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             slot := keccak256(0x00, 0x40)
             packed := sload(slot)
             let bal := and(packed, 0xffffffffffffffffffffffffffffffff)
-            let ceiling := mload(add(f, 0x80))
-            total := mload(add(f, 0xa0))
-            // Cap at the balance, then require an increase over the current claimed total.
-            if gt(total, bal) { total := bal }
-            switch gt(mload(add(f, 0xa0)), ceiling)
+            let ceiling := mload(add(f, 0x100))
+            total := mload(add(f, 0x120))
+            switch gt(total, ceiling)
             case 1 { reason := SKIP_ABOVE_CEILING }
             default {
                 switch iszero(bal)
                 case 1 { reason := SKIP_NO_BALANCE }
                 default {
+                    // Cap at the balance, then require an increase over the claimed total.
+                    if gt(total, bal) { total := bal }
                     if iszero(gt(total, shr(128, packed))) { reason := SKIP_NOT_INCREASING }
                 }
             }
             if iszero(reason) {
                 // digest = keccak256(0x1901 || ds || keccak256(abi.encode(VOUCHER_TYPEHASH,
                 //   channelId, maxClaimableAmount)))
-                mstore(m, VOUCHER_TYPEHASH)
-                mstore(add(m, 0x20), channelId)
-                mstore(add(m, 0x40), ceiling)
-                structHash := keccak256(m, 0x60)
-                mstore(m, shl(240, 0x1901))
-                mstore(add(m, 0x02), mload(b))
-                mstore(add(m, 0x22), structHash)
+                mstore(add(m, 0x42), VOUCHER_TYPEHASH)
+                mstore(add(m, 0x62), channelId)
+                mstore(add(m, 0x82), ceiling)
+                mstore(add(m, 0x22), keccak256(add(m, 0x42), 0x60))
                 digest := keccak256(m, 0x42)
             }
         }
@@ -934,16 +923,17 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         assembly ("memory-safe") {
             // _channels[channelId].totalClaimed = total (balance half unchanged).
             sstore(slot, or(and(packed, 0xffffffffffffffffffffffffffffffff), shl(128, total)))
-            // Append (channelId, total) to the batch arrays and add the delta to the batch sum.
-            // applied < capacity: at most one entry per item and capacity >= items. The delta
-            // total - current is in (0, 2^128) and there is at most one per calldata item, so
+            // Append channelId || uint128(total) to the event buffer (the 16 bytes written past
+            // the record are slack or overwritten by the next record), and add the delta to the
+            // batch sum. applied < capacity: at most one record per item. The delta
+            // total - claimed is in (0, 2^128) and there is at most one per calldata item, so
             // the sum cannot overflow 256 bits.
-            let i := mload(add(b, 0xa0))
-            let idx := add(0x20, shl(5, i))
-            mstore(add(mload(add(b, 0xc0)), idx), channelId)
-            mstore(add(mload(add(b, 0xe0)), idx), total)
-            mstore(add(b, 0xa0), add(i, 1))
-            mstore(add(b, 0x80), add(mload(add(b, 0x80)), sub(total, shr(128, packed))))
+            let i := mload(add(b, 0x40))
+            let at := add(add(mload(add(b, 0x60)), 0x20), mul(i, 48))
+            mstore(at, channelId)
+            mstore(add(at, 0x20), shl(128, total))
+            mstore(add(b, 0x40), add(i, 1))
+            mstore(add(b, 0x20), add(mload(add(b, 0x20)), sub(total, shr(128, packed))))
         }
     }
 
@@ -957,12 +947,12 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         bytes32 s;
         uint8 v;
         assembly ("memory-safe") {
-            signer := mload(add(f, 0x20))
-            if iszero(signer) { signer := mload(f) }
-            let offset := mload(add(f, 0xc0))
+            signer := mload(add(f, 0x40))
+            if iszero(signer) { signer := mload(add(f, 0x20)) }
+            let offset := mload(add(f, 0x140))
             r := calldataload(offset)
             s := calldataload(add(offset, 0x20))
-            switch mload(add(f, 0xe0))
+            switch mload(add(f, 0x160))
             case 64 {
                 // EIP-2098: the top bit of vs is the y parity, the rest is s.
                 v := add(27, shr(255, s))

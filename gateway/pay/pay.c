@@ -14,6 +14,7 @@
 #include "store/store.h"
 #include "tollgate/address.h"
 #include "tollgate/channel.h"
+#include "tollgate/eip712.h"
 #include "tollgate/hex.h"
 #include "tollgate/keccak.h"
 #include "tollgate/u256.h"
@@ -40,7 +41,19 @@ struct tg_pay {
   uint64_t withdraw_delay;
   tg_u256 min_deposit;
   tg_hash channel_domain;
+  tg_pay_exact_backend exact;
+  tg_hash token_domain; /* the asset's EIP-712 domain, for EIP-3009 */
+  /* EIP-3009 authorizations admitted and not yet recorded: (from, nonce) keys. */
+  pthread_mutex_t inflight_mu;
+  struct inflight *inflight[256];
   tg_pay_stats stats;
+};
+
+/* An EIP-3009 authorization between admission and its charge (or release). */
+struct inflight {
+  struct inflight *next;
+  tg_address from;
+  tg_hash nonce;
 };
 
 struct tg_pay_call {
@@ -66,6 +79,10 @@ struct tg_pay_call {
   uint64_t input_tokens, output_tokens;
   tg_buf header;  /* PAYMENT-RESPONSE */
   tg_buf trailer; /* SSE comment for streamed answers */
+  /* exact */
+  tg_x402_exact auth;
+  int auth_held;  /* the (from, nonce) key is in the in-flight set */
+  tg_hash tx_hash;
 };
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -221,6 +238,46 @@ static void refuse(tg_pay *p, const tg_config *cfg, const tg_pay_request *req, i
   tg_buf_cleanup(&f.body);
 }
 
+/* ---- in-flight EIP-3009 authorizations --------------------------------------- */
+
+static unsigned inflight_slot(const tg_hash *nonce) {
+  return nonce->b[0]; /* nonces are random: the first byte spreads them */
+}
+
+/* Takes (from, nonce) for one call; 0 when another call already holds it. */
+static int inflight_take(tg_pay *p, const tg_address *from, const tg_hash *nonce) {
+  unsigned i = inflight_slot(nonce);
+  pthread_mutex_lock(&p->inflight_mu);
+  for (struct inflight *e = p->inflight[i]; e; e = e->next) {
+    if (!memcmp(e->nonce.b, nonce->b, 32) && !memcmp(e->from.b, from->b, 20)) {
+      pthread_mutex_unlock(&p->inflight_mu);
+      return 0;
+    }
+  }
+  struct inflight *e = malloc(sizeof *e);
+  if (!e) abort();
+  e->from = *from;
+  e->nonce = *nonce;
+  e->next = p->inflight[i];
+  p->inflight[i] = e;
+  pthread_mutex_unlock(&p->inflight_mu);
+  return 1;
+}
+
+static void inflight_drop(tg_pay *p, const tg_address *from, const tg_hash *nonce) {
+  unsigned i = inflight_slot(nonce);
+  pthread_mutex_lock(&p->inflight_mu);
+  for (struct inflight **pp = &p->inflight[i]; *pp; pp = &(*pp)->next) {
+    struct inflight *e = *pp;
+    if (!memcmp(e->nonce.b, nonce->b, 32) && !memcmp(e->from.b, from->b, 20)) {
+      *pp = e->next;
+      free(e);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&p->inflight_mu);
+}
+
 /* ---- channel admission ---------------------------------------------------- */
 
 /* Loads a channel the ledger does not know: from the store, else from the chain. */
@@ -371,6 +428,102 @@ fail:
   free(call);
 }
 
+/* Seconds an authorization must stay valid after admission, for its submission. */
+#define EXACT_VALIDITY_MARGIN 6
+
+static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
+                        const tg_x402_payment *pm, const tg_u256 *max, tg_pay_call *call,
+                        tg_pay_admit_cb cb, void *arg) {
+  const tg_x402_exact *a = &pm->u.exact;
+  const char *why = terms_mismatch(p, &pm->accepted, max);
+  int status = 402;
+  if (why) goto refuse;
+  if (tg_u256_cmp(&a->value, max) != 0) {
+    why = "invalid_exact_evm_payload_authorization_value_mismatch";
+    goto refuse;
+  }
+  if (!same_address(&a->to, &p->pay_to)) {
+    why = "invalid_exact_evm_payload_recipient_mismatch";
+    goto refuse;
+  }
+  uint64_t now = (uint64_t)time(NULL);
+  if (a->valid_after > now) {
+    why = "invalid_exact_evm_payload_authorization_valid_after";
+    goto refuse;
+  }
+  if (a->valid_before <= now + EXACT_VALIDITY_MARGIN) {
+    why = "invalid_exact_evm_payload_authorization_valid_before";
+    goto refuse;
+  }
+  if (a->signature.len != 65) {
+    why = "invalid_exact_evm_payload_signature"; /* contract-wallet payers: not supported */
+    goto refuse;
+  }
+  tg_eip3009_authorization ea;
+  ea.from = a->from;
+  ea.to = a->to;
+  ea.value = a->value;
+  tg_u256_from_u64(&ea.valid_after, a->valid_after);
+  tg_u256_from_u64(&ea.valid_before, a->valid_before);
+  ea.nonce = a->nonce;
+  tg_sig sig;
+  memcpy(sig.b, a->signature.b, 65);
+  tg_address signer;
+  if (tg_eip3009_transfer_recover(&signer, &p->token_domain, &ea, &sig) != 0 ||
+      !same_address(&signer, &a->from)) {
+    why = "invalid_exact_evm_payload_signature";
+    goto refuse;
+  }
+  /* Replays: the store remembers every authorization used; the in-flight set covers calls
+   * admitted and not yet recorded. */
+  tg_store_exact prev;
+  int rc = tg_store_exact_get(p->store, &p->asset, &a->nonce, &prev);
+  if (rc == 0 && prev.status != TG_EXACT_FAILED) {
+    why = "invalid_exact_evm_nonce_already_used";
+    status = 409;
+    goto refuse;
+  }
+  if (!inflight_take(p, &a->from, &a->nonce)) {
+    why = "invalid_exact_evm_nonce_already_used";
+    status = 409;
+    goto refuse;
+  }
+  call->auth_held = 1;
+  tg_u256 balance;
+  int used = 0;
+  rc = p->exact.check(p->exact.ctx, &p->asset, &a->from, &a->nonce, &balance, &used);
+  if (rc) {
+    inflight_drop(p, &a->from, &a->nonce);
+    refuse(p, cfg, req, 503, "unexpected_verify_error", NULL, NULL, cb, arg);
+    goto fail;
+  }
+  if (used) {
+    inflight_drop(p, &a->from, &a->nonce);
+    why = "invalid_exact_evm_nonce_already_used";
+    status = 409;
+    goto refuse;
+  }
+  if (tg_u256_cmp(&balance, &a->value) < 0) {
+    inflight_drop(p, &a->from, &a->nonce);
+    why = "insufficient_funds";
+    goto refuse;
+  }
+  call->auth = *a;
+  call->payer = a->from;
+  tg_pay_decision d;
+  memset(&d, 0, sizeof d);
+  d.admitted = 1;
+  d.call = call;
+  stat_add(p, &p->stats.admitted);
+  cb(arg, &d);
+  return;
+refuse:
+  refuse(p, cfg, req, status, why, status == 402 ? max : NULL, NULL, cb, arg);
+fail:
+  tg_config_unref(call->cfg);
+  free(call);
+}
+
 void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
                   const tg_config_price *price, tg_pay_admit_cb cb, void *arg) {
   (void)base;
@@ -420,10 +573,7 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
   if (pm->accepted.scheme == TG_X402_CHANNEL) {
     admit_channel(p, cfg, req, pm, &max, call, cb, arg);
   } else {
-    /* exact (EIP-3009) needs the transaction manager: wired in by the daemon later. */
-    refuse(p, cfg, req, 402, "invalid_scheme", &max, NULL, cb, arg);
-    tg_config_unref(call->cfg);
-    free(call);
+    admit_exact(p, cfg, req, pm, &max, call, cb, arg);
   }
 done:
   sodium_memzero(pm, sizeof *pm);
@@ -434,6 +584,7 @@ done:
 /* ---- completion ----------------------------------------------------------- */
 
 static void call_free(tg_pay_call *c) {
+  if (c->auth_held) inflight_drop(c->pay, &c->auth.from, &c->auth.nonce);
   tg_buf_cleanup(&c->header);
   tg_buf_cleanup(&c->trailer);
   tg_config_unref(c->cfg);
@@ -506,6 +657,101 @@ static int build_response(tg_pay_call *c) {
                        amt, cum);
 }
 
+/* ---- exact completion: submit, then record, then answer ------------------------ */
+
+static void on_exact_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  tg_pay_call *c = arg;
+  tg_pay *p = c->pay;
+  if (err) {
+    /* The transfer is on its way but its record failed: answer with an error so the payer
+     * knows; reconciliation finds the transaction by its hash. */
+    stat_add(p, &p->stats.failed_commits);
+    finish(c, 0, err);
+    return;
+  }
+  pthread_mutex_lock(&p->mu);
+  p->stats.charged_calls++;
+  if (tg_u256_add(&p->stats.charged_exact, &p->stats.charged_exact, &c->plan.price))
+    tg_u256_zero(&p->stats.charged_exact);
+  pthread_mutex_unlock(&p->mu);
+  finish(c, 1, 0);
+}
+
+static void on_exact_submitted(void *arg, int err, const tg_hash *tx) {
+  tg_pay_call *c = arg;
+  tg_pay *p = c->pay;
+  if (err) {
+    finish(c, 0, err); /* nothing moved: the payer keeps the authorization */
+    return;
+  }
+  c->tx_hash = *tx;
+  c->plan.price = c->auth.value;
+  tg_x402_settle_response r;
+  memset(&r, 0, sizeof r);
+  r.success = 1;
+  r.chain_id = p->chain_id;
+  r.has_payer = 1;
+  r.payer = c->auth.from;
+  r.has_transaction = 1;
+  r.transaction = *tx;
+  r.has_charged = 1;
+  r.charged = c->auth.value;
+  int hrc = tg_x402_settle_response_encode(&c->header, &r);
+  tg_store_op ops[3];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  ops[n].kind = TG_STORE_OP_EXACT_PUT;
+  ops[n].u.exact.token = p->asset;
+  ops[n].u.exact.nonce = c->auth.nonce;
+  ops[n].u.exact.payer = c->auth.from;
+  ops[n].u.exact.to = c->auth.to;
+  ops[n].u.exact.amount = c->auth.value;
+  ops[n].u.exact.valid_after = c->auth.valid_after;
+  ops[n].u.exact.valid_before = c->auth.valid_before;
+  ops[n].u.exact.request_id = c->request_id;
+  ops[n].u.exact.status = TG_EXACT_SUBMITTED;
+  ops[n].u.exact.has_tx = 1;
+  ops[n].u.exact.tx_hash = *tx;
+  n++;
+  ops[n].kind = TG_STORE_OP_CHARGE;
+  ops[n].u.charge.request_id = c->request_id;
+  ops[n].u.charge.payer = c->auth.from;
+  ops[n].u.charge.scheme = TG_SCHEME_EXACT;
+  ops[n].u.charge.route = c->route;
+  ops[n].u.charge.model = c->model[0] ? c->model : NULL;
+  ops[n].u.charge.input_tokens = c->input_tokens;
+  ops[n].u.charge.output_tokens = c->output_tokens;
+  ops[n].u.charge.amount = c->auth.value;
+  n++;
+  if (c->payment_id[0]) {
+    ops[n].kind = TG_STORE_OP_PAYID_PUT;
+    ops[n].u.payid.id = c->payment_id;
+    ops[n].u.payid.payer = c->auth.from;
+    ops[n].u.payid.request_hash = c->request_hash;
+    ops[n].u.payid.status = 200;
+    ops[n].u.payid.response_header = hrc == 0 ? (const char *)c->header.data : NULL;
+    ops[n].u.payid.request_id = c->request_id;
+    n++;
+  }
+  int rc = tg_store_submit_evbase(p->store, ops, n, c->base, on_exact_commit, c);
+  if (rc) {
+    stat_add(p, &p->stats.failed_commits);
+    finish(c, 0, rc);
+  }
+}
+
+static void complete_exact(tg_pay *p, tg_pay_call *c, const tg_pay_outcome *o) {
+  if (!o->ok) {
+    /* Charge after success: the authorization is never submitted and stays the payer's. */
+    if (event_base_once(c->base, -1, EV_TIMEOUT, on_release_ev, c, NULL) != 0) finish(c, 0, 0);
+    return;
+  }
+  int rc = p->exact.submit(p->exact.ctx, c->base, &p->asset, &c->auth, on_exact_submitted, c);
+  if (rc) finish(c, 0, rc);
+}
+
 void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
                      const tg_pay_outcome *o, tg_pay_complete_cb cb, void *arg) {
   tg_pay *p = ctx;
@@ -515,6 +761,10 @@ void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
   c->streamed = o->streamed;
   c->input_tokens = o->input_tokens;
   c->output_tokens = o->output_tokens;
+  if (c->scheme == TG_X402_EXACT) {
+    complete_exact(p, c, o);
+    return;
+  }
   if (!o->ok) {
     tg_ledger_release(p->ledger, &c->hold);
     if (event_base_once(base, -1, EV_TIMEOUT, on_release_ev, c, NULL) != 0) finish(c, 0, 0);
@@ -622,7 +872,23 @@ int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
   p->channel_contract = o->channel_contract;
   p->withdraw_delay = o->withdraw_delay;
   p->min_deposit = o->min_deposit;
-  int rc = tg_channel_domain(&p->channel_domain, p->chain_id, &p->channel_contract);
+  p->exact = o->exact;
+  pthread_mutex_init(&p->inflight_mu, NULL);
+  if (o->cfg->scheme_exact && (!o->exact.check || !o->exact.submit)) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "the `exact` scheme needs the transaction manager");
+    tg_pay_free(p);
+    return TG_EINVAL;
+  }
+  tg_eip712_domain td;
+  memset(&td, 0, sizeof td);
+  td.fields = TG_EIP712_DOMAIN_STANDARD;
+  td.name = (tg_str){o->cfg->asset_name ? o->cfg->asset_name : "", o->cfg->asset_name ? strlen(o->cfg->asset_name) : 0};
+  td.version = (tg_str){o->cfg->asset_version ? o->cfg->asset_version : "",
+                        o->cfg->asset_version ? strlen(o->cfg->asset_version) : 0};
+  tg_u256_from_u64(&td.chain_id, o->chain_id);
+  td.verifying_contract = o->asset;
+  int rc = tg_eip712_domain_separator(&p->token_domain, &td);
+  if (!rc) rc = tg_channel_domain(&p->channel_domain, p->chain_id, &p->channel_contract);
   if (!rc) rc = tg_store_channels_list(p->store, NULL, load_one, p);
   if (rc) {
     snprintf(err, TG_CONFIG_ERR_MAX, "loading channels from the store: %s", tg_strerror(rc));
@@ -636,6 +902,14 @@ int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
 void tg_pay_free(tg_pay *p) {
   if (!p) return;
   tg_config_unref(p->cfg);
+  for (int i = 0; i < 256; i++) {
+    while (p->inflight[i]) {
+      struct inflight *e = p->inflight[i];
+      p->inflight[i] = e->next;
+      free(e);
+    }
+  }
+  pthread_mutex_destroy(&p->inflight_mu);
   pthread_mutex_destroy(&p->mu);
   free(p);
 }

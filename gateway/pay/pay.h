@@ -7,6 +7,7 @@
 
 #include "core/config.h"
 #include "tollgate/types.h"
+#include "tollgate/x402.h"
 
 struct event_base;
 struct tg_store;
@@ -110,11 +111,28 @@ typedef struct {
                        tg_u256 *total_claimed, uint64_t *withdraw_requested_at);
 } tg_pay_chain;
 
+/*
+ * The `exact` scheme's chain side, supplied by the daemon (transaction
+ * manager and JSON-RPC). `check` reads the token's authorizationState(from,
+ * nonce) and balanceOf(from) and may block briefly; `submit` signs and sends
+ * transferWithAuthorization and calls `cb` exactly once on `base` with the
+ * transaction hash (after submission or after the receipt, per exact_wait).
+ */
+typedef void (*tg_pay_exact_cb)(void *arg, int err, const tg_hash *tx_hash);
+typedef struct {
+  void *ctx;
+  int (*check)(void *ctx, const tg_address *token, const tg_address *from, const tg_hash *nonce,
+               tg_u256 *balance, int *used);
+  int (*submit)(void *ctx, struct event_base *base, const tg_address *token,
+                const tg_x402_exact *auth, tg_pay_exact_cb cb, void *arg);
+} tg_pay_exact_backend;
+
 typedef struct {
   tg_config *cfg;                /* borrowed (reference taken) */
   struct tg_store *store;        /* borrowed */
   struct tg_ledger *ledger;      /* borrowed */
   tg_pay_chain chain;            /* may have a NULL channel_state: unknown channels refused */
+  tg_pay_exact_backend exact;    /* required when the configuration accepts `exact` */
   uint64_t chain_id;
   tg_address asset;              /* the token (EIP-3009 domain: cfg asset name/version) */
   tg_address pay_to;             /* receiver of exact payments and of channels */

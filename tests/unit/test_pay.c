@@ -3,6 +3,7 @@
 #include <event2/thread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -14,6 +15,7 @@
 #include "tg_test.h"
 #include "tollgate/address.h"
 #include "tollgate/channel.h"
+#include "tollgate/eip712.h"
 #include "tollgate/u256.h"
 #include "tollgate/x402.h"
 
@@ -26,7 +28,7 @@ static const char conf_text[] =
     "price tok token model=* input_per_mtok=1.0 output_per_mtok=2.0 max_per_call=0.5\n"
     "route chat POST /v1/chat/completions upstream=up price=tok\n"
     "route ping GET /v1/ping upstream=up price=call\n"
-    "schemes channel\n"
+    "schemes channel exact\n"
     "chain_id 31337\n"
     "rpc_url http://127.0.0.1:8545\n"
     "asset address=0x5FbDB2315678afecb367f032d93F642f64180aa3 name=\"USD Coin\" version=2 decimals=6\n"
@@ -48,6 +50,8 @@ typedef struct {
   tg_hash domain;
   int chain_calls;
   uint64_t chain_balance;
+  int submits;
+  uint64_t payer_token_balance;
 } fixture;
 
 static fixture F;
@@ -61,6 +65,43 @@ static int fake_chain(void *ctx, const tg_hash *id, tg_u256 *balance, tg_u256 *c
   tg_u256_zero(claimed);
   *withdraw_at = 0;
   return TG_OK;
+}
+
+static int fake_check(void *ctx, const tg_address *token, const tg_address *from,
+                      const tg_hash *nonce, tg_u256 *balance, int *used) {
+  (void)token;
+  (void)from;
+  fixture *f = ctx;
+  tg_u256_from_u64(balance, f->payer_token_balance);
+  *used = nonce->b[31] == 0xee; /* a nonce the chain already saw */
+  return TG_OK;
+}
+
+typedef struct {
+  tg_pay_exact_cb cb;
+  void *arg;
+} pending_submit;
+
+static void fire_submit(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  pending_submit *ps = arg;
+  tg_hash tx;
+  memset(tx.b, 0xab, 32);
+  ps->cb(ps->arg, 0, &tx);
+  free(ps);
+}
+
+static int fake_submit(void *ctx, struct event_base *base, const tg_address *token,
+                       const tg_x402_exact *auth, tg_pay_exact_cb cb, void *arg) {
+  (void)token;
+  (void)auth;
+  fixture *f = ctx;
+  f->submits++;
+  pending_submit *ps = malloc(sizeof *ps);
+  ps->cb = cb;
+  ps->arg = arg;
+  return event_base_once(base, -1, EV_TIMEOUT, fire_submit, ps, NULL) ? TG_EINTERNAL : TG_OK;
 }
 
 static int setup(void) {
@@ -84,6 +125,8 @@ static int setup(void) {
   o.store = F.store;
   o.ledger = F.ledger;
   o.chain = (tg_pay_chain){&F, fake_chain};
+  o.exact = (tg_pay_exact_backend){&F, fake_check, fake_submit};
+  F.payer_token_balance = 10000000;
   o.chain_id = CHAIN;
   o.asset = F.cfg->asset_address;
   o.pay_to = F.cfg->pay_to;
@@ -141,6 +184,46 @@ static char *voucher_header(uint64_t max, uint64_t amount, const tg_seckey *sign
     return NULL;
   memcpy(p.u.channel.voucher_signature.b, s.b, 65);
   p.u.channel.voucher_signature.len = 65;
+  tg_buf b;
+  tg_buf_init(&b, 0);
+  if (tg_x402_payment_encode(&b, &p)) return NULL;
+  return (char *)tg_buf_steal(&b, NULL);
+}
+
+/* A PAYMENT-SIGNATURE for an EIP-3009 authorization of `value` to `to`. */
+static char *exact_header(uint64_t value, const tg_address *to, uint64_t after, uint64_t before,
+                          uint8_t nonce_tag, const tg_seckey *signer) {
+  tg_x402_payment p;
+  memset(&p, 0, sizeof p);
+  p.accepted.scheme = TG_X402_EXACT;
+  p.accepted.chain_id = CHAIN;
+  tg_u256_from_u64(&p.accepted.amount, 1000); /* the terms offered for "ping" */
+  p.accepted.asset = F.cfg->asset_address;
+  p.accepted.pay_to = F.cfg->pay_to;
+  p.accepted.max_timeout_seconds = 60;
+  tg_x402_exact *a = &p.u.exact;
+  if (tg_seckey_address(&a->from, F.payer_key)) return NULL;
+  a->to = *to;
+  tg_u256_from_u64(&a->value, value);
+  a->valid_after = after;
+  a->valid_before = before;
+  memset(a->nonce.b, nonce_tag, 32);
+  tg_eip712_domain td;
+  memset(&td, 0, sizeof td);
+  td.fields = TG_EIP712_DOMAIN_STANDARD;
+  td.name = TG_STR_LIT("USD Coin");
+  td.version = TG_STR_LIT("2");
+  tg_u256_from_u64(&td.chain_id, CHAIN);
+  td.verifying_contract = F.cfg->asset_address;
+  tg_hash dom;
+  if (tg_eip712_domain_separator(&dom, &td)) return NULL;
+  tg_eip3009_authorization ea = {a->from, a->to, a->value, {{0}}, {{0}}, a->nonce};
+  tg_u256_from_u64(&ea.valid_after, after);
+  tg_u256_from_u64(&ea.valid_before, before);
+  tg_sig s;
+  if (tg_eip3009_transfer_sign(&s, signer, &dom, &ea)) return NULL;
+  memcpy(a->signature.b, s.b, 65);
+  a->signature.len = 65;
   tg_buf b;
   tg_buf_init(&b, 0);
   if (tg_x402_payment_encode(&b, &p)) return NULL;
@@ -228,8 +311,10 @@ static void test_unpaid_gets_402(void) {
   CHECK(!r.admitted);
   tg_x402_required_info info;
   CHECK_OK(tg_x402_required_decode(&info, r.required, strlen(r.required)));
-  CHECK_INT(info.n_accepts, 1);
+  CHECK_INT(info.n_accepts, 2);
   CHECK_INT(info.accepts[0].scheme, TG_X402_CHANNEL);
+  CHECK_INT(info.accepts[1].scheme, TG_X402_EXACT);
+  CHECK_STR(info.accepts[1].token_name, "USD Coin");
   uint64_t amt = 0;
   CHECK_OK(tg_u256_to_u64(&info.accepts[0].amount, &amt));
   CHECK_INT(amt, 500000); /* max=0.5 with 6 decimals */
@@ -384,6 +469,88 @@ static void test_many_in_flight(void) {
   free(h);
 }
 
+static void test_exact(void) {
+  uint64_t now = (uint64_t)time(NULL);
+  const tg_address *to = &F.cfg->pay_to;
+  char *h = exact_header(1000, to, now - 10, now + 120, 0x11, F.payer_key);
+  result r, r2;
+  admit(&r, "ping", NULL, h, "x-1");
+  CHECK(r.admitted);
+  admit(&r2, "ping", NULL, h, "x-1b"); /* the same authorization while the first is in flight */
+  CHECK_INT(r2.status, 409);
+  CHECK_STR(r2.reason, "invalid_exact_evm_nonce_already_used");
+  complete(&r, 1, 0, 0, 0);
+  CHECK(r.charged);
+  CHECK_INT(F.submits, 1);
+  tg_x402_settle_response sr;
+  char why[64];
+  CHECK_OK(tg_x402_settle_response_decode(&sr, why, sizeof why, r.response, strlen(r.response)));
+  CHECK(sr.has_transaction && sr.transaction.b[0] == 0xab);
+  tg_store_exact ex;
+  tg_hash nonce;
+  memset(nonce.b, 0x11, 32);
+  CHECK_OK(tg_store_exact_get(F.store, &F.cfg->asset_address, &nonce, &ex));
+  CHECK_INT(ex.status, TG_EXACT_SUBMITTED);
+  CHECK(ex.has_tx && ex.tx_hash.b[31] == 0xab);
+  tg_store_charge ch;
+  CHECK_OK(tg_store_charge_get(F.store, "x-1", &ch));
+  CHECK_INT(ch.scheme, TG_SCHEME_EXACT);
+  /* Replayed after it was used. */
+  admit(&r, "ping", NULL, h, "x-2");
+  CHECK_INT(r.status, 409);
+  free(h);
+
+  /* A failed call submits nothing, and the same authorization works afterwards. */
+  h = exact_header(1000, to, now - 10, now + 120, 0x22, F.payer_key);
+  admit(&r, "ping", NULL, h, "x-3");
+  CHECK(r.admitted);
+  complete(&r, 0, 0, 0, 0);
+  CHECK(!r.charged);
+  CHECK_INT(F.submits, 1);
+  admit(&r, "ping", NULL, h, "x-4");
+  CHECK(r.admitted);
+  complete(&r, 1, 0, 0, 0);
+  CHECK(r.charged);
+  CHECK_INT(F.submits, 2);
+  free(h);
+
+  struct {
+    char *h;
+    int status;
+    const char *reason;
+  } bad[8];
+  tg_address other = *to;
+  other.b[0] ^= 1;
+  tg_seckey *forger = tg_seckey_new();
+  CHECK_OK(tg_seckey_generate(forger));
+  bad[0].h = exact_header(999, to, now - 10, now + 120, 0x31, F.payer_key);
+  bad[0].reason = "invalid_exact_evm_payload_authorization_value_mismatch";
+  bad[1].h = exact_header(1000, &other, now - 10, now + 120, 0x32, F.payer_key);
+  bad[1].reason = "invalid_exact_evm_payload_recipient_mismatch";
+  bad[2].h = exact_header(1000, to, now + 60, now + 120, 0x33, F.payer_key);
+  bad[2].reason = "invalid_exact_evm_payload_authorization_valid_after";
+  bad[3].h = exact_header(1000, to, now - 100, now - 1, 0x34, F.payer_key);
+  bad[3].reason = "invalid_exact_evm_payload_authorization_valid_before";
+  bad[4].h = exact_header(1000, to, now - 10, now + 120, 0x35, forger);
+  bad[4].reason = "invalid_exact_evm_payload_signature";
+  bad[5].h = exact_header(1000, to, now - 10, now + 120, 0xee, F.payer_key);
+  bad[5].reason = "invalid_exact_evm_nonce_already_used";
+  for (int i = 0; i < 6; i++) {
+    admit(&r, "ping", NULL, bad[i].h, "x-bad");
+    CHECK(!r.admitted);
+    CHECKF(strcmp(r.reason, bad[i].reason) == 0, "case %d: %s, want %s", i, r.reason, bad[i].reason);
+    free(bad[i].h);
+  }
+  F.payer_token_balance = 999;
+  h = exact_header(1000, to, now - 10, now + 120, 0x36, F.payer_key);
+  admit(&r, "ping", NULL, h, "x-poor");
+  CHECK_STR(r.reason, "insufficient_funds");
+  free(h);
+  F.payer_token_balance = 10000000;
+  CHECK_INT(F.submits, 2);
+  tg_seckey_free(forger);
+}
+
 int main(void) {
   if (sodium_init() < 0 || evthread_use_pthreads() != 0) return 1;
   if (setup() != 0) {
@@ -396,6 +563,7 @@ int main(void) {
   RUN(test_short_voucher_gets_corrective_402);
   RUN(test_refusals);
   RUN(test_many_in_flight);
+  RUN(test_exact);
   teardown();
   return tgt_done();
 }

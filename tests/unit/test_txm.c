@@ -711,6 +711,54 @@ static void test_anvil_reorg_resubmits(void) {
   tgt_anvil_free(a);
 }
 
+static void test_estimate_and_revert(void) {
+  /* gas_limit 0: estimated with the margin; a call that would revert fails without a nonce. */
+  tgt_anvil *a = tgt_anvil_start(NULL);
+  CHECK(a != NULL);
+  if (!a) return;
+  json_t *r = tgt_rpc(a->url, "anvil_setCode",
+                      "[\"0x1000000000000000000000000000000000000002\",\"0x602a60005260206000fd\"]");
+  json_decref(r);
+  tg_rpc *rpc = rpc_for(a);
+  tg_seckey *key = dev_key(4);
+  tg_txm_opts o;
+  tg_txm_opts_init(&o);
+  o.rpc = rpc;
+  o.key = key;
+  o.poll_ms = 100;
+  tg_txm *m = NULL;
+  CHECK_OK(tg_txm_open(&m, &o));
+  if (!m) return;
+  uint64_t n0 = nonce_of(rpc, 4);
+  tg_txm_request bad = {.has_to = 1, .to = addr_of("0x1000000000000000000000000000000000000002")};
+  tg_txm_request good = {.has_to = 1, .to = sink(11)};
+  tg_u256_from_u64(&good.value, 5);
+  tg_txm_result rb, rg;
+  memset(&rb, 0, sizeof rb);
+  memset(&rg, 0, sizeof rg);
+  CHECK_OK(tg_txm_submit(m, &bad, one_cb, &rb, NULL));
+  CHECK_OK(tg_txm_submit(m, &good, one_cb, &rg, NULL));
+  CHECK_OK(tg_txm_run_until_idle(m, 20000));
+  CHECK_INT(rb.state, TG_TXM_FAILED);
+  CHECK_INT(rb.err, TG_ERPC_REVERTED);
+  CHECK_INT(rb.versions, 0);
+  CHECK_INT(rg.state, TG_TXM_CONFIRMED);
+  CHECK_INT(rg.gas_used, 21000);
+  CHECK_INT(rg.nonce, n0);
+  CHECK_INT(nonce_of(rpc, 4), n0 + 1);
+  /* Signed with 21000 + 20 %. */
+  char hx[80], p[128];
+  for (int i = 0; i < 32; i++) snprintf(hx + 2 * i, 3, "%02x", rg.tx_hash.b[i]);
+  snprintf(p, sizeof p, "[\"0x%s\"]", hx);
+  json_t *tx = tgt_rpc(a->url, "eth_getTransactionByHash", p);
+  CHECK_STR(json_string_value(json_object_get(tx, "gas")), "0x6270");
+  json_decref(tx);
+  tg_txm_free(m);
+  tg_seckey_free(key);
+  tg_rpc_free(rpc);
+  tgt_anvil_free(a);
+}
+
 int main(void) {
   RUN(test_burst_2000);
   RUN(test_under_base_fee_replaced);
@@ -722,5 +770,6 @@ int main(void) {
   RUN(test_nonce_taken_elsewhere);
   RUN(test_refused_fills_nonce);
   RUN(test_fee_ceiling_waits);
+  RUN(test_estimate_and_revert);
   return tgt_done();
 }

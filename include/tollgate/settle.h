@@ -1,0 +1,155 @@
+/* Settlement: batch claims of charged channel totals on TollgateChannels, sweeps, a crash-safe journal, and reconciliation reports. */
+#ifndef TOLLGATE_SETTLE_H
+#define TOLLGATE_SETTLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tollgate/deploy.h"
+#include "tollgate/rpc.h"
+#include "tollgate/secp.h"
+#include "tollgate/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct tg_store;
+
+/*
+ * One settlement run (blocking; see docs/SETTLEMENT.md):
+ *
+ *   1. the transaction manager is opened on its journal and every claim or
+ *      sweep signed by an earlier, interrupted run is finished first;
+ *   2. every channel whose charged total exceeds its mirrored claimed total is
+ *      read back from the chain (getChannelState at the confirmed depth), the
+ *      mirror is synced (CHANNEL_SYNC) and the charges covered by the on-chain
+ *      total are marked settled (CHARGES_SETTLE): this is what makes a restart
+ *      exact, since the contract's claimed totals are cumulative;
+ *   3. the policy picks the channels due; each gets a settlement item
+ *      (planned) with the cumulative amount min(charged, ceiling, balance)
+ *      and the last charge it covers;
+ *   4. items are grouped by (receiver, receiverAuthorizer, token) and sent as
+ *      claimPacked batches sized with eth_estimateGas under the block gas
+ *      limit (halved when one does not fit); each item's step follows its
+ *      transaction (signed, sent, mined, confirmed) or ends skipped (the
+ *      contract's ClaimSkipped reason) or dropped (with why);
+ *   5. after N confirmations the mirror is synced again and charges settled,
+ *      then everything claimed for each (receiver, token) is swept;
+ *   6. the run is closed. A run killed anywhere is resumed by the next one.
+ *
+ * The gateway key must be each group's receiver or receiverAuthorizer; other
+ * channels are dropped with TG_ESETTLE_NOT_RECEIVER as the reason.
+ */
+
+typedef struct {
+  tg_u256 min_amount;      /* a channel whose claimable increase is below this waits */
+  int64_t max_age_ms;      /* ... unless its oldest unclaimed charge is this old (0: no rule) */
+  tg_u256 max_gas_price;   /* 0: none; while the base fee is above it only deadlines go */
+  unsigned confirmations;  /* default 1 */
+  size_t max_batch;        /* items per claim transaction (default 1000) */
+  uint64_t max_batch_gas;  /* 0: 3/4 of the block gas limit */
+  int verify_vouchers;     /* check 65-byte vouchers off-chain first (default 1): a bad one is
+                              dropped without spending gas on it */
+  int no_sweep;            /* leave claimed funds in the contract */
+} tg_settle_policy;
+
+void tg_settle_policy_init(tg_settle_policy *p);
+
+typedef enum {
+  TG_SETTLE_PHASE_RESUME = 0, /* finishing transactions of an interrupted run */
+  TG_SETTLE_PHASE_READ,       /* reading channel states */
+  TG_SETTLE_PHASE_PLAN,
+  TG_SETTLE_PHASE_ESTIMATE,
+  TG_SETTLE_PHASE_CLAIM,      /* waiting for claims to confirm */
+  TG_SETTLE_PHASE_SWEEP,
+  TG_SETTLE_PHASE_DONE
+} tg_settle_phase;
+
+typedef void (*tg_settle_progress_fn)(void *arg, tg_settle_phase phase, size_t done, size_t total);
+
+typedef struct {
+  struct tg_store *store;
+  tg_rpc *rpc;
+  const tg_seckey *key;          /* the gateway's key (receiver or receiver authorizer) */
+  const tg_deployment *deployment;
+  const char *txm_journal;       /* the transaction manager's journal (required unless dry_run) */
+  tg_settle_policy policy;
+  int dry_run;                   /* plan and estimate only: nothing is written or sent */
+  unsigned timeout_ms;           /* the whole run (default 600000) */
+  int64_t now_ms;                /* 0: the clock (tests pass their own) */
+  tg_settle_progress_fn progress;
+  void *progress_arg;
+} tg_settle_opts;
+
+void tg_settle_opts_init(tg_settle_opts *o);
+
+/* One transaction of the run (or of an interrupted one it finished). */
+typedef struct {
+  int is_sweep;
+  size_t items;              /* claims: channels in the batch */
+  tg_address receiver;
+  tg_address token;
+  tg_hash tx_hash;           /* zero in a dry run */
+  uint64_t gas_estimate;
+  uint64_t gas_used;
+  tg_u256 fee;               /* gas_used * effective gas price (dry run: estimate * gas price) */
+  int status;                /* 1 success, 0 reverted, -1 not sent / failed */
+  int resumed;               /* signed by an interrupted run */
+} tg_settle_tx;
+
+/* A channel that was not claimed as planned. */
+typedef struct {
+  tg_hash channel_id;
+  int skip_reason;           /* the contract's SKIP_* code, 0 when dropped before sending */
+  int err;                   /* a tg_err for drops (0 when skipped) */
+  char why[128];
+} tg_settle_problem;
+
+typedef struct {
+  int64_t run_id;            /* 0 in a dry run */
+  int resumed;               /* an open run was resumed */
+  size_t channels_unsettled; /* read from the store */
+  size_t channels_planned;
+  size_t channels_claimed;   /* whose on-chain total rose during the run (resumes included) */
+  size_t channels_waiting;   /* not due under the policy */
+  size_t channels_problem;
+  tg_u256 amount_planned;    /* sum of the planned increases */
+  tg_u256 amount_claimed;    /* sum of the on-chain increases */
+  tg_u256 amount_swept;
+  uint64_t gas_used;
+  uint64_t gas_estimate;
+  tg_u256 fee_paid;
+  tg_u256 gas_price;         /* the price used for dry-run fees */
+  tg_settle_tx *txs;
+  size_t n_txs;
+  tg_settle_problem *problems;
+  size_t n_problems;
+} tg_settle_report;
+
+void tg_settle_report_cleanup(tg_settle_report *r);
+
+/*
+ * Runs one settlement (see above). Returns 0 when every due channel was
+ * claimed or reported as a problem and sweeps are done; an error leaves the
+ * run open for the next call to resume. *out is filled in both cases (clean
+ * it up). Errors: TG_EINVAL, TG_ESETTLE, TG_ETIMEOUT, store, RPC and
+ * transaction-manager errors.
+ */
+TG_WARN_UNUSED_RESULT int tg_settle_run(tg_settle_report *out, const tg_settle_opts *opts);
+
+/* Prints the report as a table (one line per transaction, then the totals). */
+void tg_settle_report_print(FILE *f, const tg_settle_report *r, int dry_run);
+/* Appends it as one JSON object. */
+TG_WARN_UNUSED_RESULT int tg_settle_report_json(tg_buf *out, const tg_settle_report *r,
+                                                int dry_run);
+
+/* The name of a ClaimSkipped reason: "above ceiling", "no balance", "not increasing",
+ * "invalid signature", "unknown". */
+const char *tg_settle_skip_name(int reason);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
