@@ -107,14 +107,20 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         uint128 totalClaimed;
         uint256 sigOffset;
         uint256 sigLength;
+        // Working words of {_applyItem}: the channel's storage slot, its packed value, and the
+        // claimed total capped at the balance.
+        uint256 slot;
+        uint256 packed;
+        uint256 cappedTotal;
     }
 
     /// @dev Per-batch state: domain separator, running sum, and the applied channels as packed
-    ///      `channelId(32) || totalClaimed(16)` records for the `Claimed` event.
+    ///      `channelId(32) || totalClaimed(16)` records for the `Claimed` event; `cursor` is the
+    ///      memory address where the next record goes.
     struct Batch {
         bytes32 ds;
         uint256 amount;
-        uint256 applied;
+        uint256 cursor;
         bytes claims;
     }
 
@@ -439,35 +445,29 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             // only see later calldata or zeros; the record is rejected unless it ends inside the
             // buffer and uses known flags.
             assembly ("memory-safe") {
-                let q := p
-                let flags := byte(0, calldataload(q))
-                mstore(add(f, 0x20), shr(96, calldataload(add(q, 1)))) // payer
-                q := add(q, 21)
-                let word := 0
-                if and(flags, 1) {
-                    word := shr(96, calldataload(q))
-                    q := add(q, 20)
-                }
-                mstore(add(f, 0x40), word) // payerAuthorizer
+                // Branch-free: each optional field is read, then kept or zeroed by its flag bit.
+                let flags := byte(0, calldataload(p))
+                mstore(add(f, 0x20), shr(96, calldataload(add(p, 1)))) // payer
+                let q := add(p, 21)
+                let bit := and(flags, 1)
+                mstore(add(f, 0x40), mul(bit, shr(96, calldataload(q)))) // payerAuthorizer
+                q := add(q, mul(bit, 20))
                 mstore(add(f, 0xc0), shr(216, calldataload(q))) // withdrawDelay (uint40)
                 q := add(q, 5)
-                word := 0
-                if and(flags, 2) {
-                    word := calldataload(q)
-                    q := add(q, 32)
-                }
-                mstore(add(f, 0xe0), word) // salt
+                bit := shr(1, and(flags, 2))
+                mstore(add(f, 0xe0), mul(bit, calldataload(q))) // salt
+                q := add(q, shl(5, bit))
                 mstore(add(f, 0x100), shr(128, calldataload(q))) // maxClaimableAmount
                 mstore(add(f, 0x120), shr(128, calldataload(add(q, 16)))) // totalClaimed
                 q := add(q, 32)
-                word := 64
-                if and(flags, 4) {
-                    word := shr(240, calldataload(q))
-                    q := add(q, 2)
-                }
+                // Signature: 64 bytes, or (flag bit 2) a 2-byte length and that many bytes.
+                bit := shr(2, and(flags, 4))
+                let sigLen := 64
+                if bit { sigLen := shr(240, calldataload(q)) }
+                q := add(q, shl(1, bit))
                 mstore(add(f, 0x140), q) // sigOffset
-                mstore(add(f, 0x160), word) // sigLength
-                q := add(q, word)
+                mstore(add(f, 0x160), sigLen) // sigLength
+                q := add(q, sigLen)
                 ok := and(iszero(gt(q, end)), iszero(and(flags, 0xf8)))
                 if ok { p := q }
             }
@@ -828,7 +828,13 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     ///      `capacity` applied items (48 bytes each, plus 16 bytes of slack for the last write).
     function _newBatch(uint256 capacity) private view returns (Batch memory b) {
         b.ds = _domainSeparatorV4();
-        b.claims = new bytes(capacity * 48 + 16);
+        bytes memory claims = new bytes(capacity * 48 + 16);
+        b.claims = claims;
+        uint256 cursor;
+        assembly ("memory-safe") {
+            cursor := add(claims, 0x20)
+        }
+        b.cursor = cursor;
     }
 
     /// @dev The reusable item buffer, with the typehash and the group's fields written once.
@@ -853,10 +859,10 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             t.claimed = uint128(claimed);
         }
         bytes memory claims = b.claims;
-        uint256 length = b.applied * 48;
-        // Cut the buffer to the applied records; length <= its allocated size.
+        uint256 cursor = b.cursor;
+        // Cut the buffer to the records written; cursor never passes the allocated size.
         assembly ("memory-safe") {
-            mstore(claims, length)
+            mstore(claims, sub(cursor, add(claims, 0x20)))
         }
         emit Claimed(receiver, token, msg.sender, amount, claims);
     }
@@ -864,23 +870,24 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @dev Applies one claim item and returns its channel id. Skipped items emit `ClaimSkipped`;
     ///      applied ones are appended to the batch. Checks run cheapest first, the signature last.
     ///      Per item: two hashes for the channel id, one SLOAD and one SSTORE of the packed
-    ///      channel slot, two hashes for the voucher digest and one ecrecover. This is the
-    ///      gas-critical path (docs/PERFORMANCE-contracts.md), so hashing, checks and the storage
-    ///      update are in assembly; scratch memory past the free memory pointer is used without
-    ///      allocating, so memory does not grow with the batch. Offsets into `f` follow the
-    ///      ClaimFields layout (0x100 maxClaimableAmount, 0x120 totalClaimed, 0x140 sigOffset,
-    ///      0x160 sigLength); into `b` the Batch layout (0x00 ds, 0x20 amount, 0x40 applied,
-    ///      0x60 claims).
+    ///      channel slot, two hashes for the voucher digest and one ecrecover through
+    ///      OpenZeppelin's `ECDSA.tryRecover`. This is the gas-critical path
+    ///      (docs/PERFORMANCE-contracts.md), so everything around `tryRecover` is assembly over
+    ///      scratch memory past the free memory pointer (never allocated, so memory does not grow
+    ///      with the batch). Offsets into `f` follow ClaimFields (0x20 payer, 0x40
+    ///      payerAuthorizer, 0x100 maxClaimableAmount, 0x120 totalClaimed, 0x140 sigOffset, 0x160
+    ///      sigLength); into `b` Batch (0x00 ds, 0x20 amount, 0x40 cursor, 0x60 claims).
     function _applyItem(Batch memory b, ClaimFields memory f) private returns (bytes32 channelId) {
-        uint256 slot;
-        uint256 packed;
-        uint256 total;
         uint256 reason;
         bytes32 digest;
+        address signer;
+        bytes32 r;
+        bytes32 s;
+        uint256 v;
         assembly ("memory-safe") {
+            let m := mload(0x40)
             // channelId = keccak256(0x1901 || ds || structHash(ChannelConfig)); f's first eight
             // words are the ChannelConfig encoding.
-            let m := mload(0x40)
             mstore(m, shl(240, 0x1901))
             mstore(add(m, 0x02), mload(b))
             mstore(add(m, 0x22), keccak256(f, 0x100))
@@ -888,11 +895,11 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             // packed = _channels[channelId]: balance in the low 128 bits, totalClaimed high.
             mstore(0x00, channelId)
             mstore(0x20, _channels.slot)
-            slot := keccak256(0x00, 0x40)
-            packed := sload(slot)
+            let slot := keccak256(0x00, 0x40)
+            let packed := sload(slot)
             let bal := and(packed, 0xffffffffffffffffffffffffffffffff)
             let ceiling := mload(add(f, 0x100))
-            total := mload(add(f, 0x120))
+            let total := mload(add(f, 0x120))
             switch gt(total, ceiling)
             case 1 { reason := SKIP_ABOVE_CEILING }
             default {
@@ -904,6 +911,11 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
                     if iszero(gt(total, shr(128, packed))) { reason := SKIP_NOT_INCREASING }
                 }
             }
+            // Keep what the second half needs in f (0x180 slot, 0x1a0 packed, 0x1c0 capped
+            // total): scratch memory does not survive the Solidity code in between.
+            mstore(add(f, 0x180), slot)
+            mstore(add(f, 0x1a0), packed)
+            mstore(add(f, 0x1c0), total)
             if iszero(reason) {
                 // digest = keccak256(0x1901 || ds || keccak256(abi.encode(VOUCHER_TYPEHASH,
                 //   channelId, maxClaimableAmount)))
@@ -912,58 +924,53 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
                 mstore(add(m, 0x82), ceiling)
                 mstore(add(m, 0x22), keccak256(add(m, 0x42), 0x60))
                 digest := keccak256(m, 0x42)
+                // Voucher signer: the payer authorizer, or the payer when none is set.
+                signer := mload(add(f, 0x40))
+                if iszero(signer) { signer := mload(add(f, 0x20)) }
+                // 64-byte EIP-2098 r || vs or 65-byte r || s || v; v stays 0 otherwise.
+                let offset := mload(add(f, 0x140))
+                r := calldataload(offset)
+                s := calldataload(add(offset, 0x20))
+                switch mload(add(f, 0x160))
+                case 64 {
+                    v := add(27, shr(255, s))
+                    s := and(s, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
+                }
+                case 65 { v := byte(0, calldataload(add(offset, 0x40))) }
             }
         }
-        if (reason == 0 && !_isVoucherSignature(digest, f)) reason = SKIP_INVALID_SIGNATURE;
+        if (reason == 0) {
+            // OpenZeppelin's tryRecover rejects high-S and v outside {27, 28} and returns
+            // address(0) with its error; the signer is never address(0) here (a channel with a
+            // balance has a non-zero payer), so comparing the address is enough.
+            address recovered;
+            if (v != 0) (recovered,,) = ECDSA.tryRecover(digest, uint8(v), r, s);
+            if (recovered != signer && !_isContractSignature(signer, digest, f)) reason = SKIP_INVALID_SIGNATURE;
+        }
         if (reason != 0) {
-            // Both amounts are uint128 values (a uint128 field, the high half of a slot).
-            emit ClaimSkipped(channelId, uint8(reason), f.totalClaimed, uint128(packed >> 128));
+            _skip(channelId, reason, f);
             return channelId;
         }
         assembly ("memory-safe") {
+            let packed := mload(add(f, 0x1a0))
+            let total := mload(add(f, 0x1c0))
             // _channels[channelId].totalClaimed = total (balance half unchanged).
-            sstore(slot, or(and(packed, 0xffffffffffffffffffffffffffffffff), shl(128, total)))
-            // Append channelId || uint128(total) to the event buffer (the 16 bytes written past
-            // the record are slack or overwritten by the next record), and add the delta to the
-            // batch sum. applied < capacity: at most one record per item. The delta
-            // total - claimed is in (0, 2^128) and there is at most one per calldata item, so
-            // the sum cannot overflow 256 bits.
-            let i := mload(add(b, 0x40))
-            let at := add(add(mload(add(b, 0x60)), 0x20), mul(i, 48))
+            sstore(mload(add(f, 0x180)), or(and(packed, 0xffffffffffffffffffffffffffffffff), shl(128, total)))
+            // Append channelId || uint128(total) at the cursor (the 16 bytes written past the
+            // record are slack or overwritten by the next record); at most one record per item
+            // fits the buffer. Add the delta to the batch sum: total - claimed is in (0, 2^128)
+            // and there is at most one per calldata item, so the sum cannot overflow.
+            let at := mload(add(b, 0x40))
             mstore(at, channelId)
             mstore(add(at, 0x20), shl(128, total))
-            mstore(add(b, 0x40), add(i, 1))
+            mstore(add(b, 0x40), add(at, 48))
             mstore(add(b, 0x20), add(mload(add(b, 0x20)), sub(total, shr(128, packed))))
         }
     }
 
-    /// @dev Whether `digest` is signed by the item's voucher signer (the payer authorizer, or the
-    ///      payer when none is set). 64-byte EIP-2098 and 65-byte signatures go straight to
-    ///      OpenZeppelin's `ECDSA.tryRecover` (rejects high-S and v outside {27, 28}); ERC-1271
-    ///      is only tried when the signer has code.
-    function _isVoucherSignature(bytes32 digest, ClaimFields memory f) private view returns (bool) {
-        address signer;
-        bytes32 r;
-        bytes32 s;
-        uint8 v;
-        assembly ("memory-safe") {
-            signer := mload(add(f, 0x40))
-            if iszero(signer) { signer := mload(add(f, 0x20)) }
-            let offset := mload(add(f, 0x140))
-            r := calldataload(offset)
-            s := calldataload(add(offset, 0x20))
-            switch mload(add(f, 0x160))
-            case 64 {
-                // EIP-2098: the top bit of vs is the y parity, the rest is s.
-                v := add(27, shr(255, s))
-                s := and(s, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
-            }
-            case 65 { v := byte(0, calldataload(add(offset, 0x40))) }
-        }
-        if (v != 0) {
-            (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, v, r, s);
-            if (err == ECDSA.RecoverError.NoError && recovered == signer) return true;
-        }
+    /// @dev ERC-1271 fallback for a voucher that ECDSA did not verify: only when the signer has
+    ///      code (a contract wallet or an EIP-7702 account).
+    function _isContractSignature(address signer, bytes32 digest, ClaimFields memory f) private view returns (bool) {
         if (signer.code.length == 0) return false;
         bytes calldata sig;
         uint256 offset = f.sigOffset;
@@ -973,6 +980,13 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             sig.length := length
         }
         return SignatureChecker.isValidERC1271SignatureNow(signer, digest, sig);
+    }
+
+    /// @dev Emits `ClaimSkipped` for an item (the current total is re-read: the skip path is
+    ///      rare and off the gas-critical path).
+    function _skip(bytes32 channelId, uint256 reason, ClaimFields memory f) private {
+        // reason is one of the SKIP_* constants (1..4).
+        emit ClaimSkipped(channelId, uint8(reason), f.totalClaimed, _channels[channelId].totalClaimed);
     }
 
     /// @dev Calldata position of a `bytes calldata` value.

@@ -39,7 +39,7 @@ typedef struct {
   unsigned first_priced_line;
   const char *first_priced_route;
   unsigned seen_workers, seen_asset, seen_store, seen_keystore, seen_pay_to, seen_chain_id,
-      seen_schemes, seen_settle, seen_admin, seen_exact_wait, seen_log_format, seen_access_log,
+      seen_schemes, seen_settle, seen_channel, seen_admin, seen_exact_wait, seen_log_format, seen_access_log,
       seen_public_url, seen_deployment;
 } parser_t;
 
@@ -775,6 +775,23 @@ static int d_settle(parser_t *p, line_t *l) {
   return 0;
 }
 
+static int d_channel(parser_t *p, line_t *l) {
+  int rc = once(p, l, &p->seen_channel);
+  if (rc || (rc = want_pos(p, l, 0, 0, "withdraw_delay=DURATION min_deposit=AMOUNT"))) return rc;
+  tg_config *c = p->cfg;
+  const char *v;
+  if ((v = kv(l, "withdraw_delay"))) {
+    uint32_t ms = 0;
+    if ((rc = val_duration(p, l, "withdraw_delay", v, &ms, 30ull * 86400000))) return rc;
+    if (ms < 900000)
+      return fail(p, l, TG_ECONFIG_VALUE, "withdraw_delay", "must be at least 15m (the contract's minimum)");
+    c->channel_withdraw_delay_s = ms / 1000;
+  }
+  if ((v = kv(l, "min_deposit")) && (rc = val_amount(p, l, "min_deposit", v, &c->channel_min_deposit)))
+    return rc;
+  return 0;
+}
+
 static int d_log_format(parser_t *p, line_t *l) {
   int rc = once(p, l, &p->seen_log_format);
   if (rc || (rc = want_pos(p, l, 1, 1, "json|text"))) return rc;
@@ -834,6 +851,7 @@ static int dispatch(parser_t *p, line_t *l) {
   if (strcmp(d, "store") == 0) return d_store(p, l);
   if (strcmp(d, "credit") == 0) return d_credit(p, l);
   if (strcmp(d, "settle") == 0) return d_settle(p, l);
+  if (strcmp(d, "channel") == 0) return d_channel(p, l);
   if (strcmp(d, "log_format") == 0) return d_log_format(p, l);
   if (strcmp(d, "access_log") == 0) return d_access_log(p, l);
   return fail(p, l, TG_ECONFIG_KEY, NULL, "unknown directive (see docs/tollgated.conf.sample)");
@@ -854,6 +872,7 @@ static void defaults(tg_config *c) {
   c->exact_wait = TG_EXACT_WAIT_SUBMISSION;
   c->exact_validity_s = 60;
   c->settle_interval_s = 3600;
+  c->channel_withdraw_delay_s = 86400;
   c->settle_max_age_s = 86400;
   c->log_format = TG_LOG_JSON;
   c->access_log = xstrdup("-");

@@ -149,6 +149,10 @@ typedef struct tg_config {
   uint32_t settle_max_age_s;
   tg_u256 settle_max_gas_price_wei;   /* 0: no ceiling */
 
+  /* channels */
+  uint32_t channel_withdraw_delay_s;  /* withdrawDelay offered to payers (default 1 day) */
+  tg_u256 channel_min_deposit;        /* extra.minDeposit offered (0: none) */
+
   /* logs */
   int log_format;
   char *access_log;       /* "-" for stderr, a path, or NULL (off) */

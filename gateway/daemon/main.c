@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "daemon/payments.h"
 #include "daemon/testhooks.h"
 #include "http/server.h"
 
@@ -20,6 +21,20 @@ static void usage(FILE *f) {
           "  --check-config [FILE] validate the configuration, print OK or the error, exit 0/1\n"
           "  --version             print the version\n"
           "Signals: SIGTERM/SIGINT drain and stop (a second one forces), SIGHUP reloads.\n");
+}
+
+static tg_payments payments;
+
+static int priced(const tg_config *cfg) {
+  for (size_t i = 0; i < cfg->n_routes; i++)
+    if (cfg->routes[i].price >= 0) return 1;
+  return 0;
+}
+
+/* New prices and credit limits apply to new calls; calls in flight keep their own. */
+static void on_reload(void *arg, tg_config *cfg) {
+  tg_payments *p = arg;
+  if (p->pay) tg_pay_set_config(p->pay, cfg);
 }
 
 int main(int argc, char **argv) {
@@ -75,16 +90,16 @@ int main(int argc, char **argv) {
     }
     tg_log("WARNING: TG_TEST_PAYHOOKS is set: payments are simulated (test double), log %s", th);
     hooks = &test_hooks;
-  } else {
-    /* The payment layer (gateway/pay) plugs in here once it lands. */
-    for (size_t i = 0; i < cfg->n_routes; i++)
-      if (cfg->routes[i].price >= 0) {
-        tg_log("payments not configured yet: priced routes such as \"%s\" answer 503",
-               cfg->routes[i].name);
-        break;
-      }
+  } else if (priced(cfg)) {
+    rc = tg_payments_start(&payments, err, cfg);
+    if (rc) {
+      fprintf(stderr, "tollgated: payments: %s\n", err);
+      tg_config_unref(cfg);
+      return 1;
+    }
+    hooks = &payments.hooks;
   }
-  tg_server_opts opts = {.cfg = cfg, .hooks = hooks};
+  tg_server_opts opts = {.cfg = cfg, .hooks = hooks, .on_reload = on_reload, .on_reload_arg = &payments};
   tg_server *s;
   rc = tg_server_new(&s, err, &opts);
   tg_config_unref(cfg);
@@ -95,6 +110,7 @@ int main(int argc, char **argv) {
   rc = tg_server_run(s);
   if (rc) _exit(1); /* forced: calls were abandoned, don't wait on them */
   tg_server_free(s);
+  tg_payments_stop(&payments);
   tg_testhooks_cleanup(&test_hooks);
   curl_global_cleanup();
   return 0;

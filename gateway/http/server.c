@@ -296,6 +296,12 @@ static void on_request(struct evhttp_request *req, void *arg) {
     simple_done(w, method, id, path, NULL, 431, "headers too large", &t0);
     return;
   }
+  if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > cfg->max_body_bytes) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    tg_http_send_error(req, 413, tg_strerror(TG_EBODY_TOO_BIG), id);
+    simple_done(w, method, id, path, NULL, 413, "body too large", &t0);
+    return;
+  }
   if (strcmp(path, "/healthz") == 0) {
     if (w->draining)
       reply_text(req, 503, "application/json", "{\"status\":\"draining\"}\n", 21);
@@ -387,7 +393,7 @@ static void *worker_main(void *arg) {
 
 /* ---------------------------------------------------------------- setup */
 
-static int listen_socket(int *out, char *err, const tg_config_listen *l) {
+static int listen_socket(int *out, char *err, const tg_config_listen *l, int probe) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
   struct addrinfo *ai = NULL;
@@ -398,8 +404,27 @@ static int listen_socket(int *out, char *err, const tg_config_listen *l) {
     snprintf(err, TG_CONFIG_ERR_MAX, "listen %s:%u: %s", l->host, (unsigned)l->port, gai_strerror(g));
     return TG_ELISTEN;
   }
-  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int one = 1;
+  int fd, one = 1;
+  if (probe) {
+    /*
+     * SO_REUSEPORT would let this daemon share a port with another one already listening
+     * there (same user), silently splitting its traffic: a plain bind first proves the port free.
+     */
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+      snprintf(err, TG_CONFIG_ERR_MAX, "listen %s:%u: %s", l->host, (unsigned)l->port,
+               strerror(errno));
+      if (fd >= 0) close(fd);
+      freeaddrinfo(ai);
+      return TG_ELISTEN;
+    }
+    close(fd);
+  }
+  fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd >= 0) {
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
@@ -442,7 +467,8 @@ static void setup_http(tg_worker *w) {
   evhttp_set_gencb(w->http, on_request, w);
   /* evhttp's own cap stays above ours so that our check answers 431; past it evhttp answers 413. */
   evhttp_set_max_headers_size(w->http, (ev_ssize_t)(c->max_header_bytes * 4 + 65536));
-  evhttp_set_max_body_size(w->http, (ev_ssize_t)c->max_body_bytes);
+  /* Likewise for bodies: ours answers a JSON 413; evhttp's (HTML) only past twice the limit. */
+  evhttp_set_max_body_size(w->http, (ev_ssize_t)(c->max_body_bytes * 2 + 65536));
   struct timeval tv = {c->client_timeout_ms / 1000, (c->client_timeout_ms % 1000) * 1000};
   evhttp_set_timeout_tv(w->http, &tv);
   evhttp_set_default_content_type(w->http, NULL);
@@ -499,7 +525,7 @@ int tg_server_new(tg_server **out, char *err, const tg_server_opts *opts) {
   if (s->fds == NULL) abort();
   for (size_t i = 0; i < s->n_fds; i++) s->fds[i] = -1;
   for (size_t i = 0; i < s->n_fds; i++) {
-    if ((rc = listen_socket(&s->fds[i], err, &cfg->listen[i % cfg->n_listen]))) {
+    if ((rc = listen_socket(&s->fds[i], err, &cfg->listen[i % cfg->n_listen], i < cfg->n_listen))) {
       tg_server_free(s);
       return rc;
     }

@@ -198,10 +198,15 @@ static void ep_ok(tg_rpc *rpc, int i) {
 static int submit(tg_rpc *rpc, tg_rpc_batch *b);
 static void probe_cb(void *arg, const tg_rpc_reply *r);
 
-/* Starts a chain id probe of an endpoint that has not been verified yet. */
+/*
+ * Starts an eth_chainId probe of an endpoint that has not been verified yet,
+ * or that failed and whose down period is over while others are healthy: the
+ * probe, not a caller's request, finds out whether it is back.
+ */
 static void maybe_probe(tg_rpc *rpc, int i) {
   endpoint *e = &rpc->ep[i];
-  if (e->probing || e->disabled || e->verified || rpc->closing) return;
+  if (e->probing || e->disabled || rpc->closing) return;
+  if (e->verified && e->fails == 0) return;
   if (e->down_until > now_ms()) return;
   tg_rpc_batch *b = tg_rpc_batch_new();
   if (tg_rpc_batch_add(b, "eth_chainId", NULL) < 0) abort();
@@ -210,6 +215,7 @@ static void maybe_probe(tg_rpc *rpc, int i) {
   b->pinned = i;
   b->cb1 = probe_cb;
   b->arg = rpc;
+  b->timeout_ms = rpc->opts.connect_timeout_ms;
   e->probing = 1;
   if (submit(rpc, b) != 0) {
     e->probing = 0;
@@ -243,8 +249,10 @@ static void probe_cb(void *arg, const tg_rpc_reply *r) {
  */
 static int select_ep(tg_rpc *rpc, int *ready) {
   uint64_t now = now_ms();
-  int best = -1;
+  int best = -1, healthy = 0;
   *ready = 0;
+  for (size_t i = 0; i < rpc->n_ep; i++)
+    healthy += rpc->ep[i].verified && !rpc->ep[i].disabled && rpc->ep[i].fails == 0;
   for (size_t i = 0; i < rpc->n_ep; i++) {
     endpoint *e = &rpc->ep[i];
     if (e->disabled) continue;
@@ -253,6 +261,10 @@ static int select_ep(tg_rpc *rpc, int *ready) {
       continue;
     }
     if (e->down_until <= now) {
+      if (e->fails && healthy) {
+        maybe_probe(rpc, (int)i); /* recovering: back once a probe answers */
+        continue;
+      }
       *ready = 1;
       return (int)i;
     }

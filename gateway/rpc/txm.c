@@ -1,8 +1,11 @@
 /* The transaction manager: local nonces, EIP-1559 fees and bumps, receipts and reorgs, and its SQLite journal. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <sqlite3.h>
@@ -53,7 +56,14 @@ static const char SCHEMA[] =
     " max_fee BLOB NOT NULL,"
     " priority_fee BLOB NOT NULL,"
     " created_ms INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS txm_attempt_tx ON txm_attempt (tx_id);";
+    "CREATE INDEX IF NOT EXISTS txm_attempt_tx ON txm_attempt (tx_id);"
+    /* One live manager per account and journal (the store layer will use advisory locks). */
+    "CREATE TABLE IF NOT EXISTS txm_owner ("
+    " chain_id INTEGER NOT NULL,"
+    " sender BLOB NOT NULL,"
+    " pid INTEGER NOT NULL,"
+    " started_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (chain_id, sender));";
 
 typedef struct txm_tx {
   uint64_t id;
@@ -93,6 +103,9 @@ typedef struct txm_tx {
   int resumed;
   tg_txm_cb cb;
   void *arg;
+  tg_txm_cb on_accepted;
+  void *accepted_arg;
+  int accepted;
 } txm_tx;
 
 /* An outstanding RPC call; `m` is cleared when the manager goes away first. */
@@ -120,6 +133,9 @@ struct tg_txm {
   sqlite3_stmt *st_insert_tx, *st_insert_attempt, *st_update_tx, *st_get;
   tx_vec txs;     /* not final (and final ones with sends in flight) */
   tx_vec signq;   /* to sign on the next flush */
+  tx_vec sendq;   /* signed, waiting for a send slot (sendq_head: the next one) */
+  size_t sendq_head;
+  unsigned send_batches; /* send batches in flight */
   uint64_t next_nonce;
   uint64_t next_id;
   tg_u256 base_next, prio_est;
@@ -130,6 +146,7 @@ struct tg_txm {
   tg_txm_stats st;
   int closing;
   int flush_scheduled;
+  int owner; /* holds the txm_owner claim */
 };
 
 static uint64_t now_ms(void) {
@@ -496,6 +513,20 @@ static void start_cancel(tg_txm *m, txm_tx *t, int err) {
   enqueue_sign(m, t);
 }
 
+/* The node has the transaction (it said so, or it mined it before we heard back). */
+static void mark_accepted(tg_txm *m, txm_tx *t) {
+  if (t->accepted) return;
+  t->accepted = 1;
+  m->st.accepted++;
+  if (t->on_accepted) {
+    tg_txm_cb cb = t->on_accepted;
+    t->on_accepted = NULL;
+    tg_txm_result res;
+    fill_result(t, &res);
+    cb(t->accepted_arg, &res);
+  }
+}
+
 /* What the node said to one eth_sendRawTransaction. */
 static void send_result(tg_txm *m, txm_tx *t, const tg_rpc_reply *r) {
   t->sending--;
@@ -506,7 +537,7 @@ static void send_result(tg_txm *m, txm_tx *t, const tg_rpc_reply *r) {
     if (t->state == TG_TXM_SIGNED) {
       t->state = TG_TXM_SENT;
       t->dirty = 1;
-      m->st.accepted++;
+      mark_accepted(m, t);
     }
     break;
   case TG_ERPC_NONCE_LOW:
@@ -541,6 +572,8 @@ static void send_cb(void *arg, const tg_rpc_reply *r) {
   if (m) send_result(m, t, r);
 }
 
+static void pump_sends(tg_txm *m);
+
 static void send_batch_cb(void *arg, tg_rpc_batch *b, int err) {
   (void)err; /* a failed exchange gives every item that error */
   txm_call *c = arg;
@@ -548,27 +581,37 @@ static void send_batch_cb(void *arg, tg_rpc_batch *b, int err) {
   size_t n = c->n_items;
   c->item_tx = NULL;
   tg_txm *m = call_end(c);
-  for (size_t i = 0; m && i < n; i++) send_result(m, items[i], tg_rpc_batch_reply(b, i));
+  if (m) {
+    m->send_batches--;
+    for (size_t i = 0; i < n; i++) send_result(m, items[i], tg_rpc_batch_reply(b, i));
+  }
   free(items);
   tg_rpc_batch_free(b);
+  if (m) pump_sends(m);
 }
 
-/* Sends many in JSON-RPC batches (fewer HTTP exchanges than one call each). */
+/*
+ * Sends go out in JSON-RPC batches, SEND_WINDOW batches at a time: a node
+ * takes transactions fastest one batch after another (anvil slows down
+ * several-fold when many batches compete), and fewer HTTP exchanges than
+ * one call each. A queued transaction counts as sending, so it stays alive.
+ */
 #define SEND_BATCH 100
-static void send_many(tg_txm *m, txm_tx **v, size_t n) {
-  for (size_t i = 0; i < n && !m->closing;) {
-    size_t k = n - i < SEND_BATCH ? n - i : SEND_BATCH;
-    if (k == 1) {
-      send_raw(m, v[i++]);
-      continue;
-    }
+#define SEND_WINDOW 1
+
+static void pump_sends(tg_txm *m) {
+  while (!m->closing && m->send_batches < SEND_WINDOW && m->sendq_head < m->sendq.n) {
+    size_t avail = m->sendq.n - m->sendq_head;
+    size_t k = avail < SEND_BATCH ? avail : SEND_BATCH;
+    txm_tx **v = &m->sendq.v[m->sendq_head];
+    m->sendq_head += k;
     tg_rpc_batch *b = tg_rpc_batch_new();
     txm_call *c = call_new(m);
     c->item_tx = calloc(k, sizeof *c->item_tx);
     if (!c->item_tx) abort();
     uint64_t now = now_ms();
     for (size_t j = 0; j < k; j++) {
-      txm_tx *t = v[i + j];
+      txm_tx *t = v[j];
       json_t *p = json_array();
       if (!p || json_array_append_new(p, tg_rpc_json_bytes(t->raw, t->raw_len))) abort();
       if (tg_rpc_batch_add(b, "eth_sendRawTransaction", p) < 0) abort();
@@ -576,14 +619,26 @@ static void send_many(tg_txm *m, txm_tx **v, size_t n) {
       t->last_send_ms = now;
     }
     if (tg_rpc_batch_send(m->rpc, b, send_batch_cb, c) != 0) {
-      for (size_t j = 0; j < k; j++) v[i + j]->last_send_ms = 0;
+      for (size_t j = 0; j < k; j++) {
+        v[j]->last_send_ms = 0;
+        v[j]->sending--;
+      }
       call_end(c);
       tg_rpc_batch_free(b);
-    } else {
-      for (size_t j = 0; j < k; j++) v[i + j]->sending++;
+      break;
     }
-    i += k;
+    m->send_batches++;
   }
+  if (m->sendq_head == m->sendq.n) m->sendq.n = m->sendq_head = 0;
+}
+
+static void send_many(tg_txm *m, txm_tx **v, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    v[i]->sending++;
+    v[i]->last_send_ms = now_ms();
+    vec_push(&m->sendq, v[i]);
+  }
+  pump_sends(m);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg) {
@@ -774,6 +829,7 @@ static void receipts_cb(void *arg, tg_rpc_batch *b, int err) {
     t->egp = rc.effective_gas_price;
     t->state = TG_TXM_MINED;
     t->dirty = 1;
+    mark_accepted(m, t);
     tg_eth_receipt_cleanup(&rc);
   }
   free(items);
@@ -998,6 +1054,8 @@ int tg_txm_submit(tg_txm *m, const tg_txm_request *req, tg_txm_cb cb, void *arg,
   }
   t->cb = cb;
   t->arg = arg;
+  t->on_accepted = req->on_accepted;
+  t->accepted_arg = req->accepted_arg;
   vec_push(&m->txs, t);
   if (t->gas_limit == 0)
     start_estimate(m, t);
@@ -1041,6 +1099,62 @@ int tg_txm_run_until_idle(tg_txm *m, unsigned timeout_ms) {
     if (event_base_loop(m->base, EVLOOP_ONCE) < 0) return TG_EINTERNAL;
   }
   return 0;
+}
+
+/*
+ * Claims the account in this journal: TG_EBUSY while another live process
+ * holds it (a crashed owner's claim is taken over).
+ */
+static int claim_owner(tg_txm *m) {
+  if (strcmp(m->o.journal_path, ":memory:") == 0) return 0;
+  if (db_begin(m)) return TG_ETXM_JOURNAL;
+  sqlite3_stmt *s;
+  int rc = 0;
+  if (sqlite3_prepare_v2(m->db, "SELECT pid FROM txm_owner WHERE chain_id=? AND sender=?", -1, &s,
+                         NULL) != SQLITE_OK) {
+    db_exec(m, "ROLLBACK");
+    return TG_ETXM_JOURNAL;
+  }
+  sqlite3_bind_int64(s, 1, (sqlite3_int64)m->chain_id);
+  sqlite3_bind_blob(s, 2, m->from.b, 20, SQLITE_STATIC);
+  if (sqlite3_step(s) == SQLITE_ROW) {
+    pid_t pid = (pid_t)sqlite3_column_int64(s, 0);
+    if (pid > 0 && pid != getpid() && (kill(pid, 0) == 0 || errno == EPERM)) rc = TG_EBUSY;
+  }
+  sqlite3_finalize(s);
+  if (!rc) {
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT OR REPLACE INTO txm_owner (chain_id, sender, pid, started_ms)"
+             " VALUES (%lld, ?, %lld, %lld)",
+             (long long)m->chain_id, (long long)getpid(), (long long)wall_ms());
+    if (sqlite3_prepare_v2(m->db, sql, -1, &s, NULL) != SQLITE_OK) {
+      rc = TG_ETXM_JOURNAL;
+    } else {
+      sqlite3_bind_blob(s, 1, m->from.b, 20, SQLITE_STATIC);
+      rc = db_step_done(s);
+      sqlite3_finalize(s);
+    }
+  }
+  if (rc) {
+    db_exec(m, "ROLLBACK");
+    return rc;
+  }
+  return db_commit(m);
+}
+
+/* Gives the claim up (a clean stop). */
+static void release_owner(tg_txm *m) {
+  if (!m->db || !m->owner) return;
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(m->db, "DELETE FROM txm_owner WHERE chain_id=? AND sender=? AND pid=?",
+                         -1, &s, NULL) != SQLITE_OK)
+    return;
+  sqlite3_bind_int64(s, 1, (sqlite3_int64)m->chain_id);
+  sqlite3_bind_blob(s, 2, m->from.b, 20, SQLITE_STATIC);
+  sqlite3_bind_int64(s, 3, (sqlite3_int64)getpid());
+  (void)db_step_done(s);
+  sqlite3_finalize(s);
 }
 
 /* Loads the unfinished transactions of this account from the journal. */
@@ -1191,6 +1305,8 @@ int tg_txm_open(tg_txm **out, const tg_txm_opts *opts) {
   m->next_id = 1;
   int rc = tg_seckey_address(&m->from, opts->key);
   if (!rc) rc = open_db(m);
+  if (!rc) rc = claim_owner(m);
+  if (!rc) m->owner = 1;
   if (!rc) rc = load_journal(m);
   /* Blocking start: the account's nonce and the chain's fees. */
   uint64_t pending = 0;
@@ -1241,10 +1357,12 @@ void tg_txm_free(tg_txm *m) {
   }
   free(m->txs.v);
   free(m->signq.v);
+  free(m->sendq.v);
   sqlite3_finalize(m->st_insert_tx);
   sqlite3_finalize(m->st_insert_attempt);
   sqlite3_finalize(m->st_update_tx);
   sqlite3_finalize(m->st_get);
+  release_owner(m);
   if (m->db) sqlite3_close(m->db);
   free(m);
 }

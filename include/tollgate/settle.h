@@ -149,6 +149,52 @@ TG_WARN_UNUSED_RESULT int tg_settle_report_json(tg_buf *out, const tg_settle_rep
  * "invalid signature", "unknown". */
 const char *tg_settle_skip_name(int reason);
 
+/* ------------------------------------------------------------ reconciliation */
+
+/* One channel: what the gateway charged against what the chain says was claimed. */
+typedef struct {
+  tg_hash id;
+  tg_address payer, receiver, token;
+  tg_u256 charged;          /* the channel's running total */
+  tg_u256 charged_rows;     /* the sum of its charge rows (must equal charged) */
+  uint64_t charges;         /* charge rows */
+  uint64_t charges_unsettled;
+  tg_u256 claimed;          /* the store's mirror of the on-chain claimed total */
+  int has_onchain;          /* read from the chain (an RPC endpoint was given) */
+  tg_u256 onchain_claimed;
+  tg_u256 onchain_balance;
+  tg_u256 outstanding;      /* charged - claimed (on-chain when read), 0 when negative */
+} tg_recon_channel;
+
+/* One payer: the sums over its channels, and its running totals per scheme. */
+typedef struct {
+  tg_address payer;
+  size_t channels;
+  tg_u256 charged, claimed, onchain_claimed, outstanding;
+  tg_u256 totals_channel;   /* payer_totals for the channel scheme (must equal charged) */
+  uint64_t count_channel;
+  tg_u256 totals_exact;     /* exact payments charged to this payer */
+  uint64_t count_exact;
+} tg_recon_payer;
+
+typedef struct {
+  tg_recon_channel *ch;
+  size_t n_ch;
+  tg_recon_payer *payers;
+  size_t n_payers;
+  int has_onchain;
+  size_t mismatches;        /* channels whose rows do not add up, or payers whose totals differ */
+} tg_recon;
+
+/*
+ * Builds the reconciliation of every channel in the store (of the deployment's chain and
+ * contract when `d` is given); with `rpc` and `d`, on-chain claimed totals are read
+ * (getChannelState at the latest block). Sums are exact (256-bit, in C).
+ */
+TG_WARN_UNUSED_RESULT int tg_recon_build(tg_recon *out, struct tg_store *st, tg_rpc *rpc,
+                                         const tg_deployment *d);
+void tg_recon_cleanup(tg_recon *r);
+
 #ifdef __cplusplus
 }
 #endif

@@ -94,7 +94,8 @@ void tg_txm_opts_init(tg_txm_opts *opts);
 /*
  * Opens the journal, reads the chain's fees and the account's nonce
  * (blocking), and resumes unfinished transactions. TG_ETXM_JOURNAL when the
- * journal cannot be opened or belongs to another schema.
+ * journal cannot be opened or belongs to another schema; TG_EBUSY while
+ * another live process manages the same account in the same journal.
  */
 TG_WARN_UNUSED_RESULT int tg_txm_open(tg_txm **out, const tg_txm_opts *opts);
 /* Stops: pending callbacks fire with TG_ECANCELED; the journal keeps everything for a restart. */
@@ -108,6 +109,14 @@ typedef struct {
   size_t data_len;
   uint64_t gas_limit;       /* 0: eth_estimateGas plus the margin */
   const char *key;          /* idempotency key (optional): a second submit with it is TG_EEXISTS */
+  /*
+   * Optional: fires once, when the node first accepts the transaction (state
+   * TG_TXM_SENT, tx_hash set; or TG_TXM_MINED when the receipt came before the
+   * node's answer), for callers that answer on submission rather than on the
+   * receipt. It never fires for a transaction that fails first.
+   */
+  tg_txm_cb on_accepted;
+  void *accepted_arg;
 } tg_txm_request;
 
 /*

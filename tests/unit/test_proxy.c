@@ -276,6 +276,7 @@ static void test_limits(void) {
   memset(body, 'b', sizeof body);
   CHECK_INT(http(NULL, "POST", gw_port, "/echo", NULL, body, sizeof body, &R), CURLE_OK);
   CHECK_INT(R.status, 413);
+  CHECK(strstr(R.body, "\"error\":\"request body exceeds its size limit\"") != NULL);
   /* Just under the limit passes and arrives whole. */
   CHECK_INT(http(NULL, "POST", gw_port, "/echo", NULL, body, 60000, &R), CURLE_OK);
   CHECK_INT(R.status, 200);
@@ -471,6 +472,13 @@ static void test_check_config(void) {
   CHECKF(out && strstr(out, "bad.conf:2: route: key \"upstream\": no upstream named \"nowhere\""), "%s",
          out ? out : "");
   free(out);
+  /* A second daemon on the running one's port is refused (SO_REUSEPORT would share it). */
+  snprintf(cmd, sizeof cmd, "%s -c %s >%s/check.out 2>&1", tollgated, conf, dir);
+  st = system(cmd);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+  out = tgt_read_file(path, &n);
+  CHECKF(out && strstr(out, "Address already in use"), "%s", out ? out : "");
+  free(out);
 }
 
 static void test_sighup_reload(void) {
@@ -633,5 +641,11 @@ int main(void) {
   tgt_proc_free(gw);
   tgt_proc_free(up);
   curl_global_cleanup();
-  return tgt_done();
+  int rc = tgt_done();
+  if (rc == 0 && dir[0]) { /* keep the logs of a failed run */
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  }
+  return rc;
 }

@@ -81,6 +81,7 @@ typedef struct {
   int held[64];
   int n_held;
   int requests;
+  int chain_answers; /* eth_chainId answers left (-1: always) */
 } fake_node;
 
 static void send_all(int fd, const char *p, size_t n) {
@@ -134,7 +135,8 @@ static void *fake_main(void *arg) {
       continue;
     }
     f->requests++;
-    if (strstr(buf, "\"eth_chainId\"")) {
+    if (strstr(buf, "\"eth_chainId\"") && f->chain_answers != 0) {
+      if (f->chain_answers > 0) f->chain_answers--;
       char body[128];
       /* Echo the request's id. */
       const char *idp = strstr(buf, "\"id\":");
@@ -197,6 +199,7 @@ static fake_node *fake_start(int mode, unsigned long long chain) {
   fake_node *f = calloc(1, sizeof *f);
   f->mode = mode;
   f->chain = chain;
+  f->chain_answers = -1;
   f->fd = socket(AF_INET, SOCK_STREAM, 0);
   int one = 1;
   setsockopt(f->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -959,6 +962,44 @@ static void test_failover(void) {
   tgt_anvil_free(a);
 }
 
+static void test_recovering_endpoint_probed(void) {
+  /* A primary gone silent: after its down period a probe, not a caller, pays its timeout. */
+  fake_node *f = fake_start(FAKE_SILENT, 31337);
+  f->chain_answers = 1; /* the start check only */
+  char url[64];
+  fake_url(f, url, sizeof url);
+  const char *urls[2] = {url, anvil->url};
+  tg_rpc_opts o;
+  tg_rpc_opts_init(&o);
+  o.urls = urls;
+  o.n_urls = 2;
+  o.timeout_ms = 300;
+  o.connect_timeout_ms = 300;
+  o.down_ms = 50;
+  tg_rpc *rpc = NULL;
+  CHECK_OK(tg_rpc_new(&rpc, &o, NULL, 0));
+  if (rpc) {
+    uint64_t v, t0 = now_ms();
+    CHECK_OK(tg_eth_block_number(rpc, &v)); /* pays one timeout, then anvil */
+    CHECK(now_ms() - t0 >= 290);
+    uint64_t slow = 0;
+    for (int round = 0; round < 5; round++) {
+      struct timespec ts = {0, 120000000}; /* past the (doubling) down period */
+      nanosleep(&ts, NULL);
+      t0 = now_ms();
+      CHECK_OK(tg_eth_block_number(rpc, &v));
+      uint64_t dt = now_ms() - t0;
+      if (dt > slow) slow = dt;
+    }
+    CHECKF(slow < 200, "a call waited %llu ms for the silent endpoint", (unsigned long long)slow);
+    tg_rpc_endpoint_stats s0;
+    CHECK_OK(tg_rpc_endpoint_stats_get(rpc, 0, &s0));
+    CHECK(s0.consecutive_failures >= 1);
+    tg_rpc_free(rpc);
+  }
+  fake_stop(f);
+}
+
 static void test_chain_mismatch(void) {
   fake_node *f = fake_start(FAKE_GARBAGE, 1);
   char url[64];
@@ -1104,6 +1145,7 @@ int main(void) {
   RUN(test_timeout);
   RUN(test_garbage_and_http_errors);
   RUN(test_failover);
+  RUN(test_recovering_endpoint_probed);
   RUN(test_chain_mismatch);
   RUN(test_cli_matches_cast);
   tgt_anvil_free(anvil);

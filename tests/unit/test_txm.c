@@ -92,6 +92,12 @@ typedef struct {
   size_t i;
 } burst_item;
 
+static int accepted_count;
+static void accepted_cb(void *arg, const tg_txm_result *r) {
+  (void)arg;
+  if ((r->state == TG_TXM_SENT || r->state == TG_TXM_MINED) && r->versions >= 1) accepted_count++;
+}
+
 static void burst_cb(void *arg, const tg_txm_result *r) {
   burst_item *it = arg;
   burst_state *s = it->s;
@@ -138,7 +144,7 @@ static void test_burst_2000(void) {
   for (size_t i = 0; m && i < N; i++) {
     items[i].s = &s;
     items[i].i = i;
-    tg_txm_request rq = {.has_to = 1, .to = to, .gas_limit = 21000};
+    tg_txm_request rq = {.has_to = 1, .to = to, .gas_limit = 21000, .on_accepted = accepted_cb};
     tg_u256_from_u64(&rq.value, 1);
     CHECK_OK(tg_txm_submit(m, &rq, burst_cb, &items[i], NULL));
   }
@@ -149,6 +155,7 @@ static void test_burst_2000(void) {
   CHECK_INT(s.ok, N);
   CHECK_INT(s.bad, 0);
   CHECK_INT(s.twice, 0);
+  CHECK_INT(accepted_count, N);
   qsort(nonces, N, sizeof nonces[0], cmp_u64);
   int contiguous = 1;
   for (size_t i = 0; i < N; i++) contiguous &= nonces[i] == n0 + i;
@@ -387,6 +394,24 @@ static void test_sigkill_resume(void) {
   tg_txm *m = NULL;
   CHECK_OK(tg_txm_open(&m, &o));
   if (m) CHECK_OK(tg_txm_run_until_idle(m, 60000));
+  /* A second live manager of the same account and journal is refused. */
+  pid_t holder = fork();
+  if (holder == 0) {
+    tg_rpc_opts ro;
+    tg_rpc_opts_init(&ro);
+    const char *u = a->url;
+    ro.urls = &u;
+    ro.n_urls = 1;
+    tg_rpc *r2 = NULL;
+    tg_txm *m2 = NULL;
+    tg_txm_opts o2 = o;
+    if (tg_rpc_new(&r2, &ro, NULL, 0) != 0) _exit(2);
+    o2.rpc = r2;
+    _exit(tg_txm_open(&m2, &o2) == TG_EBUSY ? 0 : 1);
+  }
+  int hst;
+  waitpid(holder, &hst, 0);
+  CHECK(WIFEXITED(hst) && WEXITSTATUS(hst) == 0);
   /* Every journaled transaction mined exactly once, nothing else. */
   tg_address to = sink(4);
   CHECK_INT(nonce_of(rpc, 3), rows);

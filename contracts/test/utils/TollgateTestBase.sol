@@ -5,6 +5,7 @@ import {Test} from "./Test.sol";
 import {TollgateChannels} from "../../src/TollgateChannels.sol";
 import {TollgatePasses} from "../../src/TollgatePasses.sol";
 import {TestUSDC} from "../../src/TestUSDC.sol";
+import {TestMultisigWallet} from "../../src/test-helpers/TestMultisigWallet.sol";
 
 /// @title TollgateTestBase
 /// @notice Shared fixtures for the contract tests: deployed contracts, fixed keys, config and
@@ -160,6 +161,57 @@ abstract contract TollgateTestBase is Test {
 
     function _signVoucher(uint256 key, bytes32 channelId, uint128 ceiling) internal view returns (bytes memory) {
         return _sign(key, channels.getVoucherDigest(channelId, ceiling));
+    }
+
+    // ------------------------------------------------------------------ token signatures
+
+    function _usdcDigest(bytes32 structHash) internal view returns (bytes32) {
+        return keccak256(abi.encodePacked(hex"1901", usdc.DOMAIN_SEPARATOR(), structHash));
+    }
+
+    function _receiveAuthDigest(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce)
+        internal
+        view
+        returns (bytes32)
+    {
+        return _usdcDigest(
+            keccak256(
+                abi.encode(usdc.RECEIVE_WITH_AUTHORIZATION_TYPEHASH(), from, to, value, validAfter, validBefore, nonce)
+            )
+        );
+    }
+
+    function _permitDigest(address owner, address spender, uint256 value, uint256 nonce, uint256 deadline)
+        internal
+        view
+        returns (bytes32)
+    {
+        return _usdcDigest(keccak256(abi.encode(usdc.PERMIT_TYPEHASH(), owner, spender, value, nonce, deadline)));
+    }
+
+    // ------------------------------------------------------------------ multisig wallet
+
+    uint256 internal constant OWNER1_KEY = 0x0111;
+    uint256 internal constant OWNER2_KEY = 0x0222;
+    uint256 internal constant OWNER3_KEY = 0x0333;
+
+    /// @dev A 2-of-3 test multisig.
+    function _newWallet() internal returns (TestMultisigWallet w) {
+        address[] memory owners = new address[](3);
+        owners[0] = vm.addr(OWNER1_KEY);
+        owners[1] = vm.addr(OWNER2_KEY);
+        owners[2] = vm.addr(OWNER3_KEY);
+        w = new TestMultisigWallet(owners, 2);
+        vm.label(address(w), "multisig");
+    }
+
+    /// @dev Two owner signatures of `digest`, ordered by ascending owner address (what the
+    ///      wallet's ERC-1271 check expects).
+    function _walletSign(bytes32 digest) internal pure returns (bytes memory) {
+        uint256 k1 = OWNER1_KEY;
+        uint256 k2 = OWNER2_KEY;
+        if (vm.addr(k1) > vm.addr(k2)) (k1, k2) = (k2, k1);
+        return bytes.concat(_sign(k1, digest), _sign(k2, digest));
     }
 
     // ------------------------------------------------------------------ funding

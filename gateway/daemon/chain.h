@@ -1,0 +1,39 @@
+/* The daemon's chain side: on-chain reads for admission and the `exact` submitter thread. */
+#ifndef TG_DAEMON_CHAIN_H
+#define TG_DAEMON_CHAIN_H
+
+#include "pay/pay.h"
+#include "tollgate/secp.h"
+#include "tollgate/types.h"
+
+/*
+ * Two JSON-RPC clients: one for short blocking reads that workers make under
+ * a mutex (channel state of a channel seen for the first time, EIP-3009
+ * authorization state and balance), and one driving the transaction manager
+ * on a thread of its own. Workers hand `exact` submissions to that thread
+ * through a queue; results come back on the worker's loop with
+ * event_base_once (libevent is built thread-safe by the server).
+ */
+typedef struct tg_chain tg_chain;
+
+typedef struct {
+  const char *const *rpc_urls;
+  size_t n_rpc_urls;
+  uint64_t chain_id;
+  const tg_seckey *key;        /* the gateway's account: sends transferWithAuthorization */
+  const char *journal_path;    /* the transaction manager's journal */
+  tg_address channels;         /* TollgateChannels */
+  int wait_receipt;            /* exact: answer after the receipt, not on submission */
+  unsigned confirmations;
+} tg_chain_opts;
+
+TG_WARN_UNUSED_RESULT int tg_chain_new(tg_chain **out, char *err, size_t err_len,
+                                       const tg_chain_opts *o);
+/* Stops the thread; pending submissions are journaled and resume at the next start. */
+void tg_chain_free(tg_chain *c);
+
+/* The payment layer's interfaces, backed by this chain. */
+tg_pay_chain tg_chain_pay_reader(tg_chain *c);
+tg_pay_exact_backend tg_chain_exact_backend(tg_chain *c);
+
+#endif

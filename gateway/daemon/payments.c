@@ -1,0 +1,135 @@
+/* The daemon's payment wiring: store, ledger, keys, chain and the payment layer behind the HTTP hooks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "daemon/payments.h"
+#include "tollgate/deploy.h"
+#include "tollgate/keystore.h"
+
+/* The keystore password from its file (one line) or environment variable, in guarded memory. */
+static int read_password(char **out, size_t *len, char *err, const tg_config *cfg) {
+  *out = NULL;
+  char *pw = sodium_malloc(1024);
+  if (!pw) abort();
+  size_t n = 0;
+  if (cfg->password_kind == TG_SECRET_ENV) {
+    const char *v = getenv(cfg->password_src);
+    if (!v) {
+      snprintf(err, TG_CONFIG_ERR_MAX, "keystore password: environment variable %s is not set",
+               cfg->password_src);
+      sodium_free(pw);
+      return TG_EPASSWORD;
+    }
+    n = strlen(v);
+    if (n >= 1024) n = 1023;
+    memcpy(pw, v, n);
+  } else {
+    FILE *f = fopen(cfg->password_src, "rb");
+    if (!f) {
+      snprintf(err, TG_CONFIG_ERR_MAX, "keystore password file %s cannot be read", cfg->password_src);
+      sodium_free(pw);
+      return TG_EPASSWORD;
+    }
+    n = fread(pw, 1, 1023, f);
+    fclose(f);
+    while (n > 0 && (pw[n - 1] == '\n' || pw[n - 1] == '\r')) n--;
+  }
+  pw[n] = 0;
+  *out = pw;
+  *len = n;
+  return TG_OK;
+}
+
+int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
+  memset(p, 0, sizeof *p);
+  int rc;
+  if (cfg->store_kind != TG_STORE_SQLITE) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "store: only sqlite is available in this build");
+    return TG_EUNSUPPORTED;
+  }
+  tg_deployment dep;
+  memset(&dep, 0, sizeof dep);
+  if (cfg->deployment) {
+    rc = tg_deployment_load(&dep, cfg->deployment);
+    if (rc) {
+      snprintf(err, TG_CONFIG_ERR_MAX, "deployment file %s: %s", cfg->deployment, tg_strerror(rc));
+      return rc;
+    }
+    if (dep.chain_id != cfg->chain_id) {
+      snprintf(err, TG_CONFIG_ERR_MAX, "deployment file %s is for chain %llu, configuration says %llu",
+               cfg->deployment, (unsigned long long)dep.chain_id, (unsigned long long)cfg->chain_id);
+      return TG_ERANGE;
+    }
+  } else if (cfg->scheme_channel || !cfg->has_asset_address) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "missing `deployment`: the channel contract and the asset come from it");
+    return TG_EINVAL;
+  }
+  char uri[4200];
+  snprintf(uri, sizeof uri, "sqlite:%s", cfg->store_conninfo);
+  rc = tg_store_open(&p->store, uri, NULL);
+  if (rc) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "store %s: %s", cfg->store_conninfo, tg_strerror(rc));
+    goto fail;
+  }
+  char *pw;
+  size_t pwlen;
+  if ((rc = read_password(&pw, &pwlen, err, cfg))) goto fail;
+  p->key = tg_seckey_new();
+  tg_keystore_limits lim;
+  tg_keystore_limits_default(&lim);
+  rc = tg_keystore_decrypt_file(p->key, cfg->keystore, pw, pwlen, &lim);
+  sodium_free(pw);
+  if (rc) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "keystore %s: %s", cfg->keystore, tg_strerror(rc));
+    goto fail;
+  }
+  tg_address gateway;
+  if ((rc = tg_seckey_address(&gateway, p->key))) goto fail;
+  tg_chain_opts co;
+  memset(&co, 0, sizeof co);
+  co.rpc_urls = (const char *const *)cfg->rpc_urls;
+  co.n_rpc_urls = cfg->n_rpc_urls;
+  co.chain_id = cfg->chain_id;
+  co.key = p->key;
+  char journal[4300];
+  snprintf(journal, sizeof journal, "%s.txm", cfg->store_conninfo);
+  co.journal_path = journal;
+  co.channels = dep.c[TG_CONTRACT_CHANNELS].address;
+  co.wait_receipt = cfg->exact_wait == TG_EXACT_WAIT_RECEIPT;
+  rc = tg_chain_new(&p->chain, err, TG_CONFIG_ERR_MAX, &co);
+  if (rc) goto fail;
+  p->ledger = tg_ledger_new();
+  tg_pay_opts po;
+  memset(&po, 0, sizeof po);
+  po.cfg = cfg;
+  po.store = p->store;
+  po.ledger = p->ledger;
+  po.chain = tg_chain_pay_reader(p->chain);
+  po.exact = tg_chain_exact_backend(p->chain);
+  po.chain_id = cfg->chain_id;
+  po.asset = cfg->has_asset_address ? cfg->asset_address : dep.c[TG_CONTRACT_USDC].address;
+  po.pay_to = cfg->has_pay_to ? cfg->pay_to : gateway;
+  po.receiver_authorizer = gateway;
+  po.channel_contract = dep.c[TG_CONTRACT_CHANNELS].address;
+  po.withdraw_delay = cfg->channel_withdraw_delay_s;
+  po.min_deposit = cfg->channel_min_deposit;
+  rc = tg_pay_new(&p->pay, err, &po);
+  if (rc) goto fail;
+  p->hooks = (tg_http_payhooks){p->pay, tg_pay_admit, tg_pay_complete};
+  return TG_OK;
+fail:
+  tg_payments_stop(p);
+  return rc;
+}
+
+void tg_payments_stop(tg_payments *p) {
+  tg_pay_free(p->pay);
+  tg_chain_free(p->chain);
+  tg_ledger_free(p->ledger);
+  tg_store_close(p->store);
+  tg_seckey_free(p->key);
+  memset(p, 0, sizeof *p);
+}

@@ -1,0 +1,31 @@
+/* The daemon's payment wiring: store, ledger, keys, chain and the payment layer behind the HTTP hooks. */
+#ifndef TG_DAEMON_PAYMENTS_H
+#define TG_DAEMON_PAYMENTS_H
+
+#include "core/config.h"
+#include "daemon/chain.h"
+#include "http/server.h"
+#include "pay/ledger.h"
+#include "pay/pay.h"
+#include "store/store.h"
+
+typedef struct {
+  tg_store *store;
+  tg_ledger *ledger;
+  tg_seckey *key;
+  tg_chain *chain;
+  tg_pay *pay;
+  tg_http_payhooks hooks;
+} tg_payments;
+
+/*
+ * Starts payments for a configuration with priced routes: opens the store,
+ * decrypts the gateway's keystore, reads the deployment file, connects to
+ * the chain (checking its id) and loads the channel ledger. On failure `err`
+ * (TG_CONFIG_ERR_MAX bytes) says what is missing or wrong, and nothing stays
+ * open.
+ */
+TG_WARN_UNUSED_RESULT int tg_payments_start(tg_payments *p, char *err, tg_config *cfg);
+void tg_payments_stop(tg_payments *p);
+
+#endif
