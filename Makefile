@@ -98,9 +98,9 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIBA)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBA) $(PKG_LIBS)
 
-$(BUILD)/bench/%: tests/bench/%.c $(LIBA)
+$(BUILD)/bench/%: tests/bench/%.c $(TEST_LIB_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBA) $(PKG_LIBS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $< $(TEST_LIB_OBJ) $(LIBA) $(PKG_LIBS) -lz
 
 deps:
 	@tests/deps.sh
@@ -113,8 +113,9 @@ test:
 	@$(MAKE) --no-print-directory unit
 	@BUILD=$(BUILD) tests/run.sh
 
-bench: all $(BENCH_BIN)
+bench: all $(BENCH_BIN) $(TOOL_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+	@for s in tests/bench/*.sh; do [ -x "$$s" ] || continue; echo "== $$s"; BUILD=$(BUILD) $$s || exit 1; done
 
 # libFuzzer builds (clang) of every driver; each runs FUZZ_SECONDS on its corpus.
 FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 $(WARN) \

@@ -243,17 +243,17 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
     /// @param planId  The plan.
     /// @param holder  Recipient of the pass.
     /// @param periods Number of periods.
-    /// @return expiresAt The pass's new expiry.
+    /// @return expiry The pass's new expiry.
     function grant(uint256 planId, address holder, uint32 periods)
         external
         onlyOwner
         nonReentrant
-        returns (uint64 expiresAt)
+        returns (uint64 expiry)
     {
         Plan storage plan = _planOf(planId);
         uint64 previous;
-        (previous, expiresAt) = _extend(plan, planId, holder, periods);
-        emit Granted(planId, holder, periods, previous, expiresAt);
+        (previous, expiry) = _extend(plan, planId, holder, periods);
+        emit Granted(planId, holder, periods, previous, expiry);
     }
 
     /// @notice Withdraws sales proceeds.
@@ -292,12 +292,12 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
     /// @param planId  The plan.
     /// @param holder  Who receives or holds the pass.
     /// @param periods Number of periods to buy.
-    /// @return expiresAt The pass's new expiry.
+    /// @return expiry The pass's new expiry.
     function purchase(uint256 planId, address holder, uint32 periods)
         external
         payable
         nonReentrant
-        returns (uint64 expiresAt)
+        returns (uint64 expiry)
     {
         (Plan storage plan, uint256 cost) = _forSale(planId, periods);
         address token = plan.token;
@@ -309,7 +309,7 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
             IERC20(token).safeTransferFrom(msg.sender, address(this), cost);
             _checkReceived(token, before, cost);
         }
-        expiresAt = _sell(plan, planId, holder, periods, msg.sender, token, cost);
+        expiry = _sell(plan, planId, holder, periods, msg.sender, token, cost);
     }
 
     /// @notice Buys `periods` of a token-priced plan for `holder` with an EIP-3009
@@ -326,7 +326,7 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
     /// @param validBefore Authorization is valid before this unix time.
     /// @param salt        Free value hashed into the nonce.
     /// @param signature   The payer's signature.
-    /// @return expiresAt The pass's new expiry.
+    /// @return expiry The pass's new expiry.
     function purchaseWithAuthorization(
         uint256 planId,
         address holder,
@@ -336,12 +336,12 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
         uint256 validBefore,
         uint256 salt,
         bytes calldata signature
-    ) external nonReentrant returns (uint64 expiresAt) {
+    ) external nonReentrant returns (uint64 expiry) {
         bytes32 nonce = purchaseAuthorizationNonce(planId, holder, periods, salt);
         (Plan storage plan, uint256 cost) = _forSale(planId, periods);
         address token = _tokenOf(plan);
         _collectWithAuthorization(token, payer, cost, validAfter, validBefore, nonce, signature);
-        expiresAt = _sell(plan, planId, holder, periods, payer, token, cost);
+        expiry = _sell(plan, planId, holder, periods, payer, token, cost);
     }
 
     /// @notice Buys `periods` of a token-priced plan for `holder` with an EIP-2612 permit signed by
@@ -356,7 +356,7 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
     /// @param deadline          Permit deadline.
     /// @param permitSignature   The payer's EIP-2612 signature.
     /// @param purchaseSignature The payer's `PermitPurchase` signature (ECDSA or ERC-1271).
-    /// @return expiresAt The pass's new expiry.
+    /// @return expiry The pass's new expiry.
     function purchaseWithPermit(
         uint256 planId,
         address holder,
@@ -365,7 +365,7 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
         uint256 deadline,
         bytes calldata permitSignature,
         bytes calldata purchaseSignature
-    ) external nonReentrant returns (uint64 expiresAt) {
+    ) external nonReentrant returns (uint64 expiry) {
         (Plan storage plan, uint256 cost) = _forSale(planId, periods);
         address token = _tokenOf(plan);
         _checkPurchaseConsent(token, planId, holder, periods, payer, purchaseSignature);
@@ -373,7 +373,7 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
         uint256 before = IERC20(token).balanceOf(address(this));
         IERC20(token).safeTransferFrom(payer, address(this), cost);
         _checkReceived(token, before, cost);
-        expiresAt = _sell(plan, planId, holder, periods, payer, token, cost);
+        expiry = _sell(plan, planId, holder, periods, payer, token, cost);
     }
 
     /*//////////////////////////////////////////////////////////////

@@ -229,7 +229,7 @@ static void refuse(tg_pay *p, const tg_config *cfg, const tg_pay_request *req, i
     if (!t || tg_buf_append_str(&f.body, t) != 0) tg_buf_reset(&f.body);
     free(t);
   }
-  f.d.headers[f.d.n_headers++] = (tg_pay_header){"Content-Type", "application/json"};
+  /* The HTTP layer sets Content-Type: application/json on every refusal. */
   f.d.body = f.body.data ? (const char *)f.body.data : "{}";
   f.d.body_len = f.body.data ? f.body.len : 2;
   stat_add(p, status == 402 ? &p->stats.refused_402 : &p->stats.refused_400);

@@ -885,6 +885,7 @@ static int settle(run *r) {
   tg_settle_report *rep = r->rep;
   int rc;
   int dry = o->dry_run;
+  int failed_batches = 0;
   if ((rc = tg_seckey_address(&r->gw, o->key)) != 0) return rc;
   r->contract = &o->deployment->c[TG_CONTRACT_CHANNELS].address;
   if (tg_rpc_chain_id(r->rpc) != o->deployment->chain_id) return TG_EDEPLOY_CHAIN;
@@ -1080,9 +1081,12 @@ static int settle(run *r) {
       problem(c, TG_ESETTLE_SKIPPED, c->skip_reason, why);
       item_op(q, c, TG_SETTLE_SKIPPED, tx, c->why);
     } else {
-      problem(c, b && b->done && b->res.status == 0 ? TG_ESETTLE_REVERTED : TG_ETXM_FAILED, 0,
-              b && b->done && b->res.status == 0 ? "claim transaction reverted"
-                                                 : "claim transaction failed");
+      char why[128];
+      int reverted = b && b->done && b->res.block_number && b->res.status == 0;
+      snprintf(why, sizeof why, "claim transaction %s%s%s", reverted ? "reverted" : "failed",
+               b && b->res.err ? ": " : "", b && b->res.err ? tg_strerror(b->res.err) : "");
+      problem(c, reverted ? TG_ESETTLE_REVERTED : TG_ETXM_FAILED, 0, why);
+      failed_batches = 1;
       item_op(q, c, TG_SETTLE_DROPPED, tx, c->why);
     }
   }
@@ -1112,11 +1116,14 @@ static int settle(run *r) {
     memset(ops, 0, sizeof ops);
     ops[0].kind = TG_STORE_OP_RUN_END;
     ops[0].u.run.run_id = r->run_id;
-    ops[0].u.run.status = TG_RUN_DONE;
+    ops[0].u.run.status = failed_batches ? TG_RUN_FAILED : TG_RUN_DONE;
     ops[1].kind = TG_STORE_OP_LEASE_RELEASE;
     ops[1].u.lease.name = LEASE_NAME;
     ops[1].u.lease.holder = holder;
     rc = tg_store_write(r->st, ops, 2);
+    /* a claim transaction that failed is an error of the run (its items are journaled as
+     * dropped and planned again by the next run) */
+    if (!rc && failed_batches) rc = TG_ESETTLE;
   }
   progress(r, TG_SETTLE_PHASE_DONE, 1, 1);
   return rc;

@@ -8,7 +8,9 @@
 #include <event2/event.h>
 
 /* The process harness (anvil on a free port); the bench rule links no test objects. */
-#include "../unit/tg_proc.c"
+#include <unistd.h>
+
+#include "../unit/tg_proc.h"
 
 #include "tollgate/hex.h"
 #include "tollgate/rpc.h"

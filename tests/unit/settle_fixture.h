@@ -49,13 +49,13 @@ typedef struct {
   int bad_sig;
 } sfx_chan;
 
-static int sfx_key(tg_seckey **out, const char *hex) {
+static inline int sfx_key(tg_seckey **out, const char *hex) {
   *out = tg_seckey_new();
   if (!*out) return TG_ENOMEM;
   return tg_seckey_set_hex(*out, hex, strlen(hex));
 }
 
-static int sfx_rpc_new(tg_rpc **out, const char *url) {
+static inline int sfx_rpc_new(tg_rpc **out, const char *url) {
   tg_rpc_opts o;
   tg_rpc_opts_init(&o);
   const char *urls[1] = {url};
@@ -66,7 +66,7 @@ static int sfx_rpc_new(tg_rpc **out, const char *url) {
 }
 
 /* Starts anvil (one block per second: anvil's automine stalls on bursts) and deploys. */
-static int sfx_start(sfx *f, unsigned block_time, const char *extra_gas_limit) {
+static inline int sfx_start(sfx *f, unsigned block_time, const char *extra_gas_limit) {
   memset(f, 0, sizeof *f);
   snprintf(f->dir, sizeof f->dir, "/tmp/tg_settle_%ld", (long)getpid());
   if (mkdir(f->dir, 0700) != 0 && errno != EEXIST) return TG_EIO;
@@ -97,7 +97,7 @@ static int sfx_start(sfx *f, unsigned block_time, const char *extra_gas_limit) {
   return rc;
 }
 
-static void sfx_stop(sfx *f) {
+static inline void sfx_stop(sfx *f) {
   tg_rpc_free(f->rpc);
   tgt_anvil_free(f->anvil);
   tg_seckey_free(f->gw_key);
@@ -107,10 +107,10 @@ static void sfx_stop(sfx *f) {
   if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", f->dir);
 }
 
-static void sfx_done(void *arg, const tg_txm_result *r) { *(tg_txm_result *)arg = *r; }
+static inline void sfx_done(void *arg, const tg_txm_result *r) { *(tg_txm_result *)arg = *r; }
 
 /* Sends calls from the funder, all at once, and waits for them. */
-static int sfx_send(sfx *f, tg_buf *calls, size_t n) {
+static inline int sfx_send(sfx *f, tg_buf *calls, size_t n) {
   tg_txm *m = NULL;
   tg_txm_opts mo;
   tg_txm_opts_init(&mo);
@@ -138,7 +138,7 @@ static int sfx_send(sfx *f, tg_buf *calls, size_t n) {
 }
 
 /* calls[i] = to (20 bytes) || calldata. */
-static int sfx_call(tg_buf *out, const tg_address *to, const char *sig, const tg_abi_value *args,
+static inline int sfx_call(tg_buf *out, const tg_address *to, const char *sig, const tg_abi_value *args,
                     size_t nargs) {
   tg_buf_init(out, (size_t)64 << 20);
   tg_abi_sig *s = NULL;
@@ -151,7 +151,7 @@ static int sfx_call(tg_buf *out, const tg_address *to, const char *sig, const tg
 }
 
 /* Payer i's key: keccak("tollgate payer" || i). */
-static int sfx_payer_key(tg_seckey *k, size_t i) {
+static inline int sfx_payer_key(tg_seckey *k, size_t i) {
   char seed[64];
   int n = snprintf(seed, sizeof seed, "tollgate payer %zu", i);
   tg_hash h;
@@ -164,7 +164,7 @@ static int sfx_payer_key(tg_seckey *k, size_t i) {
  * receiver authorizer unless the receiver is the gateway; deposits SFX_DEPOSIT each, paid by
  * the funder through multicall (per_tx deposits per transaction).
  */
-static int sfx_open_channels(sfx *f, sfx_chan *ch, size_t n, const tg_address *receivers,
+static inline int sfx_open_channels(sfx *f, sfx_chan *ch, size_t n, const tg_address *receivers,
                              size_t nrecv, size_t per_tx) {
   const tg_address *usdc = &f->dep.c[TG_CONTRACT_USDC].address;
   const tg_address *chs = &f->dep.c[TG_CONTRACT_CHANNELS].address;
@@ -237,7 +237,7 @@ static int sfx_open_channels(sfx *f, sfx_chan *ch, size_t n, const tg_address *r
  * Records in the store what the gateway would: each channel, a voucher for the full deposit
  * (signed by the payer, or by a stranger when bad_sig), and k charges of amount(i, j).
  */
-static int sfx_record(sfx *f, tg_store *st, sfx_chan *ch, size_t first, size_t n, unsigned k,
+static inline int sfx_record(sfx *f, tg_store *st, sfx_chan *ch, size_t first, size_t n, unsigned k,
                       uint64_t (*amount)(size_t i, unsigned j), const char *prefix) {
   if (2 + k > TG_STORE_SUBMIT_MAX_OPS) return TG_EINVAL;
   tg_seckey *key = tg_seckey_new();
@@ -301,7 +301,7 @@ static int sfx_record(sfx *f, tg_store *st, sfx_chan *ch, size_t first, size_t n
   return rc;
 }
 
-static int sfx_balance_of(sfx *f, const tg_address *who, tg_u256 *out) {
+static inline int sfx_balance_of(sfx *f, const tg_address *who, tg_u256 *out) {
   uint8_t data[36];
   if (tg_abi_selector_str(data, "balanceOf(address)", strlen("balanceOf(address)")) != 0) return TG_EINTERNAL;
   tg_abi_put_address(data + 4, who);
