@@ -57,7 +57,8 @@ contract TestUSDC is ERC20, EIP712, Nonces, Ownable, IERC3009, IERC20Permit, IER
     );
 
     /// @notice keccak256("CancelAuthorization(address authorizer,bytes32 nonce)")
-    bytes32 public constant CANCEL_AUTHORIZATION_TYPEHASH = keccak256("CancelAuthorization(address authorizer,bytes32 nonce)");
+    bytes32 public constant CANCEL_AUTHORIZATION_TYPEHASH =
+        keccak256("CancelAuthorization(address authorizer,bytes32 nonce)");
 
     /// @notice keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)")
     bytes32 public constant PERMIT_TYPEHASH =
@@ -115,7 +116,14 @@ contract TestUSDC is ERC20, EIP712, Nonces, Ownable, IERC3009, IERC20Permit, IER
         bytes32 s
     ) external {
         _transferWithAuthorization(
-            TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, abi.encodePacked(r, s, v)
+            TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
+            from,
+            to,
+            value,
+            validAfter,
+            validBefore,
+            nonce,
+            abi.encodePacked(r, s, v)
         );
     }
 
@@ -148,7 +156,14 @@ contract TestUSDC is ERC20, EIP712, Nonces, Ownable, IERC3009, IERC20Permit, IER
     ) external {
         if (msg.sender != to) revert TestUSDC__CallerMustBePayee(msg.sender, to);
         _transferWithAuthorization(
-            RECEIVE_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, abi.encodePacked(r, s, v)
+            RECEIVE_WITH_AUTHORIZATION_TYPEHASH,
+            from,
+            to,
+            value,
+            validAfter,
+            validBefore,
+            nonce,
+            abi.encodePacked(r, s, v)
         );
     }
 
@@ -262,9 +277,7 @@ contract TestUSDC is ERC20, EIP712, Nonces, Ownable, IERC3009, IERC20Permit, IER
         _authorizationStates[authorizer][nonce] = true;
     }
 
-    function _permit(address owner, address spender, uint256 value, uint256 deadline, bytes memory signature)
-        private
-    {
+    function _permit(address owner, address spender, uint256 value, uint256 deadline, bytes memory signature) private {
         if (block.timestamp > deadline) revert TestUSDC__PermitExpired(deadline);
         bytes32 digest =
             _hashTypedDataV4(keccak256(abi.encode(PERMIT_TYPEHASH, owner, spender, value, _useNonce(owner), deadline)));

@@ -162,7 +162,9 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @notice First deposit into a channel whose balance and claims were zero. May repeat for the
     ///         same id after the channel was fully refunded or withdrawn with nothing claimed;
     ///         indexers treat it as an upsert of the config.
-    event ChannelOpened(bytes32 indexed channelId, address indexed payer, address indexed receiver, ChannelConfig config);
+    event ChannelOpened(
+        bytes32 indexed channelId, address indexed payer, address indexed receiver, ChannelConfig config
+    );
 
     /// @notice `amount` was added to the channel by `from`; `balance` is the new balance.
     event Deposited(bytes32 indexed channelId, address indexed from, uint128 amount, uint128 balance);
@@ -171,8 +173,11 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     ///         `amount`, to the receiver's unswept balance in `token`. `claims` lists the applied
     ///         channels as packed 48-byte records `channelId (32) || totalClaimed (uint128, 16)`,
     ///         in batch order; skipped items are not listed (see `ClaimSkipped`). One event per
-    ///         batch, with packed records, keeps a claim near 10k execution gas per channel.
-    event Claimed(address indexed receiver, address indexed token, address indexed caller, uint256 amount, bytes claims);
+    ///         batch, with packed records, costs 384 gas per channel instead of ~1,600 for
+    ///         a LOG2 per channel.
+    event Claimed(
+        address indexed receiver, address indexed token, address indexed caller, uint256 amount, bytes claims
+    );
 
     /// @notice A claim item was not applied; see the `SKIP_*` constants for `reason`.
     event ClaimSkipped(bytes32 indexed channelId, uint8 reason, uint128 requestedTotal, uint128 currentTotal);
@@ -189,7 +194,12 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @notice A cooperative refund paid `amount` to the payer under refund nonce `nonce`;
     ///         `balance` and `pendingWithdrawal` are the channel's new values.
     event Refunded(
-        bytes32 indexed channelId, address indexed payer, uint128 amount, uint256 nonce, uint128 balance, uint128 pendingWithdrawal
+        bytes32 indexed channelId,
+        address indexed payer,
+        uint128 amount,
+        uint256 nonce,
+        uint128 balance,
+        uint128 pendingWithdrawal
     );
 
     /*//////////////////////////////////////////////////////////////
@@ -241,7 +251,8 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     // claim loop can use them; a unit test recomputes each one from its type string.
 
     /// @notice keccak256("ChannelConfig(address payer,address payerAuthorizer,address receiver,address receiverAuthorizer,address token,uint40 withdrawDelay,bytes32 salt)")
-    bytes32 public constant CHANNEL_CONFIG_TYPEHASH = 0x1c9a06ceab9b0ebbd3301dc56c9111bb6d9af421356dc9ccb3b7084c755db308;
+    bytes32 public constant CHANNEL_CONFIG_TYPEHASH =
+        0x1c9a06ceab9b0ebbd3301dc56c9111bb6d9af421356dc9ccb3b7084c755db308;
 
     /// @notice keccak256("Voucher(bytes32 channelId,uint128 maxClaimableAmount)")
     bytes32 public constant VOUCHER_TYPEHASH = 0x1e1bd6ff84c3e0d9029a292b212e039c0ca97ec497c55191a4a5874294609a69;
@@ -256,7 +267,8 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     bytes32 public constant CLAIM_BATCH_TYPEHASH = 0x42bd57c010b870c2e96203c66341f28a6a19b4d56a74533a8eb5f706b9fd6d57;
 
     /// @notice keccak256("PermitDeposit(bytes32 channelId,uint128 amount,uint256 permitNonce)")
-    bytes32 public constant PERMIT_DEPOSIT_TYPEHASH = 0x6edf97b878f2c3881a0a87bdc9d3e9e71501efe7209fddd86a82870c1ddf6ffd;
+    bytes32 public constant PERMIT_DEPOSIT_TYPEHASH =
+        0x6edf97b878f2c3881a0a87bdc9d3e9e71501efe7209fddd86a82870c1ddf6ffd;
 
     /// @notice Shortest allowed withdraw delay (as x402 batch-settlement).
     uint40 public constant MIN_WITHDRAW_DELAY = 15 minutes;
@@ -416,7 +428,8 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     }
 
     /// @notice {claim} with the items packed back to back in `data` instead of ABI-encoded:
-    ///         the cheapest way to claim (about 11k gas per channel in a batch of 100).
+    ///         the cheapest way to claim (in a batch of 100: about 10.8k execution and 1.6k
+    ///         calldata gas per channel, against 11.8k and 2.7k for {claim}).
     /// @dev Caller must be `group.receiver` or a non-zero `group.receiverAuthorizer`. Record
     ///      layout (big-endian integers, no padding):
     ///      `flags(1) payer(20) [payerAuthorizer(20)] withdrawDelay(5) [salt(32)]
@@ -486,11 +499,11 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @param items                The channels and their vouchers.
     /// @param authorizerSignature  Signature of the batch by the receiver or its authorizer.
     /// @return amount Total newly claimed across the batch.
-    function claimWithSignature(ClaimGroup calldata group, ClaimItem[] calldata items, bytes calldata authorizerSignature)
-        external
-        nonReentrant
-        returns (uint256 amount)
-    {
+    function claimWithSignature(
+        ClaimGroup calldata group,
+        ClaimItem[] calldata items,
+        bytes calldata authorizerSignature
+    ) external nonReentrant returns (uint256 amount) {
         bytes32 batchHash;
         (amount, batchHash) = _claimItems(group, items, true);
         if (!_isReceiverSideSignature(
@@ -691,7 +704,11 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @param token    The token (address(0) for ETH).
     /// @return totalClaimed Everything ever claimed.
     /// @return totalSwept   Everything ever swept.
-    function receivers(address receiver, address token) external view returns (uint128 totalClaimed, uint128 totalSwept) {
+    function receivers(address receiver, address token)
+        external
+        view
+        returns (uint128 totalClaimed, uint128 totalSwept)
+    {
         ReceiverTotals memory t = _receivers[receiver][token];
         return (t.claimed, t.swept);
     }
@@ -736,13 +753,24 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @param group The receiver side of the batch.
     /// @param items The batch items.
     /// @return The EIP-712 digest of `ClaimBatch(ClaimEntry[] claims)`.
-    function getClaimBatchDigest(ClaimGroup calldata group, ClaimItem[] calldata items) external view returns (bytes32) {
+    function getClaimBatchDigest(ClaimGroup calldata group, ClaimItem[] calldata items)
+        external
+        view
+        returns (bytes32)
+    {
         bytes32 ds = _domainSeparatorV4();
         bytes32[] memory entries = new bytes32[](items.length);
         for (uint256 i; i < items.length; ++i) {
             ClaimItem calldata it = items[i];
             bytes32 id = _channelId(
-                ds, it.payer, it.payerAuthorizer, group.receiver, group.receiverAuthorizer, group.token, it.withdrawDelay, it.salt
+                ds,
+                it.payer,
+                it.payerAuthorizer,
+                group.receiver,
+                group.receiverAuthorizer,
+                group.token,
+                it.withdrawDelay,
+                it.salt
             );
             entries[i] = keccak256(abi.encode(CLAIM_ENTRY_TYPEHASH, id, it.maxClaimableAmount, it.totalClaimed));
         }
@@ -856,6 +884,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             uint256 claimed = t.claimed + amount;
             if (claimed > type(uint128).max) revert TollgateChannels__ReceiverTotalOverflow(receiver, token);
             // Checked just above.
+            // forge-lint: disable-next-line(unsafe-typecast)
             t.claimed = uint128(claimed);
         }
         bytes memory claims = b.claims;
@@ -944,6 +973,8 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             // address(0) with its error; the signer is never address(0) here (a channel with a
             // balance has a non-zero payer), so comparing the address is enough.
             address recovered;
+            // v is 27 + a parity bit (64-byte form) or one signature byte (65-byte form).
+            // forge-lint: disable-next-line(unsafe-typecast)
             if (v != 0) (recovered,,) = ECDSA.tryRecover(digest, uint8(v), r, s);
             if (recovered != signer && !_isContractSignature(signer, digest, f)) reason = SKIP_INVALID_SIGNATURE;
         }
@@ -986,6 +1017,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     ///      rare and off the gas-critical path).
     function _skip(bytes32 channelId, uint256 reason, ClaimFields memory f) private {
         // reason is one of the SKIP_* constants (1..4).
+        // forge-lint: disable-next-line(unsafe-typecast)
         emit ClaimSkipped(channelId, uint8(reason), f.totalClaimed, _channels[channelId].totalClaimed);
     }
 
@@ -1159,11 +1191,12 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
 
     /// @dev Whether `signature` over `digest` is from the receiver authorizer (when set) or the
     ///      receiver, each checked with ECDSA or ERC-1271.
-    function _isReceiverSideSignature(address receiver, address receiverAuthorizer, bytes32 digest, bytes calldata signature)
-        private
-        view
-        returns (bool)
-    {
+    function _isReceiverSideSignature(
+        address receiver,
+        address receiverAuthorizer,
+        bytes32 digest,
+        bytes calldata signature
+    ) private view returns (bool) {
         if (receiverAuthorizer != address(0) && _isValidSignatureCalldata(receiverAuthorizer, digest, signature)) {
             return true;
         }
@@ -1222,9 +1255,11 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     ) private {
         if (signature.length == 65 && from.code.length == 0) {
             (uint8 v, bytes32 r, bytes32 s) = _splitSignature(signature);
-            IERC3009(token).receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, v, r, s);
+            IERC3009(token)
+                .receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, v, r, s);
         } else {
-            IERC3009(token).receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, signature);
+            IERC3009(token)
+                .receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, signature);
         }
     }
 

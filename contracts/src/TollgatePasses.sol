@@ -26,7 +26,7 @@ import {IERC2612Bytes} from "./interfaces/IERC2612Bytes.sol";
 ///
 ///         Each holder has at most one pass per plan (balance 0 or 1) with an expiry; a transfer
 ///         moves the pass and its expiry to a recipient who holds none, and ends the sender's
-///         delegation.
+///         delegation. A delegation also ends when its pass lapses and is renewed later.
 /// @dev Security notes.
 ///      - Payments are checked by balance difference: fee-on-transfer tokens are rejected, and
 ///        the proceeds ledger always equals what the contract received.
@@ -92,7 +92,12 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
 
     /// @notice `payer` bought a new pass of `planId` for `holder`, valid until `expiresAt`.
     event Purchased(
-        uint256 indexed planId, address indexed holder, address indexed payer, address token, uint256 cost, uint64 expiresAt
+        uint256 indexed planId,
+        address indexed holder,
+        address indexed payer,
+        address token,
+        uint256 cost,
+        uint64 expiresAt
     );
 
     /// @notice `payer` extended `holder`'s pass of `planId` from `previousExpiry` to `expiresAt`.
@@ -107,7 +112,9 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
     );
 
     /// @notice The owner granted `periods` of `planId` to `holder` (new pass or extension).
-    event Granted(uint256 indexed planId, address indexed holder, uint32 periods, uint64 previousExpiry, uint64 expiresAt);
+    event Granted(
+        uint256 indexed planId, address indexed holder, uint32 periods, uint64 previousExpiry, uint64 expiresAt
+    );
 
     /// @notice `holder` delegated the use of its `planId` pass to `delegatee` until `until`.
     event Delegated(uint256 indexed planId, address indexed holder, address indexed delegatee, uint64 until);
@@ -536,8 +543,13 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
         // period < 2^40 and periods < 2^32, so the product is < 2^72; start < 2^64 when stored.
         uint256 end = start + uint256(plan.period) * periods;
         if (end > type(uint64).max) revert TollgatePasses__ExpiryOverflow();
+        // Checked just above.
+        // forge-lint: disable-next-line(unsafe-typecast)
         expiry = uint64(end);
         _expiries[planId][holder] = expiry;
+        // A pass renewed after it lapsed starts without its old delegation, so a delegation never
+        // comes back to life next to a newer one (each delegatee serves one live holder).
+        if (!mint && previous <= block.timestamp) _endDelegation(planId, holder);
         if (mint) {
             uint32 supply = plan.supply;
             uint32 cap = plan.maxSupply;
@@ -659,9 +671,11 @@ contract TollgatePasses is ERC1155, Ownable2Step, ReentrancyGuardTransient, EIP7
     ) private {
         if (signature.length == 65 && from.code.length == 0) {
             (uint8 v, bytes32 r, bytes32 s) = _splitSignature(signature);
-            IERC3009(token).receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, v, r, s);
+            IERC3009(token)
+                .receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, v, r, s);
         } else {
-            IERC3009(token).receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, signature);
+            IERC3009(token)
+                .receiveWithAuthorization(from, address(this), value, validAfter, validBefore, nonce, signature);
         }
     }
 

@@ -74,9 +74,12 @@ contract TollgateChannelsFuzzTest is TollgateTestBase {
         assertEq(credited, prev, "credited deltas sum to the final total");
     }
 
-    function testFuzz_withdraw_recoversDepositsMinusClaims(uint128 deposit, uint128 claimTotal, uint128 withdrawAmt, uint128 lateClaim)
-        public
-    {
+    function testFuzz_withdraw_recoversDepositsMinusClaims(
+        uint128 deposit,
+        uint128 claimTotal,
+        uint128 withdrawAmt,
+        uint128 lateClaim
+    ) public {
         deposit = uint128(bound(deposit, 1, type(uint128).max));
         claimTotal = uint128(bound(claimTotal, 0, deposit));
         bytes32 id = _depositUsdc(cfg, deposit);
@@ -99,10 +102,16 @@ contract TollgateChannelsFuzzTest is TollgateTestBase {
         assertEq(bal, deposit - paid, "balance");
         assertEq(claimed, lateClaim, "claims preserved");
         // Whatever the split, the contract holds exactly the unclaimed remainder plus unswept claims.
-        assertEq(usdc.balanceOf(address(channels)), uint256(bal - claimed) + channels.unswept(receiver, address(usdc)), "solvent");
+        assertEq(
+            usdc.balanceOf(address(channels)),
+            uint256(bal - claimed) + channels.unswept(receiver, address(usdc)),
+            "solvent"
+        );
     }
 
-    function testFuzz_refund_capsAndReducesPending(uint128 deposit, uint128 claimTotal, uint128 pending, uint128 amount) public {
+    function testFuzz_refund_capsAndReducesPending(uint128 deposit, uint128 claimTotal, uint128 pending, uint128 amount)
+        public
+    {
         deposit = uint128(bound(deposit, 2, type(uint128).max));
         claimTotal = uint128(bound(claimTotal, 0, deposit - 1));
         bytes32 id = _depositUsdc(cfg, deposit);
@@ -122,11 +131,15 @@ contract TollgateChannelsFuzzTest is TollgateTestBase {
         assertEq(channels.refundNonce(id), 1, "nonce advanced");
     }
 
-    function testFuzz_refundWithSignature_nonceAndAmountBound(uint128 amount, uint256 nonce, uint128 otherAmount) public {
+    function testFuzz_refundWithSignature_nonceAndAmountBound(uint128 amount, uint256 nonce, uint128 otherAmount)
+        public
+    {
         bytes32 id = _depositUsdc(cfg, 1_000);
         bytes memory sig = _sign(RECEIVER_AUTH_KEY, channels.getRefundDigest(id, 0, amount));
         if (nonce != 0) {
-            vm.expectRevert(abi.encodeWithSelector(TollgateChannels.TollgateChannels__InvalidRefundNonce.selector, 0, nonce));
+            vm.expectRevert(
+                abi.encodeWithSelector(TollgateChannels.TollgateChannels__InvalidRefundNonce.selector, 0, nonce)
+            );
             channels.refundWithSignature(cfg, amount, nonce, sig);
         }
         if (otherAmount != amount) {
@@ -212,9 +225,12 @@ contract TollgateChannelsFuzzTest is TollgateTestBase {
     // ------------------------------------------------------------------ encodings
 
     /// @dev Differential: claimPacked and claim give the same state for the same items.
-    function testFuzz_claimPacked_equalsClaim(uint128[3] memory deposits, uint128[3] memory totals, bool[3] memory useAuth, bytes32[3] memory salts)
-        public
-    {
+    function testFuzz_claimPacked_equalsClaim(
+        uint128[3] memory deposits,
+        uint128[3] memory totals,
+        bool[3] memory useAuth,
+        bytes32[3] memory salts
+    ) public {
         TollgateChannels.ClaimItem[] memory items = new TollgateChannels.ClaimItem[](3);
         bytes32[3] memory ids;
         for (uint256 i; i < 3; ++i) {
@@ -222,7 +238,9 @@ contract TollgateChannelsFuzzTest is TollgateTestBase {
             if (useAuth[i]) c.payerAuthorizer = payerAuth;
             deposits[i] = uint128(bound(deposits[i], 1, type(uint64).max));
             ids[i] = _depositUsdc(c, deposits[i]);
-            items[i] = _item(c, totals[i], totals[i], _signVoucher(useAuth[i] ? PAYER_AUTH_KEY : PAYER_KEY, ids[i], totals[i]));
+            items[i] = _item(
+                c, totals[i], totals[i], _signVoucher(useAuth[i] ? PAYER_AUTH_KEY : PAYER_KEY, ids[i], totals[i])
+            );
         }
         uint256 snap = _snapshotTotals(ids);
         vm.prank(receiver);

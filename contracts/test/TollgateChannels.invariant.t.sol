@@ -181,6 +181,24 @@ contract ChannelsHandler is Test {
         _checkMonotonic();
     }
 
+    /// @dev A voucher signed on another chain (same contract address and config there) must
+    ///      never claim here.
+    function claimOtherChain(uint256 i, uint64 otherChainId, uint128 ceiling) external {
+        i = i % N;
+        uint256 home = block.chainid;
+        otherChainId = uint64(bound(otherChainId, 1, type(uint64).max));
+        if (otherChainId == home) return;
+        ceiling = uint128(bound(ceiling, 1, 1e15));
+        vm.chainId(otherChainId);
+        bytes32 foreignId = channels.getChannelId(configs[i]);
+        bytes memory sig = _sign(signerKeys[i], channels.getVoucherDigest(foreignId, ceiling));
+        vm.chainId(home);
+        vm.prank(receiver);
+        uint256 got = channels.claim(_group(), _items(i, ceiling, ceiling, sig));
+        if (got != 0) replayAccepted = true;
+        _checkMonotonic();
+    }
+
     /// @dev The malleable (high-S) twin of a valid voucher must never be accepted.
     function claimMalleable(uint256 i, uint128 ceiling) external {
         i = i % N;
@@ -286,7 +304,7 @@ contract TollgateChannelsInvariantTest is TollgateTestBase {
         _setUpBase();
         handler = new ChannelsHandler(channels, usdc);
         targetContract(address(handler));
-        bytes4[] memory selectors = new bytes4[](11);
+        bytes4[] memory selectors = new bytes4[](12);
         selectors[0] = ChannelsHandler.deposit.selector;
         selectors[1] = ChannelsHandler.claim.selector;
         selectors[2] = ChannelsHandler.claimPacked.selector;
@@ -298,6 +316,7 @@ contract TollgateChannelsInvariantTest is TollgateTestBase {
         selectors[8] = ChannelsHandler.refund.selector;
         selectors[9] = ChannelsHandler.sweep.selector;
         selectors[10] = ChannelsHandler.warp.selector;
+        selectors[11] = ChannelsHandler.claimOtherChain.selector;
         targetSelector(FuzzSelector({addr: address(handler), selectors: selectors}));
     }
 
@@ -330,7 +349,8 @@ contract TollgateChannelsInvariantTest is TollgateTestBase {
         assertFalse(handler.exitMismatch(), "exit paid a different amount");
     }
 
-    /// @notice A voucher for another channel or another contract never claims anything.
+    /// @notice A voucher for another channel, another contract or another chain never claims
+    ///         anything.
     function invariant_noCrossChannelOrContractReplay() public view {
         assertFalse(handler.replayAccepted(), "replayed voucher accepted");
     }

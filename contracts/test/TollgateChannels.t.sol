@@ -24,15 +24,27 @@ contract TollgateChannelsTest is TollgateTestBase {
     TollgateChannels.ChannelConfig internal cfg;
     bytes32 internal id;
 
-    event ChannelOpened(bytes32 indexed channelId, address indexed payer, address indexed receiver, TollgateChannels.ChannelConfig config);
+    event ChannelOpened(
+        bytes32 indexed channelId,
+        address indexed payer,
+        address indexed receiver,
+        TollgateChannels.ChannelConfig config
+    );
     event Deposited(bytes32 indexed channelId, address indexed from, uint128 amount, uint128 balance);
-    event Claimed(address indexed receiver, address indexed token, address indexed caller, uint256 amount, bytes claims);
+    event Claimed(
+        address indexed receiver, address indexed token, address indexed caller, uint256 amount, bytes claims
+    );
     event ClaimSkipped(bytes32 indexed channelId, uint8 reason, uint128 requestedTotal, uint128 currentTotal);
     event Swept(address indexed receiver, address indexed token, address to, uint256 amount);
     event WithdrawInitiated(bytes32 indexed channelId, address indexed payer, uint128 amount, uint40 finalizableAt);
     event Withdrawn(bytes32 indexed channelId, address indexed payer, uint128 amount, uint128 balance);
     event Refunded(
-        bytes32 indexed channelId, address indexed payer, uint128 amount, uint256 nonce, uint128 balance, uint128 pendingWithdrawal
+        bytes32 indexed channelId,
+        address indexed payer,
+        uint128 amount,
+        uint256 nonce,
+        uint128 balance,
+        uint128 pendingWithdrawal
     );
 
     function setUp() public {
@@ -74,8 +86,12 @@ contract TollgateChannelsTest is TollgateTestBase {
             ),
             "ChannelConfig"
         );
-        assertEq(channels.VOUCHER_TYPEHASH(), keccak256("Voucher(bytes32 channelId,uint128 maxClaimableAmount)"), "Voucher");
-        assertEq(channels.REFUND_TYPEHASH(), keccak256("Refund(bytes32 channelId,uint256 nonce,uint128 amount)"), "Refund");
+        assertEq(
+            channels.VOUCHER_TYPEHASH(), keccak256("Voucher(bytes32 channelId,uint128 maxClaimableAmount)"), "Voucher"
+        );
+        assertEq(
+            channels.REFUND_TYPEHASH(), keccak256("Refund(bytes32 channelId,uint256 nonce,uint128 amount)"), "Refund"
+        );
         assertEq(
             channels.CLAIM_ENTRY_TYPEHASH(),
             keccak256("ClaimEntry(bytes32 channelId,uint128 maxClaimableAmount,uint128 totalClaimed)"),
@@ -160,18 +176,28 @@ contract TollgateChannelsTest is TollgateTestBase {
         bytes32 cid = channels.getChannelId(cfg);
         assertEq(
             channels.getVoucherDigest(cid, 42),
-            keccak256(abi.encodePacked(hex"1901", ds, keccak256(abi.encode(channels.VOUCHER_TYPEHASH(), cid, uint128(42))))),
+            keccak256(
+                abi.encodePacked(hex"1901", ds, keccak256(abi.encode(channels.VOUCHER_TYPEHASH(), cid, uint128(42))))
+            ),
             "voucher"
         );
         assertEq(
             channels.getRefundDigest(cid, 3, 7),
-            keccak256(abi.encodePacked(hex"1901", ds, keccak256(abi.encode(channels.REFUND_TYPEHASH(), cid, uint256(3), uint128(7))))),
+            keccak256(
+                abi.encodePacked(
+                    hex"1901", ds, keccak256(abi.encode(channels.REFUND_TYPEHASH(), cid, uint256(3), uint128(7)))
+                )
+            ),
             "refund"
         );
         assertEq(
             channels.getPermitDepositDigest(cid, 9, 4),
             keccak256(
-                abi.encodePacked(hex"1901", ds, keccak256(abi.encode(channels.PERMIT_DEPOSIT_TYPEHASH(), cid, uint128(9), uint256(4))))
+                abi.encodePacked(
+                    hex"1901",
+                    ds,
+                    keccak256(abi.encode(channels.PERMIT_DEPOSIT_TYPEHASH(), cid, uint128(9), uint256(4)))
+                )
             ),
             "permit deposit"
         );
@@ -184,8 +210,10 @@ contract TollgateChannelsTest is TollgateTestBase {
         TollgateChannels.ClaimItem[] memory items = new TollgateChannels.ClaimItem[](2);
         items[0] = _item(cfg, 10, 5, "");
         items[1] = _item(c2, 20, 15, "");
-        bytes32 e0 = keccak256(abi.encode(channels.CLAIM_ENTRY_TYPEHASH(), channels.getChannelId(cfg), uint128(10), uint128(5)));
-        bytes32 e1 = keccak256(abi.encode(channels.CLAIM_ENTRY_TYPEHASH(), channels.getChannelId(c2), uint128(20), uint128(15)));
+        bytes32 e0 =
+            keccak256(abi.encode(channels.CLAIM_ENTRY_TYPEHASH(), channels.getChannelId(cfg), uint128(10), uint128(5)));
+        bytes32 e1 =
+            keccak256(abi.encode(channels.CLAIM_ENTRY_TYPEHASH(), channels.getChannelId(c2), uint128(20), uint128(15)));
         bytes32 structHash = keccak256(abi.encode(channels.CLAIM_BATCH_TYPEHASH(), keccak256(abi.encodePacked(e0, e1))));
         assertEq(
             channels.getClaimBatchDigest(_group(cfg), items),
@@ -257,12 +285,16 @@ contract TollgateChannelsTest is TollgateTestBase {
     function test_deposit_revert_delayOutOfRange() public {
         cfg.withdrawDelay = 15 minutes - 1;
         vm.expectRevert(
-            abi.encodeWithSelector(TollgateChannels.TollgateChannels__WithdrawDelayOutOfRange.selector, uint40(15 minutes - 1))
+            abi.encodeWithSelector(
+                TollgateChannels.TollgateChannels__WithdrawDelayOutOfRange.selector, uint40(15 minutes - 1)
+            )
         );
         channels.deposit(cfg, 1);
         cfg.withdrawDelay = 30 days + 1;
         vm.expectRevert(
-            abi.encodeWithSelector(TollgateChannels.TollgateChannels__WithdrawDelayOutOfRange.selector, uint40(30 days + 1))
+            abi.encodeWithSelector(
+                TollgateChannels.TollgateChannels__WithdrawDelayOutOfRange.selector, uint40(30 days + 1)
+            )
         );
         channels.deposit(cfg, 1);
         // Both bounds themselves are accepted.
@@ -305,14 +337,18 @@ contract TollgateChannelsTest is TollgateTestBase {
         TollgateChannels.ChannelConfig memory c = _config(address(fee), bytes32(0));
         fee.mint(address(this), 1_000);
         fee.approve(address(channels), 1_000);
-        vm.expectRevert(abi.encodeWithSelector(TollgateChannels.TollgateChannels__TransferAmountMismatch.selector, 1_000, 990));
+        vm.expectRevert(
+            abi.encodeWithSelector(TollgateChannels.TollgateChannels__TransferAmountMismatch.selector, 1_000, 990)
+        );
         channels.deposit(c, 1_000);
     }
 
     function test_deposit_revert_lyingToken() public {
         LyingToken lie = new LyingToken();
         TollgateChannels.ChannelConfig memory c = _config(address(lie), bytes32(0));
-        vm.expectRevert(abi.encodeWithSelector(TollgateChannels.TollgateChannels__TransferAmountMismatch.selector, 1_000, 0));
+        vm.expectRevert(
+            abi.encodeWithSelector(TollgateChannels.TollgateChannels__TransferAmountMismatch.selector, 1_000, 0)
+        );
         channels.deposit(c, 1_000);
     }
 
@@ -693,6 +729,40 @@ contract TollgateChannelsTest is TollgateTestBase {
         channels.claim(g, items);
     }
 
+    function test_claim_revert_receiverTotalOverflow() public {
+        MockToken big = new MockToken("BIG");
+        big.mint(address(this), uint256(type(uint128).max) * 2);
+        big.approve(address(channels), type(uint256).max);
+        TollgateChannels.ChannelConfig memory a = _config(address(big), bytes32(uint256(1)));
+        TollgateChannels.ChannelConfig memory b = _config(address(big), bytes32(uint256(2)));
+        bytes32 ida = channels.deposit(a, type(uint128).max);
+        bytes32 idb = channels.deposit(b, type(uint128).max);
+        _claimOne(a, type(uint128).max, type(uint128).max, _signVoucher(PAYER_KEY, ida, type(uint128).max));
+        // The receiver's cumulative total in this token is at 2^128 - 1: one more unit overflows,
+        // and the whole batch reverts (nothing is half-applied).
+        TollgateChannels.ClaimItem[] memory items = _items1(_item(b, 1, 1, _signVoucher(PAYER_KEY, idb, 1)));
+        TollgateChannels.ClaimGroup memory g = _group(b);
+        vm.prank(receiver);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                TollgateChannels.TollgateChannels__ReceiverTotalOverflow.selector, receiver, address(big)
+            )
+        );
+        channels.claim(g, items);
+        (, uint128 claimed) = channels.channels(idb);
+        assertEq(claimed, 0, "rolled back");
+        // Totals are cumulative, so a sweep does not lift the cap: it is 2^128 - 1 units per
+        // receiver and token over the contract's lifetime (docs/CONTRACTS.md).
+        channels.sweep(receiver, address(big));
+        vm.prank(receiver);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                TollgateChannels.TollgateChannels__ReceiverTotalOverflow.selector, receiver, address(big)
+            )
+        );
+        channels.claim(g, items);
+    }
+
     function test_claim_revert_emptyBatch() public {
         vm.prank(receiver);
         vm.expectRevert(TollgateChannels.TollgateChannels__EmptyBatch.selector);
@@ -754,7 +824,9 @@ contract TollgateChannelsTest is TollgateTestBase {
         channels.claimPacked(_group(cfg), bad);
         // A valid first record followed by garbage reports the garbage's offset.
         bytes memory tail = bytes.concat(data, hex"00");
-        vm.expectRevert(abi.encodeWithSelector(TollgateChannels.TollgateChannels__MalformedClaimData.selector, data.length));
+        vm.expectRevert(
+            abi.encodeWithSelector(TollgateChannels.TollgateChannels__MalformedClaimData.selector, data.length)
+        );
         channels.claimPacked(_group(cfg), tail);
         // Empty.
         vm.expectRevert(TollgateChannels.TollgateChannels__EmptyBatch.selector);
@@ -937,7 +1009,9 @@ contract TollgateChannelsTest is TollgateTestBase {
         vm.startPrank(payer);
         vm.expectRevert(TollgateChannels.TollgateChannels__ZeroAmount.selector);
         channels.initiateWithdraw(cfg, 0);
-        vm.expectRevert(abi.encodeWithSelector(TollgateChannels.TollgateChannels__InsufficientAvailable.selector, 700, 701));
+        vm.expectRevert(
+            abi.encodeWithSelector(TollgateChannels.TollgateChannels__InsufficientAvailable.selector, 700, 701)
+        );
         channels.initiateWithdraw(cfg, 701);
         vm.stopPrank();
     }
@@ -1159,12 +1233,16 @@ contract TollgateChannelsTest is TollgateTestBase {
 
     function _slice(bytes memory b, uint256 len) internal pure returns (bytes memory out) {
         out = new bytes(len);
-        for (uint256 i; i < len; ++i) out[i] = b[i];
+        for (uint256 i; i < len; ++i) {
+            out[i] = b[i];
+        }
     }
 
     function _sliceFrom(bytes memory b, uint256 from) internal pure returns (bytes memory out) {
         out = new bytes(b.length - from);
-        for (uint256 i; i < out.length; ++i) out[i] = b[from + i];
+        for (uint256 i; i < out.length; ++i) {
+            out[i] = b[from + i];
+        }
     }
 
     function _packOne(TollgateChannels.ClaimItem memory it) internal pure returns (bytes memory) {

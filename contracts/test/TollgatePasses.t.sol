@@ -28,7 +28,12 @@ contract TollgatePassesTest is TollgateTestBase {
     event PlanCreated(uint256 indexed planId, TollgatePasses.PlanParams params);
     event PlanUpdated(uint256 indexed planId, TollgatePasses.PlanParams params);
     event Purchased(
-        uint256 indexed planId, address indexed holder, address indexed payer, address token, uint256 cost, uint64 expiresAt
+        uint256 indexed planId,
+        address indexed holder,
+        address indexed payer,
+        address token,
+        uint256 cost,
+        uint64 expiresAt
     );
     event Renewed(
         uint256 indexed planId,
@@ -39,7 +44,9 @@ contract TollgatePassesTest is TollgateTestBase {
         uint64 previousExpiry,
         uint64 expiresAt
     );
-    event Granted(uint256 indexed planId, address indexed holder, uint32 periods, uint64 previousExpiry, uint64 expiresAt);
+    event Granted(
+        uint256 indexed planId, address indexed holder, uint32 periods, uint64 previousExpiry, uint64 expiresAt
+    );
     event Delegated(uint256 indexed planId, address indexed holder, address indexed delegatee, uint64 until);
     event DelegationRevoked(uint256 indexed planId, address indexed holder, address indexed delegatee);
     event ProceedsWithdrawn(address indexed token, address indexed to, uint256 amount);
@@ -60,11 +67,15 @@ contract TollgatePassesTest is TollgateTestBase {
         vm.deal(carol, 10 ether);
     }
 
-    function _params(address token, uint96 price, uint40 period, uint64 quota, uint32 cap, bool transferable, bool active)
-        internal
-        pure
-        returns (TollgatePasses.PlanParams memory)
-    {
+    function _params(
+        address token,
+        uint96 price,
+        uint40 period,
+        uint64 quota,
+        uint32 cap,
+        bool transferable,
+        bool active
+    ) internal pure returns (TollgatePasses.PlanParams memory) {
         return TollgatePasses.PlanParams({
             token: token,
             price: price,
@@ -255,7 +266,9 @@ contract TollgatePassesTest is TollgateTestBase {
         fee.mint(alice, 1_000);
         vm.startPrank(alice);
         fee.approve(address(passes), 1_000);
-        vm.expectRevert(abi.encodeWithSelector(TollgatePasses.TollgatePasses__TransferAmountMismatch.selector, 1_000, 990));
+        vm.expectRevert(
+            abi.encodeWithSelector(TollgatePasses.TollgatePasses__TransferAmountMismatch.selector, 1_000, 990)
+        );
         passes.purchase(planId, alice, 1);
         vm.stopPrank();
     }
@@ -410,7 +423,9 @@ contract TollgatePassesTest is TollgateTestBase {
         _buyEth(alice, alice, 1);
         _buyEth(bob, bob, 1);
         vm.prank(alice);
-        vm.expectRevert(abi.encodeWithSelector(TollgatePasses.TollgatePasses__RecipientAlreadyHolds.selector, bob, ethPlan));
+        vm.expectRevert(
+            abi.encodeWithSelector(TollgatePasses.TollgatePasses__RecipientAlreadyHolds.selector, bob, ethPlan)
+        );
         passes.safeTransferFrom(alice, bob, ethPlan, 1, "");
     }
 
@@ -521,6 +536,32 @@ contract TollgatePassesTest is TollgateTestBase {
         assertTrue(_entitled(bob, ethPlan), "only the new holder");
     }
 
+    function test_delegate_endsWhenLapsedPassIsRenewed() public {
+        _buyEth(alice, alice, 1);
+        vm.prank(alice);
+        passes.delegate(ethPlan, bob, uint64(T0 + 60 days));
+        vm.warp(T0 + 31 days);
+        assertFalse(_entitled(bob, ethPlan), "pass lapsed");
+        // Carol may now serve bob; alice's renewal must not bring her old delegation back.
+        _buyEth(carol, carol, 1);
+        vm.prank(carol);
+        passes.delegate(ethPlan, bob, uint64(T0 + 40 days));
+        vm.expectEmit(true, true, true, true, address(passes));
+        emit DelegationRevoked(ethPlan, alice, bob);
+        _buyEth(alice, alice, 1);
+        (address d,) = passes.delegationOf(alice, ethPlan);
+        assertEq(d, address(0), "old delegation gone");
+        vm.prank(carol);
+        passes.revokeDelegation(ethPlan);
+        assertFalse(_entitled(bob, ethPlan), "no stale delegation left to serve bob");
+        // Renewing before expiry keeps a delegation.
+        vm.prank(alice);
+        passes.delegate(ethPlan, bob, uint64(T0 + 50 days));
+        _buyEth(alice, alice, 1);
+        (d,) = passes.delegationOf(alice, ethPlan);
+        assertEq(d, bob, "kept across an on-time renewal");
+    }
+
     function test_delegate_reverts() public {
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(TollgatePasses.TollgatePasses__NotHolder.selector, alice, ethPlan));
@@ -614,7 +655,9 @@ contract TollgatePassesTest is TollgateTestBase {
             "typehash"
         );
         bytes32 sh = keccak256(abi.encode(passes.PERMIT_PURCHASE_TYPEHASH(), uint256(2), alice, uint32(3), uint256(4)));
-        assertEq(passes.getPermitPurchaseDigest(2, alice, 3, 4), keccak256(abi.encodePacked(hex"1901", ds, sh)), "digest");
+        assertEq(
+            passes.getPermitPurchaseDigest(2, alice, 3, 4), keccak256(abi.encodePacked(hex"1901", ds, sh)), "digest"
+        );
         assertEq(
             passes.purchaseAuthorizationNonce(2, alice, 3, 4),
             keccak256(abi.encode(uint256(2), alice, uint32(3), uint256(4))),
@@ -650,7 +693,9 @@ contract TollgatePassesTest is TollgateTestBase {
         if (cost != 0) {
             vm.deal(alice, cost);
             vm.prank(alice);
-            vm.expectRevert(abi.encodeWithSelector(TollgatePasses.TollgatePasses__WrongMsgValue.selector, cost, cost - 1));
+            vm.expectRevert(
+                abi.encodeWithSelector(TollgatePasses.TollgatePasses__WrongMsgValue.selector, cost, cost - 1)
+            );
             passes.purchase{value: cost - 1}(planId, alice, periods);
         }
     }

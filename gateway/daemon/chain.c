@@ -1,13 +1,18 @@
 /* The daemon's chain side: blocking reads for admission, and a thread running the transaction manager. */
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "daemon/chain.h"
+#include "http/server.h"
+#include "pay/ledger.h"
+#include "store/store.h"
 #include "tollgate/abi.h"
 #include "tollgate/hex.h"
+#include "tollgate/keccak.h"
 #include "tollgate/rpc.h"
 #include "tollgate/txm.h"
 #include "tollgate/u256.h"
@@ -37,6 +42,16 @@ struct tg_chain {
   tg_address channels;
   int wait_receipt;
   uint8_t sel_state[4], sel_auth_state[4], sel_balance[4], sel_transfer[4];
+  /* the channel follower (tg_chain_follow) */
+  tg_rpc *follow_rpc;
+  tg_ledger *ledger;
+  tg_store *store;
+  unsigned follow_ms;
+  pthread_t follow_thread;
+  int following, follow_stop;
+  pthread_mutex_t follow_mu;
+  pthread_cond_t follow_cv;
+  tg_hash topics[4];         /* Deposited, WithdrawInitiated, Withdrawn, Refunded */
 };
 
 /* ---- blocking reads ----------------------------------------------------------- */
@@ -181,7 +196,19 @@ static void submit_one(tg_chain *c, job *j) {
     req.on_accepted = on_accepted;
     req.accepted_arg = j;
   }
-  int rc = tg_txm_submit(c->txm, &req, on_final, j, NULL);
+  uint64_t id = 0;
+  int rc = tg_txm_submit(c->txm, &req, on_final, j, &id);
+  if (rc == TG_EEXISTS) {
+    /* Submitted before (by a run that crashed before the payment layer recorded it): the
+     * journal has the transaction, which the manager resumed; answer with it. */
+    tg_txm_result r;
+    rc = tg_txm_get(c->txm, id, &r);
+    if (rc == 0 && r.state == TG_TXM_FAILED) rc = r.err ? r.err : TG_ETXM_FAILED;
+    if (rc == 0 && r.state >= TG_TXM_MINED && r.status != 1) rc = TG_ETXM_FAILED;
+    deliver(j, rc, rc ? NULL : &r.tx_hash);
+    free(j);
+    return;
+  }
   if (rc) { /* the callbacks never fire for a refused submission */
     deliver(j, rc, NULL);
     free(j);
@@ -235,6 +262,166 @@ static void *chain_main(void *arg) {
   return NULL;
 }
 
+/* ---- the channel follower ------------------------------------------------------------- */
+
+/*
+ * Keeps the ledger's mirror of channels current, so that a payer who starts a
+ * timed withdrawal, tops up or is refunded is seen within a poll: every stored
+ * channel is re-read at start (what happened while the daemon was down), then
+ * every follow_ms the contract's logs since the last block name the channels
+ * whose balance or withdrawal changed (Deposited, WithdrawInitiated, Withdrawn,
+ * Refunded); each known one is re-read with getChannelState and mirrored into
+ * the ledger and the store. Blocking calls on a client of its own, on a thread
+ * of its own: admissions and the transaction manager never wait on it.
+ */
+
+/* Re-reads one channel at `block` and mirrors it; channels the ledger does not hold are skipped. */
+static void follow_sync(tg_chain *c, const tg_hash *id, uint64_t block) {
+  tg_ledger_channel lc;
+  if (tg_ledger_get(c->ledger, id, &lc) != 0) return;
+  uint8_t data[4 + 32];
+  memcpy(data, c->sel_state, 4);
+  memcpy(data + 4, id->b, 32);
+  tg_eth_msg m;
+  memset(&m, 0, sizeof m);
+  m.to = &c->channels;
+  m.data = data;
+  m.data_len = sizeof data;
+  tg_buf out;
+  tg_buf_init(&out, 4096);
+  char tag[24];
+  snprintf(tag, sizeof tag, "0x%llx", (unsigned long long)block);
+  int rc = tg_eth_call(c->follow_rpc, &out, NULL, &m, tag);
+  if (!rc && out.len < 5 * 32) rc = TG_EABI_DATA;
+  tg_u256 balance, claimed;
+  uint64_t withdraw_at = 0, refund_nonce = 0;
+  if (!rc) {
+    memcpy(balance.b, out.data, 32);
+    memcpy(claimed.b, out.data + 32, 32);
+    rc = word_u64(out.data + 96, &withdraw_at);
+    if (!rc && word_u64(out.data + 128, &refund_nonce) != 0) refund_nonce = UINT64_MAX;
+  }
+  tg_buf_cleanup(&out);
+  if (rc) {
+    tg_log("channel follower: reading channel state: %s", tg_strerror(rc));
+    return;
+  }
+  if (tg_ledger_mirror(c->ledger, id, &balance, &claimed, withdraw_at) != 0) return;
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = TG_STORE_OP_CHANNEL_SYNC;
+  op.u.channel.id = *id;
+  op.u.channel.chain.balance = balance;
+  op.u.channel.chain.total_claimed = claimed;
+  op.u.channel.chain.withdraw_requested_at = withdraw_at;
+  op.u.channel.chain.refund_nonce = refund_nonce == UINT64_MAX ? 0 : refund_nonce;
+  op.u.channel.chain.synced_block = block;
+  op.u.channel.chain.status = withdraw_at ? TG_CHANNEL_WITHDRAWING : TG_CHANNEL_OPEN;
+  rc = tg_store_write(c->store, &op, 1);
+  if (rc) tg_log("channel follower: storing channel state: %s", tg_strerror(rc));
+}
+
+typedef struct {
+  tg_hash *ids;
+  size_t n, cap;
+} id_list;
+
+static int collect_id(void *arg, const tg_store_channel *ch) {
+  id_list *l = arg;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    tg_hash *v = realloc(l->ids, cap * sizeof *v);
+    if (!v) abort();
+    l->ids = v;
+    l->cap = cap;
+  }
+  l->ids[l->n++] = ch->id;
+  return 0;
+}
+
+/* The logs of [from, to] naming channels; syncs each channel once. */
+static int follow_logs(tg_chain *c, uint64_t from, uint64_t to) {
+  char addr[43], fb[24], tb[24], t[4][67];
+  tg_hex_encode(addr, c->channels.b, 20, 1);
+  snprintf(fb, sizeof fb, "0x%llx", (unsigned long long)from);
+  snprintf(tb, sizeof tb, "0x%llx", (unsigned long long)to);
+  for (int i = 0; i < 4; i++) tg_hex_encode(t[i], c->topics[i].b, 32, 1);
+  json_t *params = json_pack("[{s:s, s:s, s:s, s:[[s,s,s,s]]}]", "address", addr, "fromBlock", fb,
+                             "toBlock", tb, "topics", t[0], t[1], t[2], t[3]);
+  if (!params) abort();
+  tg_rpc_reply r;
+  int rc = tg_rpc_call(c->follow_rpc, &r, "eth_getLogs", params);
+  if (rc == 0 && !json_is_array(r.result)) rc = TG_ERPC_REPLY;
+  id_list seen = {0};
+  for (size_t i = 0; rc == 0 && i < json_array_size(r.result); i++) {
+    tg_eth_log log;
+    if (tg_rpc_parse_log(json_array_get(r.result, i), &log) != 0) continue;
+    if (log.n_topics >= 2 && !log.removed) {
+      int dup = 0;
+      for (size_t k = 0; k < seen.n && !dup; k++) dup = !memcmp(seen.ids[k].b, log.topics[1].b, 32);
+      if (!dup) {
+        tg_store_channel fake;
+        fake.id = log.topics[1];
+        (void)collect_id(&seen, &fake);
+      }
+    }
+    tg_eth_log_cleanup(&log);
+  }
+  tg_rpc_reply_cleanup(&r);
+  for (size_t k = 0; k < seen.n; k++) follow_sync(c, &seen.ids[k], to);
+  free(seen.ids);
+  return rc;
+}
+
+static void *follow_main(void *arg) {
+  tg_chain *c = arg;
+  uint64_t next = 0;
+  int started = 0;
+  pthread_mutex_lock(&c->follow_mu);
+  while (!c->follow_stop) {
+    pthread_mutex_unlock(&c->follow_mu);
+    uint64_t head;
+    if (tg_eth_block_number(c->follow_rpc, &head) == 0) {
+      if (!started) {
+        /* Everything stored, as of now; the logs are followed from the next block. */
+        id_list all = {0};
+        if (tg_store_channels_list(c->store, NULL, collect_id, &all) == 0) {
+          for (size_t k = 0; k < all.n; k++) follow_sync(c, &all.ids[k], head);
+          started = 1;
+          next = head + 1;
+        }
+        free(all.ids);
+      } else if (head >= next) {
+        uint64_t to = head - next > 1999 ? next + 1999 : head; /* node log-range limits */
+        if (follow_logs(c, next, to) == 0) next = to + 1;
+      }
+    }
+    pthread_mutex_lock(&c->follow_mu);
+    if (c->follow_stop) break;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += c->follow_ms / 1000;
+    ts.tv_nsec += (long)(c->follow_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&c->follow_cv, &c->follow_mu, &ts);
+  }
+  pthread_mutex_unlock(&c->follow_mu);
+  return NULL;
+}
+
+int tg_chain_follow(tg_chain *c, tg_ledger *ledger, tg_store *store, unsigned interval_ms) {
+  if (c->following) return TG_EINVAL;
+  c->ledger = ledger;
+  c->store = store;
+  c->follow_ms = interval_ms ? interval_ms : 1000;
+  if (pthread_create(&c->follow_thread, NULL, follow_main, c) != 0) abort();
+  c->following = 1;
+  return TG_OK;
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
 int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts *o) {
@@ -243,6 +430,15 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
   if (!c) abort();
   pthread_mutex_init(&c->read_mu, NULL);
   pthread_mutex_init(&c->q_mu, NULL);
+  pthread_mutex_init(&c->follow_mu, NULL);
+  pthread_cond_init(&c->follow_cv, NULL);
+  static const char *const events[4] = {
+      "Deposited(bytes32,address,uint128,uint128)",
+      "WithdrawInitiated(bytes32,address,uint128,uint40)",
+      "Withdrawn(bytes32,address,uint128,uint128)",
+      "Refunded(bytes32,address,uint128,uint256,uint128,uint128)",
+  };
+  for (int i = 0; i < 4; i++) tg_keccak256(&c->topics[i], events[i], strlen(events[i]));
   c->channels = o->channels;
   c->wait_receipt = o->wait_receipt;
   int rc = tg_abi_selector_str(c->sel_state, "getChannelState(bytes32)", 24);
@@ -258,6 +454,13 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
   ro.n_urls = o->n_rpc_urls;
   ro.chain_id = o->chain_id;
   if (!rc) rc = tg_rpc_new(&c->reads, &ro, err, err_len);
+  if (!rc) rc = tg_rpc_new(&c->follow_rpc, &ro, err, err_len);
+  /*
+   * Workers wake this loop with event_active() and the chain thread answers on their loops:
+   * libevent's locking and cross-thread notification must be on before any base exists
+   * (without it the loop sees a submission only at its next timer, up to poll_ms later).
+   */
+  if (evthread_use_pthreads() != 0) abort();
   c->base = event_base_new();
   if (!c->base) abort();
   ro.base = c->base;
@@ -285,6 +488,14 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
 
 void tg_chain_free(tg_chain *c) {
   if (!c) return;
+  if (c->following) {
+    pthread_mutex_lock(&c->follow_mu);
+    c->follow_stop = 1;
+    pthread_cond_signal(&c->follow_cv);
+    pthread_mutex_unlock(&c->follow_mu);
+    pthread_join(c->follow_thread, NULL);
+  }
+  tg_rpc_free(c->follow_rpc);
   if (c->running) {
     event_base_loopbreak(c->base);
     pthread_join(c->thread, NULL);
@@ -301,6 +512,8 @@ void tg_chain_free(tg_chain *c) {
   }
   pthread_mutex_destroy(&c->read_mu);
   pthread_mutex_destroy(&c->q_mu);
+  pthread_mutex_destroy(&c->follow_mu);
+  pthread_cond_destroy(&c->follow_cv);
   free(c);
 }
 

@@ -32,6 +32,17 @@ TG_WARN_UNUSED_RESULT int tg_chain_new(tg_chain **out, char *err, size_t err_len
 /* Stops the thread; pending submissions are journaled and resume at the next start. */
 void tg_chain_free(tg_chain *c);
 
+struct tg_ledger;
+struct tg_store;
+/*
+ * Starts the channel follower: every stored channel is re-read now, then the
+ * contract's logs are followed every interval_ms (0: 1000) and the channels
+ * they name (deposits, withdrawals, refunds) are re-read and mirrored into the
+ * ledger and the store. Both must outlive the chain (tg_chain_free stops it).
+ */
+TG_WARN_UNUSED_RESULT int tg_chain_follow(tg_chain *c, struct tg_ledger *ledger,
+                                          struct tg_store *store, unsigned interval_ms);
+
 /* The payment layer's interfaces, backed by this chain. */
 tg_pay_chain tg_chain_pay_reader(tg_chain *c);
 tg_pay_exact_backend tg_chain_exact_backend(tg_chain *c);

@@ -118,6 +118,10 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   po.min_deposit = cfg->channel_min_deposit;
   rc = tg_pay_new(&p->pay, err, &po);
   if (rc) goto fail;
+  if (cfg->scheme_channel && (rc = tg_chain_follow(p->chain, p->ledger, p->store, 1000))) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "channel follower: %s", tg_strerror(rc));
+    goto fail;
+  }
   p->hooks = (tg_http_payhooks){p->pay, tg_pay_admit, tg_pay_complete};
   return TG_OK;
 fail:

@@ -83,7 +83,20 @@ struct tg_pay_call {
   tg_x402_exact auth;
   int auth_held;  /* the (from, nonce) key is in the in-flight set */
   tg_hash tx_hash;
+  /* payment-identifier: its key is in the in-flight set until the call is recorded or released */
+  int payid_held;
+  tg_hash payid_key;
+  /*
+   * exact: what the store knew of this authorization at admission. The intent
+   * (status VERIFIED) is recorded before the transaction is submitted; a record
+   * still VERIFIED means a run crashed between the two, and the call resumes it.
+   */
+  int exact_prev;       /* EXACT_NONE, TG_EXACT_FAILED or TG_EXACT_VERIFIED */
+  char exact_rid[TG_STORE_REQUEST_ID_MAX + 1]; /* the record's request id (the charge's) */
+  int exact_err;
 };
+
+#define EXACT_NONE (-1)
 
 /* ---- small helpers --------------------------------------------------------- */
 
@@ -278,6 +291,77 @@ static void inflight_drop(tg_pay *p, const tg_address *from, const tg_hash *nonc
   pthread_mutex_unlock(&p->inflight_mu);
 }
 
+/*
+ * payment-identifier ids share the in-flight set under their own key: the
+ * zero address (which never signs) and keccak256("payment-identifier:" || id).
+ */
+static void payid_key(tg_hash *out, const char *id) {
+  char buf[32 + TG_STORE_PAYID_MAX + 1];
+  int n = snprintf(buf, sizeof buf, "payment-identifier:%s", id);
+  tg_keccak256(out, buf, n > 0 ? (size_t)n : 0);
+}
+
+static const tg_address zero_address;
+
+/* Frees a call refused during admission (its reservation was never made). */
+static void call_abort(tg_pay *p, tg_pay_call *call) {
+  if (call->payid_held) inflight_drop(p, &zero_address, &call->payid_key);
+  tg_config_unref(call->cfg);
+  free(call);
+}
+
+/* The recorded answer of a payment-identifier seen before: its status and PAYMENT-RESPONSE. */
+static void answer_recorded(tg_pay *p, const tg_store_payid *rec, tg_pay_admit_cb cb, void *arg) {
+  tg_pay_decision d;
+  memset(&d, 0, sizeof d);
+  d.admitted = 0;
+  d.status = rec->status >= 200 && rec->status < 600 ? rec->status : 200;
+  if (rec->response_header[0])
+    d.headers[d.n_headers++] = (tg_pay_header){"PAYMENT-RESPONSE", rec->response_header};
+  json_t *j = json_pack("{s:i, s:s, s:s, s:b}", "x402Version", TG_X402_VERSION, "paymentIdentifier",
+                        rec->id, "requestId", rec->request_id, "duplicate", 1);
+  char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
+  json_decref(j);
+  d.body = t ? t : "{}";
+  d.body_len = strlen(d.body);
+  (void)p;
+  cb(arg, &d);
+  free(t);
+}
+
+/*
+ * payment-identifier (x402 extension): an id already recorded is answered from
+ * its record when the payload is the same, and with 409 when it differs; an id
+ * whose call is still in flight gets 409 too. Returns 1 when it answered, 0
+ * when the call goes on (then the id is held in *call until it is recorded).
+ */
+static int check_payid(tg_pay *p, const tg_config *cfg, const tg_pay_request *req,
+                       tg_pay_call *call, tg_pay_admit_cb cb, void *arg) {
+  tg_store_payid *rec = malloc(sizeof *rec);
+  if (!rec) abort();
+  int rc = tg_store_payid_get(p->store, call->payment_id, rec);
+  if (rc == 0) {
+    if (sodium_memcmp(rec->request_hash.b, call->request_hash.b, 32) == 0)
+      answer_recorded(p, rec, cb, arg);
+    else
+      refuse(p, cfg, req, 409, "payment_identifier_conflict", NULL, NULL, cb, arg);
+    free(rec);
+    return 1;
+  }
+  free(rec);
+  if (rc != TG_ENOTFOUND) {
+    refuse(p, cfg, req, 503, "unexpected_verify_error", NULL, NULL, cb, arg);
+    return 1;
+  }
+  payid_key(&call->payid_key, call->payment_id);
+  if (!inflight_take(p, &zero_address, &call->payid_key)) {
+    refuse(p, cfg, req, 409, "payment_identifier_in_progress", NULL, NULL, cb, arg);
+    return 1;
+  }
+  call->payid_held = 1;
+  return 0;
+}
+
 /* ---- channel admission ---------------------------------------------------- */
 
 /* Loads a channel the ledger does not know: from the store, else from the chain. */
@@ -424,8 +508,7 @@ static void admit_channel(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
 refuse402:
   refuse(p, cfg, req, 402, why, max, NULL, cb, arg);
 fail:
-  tg_config_unref(call->cfg);
-  free(call);
+  call_abort(p, call);
 }
 
 /* Seconds an authorization must stay valid after admission, for its submission. */
@@ -474,21 +557,48 @@ static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
     why = "invalid_exact_evm_payload_signature";
     goto refuse;
   }
-  /* Replays: the store remembers every authorization used; the in-flight set covers calls
-   * admitted and not yet recorded. */
-  tg_store_exact prev;
-  int rc = tg_store_exact_get(p->store, &p->asset, &a->nonce, &prev);
-  if (rc == 0 && prev.status != TG_EXACT_FAILED) {
-    why = "invalid_exact_evm_nonce_already_used";
-    status = 409;
-    goto refuse;
-  }
+  /* Replays: the in-flight set covers calls admitted and not yet recorded, the store every
+   * authorization recorded (looked up once the key is held, so that a call finishing
+   * meanwhile is seen). */
   if (!inflight_take(p, &a->from, &a->nonce)) {
     why = "invalid_exact_evm_nonce_already_used";
     status = 409;
     goto refuse;
   }
   call->auth_held = 1;
+  tg_store_exact prev;
+  int rc = tg_store_exact_get(p->store, &p->asset, &a->nonce, &prev);
+  call->exact_prev = EXACT_NONE;
+  if (rc == 0) {
+    /* The store keys authorizations by (token, nonce): another payer's nonce is refused
+     * as used, never resumed or overwritten. */
+    if ((prev.status != TG_EXACT_FAILED && prev.status != TG_EXACT_VERIFIED) ||
+        !same_address(&prev.payer, &a->from)) {
+      inflight_drop(p, &a->from, &a->nonce);
+      why = "invalid_exact_evm_nonce_already_used";
+      status = 409;
+      goto refuse;
+    }
+    call->exact_prev = (int)prev.status;
+    copy_cstr(call->exact_rid, sizeof call->exact_rid, prev.request_id);
+  } else if (rc != TG_ENOTFOUND) {
+    inflight_drop(p, &a->from, &a->nonce);
+    refuse(p, cfg, req, 503, "unexpected_verify_error", NULL, NULL, cb, arg);
+    goto fail;
+  }
+  if (call->exact_prev == TG_EXACT_VERIFIED) {
+    /* Served and maybe submitted by a run that crashed before recording the charge: the
+     * payment is ours already (the chain may show it used); serve the call and finish it. */
+    call->auth = *a;
+    call->payer = a->from;
+    tg_pay_decision d;
+    memset(&d, 0, sizeof d);
+    d.admitted = 1;
+    d.call = call;
+    stat_add(p, &p->stats.admitted);
+    cb(arg, &d);
+    return;
+  }
   tg_u256 balance;
   int used = 0;
   rc = p->exact.check(p->exact.ctx, &p->asset, &a->from, &a->nonce, &balance, &used);
@@ -520,8 +630,7 @@ static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
 refuse:
   refuse(p, cfg, req, status, why, status == 402 ? max : NULL, NULL, cb, arg);
 fail:
-  tg_config_unref(call->cfg);
-  free(call);
+  call_abort(p, call);
 }
 
 void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
@@ -559,6 +668,7 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
   tg_pay_call *call = calloc(1, sizeof *call);
   if (!call) abort();
   call->pay = p;
+  call->exact_prev = EXACT_NONE;
   call->cfg = tg_config_ref(cfg);
   call->scheme = pm->accepted.scheme;
   call->price = price;
@@ -570,6 +680,10 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
   tg_keccak256(&call->request_hash, req->payment_signature, hlen);
   tg_buf_init(&call->header, TG_STORE_HEADER_MAX);
   tg_buf_init(&call->trailer, 4096);
+  if (call->payment_id[0] && check_payid(p, cfg, req, call, cb, arg)) {
+    call_abort(p, call);
+    goto done;
+  }
   if (pm->accepted.scheme == TG_X402_CHANNEL) {
     admit_channel(p, cfg, req, pm, &max, call, cb, arg);
   } else {
@@ -585,6 +699,7 @@ done:
 
 static void call_free(tg_pay_call *c) {
   if (c->auth_held) inflight_drop(c->pay, &c->auth.from, &c->auth.nonce);
+  if (c->payid_held) inflight_drop(c->pay, &zero_address, &c->payid_key);
   tg_buf_cleanup(&c->header);
   tg_buf_cleanup(&c->trailer);
   tg_config_unref(c->cfg);
@@ -596,6 +711,10 @@ static void finish(tg_pay_call *c, int charged, int err) {
   memset(&r, 0, sizeof r);
   r.charged = charged;
   r.err = err;
+  r.scheme = c->scheme == TG_X402_EXACT ? TG_SCHEME_EXACT : TG_SCHEME_CHANNEL;
+  r.scheme_name = c->scheme == TG_X402_EXACT ? "exact" : "channel";
+  r.has_payer = 1;
+  r.payer = c->scheme == TG_X402_EXACT ? c->auth.from : c->payer;
   if (charged) {
     r.amount = c->plan.price;
     if (c->header.len)
@@ -679,11 +798,33 @@ static void on_exact_commit(void *arg, int err, const tg_store_op *ops, size_t n
   finish(c, 1, 0);
 }
 
+/* A submission that failed: the record says so (a retry may use the authorization again). */
+static void on_exact_failed_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  tg_pay_call *c = arg;
+  if (err) stat_add(c->pay, &c->pay->stats.failed_commits);
+  finish(c, 0, c->exact_err);
+}
+
+static void exact_record_failed(tg_pay_call *c, int why) {
+  tg_pay *p = c->pay;
+  c->exact_err = why;
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = TG_STORE_OP_EXACT_UPDATE;
+  op.u.exact.token = p->asset;
+  op.u.exact.nonce = c->auth.nonce;
+  op.u.exact.status = TG_EXACT_FAILED;
+  if (tg_store_submit_evbase(p->store, &op, 1, c->base, on_exact_failed_commit, c) != 0)
+    finish(c, 0, why);
+}
+
 static void on_exact_submitted(void *arg, int err, const tg_hash *tx) {
   tg_pay_call *c = arg;
   tg_pay *p = c->pay;
   if (err) {
-    finish(c, 0, err); /* nothing moved: the payer keeps the authorization */
+    exact_record_failed(c, err); /* nothing moved: the payer keeps the authorization */
     return;
   }
   c->tx_hash = *tx;
@@ -702,21 +843,16 @@ static void on_exact_submitted(void *arg, int err, const tg_hash *tx) {
   tg_store_op ops[3];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
-  ops[n].kind = TG_STORE_OP_EXACT_PUT;
+  ops[n].kind = TG_STORE_OP_EXACT_UPDATE;
   ops[n].u.exact.token = p->asset;
   ops[n].u.exact.nonce = c->auth.nonce;
-  ops[n].u.exact.payer = c->auth.from;
-  ops[n].u.exact.to = c->auth.to;
-  ops[n].u.exact.amount = c->auth.value;
-  ops[n].u.exact.valid_after = c->auth.valid_after;
-  ops[n].u.exact.valid_before = c->auth.valid_before;
-  ops[n].u.exact.request_id = c->request_id;
   ops[n].u.exact.status = TG_EXACT_SUBMITTED;
   ops[n].u.exact.has_tx = 1;
   ops[n].u.exact.tx_hash = *tx;
   n++;
+  /* The charge carries the record's request id: settlement finds it through the record. */
   ops[n].kind = TG_STORE_OP_CHARGE;
-  ops[n].u.charge.request_id = c->request_id;
+  ops[n].u.charge.request_id = c->exact_rid;
   ops[n].u.charge.payer = c->auth.from;
   ops[n].u.charge.scheme = TG_SCHEME_EXACT;
   ops[n].u.charge.route = c->route;
@@ -732,7 +868,7 @@ static void on_exact_submitted(void *arg, int err, const tg_hash *tx) {
     ops[n].u.payid.request_hash = c->request_hash;
     ops[n].u.payid.status = 200;
     ops[n].u.payid.response_header = hrc == 0 ? (const char *)c->header.data : NULL;
-    ops[n].u.payid.request_id = c->request_id;
+    ops[n].u.payid.request_id = c->exact_rid;
     n++;
   }
   int rc = tg_store_submit_evbase(p->store, ops, n, c->base, on_exact_commit, c);
@@ -742,14 +878,65 @@ static void on_exact_submitted(void *arg, int err, const tg_hash *tx) {
   }
 }
 
+static void exact_submit(tg_pay_call *c) {
+  tg_pay *p = c->pay;
+  int rc = p->exact.submit(p->exact.ctx, c->base, &p->asset, &c->auth, on_exact_submitted, c);
+  if (rc) exact_record_failed(c, rc);
+}
+
+static void on_exact_intent(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  tg_pay_call *c = arg;
+  if (err) { /* nothing submitted, nothing charged */
+    stat_add(c->pay, &c->pay->stats.failed_commits);
+    finish(c, 0, err);
+    return;
+  }
+  exact_submit(c);
+}
+
+/*
+ * After a successful answer: the intent (status VERIFIED, with the request id
+ * the charge will carry) is durable before the transaction exists, then the
+ * transaction is submitted (the transaction manager journals it under the
+ * authorization's key), then the charge is recorded. A crash after the
+ * submission leaves the record VERIFIED; a retry with the same authorization
+ * then resumes it (the manager answers with the transaction it already has)
+ * instead of being refused as a replay, so the payment is recorded exactly once.
+ */
 static void complete_exact(tg_pay *p, tg_pay_call *c, const tg_pay_outcome *o) {
   if (!o->ok) {
     /* Charge after success: the authorization is never submitted and stays the payer's. */
     if (event_base_once(c->base, -1, EV_TIMEOUT, on_release_ev, c, NULL) != 0) finish(c, 0, 0);
     return;
   }
-  int rc = p->exact.submit(p->exact.ctx, c->base, &p->asset, &c->auth, on_exact_submitted, c);
-  if (rc) finish(c, 0, rc);
+  if (c->exact_prev == TG_EXACT_VERIFIED) {
+    exact_submit(c);
+    return;
+  }
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.u.exact.token = p->asset;
+  op.u.exact.nonce = c->auth.nonce;
+  op.u.exact.status = TG_EXACT_VERIFIED;
+  if (c->exact_prev == TG_EXACT_FAILED) {
+    op.kind = TG_STORE_OP_EXACT_UPDATE; /* a failed earlier attempt: its row and request id stay */
+  } else {
+    copy_cstr(c->exact_rid, sizeof c->exact_rid, c->request_id);
+    op.kind = TG_STORE_OP_EXACT_PUT;
+    op.u.exact.payer = c->auth.from;
+    op.u.exact.to = c->auth.to;
+    op.u.exact.amount = c->auth.value;
+    op.u.exact.valid_after = c->auth.valid_after;
+    op.u.exact.valid_before = c->auth.valid_before;
+    op.u.exact.request_id = c->exact_rid;
+  }
+  int rc = tg_store_submit_evbase(p->store, &op, 1, c->base, on_exact_intent, c);
+  if (rc) {
+    stat_add(p, &p->stats.failed_commits);
+    finish(c, 0, rc);
+  }
 }
 
 void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,

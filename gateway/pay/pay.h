@@ -93,6 +93,11 @@ typedef struct {
    */
   const char *stream_trailer;
   int err;                 /* 0, or why the charge could not be recorded */
+  /* For the access log and /metrics (tg_metrics_charge): who paid, and how. */
+  int scheme;              /* tg_store_scheme: TG_SCHEME_EXACT 0, TG_SCHEME_CHANNEL 1 */
+  const char *scheme_name; /* "exact" or "channel" */
+  int has_payer;
+  tg_address payer;
 } tg_pay_receipt;
 
 typedef void (*tg_pay_complete_cb)(void *arg, tg_pay_receipt *r);

@@ -36,6 +36,12 @@ typedef struct {
   tg_u256 balance, claimed0, claimed; /* claimed0: at the start; claimed: latest read */
   tg_u256 withdraw_amount;
   uint64_t withdraw_at, refund_nonce;
+  /* the same at the latest block, for planning: a channel opened or topped up within the
+   * confirmation depth must not look empty (the fields above are at the confirmed depth, and
+   * only they move the store) */
+  int have_latest;
+  tg_u256 l_balance, l_claimed;
+  uint64_t l_withdraw_at;
   /* plan */
   int state;
   tg_u256 target;
@@ -268,7 +274,7 @@ static json_t *call_params(run *r, const uint8_t *data, size_t len, const char *
   return p;
 }
 
-static int parse_state(chan *c, const json_t *res) {
+static int parse_state(chan *c, const json_t *res, int latest) {
   tg_buf b;
   tg_buf_init(&b, 4096);
   int rc = tg_rpc_parse_data(res, &b);
@@ -285,14 +291,20 @@ static int parse_state(chan *c, const json_t *res) {
     if (!rc && tg_u256_to_u64(&t, &c->refund_nonce) != 0) c->refund_nonce = UINT64_MAX;
     if (!u256_fits128(&c->balance) || !u256_fits128(&c->claimed)) rc = TG_EABI_DATA;
   }
+  if (!rc && latest) {
+    /* parse_state wrote the confirmed fields: move them to the latest ones, restore those */
+    c->l_balance = c->balance;
+    c->l_claimed = c->claimed;
+    c->l_withdraw_at = c->withdraw_at;
+  }
   tg_buf_cleanup(&b);
   return rc;
 }
 
 /* Reads getChannelState for every channel with `only_planned` filter, at r->read_block. */
-static int read_states(run *r, int only_planned, tg_settle_phase ph) {
+static int read_states(run *r, int only_planned, tg_settle_phase ph, int latest) {
   char tag[24];
-  tg_rpc_block_tag(tag, r->read_block);
+  tg_rpc_block_tag(tag, latest ? r->head : r->read_block);
   size_t total = 0, done = 0;
   for (size_t i = 0; i < r->n; i++)
     if (!only_planned || r->ch[i].state == C_PLANNED) total++;
@@ -320,8 +332,23 @@ static int read_states(run *r, int only_planned, tg_settle_phase ph) {
       const tg_rpc_reply *rep = tg_rpc_batch_reply(b, j);
       if (!rep) rc = TG_ERPC_REPLY;
       else if (rep->err) rc = rep->err;
-      else rc = parse_state(&r->ch[idx[j]], rep->result);
-      if (!rc) r->ch[idx[j]].have_state = 1;
+      else {
+        chan *c = &r->ch[idx[j]];
+        chan saved = *c;
+        rc = parse_state(c, rep->result, latest);
+        if (latest) {
+          /* keep the confirmed fields as they were */
+          c->balance = saved.balance;
+          c->claimed = saved.claimed;
+          c->withdraw_amount = saved.withdraw_amount;
+          c->withdraw_at = saved.withdraw_at;
+          c->refund_nonce = saved.refund_nonce;
+        }
+      }
+      if (!rc) {
+        if (latest) r->ch[idx[j]].have_latest = 1;
+        else r->ch[idx[j]].have_state = 1;
+      }
     }
     tg_rpc_batch_free(b);
     if (rc) return rc;
@@ -442,15 +469,15 @@ static void problem(chan *c, int err, int skip, const char *why) {
 
 static int plan_one(run *r, chan *c, int gas_dear) {
   const tg_settle_policy *p = pol(r);
-  if (!c->have_state) return 0;
-  if (tg_u256_cmp(&c->charged, &c->claimed) <= 0) return 0; /* nothing owed */
+  if (!c->have_state || !c->have_latest) return 0;
+  if (tg_u256_cmp(&c->charged, &c->l_claimed) <= 0) return 0; /* nothing owed */
   tg_u256 t = c->charged;
   if (tg_u256_cmp(&t, &c->ceiling) > 0) t = c->ceiling;
-  if (tg_u256_cmp(&t, &c->balance) > 0) t = c->balance;
+  if (tg_u256_cmp(&t, &c->l_balance) > 0) t = c->l_balance;
   c->target = t;
-  if (tg_u256_cmp(&t, &c->claimed) <= 0) {
+  if (tg_u256_cmp(&t, &c->l_claimed) <= 0) {
     if (!c->sig_len) problem(c, TG_ESETTLE, 0, "no voucher recorded");
-    else if (tg_u256_cmp(&c->ceiling, &c->claimed) <= 0)
+    else if (tg_u256_cmp(&c->ceiling, &c->l_claimed) <= 0)
       problem(c, TG_ESETTLE, 0, "charged above the signed ceiling (credit not covered by a voucher)");
     else problem(c, TG_ESETTLE, 0, "channel balance does not cover the charges");
     return 0;
@@ -459,9 +486,9 @@ static int plan_one(run *r, chan *c, int gas_dear) {
     problem(c, TG_EOVERFLOW, 0, "amount does not fit uint128");
     return 0;
   }
-  int deadline = c->withdraw_at != 0;
+  int deadline = c->l_withdraw_at != 0;
   tg_u256 inc;
-  if (tg_u256_sub(&inc, &t, &c->claimed) != 0) return TG_EINTERNAL;
+  if (tg_u256_sub(&inc, &t, &c->l_claimed) != 0) return TG_EINTERNAL;
   int due = deadline || tg_u256_cmp(&inc, &p->min_amount) >= 0 ||
             (p->max_age_ms > 0 && c->first_unclaimed_at > 0 &&
              r->now - c->first_unclaimed_at >= p->max_age_ms);
@@ -911,7 +938,8 @@ static int settle(run *r) {
     mo.journal_path = o->txm_journal;
     mo.confirmations = pol(r)->confirmations ? pol(r)->confirmations : 1;
     mo.poll_ms = 250;
-    mo.resend_ms = 5000;
+    /* resend_ms: the manager default (15 s); shorter replaced big batches that were only
+     * waiting for room in a block (see docs/SETTLEMENT.md) */
     mo.on_resumed = on_resumed;
     mo.on_resumed_arg = r;
     if ((rc = tg_txm_open(&r->txm, &mo)) != 0) return rc;
@@ -948,7 +976,8 @@ static int settle(run *r) {
     rep->run_id = r->run_id;
   }
   if ((rc = read_head(r)) != 0) return rc;
-  if ((rc = read_states(r, 0, TG_SETTLE_PHASE_READ)) != 0) return rc;
+  if ((rc = read_states(r, 0, TG_SETTLE_PHASE_READ, 0)) != 0) return rc;
+  if ((rc = read_states(r, 0, TG_SETTLE_PHASE_READ, 1)) != 0) return rc;
   for (size_t i = 0; i < r->n; i++) r->ch[i].claimed0 = r->ch[i].mirror_claimed;
 
   opq *q = calloc(1, sizeof *q);
@@ -983,7 +1012,7 @@ static int settle(run *r) {
     if (c->state == C_PLANNED) {
       r->planned[r->n_planned++] = i;
       tg_u256 inc;
-      if (tg_u256_sub(&inc, &c->target, &c->claimed) == 0) u256_add_sat(&rep->amount_planned, &inc);
+      if (tg_u256_sub(&inc, &c->target, &c->l_claimed) == 0) u256_add_sat(&rep->amount_planned, &inc);
     } else if (c->state == C_WAIT) {
       rep->channels_waiting++;
     }
@@ -1063,7 +1092,7 @@ static int settle(run *r) {
     if ((rc = add_tx(r, &t)) != 0) break;
   }
   if (!rc && !dry && r->nb) {
-    if ((rc = read_head(r)) == 0) rc = read_states(r, 1, TG_SETTLE_PHASE_CLAIM);
+    if ((rc = read_head(r)) == 0) rc = read_states(r, 1, TG_SETTLE_PHASE_CLAIM, 0);
   }
   for (size_t k = 0; !rc && !dry && k < r->n_planned; k++) {
     chan *c = &r->ch[r->planned[k]];

@@ -66,18 +66,17 @@ static inline int sfx_rpc_new(tg_rpc **out, const char *url) {
 }
 
 /* Starts anvil (one block per second: anvil's automine stalls on bursts) and deploys. */
-static inline int sfx_start(sfx *f, unsigned block_time, const char *extra_gas_limit) {
+/* `extra`: more anvil arguments, NULL-terminated (may be NULL); `state`: anvil --state file
+ * (kept across tgt_anvil_restart), or NULL. */
+static inline int sfx_start_ex(sfx *f, unsigned block_time, const char *const *extra,
+                               const char *state) {
   memset(f, 0, sizeof *f);
   snprintf(f->dir, sizeof f->dir, "/tmp/tg_settle_%ld", (long)getpid());
   if (mkdir(f->dir, 0700) != 0 && errno != EEXIST) return TG_EIO;
   snprintf(f->store_uri, sizeof f->store_uri, "sqlite:%s/store.db", f->dir);
   snprintf(f->journal, sizeof f->journal, "%s/txm.db", f->dir);
   snprintf(f->deployment_path, sizeof f->deployment_path, "%s/deployment.json", f->dir);
-  static const char *extra[4];
-  extra[0] = extra_gas_limit ? "--gas-limit" : NULL;
-  extra[1] = extra_gas_limit;
-  extra[2] = NULL;
-  tgt_anvil_opts ao = {.block_time = block_time, .extra = extra};
+  tgt_anvil_opts ao = {.block_time = block_time, .extra = extra, .state = state};
   f->anvil = tgt_anvil_start(&ao);
   if (!f->anvil) return TG_EIO;
   int rc = sfx_rpc_new(&f->rpc, f->anvil->url);
@@ -95,6 +94,10 @@ static inline int sfx_start(sfx *f, unsigned block_time, const char *extra_gas_l
   if (!rc)
     rc = tg_channel_domain(&f->domain, f->dep.chain_id, &f->dep.c[TG_CONTRACT_CHANNELS].address);
   return rc;
+}
+
+static inline int sfx_start(sfx *f, unsigned block_time, const char *const *extra) {
+  return sfx_start_ex(f, block_time, extra, NULL);
 }
 
 static inline void sfx_stop(sfx *f) {
@@ -118,6 +121,7 @@ static inline int sfx_send(sfx *f, tg_buf *calls, size_t n) {
   mo.key = f->funder_key;
   mo.journal_path = ":memory:";
   mo.poll_ms = 100;
+  mo.resend_ms = 120000; /* dozens of full blocks are queued at once: nothing is stuck */
   int rc = tg_txm_open(&m, &mo);
   if (rc) return rc;
   tg_txm_result *res = calloc(n ? n : 1, sizeof *res);

@@ -23,6 +23,15 @@ static const tg_address *receivers(sfx *f, tg_address r[3]) {
   return r;
 }
 
+/* No artifacts (contracts not built yet) is an environment condition, like a missing anvil:
+ * skipped with the reason; anything else fails. */
+static void sfx_fail_start(int rc) {
+  if (rc == TG_EDEPLOY_ARTIFACT)
+    tgt_skip("contract artifacts missing: run contracts/export-artifacts.sh (or set TG_ARTIFACTS)");
+  else
+    CHECK_OK(rc);
+}
+
 static void settle_opts(sfx *f, tg_settle_opts *o, tg_store *st) {
   tg_settle_opts_init(o);
   o->store = st;
@@ -142,7 +151,7 @@ static void test_settle_many(void) {
   sfx f;
   int rc = sfx_start(&f, 1, NULL);
   if (rc) {
-    CHECK_OK(rc);
+    sfx_fail_start(rc);
     sfx_stop(&f);
     return;
   }
@@ -210,6 +219,8 @@ static void test_settle_many(void) {
 }
 
 /* The child: one settlement run on its own store and RPC connections. */
+static unsigned g_child_confirmations = 1;
+
 static int child_run(sfx *f) {
   tg_store *st = NULL;
   tg_rpc *rpc = NULL;
@@ -218,6 +229,7 @@ static int child_run(sfx *f) {
   tg_settle_opts o;
   settle_opts(f, &o, st);
   o.rpc = rpc;
+  o.policy.confirmations = g_child_confirmations;
   tg_settle_report rep;
   int rc = tg_settle_run(&rep, &o);
   tg_settle_report_cleanup(&rep);
@@ -231,7 +243,7 @@ static void test_settle_sigkill(void) {
   sfx f;
   int rc = sfx_start(&f, 1, NULL);
   if (rc) {
-    CHECK_OK(rc);
+    sfx_fail_start(rc);
     sfx_stop(&f);
     return;
   }
@@ -303,7 +315,7 @@ static void test_settle_bad_voucher(void) {
   sfx f;
   int rc = sfx_start(&f, 1, NULL);
   if (rc) {
-    CHECK_OK(rc);
+    sfx_fail_start(rc);
     sfx_stop(&f);
     return;
   }
@@ -362,6 +374,220 @@ static int fscanf_lines(FILE *p, int *out) {
   return 0;
 }
 
+/* anvil stopped and started again (state kept, pending transactions lost) during a run. */
+static void test_settle_node_restart(void) {
+  sfx f;
+  char state[128];
+  snprintf(state, sizeof state, "/tmp/tg_settle_state_%ld.json", (long)getpid());
+  unlink(state);
+  int rc = sfx_start_ex(&f, 1, NULL, state);
+  if (rc) {
+    sfx_fail_start(rc);
+    sfx_stop(&f);
+    return;
+  }
+  enum { N = 60 };
+  tg_address rs[3];
+  receivers(&f, rs);
+  sfx_chan *ch = calloc(N, sizeof *ch);
+  CHECK_OK(sfx_open_channels(&f, ch, N, rs, 3, N));
+  tg_u256 before[3];
+  for (int r = 0; r < 3; r++) CHECK_OK(sfx_balance_of(&f, &rs[r], &before[r]));
+  tg_store *st = NULL;
+  CHECK_OK(tg_store_open(&st, f.store_uri, NULL));
+  CHECK_OK(sfx_record(&f, st, ch, 0, N, 2, amount_a, "r"));
+  tg_store_close(st);
+  st = NULL;
+  srand((unsigned)time(NULL) ^ (unsigned)getpid());
+  unsigned delay_ms = 300 + (unsigned)(rand() % 2000);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(child_run(&f));
+  CHECK(pid > 0);
+  usleep(delay_ms * 1000);
+  CHECK_OK(tgt_anvil_restart(f.anvil));
+  int status = 0;
+  waitpid(pid, &status, 0);
+  printf("# anvil restarted after %u ms; the interrupted run exited with %d\n", delay_ms,
+         WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  /* whatever that run managed, the next one finishes exactly */
+  tg_rpc_free(f.rpc);
+  CHECK_OK(sfx_rpc_new(&f.rpc, f.anvil->url));
+  CHECK_OK(tg_store_open(&st, f.store_uri, NULL));
+  tg_settle_opts o;
+  tg_settle_report rep;
+  settle_opts(&f, &o, st);
+  CHECK_OK(tg_settle_run(&rep, &o));
+  CHECK_INT(rep.n_problems, 0);
+  tg_settle_report_cleanup(&rep);
+  check_balances(&f, ch, N, rs, 3, before);
+  check_store(st, ch, N);
+  check_claimed_once(&f, ch, N);
+  tg_store_close(st);
+  free(ch);
+  sfx_stop(&f);
+  unlink(state);
+}
+
+/* The block of the first Claimed event, 0 when none yet. */
+static int first_claim_cb(void *arg, const tg_eth_log *l) {
+  uint64_t *b = arg;
+  if (!*b || l->block_number < *b) *b = l->block_number;
+  return 0;
+}
+
+/* A reorg drops the block holding a claim before it is confirmed: the run recovers, exactly. */
+static void test_settle_reorg(void) {
+  sfx f;
+  int rc = sfx_start(&f, 1, NULL);
+  if (rc) {
+    sfx_fail_start(rc);
+    sfx_stop(&f);
+    return;
+  }
+  enum { N = 30 };
+  tg_address rs[3];
+  receivers(&f, rs);
+  sfx_chan *ch = calloc(N, sizeof *ch);
+  CHECK_OK(sfx_open_channels(&f, ch, N, rs, 3, N));
+  tg_u256 before[3];
+  for (int r = 0; r < 3; r++) CHECK_OK(sfx_balance_of(&f, &rs[r], &before[r]));
+  tg_store *st = NULL;
+  CHECK_OK(tg_store_open(&st, f.store_uri, NULL));
+  CHECK_OK(sfx_record(&f, st, ch, 0, N, 2, amount_a, "g"));
+  tg_store_close(st);
+  st = NULL;
+  tg_hash topic;
+  const char *ev = "Claimed(address,address,address,uint256,bytes)";
+  CHECK_OK(tg_abi_event_topic(&topic, ev, strlen(ev)));
+  g_child_confirmations = 4;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(child_run(&f));
+  g_child_confirmations = 1;
+  CHECK(pid > 0);
+  int reorged = 0, status = 0;
+  for (int t = 0; t < 3000 && !reorged; t++) {
+    usleep(20000);
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      pid = 0;
+      break;
+    }
+    uint64_t head = 0, first = 0;
+    if (tg_eth_block_number(f.rpc, &head) != 0) continue;
+    tg_eth_log_filter fl = {0};
+    fl.from_block = f.dep.deploy_block;
+    fl.to_block = head;
+    fl.addresses = &f.dep.c[TG_CONTRACT_CHANNELS].address;
+    fl.n_addresses = 1;
+    fl.topics[0] = &topic;
+    fl.n_topic_alts[0] = 1;
+    int lr = tg_eth_get_logs(f.rpc, &fl, first_claim_cb, &first);
+    if (getenv("TG_DEBUG_REORG"))
+      fprintf(stderr, "head %llu first %llu rc %d\n", (unsigned long long)head,
+              (unsigned long long)first, lr);
+    if (lr != 0 || !first) continue;
+    if (head + 1 - first < 4) {
+      CHECK_OK(tgt_anvil_reorg(f.anvil, (unsigned)(head + 1 - first)));
+      printf("# reorg of %llu blocks dropped the claim mined in block %llu\n",
+             (unsigned long long)(head + 1 - first), (unsigned long long)first);
+      reorged = 1;
+    }
+  }
+  if (pid > 0) waitpid(pid, &status, 0);
+  CHECKF(reorged, "no reorg happened (the run exited with %d)",
+         WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  CHECK_OK(tg_store_open(&st, f.store_uri, NULL));
+  tg_settle_opts o;
+  tg_settle_report rep;
+  settle_opts(&f, &o, st);
+  CHECK_OK(tg_settle_run(&rep, &o));
+  CHECK_INT(rep.n_problems, 0);
+  tg_settle_report_cleanup(&rep);
+  check_balances(&f, ch, N, rs, 3, before);
+  check_store(st, ch, N);
+  check_claimed_once(&f, ch, N);
+  tg_store_close(st);
+  free(ch);
+  sfx_stop(&f);
+}
+
+/* The policy: nothing is due under a high minimum; a withdrawal in progress is a deadline that
+ * overrides it and the gas ceiling; the age rule makes the rest due. */
+static void test_settle_policy(void) {
+  sfx f;
+  int rc = sfx_start(&f, 1, NULL);
+  if (rc) {
+    sfx_fail_start(rc);
+    sfx_stop(&f);
+    return;
+  }
+  enum { N = 6, W = 2 };
+  sfx_chan *ch = calloc(N, sizeof *ch);
+  CHECK_OK(sfx_open_channels(&f, ch, N, &f.gw, 1, N));
+  tg_store *st = NULL;
+  CHECK_OK(tg_store_open(&st, f.store_uri, NULL));
+  CHECK_OK(sfx_record(&f, st, ch, 0, N, 2, amount_a, "p"));
+  tg_settle_opts o;
+  tg_settle_report rep;
+  settle_opts(&f, &o, st);
+  tg_u256_from_u64(&o.policy.min_amount, 1000000);
+  CHECK_OK(tg_settle_run(&rep, &o));
+  CHECK_INT(rep.channels_waiting, N);
+  CHECK_INT(rep.channels_planned, 0);
+  CHECK_INT(rep.n_txs, 0);
+  tg_settle_report_cleanup(&rep);
+
+  /* payer W starts a timed withdrawal (its own transaction) */
+  tg_seckey *pk = tg_seckey_new();
+  CHECK_OK(sfx_payer_key(pk, W));
+  char hex[TG_ADDRESS_HEX_LEN];
+  tg_address_to_hex(&ch[W].cfg.payer, hex);
+  CHECK_INT(tgt_anvil_set_balance(f.anvil, hex, "0x56bc75e2d63100000"), 0);
+  const tg_channel_config *c = &ch[W].cfg;
+  tg_abi_value cv[7] = {tg_abi_val_address(&c->payer), tg_abi_val_address(&c->payer_authorizer),
+                        tg_abi_val_address(&c->receiver), tg_abi_val_address(&c->receiver_authorizer),
+                        tg_abi_val_address(&c->token), tg_abi_val_u64(c->withdraw_delay),
+                        tg_abi_val_fixed(c->salt.b, 32)};
+  tg_abi_value args[2] = {tg_abi_val_list(cv, 7), tg_abi_val_u64(1000)};
+  tg_buf call;
+  CHECK_OK(sfx_call(&call, &f.dep.c[TG_CONTRACT_CHANNELS].address,
+                    "initiateWithdraw((address,address,address,address,address,uint40,bytes32),uint128)",
+                    args, 2));
+  tg_seckey *saved = f.funder_key;
+  f.funder_key = pk;
+  CHECK_OK(sfx_send(&f, &call, 1));
+  f.funder_key = saved;
+  tg_buf_cleanup(&call);
+  tg_seckey_free(pk);
+
+  /* the deadline goes through the minimum and a gas ceiling of 1 wei; the others wait */
+  tg_u256_from_u64(&o.policy.max_gas_price, 1);
+  CHECK_OK(tg_settle_run(&rep, &o));
+  CHECK_INT(rep.channels_planned, 1);
+  CHECK_INT(rep.channels_claimed, 1);
+  CHECK_INT(rep.channels_waiting, N - 1);
+  tg_settle_report_cleanup(&rep);
+  tg_store_channel sc;
+  CHECK_OK(tg_store_channel_get(st, &ch[W].id, &sc));
+  CHECK(tg_u256_cmp(&sc.chain.total_claimed, &ch[W].charged) == 0);
+  CHECK_INT(sc.chain.status, TG_CHANNEL_WITHDRAWING);
+  CHECK(sc.chain.withdraw_requested_at > 0);
+
+  /* an hour later with a 60 s age limit, every other channel is due */
+  tg_u256_zero(&o.policy.max_gas_price);
+  o.policy.max_age_ms = 60000;
+  o.now_ms = (int64_t)time(NULL) * 1000 + 3600000;
+  CHECK_OK(tg_settle_run(&rep, &o));
+  CHECK_INT(rep.channels_planned, N - 1);
+  CHECK_INT(rep.channels_claimed, N - 1);
+  tg_settle_report_cleanup(&rep);
+  check_store(st, ch, N);
+  tg_store_close(st);
+  free(ch);
+  sfx_stop(&f);
+}
+
 static json_t *run_json(const char *cmdline, int *status) {
   FILE *p = popen(cmdline, "r");
   if (!p) return NULL;
@@ -385,7 +611,7 @@ static void test_settle_cli(void) {
   sfx f;
   int rc = sfx_start(&f, 1, NULL);
   if (rc) {
-    CHECK_OK(rc);
+    sfx_fail_start(rc);
     sfx_stop(&f);
     return;
   }
@@ -459,5 +685,8 @@ int main(void) {
   RUN(test_settle_bad_voucher);
   RUN(test_settle_many);
   RUN(test_settle_sigkill);
+  RUN(test_settle_node_restart);
+  RUN(test_settle_reorg);
+  RUN(test_settle_policy);
   return tgt_done();
 }

@@ -6,6 +6,5 @@ pragma solidity ^0.8.24;
 ///         standard v,r,s form; it also accepts ERC-1271 signatures from contract wallets.
 interface IERC2612Bytes {
     /// @notice Sets `spender`'s allowance over `owner`'s tokens to `value`, signed by `owner`.
-    function permit(address owner, address spender, uint256 value, uint256 deadline, bytes calldata signature)
-        external;
+    function permit(address owner, address spender, uint256 value, uint256 deadline, bytes calldata signature) external;
 }

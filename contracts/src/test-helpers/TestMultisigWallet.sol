@@ -87,7 +87,9 @@ contract TestMultisigWallet is IERC1271, ERC1155Holder {
         view
         returns (bytes32)
     {
-        return keccak256(abi.encode(EXECUTE_TYPEHASH, block.chainid, address(this), nonce_, target, value, keccak256(data)));
+        return keccak256(
+            abi.encode(EXECUTE_TYPEHASH, block.chainid, address(this), nonce_, target, value, keccak256(data))
+        );
     }
 
     /// @notice Calls `target` with `value` and `data` when `threshold` owners signed it.

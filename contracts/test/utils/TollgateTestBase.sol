@@ -72,7 +72,9 @@ abstract contract TollgateTestBase is Test {
         pure
         returns (TollgateChannels.ClaimGroup memory)
     {
-        return TollgateChannels.ClaimGroup({receiver: c.receiver, receiverAuthorizer: c.receiverAuthorizer, token: c.token});
+        return TollgateChannels.ClaimGroup({
+            receiver: c.receiver, receiverAuthorizer: c.receiverAuthorizer, token: c.token
+        });
     }
 
     function _item(TollgateChannels.ChannelConfig memory c, uint128 ceiling, uint128 total, bytes memory sig)
@@ -103,23 +105,44 @@ abstract contract TollgateTestBase is Test {
     /// @dev Packs items in {TollgateChannels-claimPacked}'s record format. 65-byte signatures
     ///      are turned into 64-byte EIP-2098 ones; other lengths use the explicit-length form.
     function _pack(TollgateChannels.ClaimItem[] memory items) internal pure returns (bytes memory data) {
+        // Size first, then one allocation (concatenating record by record is quadratic in memory).
+        uint256 size;
         for (uint256 i; i < items.length; ++i) {
-            TollgateChannels.ClaimItem memory it = items[i];
-            uint8 flags;
-            if (it.payerAuthorizer != address(0)) flags |= 1;
-            if (it.salt != bytes32(0)) flags |= 2;
-            bytes memory sig = it.signature;
-            if (sig.length != 65) flags |= 4;
-            data = bytes.concat(data, abi.encodePacked(flags, it.payer));
-            if (flags & 1 != 0) data = bytes.concat(data, abi.encodePacked(it.payerAuthorizer));
-            data = bytes.concat(data, abi.encodePacked(it.withdrawDelay));
-            if (flags & 2 != 0) data = bytes.concat(data, abi.encodePacked(it.salt));
-            data = bytes.concat(data, abi.encodePacked(it.maxClaimableAmount, it.totalClaimed));
-            if (flags & 4 != 0) {
-                data = bytes.concat(data, abi.encodePacked(uint16(sig.length), sig));
-            } else {
-                data = bytes.concat(data, _compact(sig));
+            size += _packedSize(items[i]);
+        }
+        data = new bytes(size);
+        uint256 at;
+        for (uint256 i; i < items.length; ++i) {
+            bytes memory rec = _packRecord(items[i]);
+            for (uint256 k; k < rec.length; ++k) {
+                data[at + k] = rec[k];
             }
+            at += rec.length;
+        }
+    }
+
+    function _packedSize(TollgateChannels.ClaimItem memory it) internal pure returns (uint256 n) {
+        n = 1 + 20 + 5 + 16 + 16;
+        if (it.payerAuthorizer != address(0)) n += 20;
+        if (it.salt != bytes32(0)) n += 32;
+        n += it.signature.length == 65 ? 64 : 2 + it.signature.length;
+    }
+
+    function _packRecord(TollgateChannels.ClaimItem memory it) internal pure returns (bytes memory rec) {
+        uint8 flags;
+        if (it.payerAuthorizer != address(0)) flags |= 1;
+        if (it.salt != bytes32(0)) flags |= 2;
+        bytes memory sig = it.signature;
+        if (sig.length != 65) flags |= 4;
+        rec = abi.encodePacked(flags, it.payer);
+        if (flags & 1 != 0) rec = bytes.concat(rec, abi.encodePacked(it.payerAuthorizer));
+        rec = bytes.concat(rec, abi.encodePacked(it.withdrawDelay));
+        if (flags & 2 != 0) rec = bytes.concat(rec, abi.encodePacked(it.salt));
+        rec = bytes.concat(rec, abi.encodePacked(it.maxClaimableAmount, it.totalClaimed));
+        if (flags & 4 != 0) {
+            rec = bytes.concat(rec, abi.encodePacked(uint16(sig.length), sig));
+        } else {
+            rec = bytes.concat(rec, _compact(sig));
         }
     }
 
@@ -169,11 +192,14 @@ abstract contract TollgateTestBase is Test {
         return keccak256(abi.encodePacked(hex"1901", usdc.DOMAIN_SEPARATOR(), structHash));
     }
 
-    function _receiveAuthDigest(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce)
-        internal
-        view
-        returns (bytes32)
-    {
+    function _receiveAuthDigest(
+        address from,
+        address to,
+        uint256 value,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce
+    ) internal view returns (bytes32) {
         return _usdcDigest(
             keccak256(
                 abi.encode(usdc.RECEIVE_WITH_AUTHORIZATION_TYPEHASH(), from, to, value, validAfter, validBefore, nonce)

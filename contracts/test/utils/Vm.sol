@@ -6,6 +6,14 @@ pragma solidity ^0.8.24;
 ///         is not available here). The cheatcode contract lives at
 ///         address(uint160(uint256(keccak256("hevm cheat code")))).
 interface Vm {
+    struct Gas {
+        uint64 gasLimit;
+        uint64 gasTotalUsed;
+        uint64 gasMemoryUsed;
+        int64 gasRefunded;
+        uint64 gasRemaining;
+    }
+
     struct Log {
         bytes32[] topics;
         bytes data;
@@ -18,6 +26,10 @@ interface Vm {
     function deal(address account, uint256 newBalance) external;
     function etch(address target, bytes calldata newRuntimeBytecode) external;
     function label(address account, string calldata newLabel) external;
+
+    // Scripts
+    function startBroadcast(uint256 privateKey) external;
+    function stopBroadcast() external;
 
     // Callers
     function prank(address msgSender) external;
@@ -32,10 +44,12 @@ interface Vm {
     function expectRevert() external;
     function expectRevert(bytes4 revertData) external;
     function expectRevert(bytes calldata revertData) external;
-    function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData, address emitter)
-        external;
+    function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData, address emitter) external;
     function recordLogs() external;
     function getRecordedLogs() external returns (Log[] memory logs);
+
+    // Gas
+    function lastCallGas() external view returns (Gas memory gas);
 
     // Fuzzing
     function assume(bool condition) external pure;
