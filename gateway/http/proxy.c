@@ -83,6 +83,9 @@ typedef struct call {
   int admitted, pay_pending;
   int charged;
   tg_u256 amount;
+  const char *scheme_name;         /* from the receipt (static string), NULL when unknown */
+  int has_payer;
+  tg_address payer;
 
   /* upstream */
   CURL *easy;
@@ -296,7 +299,9 @@ static void maybe_finish(call *c) {
                  .input_tokens = c->in_tokens,
                  .output_tokens = c->out_tokens,
                  .charged = c->charged,
-                 .amount = c->charged ? &c->amount : NULL};
+                 .amount = c->charged ? &c->amount : NULL,
+                 .scheme = c->scheme_name,
+                 .payer = c->has_payer ? &c->payer : NULL};
   if (c->err_kind >= 0) tg_metrics_upstream_error(c->w->metrics, c->w->id, c->metric, c->err_kind);
   tg_worker *w = c->w;
   unsigned metric = c->metric;
@@ -477,9 +482,15 @@ static void upstream_failure(call *c, int *status, const char **msg) {
 }
 
 static void deliver(call *c, const tg_pay_receipt *r) {
+  if (r) {
+    c->scheme_name = r->scheme_name;
+    c->has_payer = r->has_payer;
+    if (r->has_payer) c->payer = r->payer;
+  }
   if (r && r->charged) {
     c->charged = 1;
     c->amount = r->amount;
+    tg_metrics_charge(c->w->metrics, c->w->id, r->scheme, &r->amount);
   }
   if (c->req == NULL) {
     c->replied = 1;

@@ -57,6 +57,8 @@ typedef struct {
   uint64_t input_tokens, output_tokens;
   int charged;
   const tg_u256 *amount;       /* NULL: none */
+  const char *scheme;          /* "exact", "channel" or NULL */
+  const tg_address *payer;     /* NULL: unknown */
 } tg_access;
 
 TG_WARN_UNUSED_RESULT int tg_proxy_new(tg_proxy **out, tg_worker *w);

@@ -27,6 +27,7 @@
 
 #include "http/proxy.h"
 #include "http/route.h"
+#include "tollgate/address.h"
 #include "tollgate/u256.h"
 
 /*
@@ -129,8 +130,19 @@ static void access_log(tg_worker *w, const tg_access *a) {
     if (!rc && a->usage_known)
       rc = tg_buf_printf(&b, ",\"input_tokens\":%llu,\"output_tokens\":%llu",
                          (unsigned long long)a->input_tokens, (unsigned long long)a->output_tokens);
-    /* payer and scheme: filled once the payment layer reports them (see pay.h). */
-    if (!rc) rc = tg_buf_printf(&b, ",\"payer\":null,\"scheme\":null,\"amount\":");
+    if (!rc) rc = tg_buf_append_str(&b, ",\"payer\":");
+    if (!rc) {
+      if (a->payer) {
+        char pa[TG_ADDRESS_HEX_LEN];
+        tg_address_to_checksum(a->payer, pa);
+        rc = tg_buf_printf(&b, "\"%s\"", pa);
+      } else {
+        rc = tg_buf_append_str(&b, "null");
+      }
+    }
+    if (!rc) rc = tg_buf_append_str(&b, ",\"scheme\":");
+    if (!rc) rc = a->scheme ? json_str(&b, a->scheme) : tg_buf_append_str(&b, "null");
+    if (!rc) rc = tg_buf_append_str(&b, ",\"amount\":");
     if (!rc) rc = a->amount ? tg_buf_printf(&b, "\"%s\"", amount) : tg_buf_append_str(&b, "null");
     if (!rc && a->error) {
       rc = tg_buf_append_str(&b, ",\"error\":");

@@ -169,6 +169,17 @@ static void u256_mul_u64_sat(tg_u256 *out, const tg_u256 *a, uint64_t b) {
   if (tg_u256_mul_u64(out, a, b) != 0) memset(out->b, 0xff, 32);
 }
 
+int tg_settle_near_balance(const tg_u256 *charged, const tg_u256 *claimed, const tg_u256 *balance,
+                           unsigned pct) {
+  if (pct == 0 || tg_u256_cmp(charged, claimed) <= 0) return 0;
+  if (tg_u256_cmp(balance, claimed) <= 0) return 1;
+  tg_u256 owed, room, a, b;
+  if (tg_u256_sub(&owed, charged, claimed) != 0 || tg_u256_sub(&room, balance, claimed) != 0) return 0;
+  u256_mul_u64_sat(&a, &owed, 100);
+  u256_mul_u64_sat(&b, &room, pct);
+  return tg_u256_cmp(&a, &b) > 0;
+}
+
 static int u256_fits128(const tg_u256 *v) {
   for (int i = 0; i < 16; i++)
     if (v->b[i]) return 0;
@@ -490,6 +501,7 @@ static int plan_one(run *r, chan *c, int gas_dear) {
   tg_u256 inc;
   if (tg_u256_sub(&inc, &t, &c->l_claimed) != 0) return TG_EINTERNAL;
   int due = deadline || tg_u256_cmp(&inc, &p->min_amount) >= 0 ||
+            tg_settle_near_balance(&c->charged, &c->l_claimed, &c->l_balance, p->near_balance_pct) ||
             (p->max_age_ms > 0 && c->first_unclaimed_at > 0 &&
              r->now - c->first_unclaimed_at >= p->max_age_ms);
   if (!due || (gas_dear && !deadline)) {

@@ -170,6 +170,14 @@ extern "C" {
   XX(DEPLOY_FAILED, -1103, 500, "contract creation failed")                    \
   XX(DEPLOY_CHAIN, -1104, 500, "deployment belongs to another chain")          \
   XX(DEPLOY_NO_CODE, -1105, 500, "no contract code at the deployed address")   \
+  /* payer client */                                                           \
+  XX(CLIENT_CAP, -1000, 402, "spending cap would be exceeded")                 \
+  XX(CLIENT_OVERCHARGE, -1001, 502, "gateway charged more than the price it offered") \
+  XX(CLIENT_NO_SCHEME, -1002, 402, "no payment scheme offered fits the policy") \
+  XX(CLIENT_STATE, -1003, 500, "client state file is unreadable or malformed") \
+  XX(CLIENT_HTTP, -1004, 502, "HTTP request failed")                          \
+  XX(CLIENT_REFUSED, -1005, 402, "gateway refused the payment")               \
+  XX(CLIENT_CORRECTION, -1006, 502, "corrective 402 carries no voucher we signed") \
   XX(CONFIG_FILE, -1206, 500, "configuration file cannot be read")
 
 typedef enum {

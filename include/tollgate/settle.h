@@ -53,9 +53,20 @@ typedef struct {
   int verify_vouchers;     /* check 65-byte vouchers off-chain first (default 1): a bad one is
                               dropped without spending gas on it */
   int no_sweep;            /* leave claimed funds in the contract */
+  unsigned near_balance_pct; /* 0: off; else a channel is due (like a deadline, but not above
+                                the gas ceiling) once tg_settle_near_balance says so */
 } tg_settle_policy;
 
 void tg_settle_policy_init(tg_settle_policy *p);
+
+/*
+ * The early-claim rule: 1 when charged > claimed and
+ * (charged - claimed) * 100 > pct * (balance - claimed), i.e. the unclaimed charges use more
+ * than pct % of what the channel still holds (always 1 when balance <= claimed); 0 when pct is
+ * 0 or nothing is owed. The daemon's scheduler uses 90 (docs/SETTLEMENT.md).
+ */
+int tg_settle_near_balance(const tg_u256 *charged, const tg_u256 *claimed, const tg_u256 *balance,
+                           unsigned pct);
 
 typedef enum {
   TG_SETTLE_PHASE_RESUME = 0, /* finishing transactions of an interrupted run */
