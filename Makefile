@@ -111,7 +111,7 @@ unit: all $(UNIT_BIN) $(FUZZ_REPLAY) $(TOOL_BIN)
 test:
 	@tests/deps.sh
 	@$(MAKE) --no-print-directory unit
-	@BUILD=$(BUILD) tests/run.sh
+	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) tests/run.sh
 
 bench: all $(BENCH_BIN) $(TOOL_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done

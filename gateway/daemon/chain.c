@@ -52,6 +52,8 @@ struct tg_chain {
   pthread_mutex_t follow_mu;
   pthread_cond_t follow_cv;
   tg_hash topics[4];         /* Deposited, WithdrawInitiated, Withdrawn, Refunded */
+  tg_chain_withdraw_fn on_withdraw; /* called on the follower thread after the sync */
+  void *on_withdraw_arg;
 };
 
 /* ---- blocking reads ----------------------------------------------------------- */
@@ -352,10 +354,15 @@ static int follow_logs(tg_chain *c, uint64_t from, uint64_t to) {
   tg_rpc_reply r;
   int rc = tg_rpc_call(c->follow_rpc, &r, "eth_getLogs", params);
   if (rc == 0 && !json_is_array(r.result)) rc = TG_ERPC_REPLY;
-  id_list seen = {0};
+  id_list seen = {0}, withdrawing = {0};
   for (size_t i = 0; rc == 0 && i < json_array_size(r.result); i++) {
     tg_eth_log log;
     if (tg_rpc_parse_log(json_array_get(r.result, i), &log) != 0) continue;
+    if (log.n_topics >= 2 && !log.removed && !memcmp(log.topics[0].b, c->topics[1].b, 32)) {
+      tg_store_channel fake;
+      fake.id = log.topics[1];
+      (void)collect_id(&withdrawing, &fake);
+    }
     if (log.n_topics >= 2 && !log.removed) {
       int dup = 0;
       for (size_t k = 0; k < seen.n && !dup; k++) dup = !memcmp(seen.ids[k].b, log.topics[1].b, 32);
@@ -369,7 +376,11 @@ static int follow_logs(tg_chain *c, uint64_t from, uint64_t to) {
   }
   tg_rpc_reply_cleanup(&r);
   for (size_t k = 0; k < seen.n; k++) follow_sync(c, &seen.ids[k], to);
+  /* after the sync: the store already says `withdrawing` when the watchtower looks */
+  for (size_t k = 0; c->on_withdraw && k < withdrawing.n; k++)
+    c->on_withdraw(c->on_withdraw_arg, &withdrawing.ids[k]);
   free(seen.ids);
+  free(withdrawing.ids);
   return rc;
 }
 
@@ -410,6 +421,11 @@ static void *follow_main(void *arg) {
   }
   pthread_mutex_unlock(&c->follow_mu);
   return NULL;
+}
+
+void tg_chain_on_withdraw(tg_chain *c, tg_chain_withdraw_fn fn, void *arg) {
+  c->on_withdraw = fn;
+  c->on_withdraw_arg = arg;
 }
 
 int tg_chain_follow(tg_chain *c, tg_ledger *ledger, tg_store *store, unsigned interval_ms) {

@@ -43,6 +43,13 @@ struct tg_store;
 TG_WARN_UNUSED_RESULT int tg_chain_follow(tg_chain *c, struct tg_ledger *ledger,
                                           struct tg_store *store, unsigned interval_ms);
 
+/*
+ * Called on the follower thread for every WithdrawInitiated log (the channel
+ * id), after the channel was re-read and mirrored. Set before tg_chain_follow.
+ */
+typedef void (*tg_chain_withdraw_fn)(void *arg, const tg_hash *channel);
+void tg_chain_on_withdraw(tg_chain *c, tg_chain_withdraw_fn fn, void *arg);
+
 /* The payment layer's interfaces, backed by this chain. */
 tg_pay_chain tg_chain_pay_reader(tg_chain *c);
 tg_pay_exact_backend tg_chain_exact_backend(tg_chain *c);

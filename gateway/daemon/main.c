@@ -24,6 +24,7 @@ static void usage(FILE *f) {
 }
 
 static tg_payments payments;
+static tg_http_ops ops; /* admin API, facilitator endpoints, chain metrics */
 
 static int priced(const tg_config *cfg) {
   for (size_t i = 0; i < cfg->n_routes; i++)
@@ -98,8 +99,10 @@ int main(int argc, char **argv) {
       return 1;
     }
     hooks = &payments.hooks;
+    ops = (tg_http_ops){.pay = payments.pay, .store = payments.store};
+    ops.has_signer = tg_seckey_address(&ops.signer, payments.key) == 0;
   }
-  tg_server_opts opts = {.cfg = cfg, .hooks = hooks, .on_reload = on_reload, .on_reload_arg = &payments};
+  tg_server_opts opts = {.cfg = cfg, .hooks = hooks, .ops = &ops, .on_reload = on_reload, .on_reload_arg = &payments};
   tg_server *s;
   rc = tg_server_new(&s, err, &opts);
   tg_config_unref(cfg);

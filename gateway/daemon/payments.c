@@ -43,6 +43,42 @@ static int read_password(char **out, size_t *len, char *err, const tg_config *cf
   return TG_OK;
 }
 
+static void on_withdraw(void *arg, const tg_hash *channel) {
+  tg_scheduler_trigger(arg, channel);
+}
+
+/*
+ * The settlement scheduler and watchtower (docs/SETTLEMENT.md). Not with `exact`: the
+ * `exact` submitter's transaction manager and a settlement run would both send from the
+ * gateway key, each with its own idea of the next nonce.
+ */
+static int start_scheduler(tg_payments *p, char *err, const tg_config *cfg, const tg_deployment *dep) {
+  if (cfg->scheme_exact) {
+    tg_log("WARNING: settlement scheduler and watchtower are off: `exact` payments send from the "
+           "same key (run `tollgate settle` from cron, see docs/SETTLEMENT.md)");
+    return TG_OK;
+  }
+  char journal[4300];
+  snprintf(journal, sizeof journal, "%s.settle.txm", cfg->store_conninfo);
+  tg_scheduler_opts so;
+  memset(&so, 0, sizeof so);
+  so.store = p->store;
+  so.key = p->key;
+  so.deployment = dep;
+  so.rpc_urls = (const char *const *)cfg->rpc_urls;
+  so.n_rpc_urls = cfg->n_rpc_urls;
+  so.chain_id = cfg->chain_id;
+  so.journal_path = journal;
+  so.interval_s = cfg->settle_interval_s;
+  so.min_amount = cfg->settle_min_amount;
+  so.max_age_s = cfg->settle_max_age_s;
+  so.max_gas_price = cfg->settle_max_gas_price_wei;
+  int rc = tg_scheduler_start(&p->sched, err, TG_CONFIG_ERR_MAX, &so);
+  if (rc) return rc;
+  tg_chain_on_withdraw(p->chain, on_withdraw, p->sched);
+  return TG_OK;
+}
+
 int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   memset(p, 0, sizeof *p);
   int rc;
@@ -118,6 +154,7 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   po.min_deposit = cfg->channel_min_deposit;
   rc = tg_pay_new(&p->pay, err, &po);
   if (rc) goto fail;
+  if (cfg->scheme_channel && (rc = start_scheduler(p, err, cfg, &dep)) != 0) goto fail;
   if (cfg->scheme_channel && (rc = tg_chain_follow(p->chain, p->ledger, p->store, 1000))) {
     snprintf(err, TG_CONFIG_ERR_MAX, "channel follower: %s", tg_strerror(rc));
     goto fail;
@@ -131,7 +168,8 @@ fail:
 
 void tg_payments_stop(tg_payments *p) {
   tg_pay_free(p->pay);
-  tg_chain_free(p->chain);
+  tg_chain_free(p->chain); /* the follower first: it wakes the scheduler */
+  tg_scheduler_stop(p->sched);
   tg_ledger_free(p->ledger);
   tg_store_close(p->store);
   tg_seckey_free(p->key);

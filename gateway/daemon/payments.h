@@ -4,6 +4,7 @@
 
 #include "core/config.h"
 #include "daemon/chain.h"
+#include "daemon/scheduler.h"
 #include "http/server.h"
 #include "pay/ledger.h"
 #include "pay/pay.h"
@@ -15,6 +16,7 @@ typedef struct {
   tg_seckey *key;
   tg_chain *chain;
   tg_pay *pay;
+  tg_scheduler *sched;        /* settlement runs and the watchtower (channel scheme) */
   tg_http_payhooks hooks;
 } tg_payments;
 

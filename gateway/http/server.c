@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http/ops.h"
 #include "http/proxy.h"
 #include "http/route.h"
 #include "tollgate/address.h"
@@ -46,6 +47,7 @@
 struct tg_server {
   tg_config *cfg; /* the main thread's reference to the current configuration */
   const tg_http_payhooks *hooks;
+  const tg_http_ops *ops;
   void (*on_reload)(void *, tg_config *);
   void *on_reload_arg;
   unsigned n_workers;
@@ -281,6 +283,30 @@ static void simple_done(tg_worker *w, const char *method, const char *id, const 
   tg_worker_call_done(w, 0, &a);
 }
 
+/* A facilitator request (gateway/http/ops.c) until its answer went out. */
+typedef struct {
+  tg_worker *w;
+  const char *method; /* static */
+  char id[17];
+  char path[16];
+  struct timespec t0;
+} fac_call;
+
+static void fac_done(void *arg, int status) {
+  fac_call *fc = arg;
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  tg_access a = {.request_id = fc->id,
+                 .method = fc->method,
+                 .path = fc->path,
+                 .route = "facilitator",
+                 .status = status,
+                 .latency_us = (uint64_t)(t.tv_sec - fc->t0.tv_sec) * 1000000u +
+                               (uint64_t)((t.tv_nsec - fc->t0.tv_nsec) / 1000)};
+  tg_worker_call_done(fc->w, 0, &a);
+  free(fc);
+}
+
 static void on_request(struct evhttp_request *req, void *arg) {
   tg_worker *w = arg;
   tg_server *s = w->server;
@@ -324,7 +350,7 @@ static void on_request(struct evhttp_request *req, void *arg) {
   if (strcmp(path, "/metrics") == 0) {
     tg_buf b;
     tg_buf_init(&b, 16 << 20);
-    if (tg_metrics_render(w->metrics, &b) == 0)
+    if (tg_metrics_render(w->metrics, &b) == 0 && tg_ops_metrics(s->ops, &b) == 0)
       reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     else
       tg_http_send_error(req, 500, "metrics too large", id);
@@ -338,9 +364,26 @@ static void on_request(struct evhttp_request *req, void *arg) {
       evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
       tg_http_send_error(req, st = 401, "admin API needs a bearer token", id);
     } else {
-      tg_http_send_error(req, st = 501, "admin API not implemented yet", id);
+      const char *q = uri[plen] == '?' ? uri + plen + 1 : NULL;
+      st = tg_ops_admin(s->ops, req, method, strlen(path) >= ap ? path + ap : "", q, id);
     }
     simple_done(w, method, id, path, "admin", st, NULL, &t0);
+    return;
+  }
+  if (s->ops && s->ops->pay && tg_ops_is_facilitator(path)) {
+    /* In flight until answered: a shutdown waits for settlements being submitted. */
+    fac_call *fc = calloc(1, sizeof *fc);
+    if (fc == NULL) abort();
+    fc->w = w;
+    fc->method = method;
+    memcpy(fc->id, id, sizeof fc->id);
+    size_t pl = strlen(path); /* one of the facilitator paths: short */
+    if (pl >= sizeof fc->path) pl = sizeof fc->path - 1;
+    memcpy(fc->path, path, pl);
+    fc->t0 = t0;
+    w->inflight++;
+    tg_metrics_inflight(w->metrics, w->id, 1);
+    tg_ops_facilitator(s->ops, w->base, req, method, path, id, fac_done, fc);
     return;
   }
   if (w->draining) {
@@ -502,6 +545,7 @@ int tg_server_new(tg_server **out, char *err, const tg_server_opts *opts) {
   if (s == NULL) abort();
   tg_config *cfg = s->cfg = tg_config_ref(opts->cfg);
   s->hooks = opts->hooks;
+  s->ops = opts->ops;
   s->on_reload = opts->on_reload;
   s->on_reload_arg = opts->on_reload_arg;
   s->access_fd = -1;

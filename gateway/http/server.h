@@ -38,9 +38,28 @@ typedef struct tg_http_payhooks {
 
 typedef struct tg_server tg_server;
 
+struct tg_store;
+
+/*
+ * What the operations endpoints read (gateway/http/ops.c): the admin API
+ * (the store), the x402 facilitator endpoints (the payment layer) and the
+ * chain's figures on /metrics. Every member may be NULL/0: the endpoints
+ * that need it answer 503 and its metrics are left out.
+ */
+typedef struct {
+  tg_pay *pay;                 /* POST /verify, POST /settle, GET /supported */
+  struct tg_store *store;      /* admin API, store commit metrics */
+  int has_signer;
+  tg_address signer;           /* the gateway's account (GET /supported "signers") */
+  void *ctx;                   /* for the two callbacks (any thread, must not block) */
+  uint64_t (*txm_pending)(void *ctx); /* transactions sent and not yet confirmed */
+  uint64_t (*rpc_errors)(void *ctx);  /* failed JSON-RPC calls since start */
+} tg_http_ops;
+
 typedef struct {
   tg_config *cfg;                 /* borrowed: the server takes its own reference */
   const tg_http_payhooks *hooks;  /* NULL: priced routes answer 503 "payments not configured" */
+  const tg_http_ops *ops;         /* NULL: no admin data, facilitator or chain metrics */
   /* Called on the main thread after a successful reload, before workers see it. */
   void (*on_reload)(void *arg, tg_config *cfg);
   void *on_reload_arg;

@@ -514,34 +514,21 @@ fail:
 /* Seconds an authorization must stay valid after admission, for its submission. */
 #define EXACT_VALIDITY_MARGIN 6
 
-static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
-                        const tg_x402_payment *pm, const tg_u256 *max, tg_pay_call *call,
-                        tg_pay_admit_cb cb, void *arg) {
-  const tg_x402_exact *a = &pm->u.exact;
-  const char *why = terms_mismatch(p, &pm->accepted, max);
-  int status = 402;
-  if (why) goto refuse;
-  if (tg_u256_cmp(&a->value, max) != 0) {
-    why = "invalid_exact_evm_payload_authorization_value_mismatch";
-    goto refuse;
-  }
-  if (!same_address(&a->to, &p->pay_to)) {
-    why = "invalid_exact_evm_payload_recipient_mismatch";
-    goto refuse;
-  }
+/*
+ * The off-chain checks of an EIP-3009 authorization against the terms (payee,
+ * exact amount): value, recipient, time window (when check_time), signature.
+ * Returns NULL when it passes, else the x402 reason.
+ */
+static const char *exact_offchain(tg_pay *p, const tg_x402_exact *a, const tg_address *pay_to,
+                                  const tg_u256 *amount, int check_time) {
+  if (tg_u256_cmp(&a->value, amount) != 0) return "invalid_exact_evm_payload_authorization_value_mismatch";
+  if (!same_address(&a->to, pay_to)) return "invalid_exact_evm_payload_recipient_mismatch";
   uint64_t now = (uint64_t)time(NULL);
-  if (a->valid_after > now) {
-    why = "invalid_exact_evm_payload_authorization_valid_after";
-    goto refuse;
-  }
-  if (a->valid_before <= now + EXACT_VALIDITY_MARGIN) {
-    why = "invalid_exact_evm_payload_authorization_valid_before";
-    goto refuse;
-  }
-  if (a->signature.len != 65) {
-    why = "invalid_exact_evm_payload_signature"; /* contract-wallet payers: not supported */
-    goto refuse;
-  }
+  if (check_time && a->valid_after > now) return "invalid_exact_evm_payload_authorization_valid_after";
+  if (check_time && a->valid_before <= now + EXACT_VALIDITY_MARGIN)
+    return "invalid_exact_evm_payload_authorization_valid_before";
+  if (a->signature.len != 65)
+    return "invalid_exact_evm_payload_signature"; /* contract-wallet payers: not supported */
   tg_eip3009_authorization ea;
   ea.from = a->from;
   ea.to = a->to;
@@ -553,10 +540,19 @@ static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
   memcpy(sig.b, a->signature.b, 65);
   tg_address signer;
   if (tg_eip3009_transfer_recover(&signer, &p->token_domain, &ea, &sig) != 0 ||
-      !same_address(&signer, &a->from)) {
-    why = "invalid_exact_evm_payload_signature";
-    goto refuse;
-  }
+      !same_address(&signer, &a->from))
+    return "invalid_exact_evm_payload_signature";
+  return NULL;
+}
+
+static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
+                        const tg_x402_payment *pm, const tg_u256 *max, tg_pay_call *call,
+                        tg_pay_admit_cb cb, void *arg) {
+  const tg_x402_exact *a = &pm->u.exact;
+  const char *why = terms_mismatch(p, &pm->accepted, max);
+  int status = 402;
+  if (why) goto refuse;
+  if ((why = exact_offchain(p, a, &p->pay_to, max, 1))) goto refuse;
   /* Replays: the in-flight set covers calls admitted and not yet recorded, the store every
    * authorization recorded (looked up once the key is held, so that a call finishing
    * meanwhile is seen). */
@@ -603,6 +599,7 @@ static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
   int used = 0;
   rc = p->exact.check(p->exact.ctx, &p->asset, &a->from, &a->nonce, &balance, &used);
   if (rc) {
+    stat_add(p, &p->stats.chain_check_errors);
     inflight_drop(p, &a->from, &a->nonce);
     refuse(p, cfg, req, 503, "unexpected_verify_error", NULL, NULL, cb, arg);
     goto fail;
@@ -824,6 +821,7 @@ static void on_exact_submitted(void *arg, int err, const tg_hash *tx) {
   tg_pay_call *c = arg;
   tg_pay *p = c->pay;
   if (err) {
+    stat_add(p, &p->stats.chain_submit_errors);
     exact_record_failed(c, err); /* nothing moved: the payer keeps the authorization */
     return;
   }
@@ -881,7 +879,10 @@ static void on_exact_submitted(void *arg, int err, const tg_hash *tx) {
 static void exact_submit(tg_pay_call *c) {
   tg_pay *p = c->pay;
   int rc = p->exact.submit(p->exact.ctx, c->base, &p->asset, &c->auth, on_exact_submitted, c);
-  if (rc) exact_record_failed(c, rc);
+  if (rc) {
+    stat_add(p, &p->stats.chain_submit_errors);
+    exact_record_failed(c, rc);
+  }
 }
 
 static void on_exact_intent(void *arg, int err, const tg_store_op *ops, size_t n) {
@@ -1114,4 +1115,226 @@ void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out) {
   pthread_mutex_lock(&p->mu);
   *out = p->stats;
   pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- the x402 facilitator: `exact` for other servers ---------------------------- */
+
+/*
+ * Other x402 servers hand the gateway an authorization that pays *them*
+ * (pay_to, amount from their paymentRequirements). The checks are admission's
+ * (exact_offchain, the store's record, authorizationState and balance); the
+ * submission is the same transaction manager path. Settlements are recorded
+ * as exact_payments rows (no charge: the money is not the gateway's), which
+ * makes /settle idempotent: a recorded transaction is answered again and
+ * never sent twice.
+ */
+
+void tg_pay_fac_terms(tg_pay *p, uint64_t *chain_id, tg_address *asset) {
+  *chain_id = p->chain_id;
+  *asset = p->asset;
+}
+
+/* The chain's view: 0 with why NULL when unused and funded. */
+static const char *fac_chain_check(tg_pay *p, const tg_x402_exact *a, int *rc) {
+  tg_u256 balance;
+  int used = 0;
+  *rc = p->exact.check ? p->exact.check(p->exact.ctx, &p->asset, &a->from, &a->nonce, &balance, &used)
+                       : TG_EUNSUPPORTED;
+  if (*rc) {
+    stat_add(p, &p->stats.chain_check_errors);
+    return NULL;
+  }
+  if (used) return "invalid_exact_evm_nonce_already_used";
+  if (tg_u256_cmp(&balance, &a->value) < 0) return "insufficient_funds";
+  return NULL;
+}
+
+int tg_pay_fac_verify(tg_pay *p, const tg_x402_exact *a, const tg_address *pay_to,
+                      const tg_u256 *amount, tg_pay_fac_result *out) {
+  memset(out, 0, sizeof *out);
+  out->payer = a->from;
+  const char *why = exact_offchain(p, a, pay_to, amount, 1);
+  if (why) {
+    out->reason = why;
+    return 0;
+  }
+  tg_store_exact prev;
+  int rc = tg_store_exact_get(p->store, &p->asset, &a->nonce, &prev);
+  if (rc == 0 && prev.status != TG_EXACT_FAILED) {
+    out->reason = "invalid_exact_evm_nonce_already_used";
+    return 0;
+  }
+  if (rc && rc != TG_ENOTFOUND) return rc;
+  why = fac_chain_check(p, a, &rc);
+  if (rc) return rc;
+  if (why) {
+    out->reason = why;
+    return 0;
+  }
+  out->valid = 1;
+  return 0;
+}
+
+typedef struct {
+  tg_pay *p;
+  struct event_base *base;
+  tg_x402_exact auth;
+  char rid[TG_STORE_REQUEST_ID_MAX + 1];
+  tg_pay_fac_cb cb;
+  void *arg;
+  tg_pay_fac_result res;
+} fac_op;
+
+static void fac_done(fac_op *f, const char *reason) {
+  if (reason) {
+    f->res.valid = 0;
+    f->res.reason = reason;
+  } else {
+    f->res.valid = 1;
+  }
+  inflight_drop(f->p, &f->auth.from, &f->auth.nonce);
+  f->cb(f->arg, &f->res);
+  sodium_memzero(f, sizeof *f);
+  free(f);
+}
+
+static void fac_on_recorded(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  fac_op *f = arg;
+  /* The transfer is on its way even when its record failed: report it with its hash. */
+  if (err) stat_add(f->p, &f->p->stats.failed_commits);
+  fac_done(f, NULL);
+}
+
+static void fac_on_failed_recorded(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  fac_op *f = arg;
+  if (err) stat_add(f->p, &f->p->stats.failed_commits);
+  fac_done(f, "unexpected_settle_error");
+}
+
+static void fac_on_submitted(void *arg, int err, const tg_hash *tx) {
+  fac_op *f = arg;
+  tg_pay *p = f->p;
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = TG_STORE_OP_EXACT_UPDATE;
+  op.u.exact.token = p->asset;
+  op.u.exact.nonce = f->auth.nonce;
+  if (err) {
+    stat_add(p, &p->stats.chain_submit_errors);
+    op.u.exact.status = TG_EXACT_FAILED; /* nothing moved: the authorization stays usable */
+    if (tg_store_submit_evbase(p->store, &op, 1, f->base, fac_on_failed_recorded, f) != 0)
+      fac_done(f, "unexpected_settle_error");
+    return;
+  }
+  f->res.has_tx = 1;
+  f->res.tx = *tx;
+  op.u.exact.status = TG_EXACT_SUBMITTED;
+  op.u.exact.has_tx = 1;
+  op.u.exact.tx_hash = *tx;
+  if (tg_store_submit_evbase(p->store, &op, 1, f->base, fac_on_recorded, f) != 0) {
+    stat_add(p, &p->stats.failed_commits);
+    fac_done(f, NULL);
+  }
+}
+
+static void fac_submit(fac_op *f) {
+  tg_pay *p = f->p;
+  int rc = p->exact.submit ? p->exact.submit(p->exact.ctx, f->base, &p->asset, &f->auth,
+                                             fac_on_submitted, f)
+                           : TG_EUNSUPPORTED;
+  if (rc) fac_on_submitted(f, rc, NULL);
+}
+
+static void fac_on_intent(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  fac_op *f = arg;
+  if (err) {
+    fac_done(f, "unexpected_settle_error"); /* nothing submitted */
+    return;
+  }
+  fac_submit(f);
+}
+
+void tg_pay_fac_settle(tg_pay *p, struct event_base *base, const tg_x402_exact *a,
+                       const tg_address *pay_to, const tg_u256 *amount, const char *request_id,
+                       tg_pay_fac_cb cb, void *arg) {
+  tg_pay_fac_result res;
+  memset(&res, 0, sizeof res);
+  res.payer = a->from;
+  const char *why = exact_offchain(p, a, pay_to, amount, 0);
+  if (why) {
+    res.reason = why;
+    cb(arg, &res);
+    return;
+  }
+  if (!inflight_take(p, &a->from, &a->nonce)) {
+    res.reason = "invalid_exact_evm_nonce_already_used"; /* being settled right now */
+    cb(arg, &res);
+    return;
+  }
+  fac_op *f = calloc(1, sizeof *f);
+  if (!f) abort();
+  f->p = p;
+  f->base = base;
+  f->auth = *a;
+  f->cb = cb;
+  f->arg = arg;
+  f->res = res;
+  copy_cstr(f->rid, sizeof f->rid, request_id);
+  tg_store_exact prev;
+  int rc = tg_store_exact_get(p->store, &p->asset, &a->nonce, &prev);
+  if (rc && rc != TG_ENOTFOUND) {
+    fac_done(f, "unexpected_settle_error");
+    return;
+  }
+  int found = rc == 0;
+  if (found && !same_address(&prev.payer, &a->from)) {
+    fac_done(f, "invalid_exact_evm_nonce_already_used");
+    return;
+  }
+  if (found && prev.status != TG_EXACT_FAILED && prev.status != TG_EXACT_VERIFIED) {
+    /* Settled before: the same authorization gets the same transaction, never a second one. */
+    if (prev.has_tx && same_address(&prev.to, pay_to) && tg_u256_cmp(&prev.amount, amount) == 0) {
+      f->res.has_tx = 1;
+      f->res.tx = prev.tx_hash;
+      f->res.duplicate = 1;
+      fac_done(f, NULL);
+    } else {
+      fac_done(f, "invalid_exact_evm_nonce_already_used");
+    }
+    return;
+  }
+  if (found && prev.status == TG_EXACT_VERIFIED) {
+    /* Recorded, maybe submitted, by a run that stopped before the hash was recorded: the
+     * transaction manager answers with the transaction it has for this authorization. */
+    fac_submit(f);
+    return;
+  }
+  if ((why = exact_offchain(p, a, pay_to, amount, 1)) || (why = fac_chain_check(p, a, &rc)) || rc) {
+    fac_done(f, why ? why : "unexpected_settle_error");
+    return;
+  }
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.u.exact.token = p->asset;
+  op.u.exact.nonce = a->nonce;
+  op.u.exact.status = TG_EXACT_VERIFIED;
+  if (found) {
+    op.kind = TG_STORE_OP_EXACT_UPDATE;
+  } else {
+    op.kind = TG_STORE_OP_EXACT_PUT;
+    op.u.exact.payer = a->from;
+    op.u.exact.to = a->to;
+    op.u.exact.amount = a->value;
+    op.u.exact.valid_after = a->valid_after;
+    op.u.exact.valid_before = a->valid_before;
+    op.u.exact.request_id = f->rid;
+  }
+  if (tg_store_submit_evbase(p->store, &op, 1, base, fac_on_intent, f) != 0)
+    fac_done(f, "unexpected_settle_error");
 }

@@ -163,7 +163,43 @@ void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *call,
 typedef struct {
   uint64_t admitted, refused_402, refused_400, charged_calls, failed_commits;
   tg_u256 charged_channel, charged_exact;
+  /* The chain backend's failures as the payment layer saw them (`exact` and the facilitator). */
+  uint64_t chain_check_errors;  /* authorizationState/balance reads that failed */
+  uint64_t chain_submit_errors; /* transferWithAuthorization submissions that failed */
 } tg_pay_stats;
 void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out);
+
+/* ---- the x402 facilitator: `exact` for other servers (POST /verify, /settle) ---- */
+
+/*
+ * The same checks and submission path as an `exact` call, against another
+ * server's terms: `pay_to` and `amount` come from its paymentRequirements.
+ * Only the gateway's own asset on its own chain (tg_pay_fac_terms) can be
+ * verified: its EIP-712 domain is the one the gateway knows.
+ */
+typedef struct {
+  int valid;            /* verify: isValid; settle: success */
+  const char *reason;   /* the x402 reason (static string) when !valid */
+  tg_address payer;
+  int has_tx;
+  tg_hash tx;           /* settle: the transaction */
+  int duplicate;        /* settle: answered from an earlier settlement's record */
+} tg_pay_fac_result;
+
+void tg_pay_fac_terms(tg_pay *p, uint64_t *chain_id, tg_address *asset);
+/* Off-chain checks, the store's record, authorizationState and balance (a blocking read). */
+TG_WARN_UNUSED_RESULT int tg_pay_fac_verify(tg_pay *p, const tg_x402_exact *a,
+                                            const tg_address *pay_to, const tg_u256 *amount,
+                                            tg_pay_fac_result *out);
+typedef void (*tg_pay_fac_cb)(void *arg, const tg_pay_fac_result *r);
+/*
+ * Verifies, records the intent, submits transferWithAuthorization, records
+ * its hash, then calls cb exactly once on `base` (possibly before it
+ * returns). Settling an authorization already settled answers its recorded
+ * transaction (duplicate = 1) and sends nothing.
+ */
+void tg_pay_fac_settle(tg_pay *p, struct event_base *base, const tg_x402_exact *a,
+                       const tg_address *pay_to, const tg_u256 *amount, const char *request_id,
+                       tg_pay_fac_cb cb, void *arg);
 
 #endif

@@ -65,7 +65,8 @@ static uint64_t mono_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static const tg__store_backend *const backends[] = {&tg__store_sqlite};
+static const tg__store_backend *const backends[] = {&tg__store_sqlite, &tg__store_postgres,
+                                                     &tg__store_postgresql};
 
 const uint64_t tg_store_commit_bucket_us[TG_STORE_HIST_BUCKETS] = {
     250, 500, 1000, 2000, 5000, 10000, 25000, 50000, 100000, UINT64_MAX};
@@ -298,15 +299,34 @@ static void deliver(sub *s) {
   }
 }
 
-/* Runs one batch in one transaction; sets each submission's err. */
-static void run_batch(tg_store *st, sub *list, int fault, uint64_t *commit_ns) {
+/* Hands the batch's ops to the backend's lock_batch hook (backends shared by several
+ * processes lock the rows the batch will modify, in one order, before any op runs). */
+static int lock_batch(const tg__store_backend *be, tg__store_conn *c, sub *list) {
+  size_t n = 0, k = 0;
+  for (sub *s = list; s; s = s->next) n += s->n;
+  tg_store_op **ops = malloc(n * sizeof(*ops));
+  if (ops == NULL) return TG_ENOMEM;
+  for (sub *s = list; s; s = s->next)
+    for (size_t i = 0; i < s->n; i++) ops[k++] = &s->ops[i];
+  int rc = be->lock_batch(c, ops, n);
+  free(ops);
+  return rc;
+}
+
+/* Runs one batch in one transaction; sets each submission's err. Returns 1 when the backend
+ * asks for the whole batch to be run again (a transient concurrency failure). */
+static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_ns) {
   const tg__store_backend *be = st->be;
   tg__store_conn *c = st->wconn;
   *commit_ns = 0;
   int rc = be->begin(c);
+  if (rc == 0 && be->lock_batch) {
+    if ((rc = lock_batch(be, c, list)) < 0) be->rollback(c);
+  }
   if (rc < 0) {
+    if (be->txn_retry && be->txn_retry(c)) return 1;
     for (sub *s = list; s; s = s->next) s->err = rc;
-    return;
+    return 0;
   }
   int64_t now = tg__store_now_ms();
   int lost = 0;
@@ -342,21 +362,49 @@ static void run_batch(tg_store *st, sub *list, int fault, uint64_t *commit_ns) {
       }
     }
   }
+  if (be->txn_retry && be->txn_retry(c)) {
+    /* A deadlock victim or serialization failure, in an op or a savepoint: run it all again. */
+    be->rollback(c);
+    return 1;
+  }
   if (lost) {
     /* The backend dropped the transaction: nothing in this batch is durable. */
     be->rollback(c);
     for (sub *s = list; s; s = s->next)
       if (s->err == 0) s->err = TG_ESTORE;
-    return;
+    return 0;
   }
   uint64_t t0 = mono_ns();
   rc = fault == TG__FAULT_COMMIT ? atomic_load(&st->fault_err) : be->commit(c);
   *commit_ns = mono_ns() - t0;
   if (rc < 0) {
     be->rollback(c);
+    if (be->txn_retry && be->txn_retry(c)) return 1;
     for (sub *s = list; s; s = s->next)
       if (s->err == 0) s->err = rc;
   }
+  return 0;
+}
+
+#define BATCH_RETRIES 8
+
+static void run_batch(tg_store *st, sub *list, int fault, uint64_t *commit_ns) {
+  for (int attempt = 0;; attempt++) {
+    if (!run_batch_once(st, list, attempt ? TG__FAULT_NONE : fault, commit_ns)) return;
+    pthread_mutex_lock(&st->mu);
+    st->stats.retries++;
+    pthread_mutex_unlock(&st->mu);
+    if (attempt + 1 >= BATCH_RETRIES) break;
+    /* Reset the results of the rolled-back attempt and back off a little (1, 2, 4 .. ms). */
+    for (sub *s = list; s; s = s->next) {
+      s->err = 0;
+      for (size_t i = 0; i < s->n; i++) s->ops[i].err = 0;
+    }
+    struct timespec ts = {0, (long)(1000000L << (attempt < 6 ? attempt : 6))};
+    nanosleep(&ts, NULL);
+  }
+  for (sub *s = list; s; s = s->next)
+    if (s->err == 0) s->err = TG_EBUSY;
 }
 
 static void *writer_main(void *p) {

@@ -8,8 +8,8 @@
 #include "tollgate/types.h"
 
 /*
- * One tg_store is opened from a URI ("sqlite:/path/to/file.db"; later
- * "postgres://..."). The backend is picked by the URI scheme; the rest of the
+ * One tg_store is opened from a URI ("sqlite:/path/to/file.db" or
+ * "postgresql://user@host:port/db"). The backend is picked by the URI scheme; the rest of the
  * code sees only this header, so nothing backend-specific leaks through:
  * amounts are tg_u256, addresses and hashes fixed-size types, times are Unix
  * milliseconds (int64_t), and every write is a typed operation (tg_store_op),
@@ -422,6 +422,7 @@ typedef struct {
   uint64_t commit_ns_max;
   uint64_t queue_ops;       /* operations queued or being written right now */
   uint64_t commit_hist[TG_STORE_HIST_BUCKETS]; /* COMMIT durations per bucket */
+  uint64_t retries;         /* batches run again after a deadlock or serialization failure */
 } tg_store_stats;
 
 void tg_store_get_stats(tg_store *st, tg_store_stats *out);

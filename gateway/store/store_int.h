@@ -36,6 +36,20 @@ typedef struct {
   void (*sp_rollback)(tg__store_conn *c);
   int (*txn_lost)(tg__store_conn *c);
   int (*apply)(tg__store_conn *c, tg_store_op *op);
+  /*
+   * Optional (NULL for a backend whose writer is alone, like SQLite's
+   * BEGIN IMMEDIATE): called right after begin with every op of the batch, to
+   * take the row locks the batch will need in one deterministic order, so that
+   * writers in other processes sharing the database serialize per row and do
+   * not deadlock. An error fails the whole batch.
+   */
+  int (*lock_batch)(tg__store_conn *c, tg_store_op *const *ops, size_t n);
+  /*
+   * Optional: 1 when the transaction just failed for a transient concurrency
+   * reason (deadlock victim, serialization failure) so that running the whole
+   * batch again, from begin, is correct. Cleared by begin.
+   */
+  int (*txn_retry)(tg__store_conn *c);
 
   int (*channel_get)(tg__store_conn *c, const tg_hash *id, tg_store_channel *out);
   /* mode 0: all (or one payer's when payer != NULL); mode 1: unsettled */
@@ -58,6 +72,9 @@ typedef struct {
 } tg__store_backend;
 
 extern const tg__store_backend tg__store_sqlite;
+/* PostgreSQL, under both URI schemes libpq accepts: postgres://... and postgresql://... */
+extern const tg__store_backend tg__store_postgres;
+extern const tg__store_backend tg__store_postgresql;
 
 /*
  * Fault injection for tests (curl's habit of failing each step in turn): the

@@ -37,7 +37,8 @@ int main(void) {
 C
 # The .pc file names the installed prefix; point pkg-config at the scratch root.
 flags=$(PKG_CONFIG_SYSROOT_DIR="$d/root" PKG_CONFIG_PATH="$p/lib/pkgconfig" pkg-config --cflags --libs tollgate)
-if cc "$d/t.c" $flags -o "$d/t" 2>"$d/cc.log" &&
+# A sanitizer build of the library needs the sanitizer runtime in the program too.
+if cc "$d/t.c" $flags ${SANITIZE:+-fsanitize=$SANITIZE} -o "$d/t" 2>"$d/cc.log" &&
    [ "$(LD_LIBRARY_PATH="$p/lib" "$d/t")" = 0x1c8aff950685c2ed4bc3174f3472287b56d9517b9c948127319a09a7a36deac8 ]; then
   ok pkg-config-program
 else

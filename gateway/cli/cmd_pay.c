@@ -1,0 +1,469 @@
+/* `tollgate pay` (a paid HTTP request, like curl) and `tollgate channel open|add|status|list`. */
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "tollgate/address.h"
+#include "tollgate/client.h"
+#include "tollgate/error.h"
+#include "tollgate/hex.h"
+#include "tollgate/keystore.h"
+#include "tollgate/u256.h"
+
+#define MAX_THREADS 256
+
+/* Options every payer command shares. */
+typedef struct {
+  char *private_key;
+  const char *keystore;
+  const char *password_file;
+  const char *state_dir;
+  char state_buf[4096];
+  tg_client_opts o;
+} payer_opts;
+
+/* cli_opt, leaving *i past the value. */
+static const char *take(int argc, char **argv, int *i, const char *name, int *missing) {
+  const char *v = cli_opt(argc, argv, i, name, missing);
+  if (v) ++*i;
+  return v;
+}
+
+static int parse_amount(const char *cmd, const char *name, const char *v, tg_u256 *out) {
+  if (tg_u256_parse(out, v, strlen(v)) != 0)
+    return cli_fail(cmd, "%s '%s' is not an amount in atomic units (decimal or 0x hex)", name, v);
+  return 0;
+}
+
+static int parse_count(const char *cmd, const char *name, const char *v, uint64_t hi,
+                       uint64_t *out) {
+  char *end = NULL;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (!*v || *end || *v == '-' || x < 1 || x > hi)
+    return cli_fail(cmd, "%s '%s' is not a number in 1..%llu", name, v, (unsigned long long)hi);
+  *out = x;
+  return 0;
+}
+
+/*
+ * Scans one shared option at argv[*i]: 1 when consumed, 0 when not ours,
+ * -1 on a bad value (reported).
+ */
+static int payer_opt(const char *cmd, payer_opts *p, int argc, char **argv, int *i) {
+  const char *v;
+  int missing = 0;
+  tg_client_caps *k = &p->o.caps;
+  struct {
+    const char *name;
+    int *has;
+    tg_u256 *val;
+  } caps[] = {{"--max-per-call", &k->has_per_call, &k->per_call},
+              {"--max-per-hour", &k->has_per_hour, &k->per_hour},
+              {"--max-per-day", &k->has_per_day, &k->per_day},
+              {"--max-total", &k->has_total, &k->total},
+              {"--max-per-payee", &k->has_per_payee, &k->per_payee}};
+  for (size_t j = 0; j < sizeof caps / sizeof caps[0]; j++) {
+    if ((v = take(argc, argv, i, caps[j].name, &missing)) != NULL) {
+      if (parse_amount(cmd, caps[j].name, v, caps[j].val)) return -1;
+      *caps[j].has = 1;
+      return 1;
+    }
+    if (missing) goto miss;
+  }
+  if ((v = take(argc, argv, i, "--private-key", &missing)) != NULL) {
+    p->private_key = (char *)v;
+    return 1;
+  }
+  if (!missing && (v = take(argc, argv, i, "--keystore", &missing)) != NULL) {
+    p->keystore = v;
+    return 1;
+  }
+  if (!missing && (v = take(argc, argv, i, "--password-file", &missing)) != NULL) {
+    p->password_file = v;
+    return 1;
+  }
+  if (!missing && (v = take(argc, argv, i, "--state", &missing)) != NULL) {
+    p->state_dir = v;
+    return 1;
+  }
+  if (!missing && (v = take(argc, argv, i, "--rpc-url", &missing)) != NULL) {
+    p->o.rpc_url = v;
+    return 1;
+  }
+  if (!missing && (v = take(argc, argv, i, "--open-channel", &missing)) != NULL) {
+    if (parse_amount(cmd, "--open-channel", v, &p->o.open_deposit)) return -1;
+    return 1;
+  }
+  if (!missing && (v = take(argc, argv, i, "--headroom", &missing)) != NULL) {
+    uint64_t n;
+    if (parse_count(cmd, "--headroom", v, 1000000, &n)) return -1;
+    p->o.headroom_calls = n;
+    return 1;
+  }
+  if (missing) goto miss;
+  if (strcmp(argv[*i], "--no-exact") == 0) {
+    p->o.allow_exact = 0;
+    ++*i;
+    return 1;
+  }
+  if (strcmp(argv[*i], "--no-channel") == 0) {
+    p->o.allow_channel = 0;
+    ++*i;
+    return 1;
+  }
+  return 0;
+miss:
+  cli_fail(cmd, "%s needs a value", argv[*i]);
+  return -1;
+}
+
+static void payer_defaults(payer_opts *p) {
+  memset(p, 0, sizeof *p);
+  p->o.allow_exact = 1;
+  p->o.allow_channel = 1;
+}
+
+/* Loads the key and opens the client; prints the reason on failure. */
+static int payer_open(const char *cmd, payer_opts *p, tg_client **out) {
+  *out = NULL;
+  int rc = tg_secp_init();
+  if (rc) return cli_fail_err(cmd, rc, "secp256k1");
+  tg_seckey *key = tg_seckey_new();
+  if (!key) return cli_fail(cmd, "out of memory");
+  if (p->private_key) {
+    rc = tg_seckey_set_hex(key, p->private_key, strlen(p->private_key));
+    sodium_memzero(p->private_key, strlen(p->private_key));
+    if (rc) {
+      tg_seckey_free(key);
+      return cli_fail_err(cmd, rc, "--private-key");
+    }
+  } else if (p->keystore) {
+    tg_buf pw;
+    tg_buf_init(&pw, 4096);
+    const char *env = getenv("TOLLGATE_PASSWORD");
+    if (p->password_file) {
+      rc = cli_read_file(p->password_file, &pw);
+      if (rc) {
+        tg_buf_cleanup(&pw);
+        tg_seckey_free(key);
+        return cli_fail_err(cmd, rc, "--password-file %s", p->password_file);
+      }
+      while (pw.len && (pw.data[pw.len - 1] == '\n' || pw.data[pw.len - 1] == '\r')) pw.len--;
+    } else if (env) {
+      rc = tg_buf_append_str(&pw, env);
+    } else {
+      tg_buf_cleanup(&pw);
+      tg_seckey_free(key);
+      return cli_fail(cmd, "--keystore needs --password-file or TOLLGATE_PASSWORD");
+    }
+    tg_keystore_limits lim;
+    tg_keystore_limits_default(&lim);
+    if (!rc)
+      rc = tg_keystore_decrypt_file(key, p->keystore, pw.data ? (const char *)pw.data : "", pw.len,
+                                    &lim);
+    if (pw.data) sodium_memzero(pw.data, pw.cap);
+    tg_buf_cleanup(&pw);
+    if (rc) {
+      tg_seckey_free(key);
+      return cli_fail_err(cmd, rc, "--keystore %s", p->keystore);
+    }
+  } else {
+    tg_seckey_free(key);
+    return cli_fail(cmd, "a key is required: --private-key or --keystore");
+  }
+  if (!p->state_dir) {
+    const char *home = getenv("HOME");
+    snprintf(p->state_buf, sizeof p->state_buf, "%s/.tollgate", home && *home ? home : ".");
+    p->state_dir = p->state_buf;
+  }
+  p->o.state_dir = p->state_dir;
+  if (!p->o.rpc_url) {
+    const char *env = getenv("ETH_RPC_URL");
+    if (env && *env) p->o.rpc_url = env;
+  }
+  p->o.key = key;
+  rc = tg_client_open(out, &p->o);
+  tg_seckey_free(key);
+  p->o.key = NULL;
+  if (rc) return cli_fail_err(cmd, rc, "--state %s", p->state_dir);
+  return 0;
+}
+
+/* ---- tollgate pay ------------------------------------------------------------ */
+
+typedef struct {
+  tg_client *c;
+  const tg_client_request *req;
+  uint64_t next, count;
+  pthread_mutex_t mu;
+  uint64_t ok, failed;
+  tg_u256 charged;
+  int last_err;
+  char last_why[300];
+} batch;
+
+static void *batch_worker(void *arg) {
+  batch *b = arg;
+  for (;;) {
+    pthread_mutex_lock(&b->mu);
+    int go = b->next < b->count;
+    b->next++;
+    pthread_mutex_unlock(&b->mu);
+    if (!go) return NULL;
+    tg_client_response r;
+    int rc = tg_client_fetch(b->c, &r, b->req);
+    pthread_mutex_lock(&b->mu);
+    if (rc == 0 && r.status >= 200 && r.status < 300) {
+      b->ok++;
+      if (tg_u256_add(&b->charged, &b->charged, &r.charged)) b->last_err = TG_ERANGE;
+    } else {
+      b->failed++;
+      b->last_err = rc;
+      snprintf(b->last_why, sizeof b->last_why, "HTTP %ld %s", r.status, r.error);
+    }
+    pthread_mutex_unlock(&b->mu);
+    tg_client_response_cleanup(&r);
+  }
+}
+
+static void print_charge(const tg_client_response *r) {
+  char d[TG_U256_DEC_MAX];
+  tg_u256_to_dec(&r->charged, d);
+  if (r->has_channel) {
+    char id[67], cum[TG_U256_DEC_MAX];
+    tg_hex_encode(id, r->channel_id.b, 32, 1);
+    tg_u256_to_dec(&r->charged_cumulative, cum);
+    fprintf(stderr, "charged %s (channel %s, cumulative %s%s)\n", d, id, cum,
+            r->replayed ? ", replayed" : "");
+  } else if (r->has_transaction) {
+    char tx[67];
+    tg_hex_encode(tx, r->transaction.b, 32, 1);
+    fprintf(stderr, "charged %s (exact, transaction %s%s)\n", d, tx, r->replayed ? ", replayed" : "");
+  } else {
+    fprintf(stderr, "charged %s%s\n", d, r->replayed ? " (replayed)" : "");
+  }
+}
+
+int cmd_pay(int argc, char **argv) {
+  const char *cmd = argv[0];
+  payer_opts p;
+  payer_defaults(&p);
+  const char *method = NULL, *data = NULL, *url = NULL, *payid = NULL;
+  const char *headers[TG_CLIENT_MAX_HEADERS];
+  size_t n_headers = 0;
+  int verbose = 0;
+  uint64_t count = 1, parallel = 1;
+  for (int i = 1; i < argc;) {
+    int k = payer_opt(cmd, &p, argc, argv, &i);
+    if (k < 0) return 1;
+    if (k) continue;
+    const char *a = argv[i];
+    int missing = 0;
+    const char *v;
+    if (strcmp(a, "-X") == 0 || strcmp(a, "-H") == 0 || strcmp(a, "-d") == 0) {
+      if (i + 1 >= argc) return cli_fail(cmd, "%s needs a value", a);
+      v = argv[i + 1];
+      i += 2;
+      if (a[1] == 'X') {
+        method = v;
+      } else if (a[1] == 'd') {
+        data = v;
+      } else {
+        if (n_headers == TG_CLIENT_MAX_HEADERS) return cli_fail(cmd, "too many -H headers");
+        if (!strchr(v, ':')) return cli_fail(cmd, "-H '%s' is not 'Name: value'", v);
+        headers[n_headers++] = v;
+      }
+    } else if (strcmp(a, "-v") == 0) {
+      verbose = 1;
+      i++;
+    } else if ((v = take(argc, argv, &i, "--payment-id", &missing)) != NULL) {
+      payid = v;
+    } else if (!missing && (v = take(argc, argv, &i, "--count", &missing)) != NULL) {
+      if (parse_count(cmd, "--count", v, 1000000, &count)) return 1;
+    } else if (!missing && (v = take(argc, argv, &i, "--parallel", &missing)) != NULL) {
+      if (parse_count(cmd, "--parallel", v, MAX_THREADS, &parallel)) return 1;
+    } else if (missing) {
+      return cli_fail(cmd, "%s needs a value", a);
+    } else if (a[0] == '-' && a[1]) {
+      return cli_fail(cmd, "unknown option '%s'", a);
+    } else if (!url) {
+      url = a;
+      i++;
+    } else {
+      return cli_fail(cmd, "unexpected argument '%s'", a);
+    }
+  }
+  if (!url) return cli_usage(cmd);
+  if (payid && count > 1) return cli_fail(cmd, "--payment-id names one call: drop --count");
+  if (verbose) p.o.log = stderr;
+  tg_client *c;
+  if (payer_open(cmd, &p, &c)) return 1;
+  tg_client_request req;
+  memset(&req, 0, sizeof req);
+  req.method = method;
+  req.url = url;
+  req.headers = headers;
+  req.n_headers = n_headers;
+  req.body = data;
+  req.body_len = data ? strlen(data) : 0;
+  req.payment_id = payid;
+  int ret = 0;
+  if (count == 1) {
+    tg_client_response r;
+    int rc = tg_client_fetch(c, &r, &req);
+    if (r.body.len) fwrite(r.body.data, 1, r.body.len, stdout);
+    fflush(stdout);
+    if (rc) {
+      ret = cli_fail_err(cmd, rc, "%s%s%s", url, r.error[0] ? ": " : "", r.error);
+    } else {
+      if (r.paid) print_charge(&r);
+      if (r.status >= 400) ret = cli_fail(cmd, "%s: HTTP %ld", url, r.status);
+    }
+    tg_client_response_cleanup(&r);
+  } else {
+    batch b;
+    memset(&b, 0, sizeof b);
+    b.c = c;
+    b.req = &req;
+    b.count = count;
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_t th[MAX_THREADS];
+    size_t started = 0;
+    for (; started < parallel; started++)
+      if (pthread_create(&th[started], NULL, batch_worker, &b) != 0) break;
+    if (started == 0) batch_worker(&b);
+    for (size_t t = 0; t < started; t++) pthread_join(th[t], NULL);
+    pthread_mutex_destroy(&b.mu);
+    char d[TG_U256_DEC_MAX];
+    tg_u256_to_dec(&b.charged, d);
+    fprintf(stderr, "calls %llu ok %llu failed %llu charged %s\n", (unsigned long long)count,
+            (unsigned long long)b.ok, (unsigned long long)b.failed, d);
+    if (b.failed) ret = cli_fail_err(cmd, b.last_err, "%s: %s", url, b.last_why);
+  }
+  tg_client_close(c);
+  return ret;
+}
+
+/* ---- tollgate channel ----------------------------------------------------------- */
+
+static void print_channel(const tg_client_channel *ch) {
+  char id[67], rcv[TG_ADDRESS_HEX_LEN], tok[TG_ADDRESS_HEX_LEN], con[TG_ADDRESS_HEX_LEN];
+  char dep[TG_U256_DEC_MAX], chg[TG_U256_DEC_MAX], sig[TG_U256_DEC_MAX];
+  tg_hex_encode(id, ch->id.b, 32, 1);
+  tg_address_to_checksum(&ch->config.receiver, rcv);
+  tg_address_to_checksum(&ch->config.token, tok);
+  tg_address_to_checksum(&ch->contract, con);
+  tg_u256_to_dec(&ch->deposit, dep);
+  tg_u256_to_dec(&ch->charged, chg);
+  tg_u256_to_dec(&ch->signed_max, sig);
+  printf("%s chain=%llu contract=%s receiver=%s token=%s deposit=%s charged=%s signed=%s\n", id,
+         (unsigned long long)ch->chain_id, con, rcv, tok, dep, chg, sig);
+}
+
+/*
+ * `tollgate channel add --salt 0x.. --deposit N <URL>` registers a channel opened on-chain;
+ * `tollgate channel open --deposit N [--salt 0x..] --rpc-url RPC <URL>` opens it first.
+ */
+static int channel_add_open(int argc, char **argv, int open_it) {
+  const char *cmd = argv[0];
+  payer_opts p;
+  payer_defaults(&p);
+  const char *salt_s = NULL, *dep_s = NULL, *url = NULL;
+  for (int i = 1; i < argc;) {
+    int k = payer_opt(cmd, &p, argc, argv, &i);
+    if (k < 0) return 1;
+    if (k) continue;
+    int missing = 0;
+    const char *v;
+    if ((v = take(argc, argv, &i, "--salt", &missing)) != NULL) {
+      salt_s = v;
+    } else if (!missing && (v = take(argc, argv, &i, "--deposit", &missing)) != NULL) {
+      dep_s = v;
+    } else if (missing) {
+      return cli_fail(cmd, "%s needs a value", argv[i]);
+    } else if (argv[i][0] == '-') {
+      return cli_fail(cmd, "unknown option '%s'", argv[i]);
+    } else if (!url) {
+      url = argv[i++];
+    } else {
+      return cli_fail(cmd, "unexpected argument '%s'", argv[i]);
+    }
+  }
+  if (!url || !dep_s || (!open_it && !salt_s)) return cli_usage(cmd);
+  const char *rpc_url = p.o.rpc_url ? p.o.rpc_url : getenv("ETH_RPC_URL");
+  if (open_it && (!rpc_url || !*rpc_url)) return cli_fail(cmd, "--rpc-url or ETH_RPC_URL is required");
+  tg_hash salt;
+  tg_u256 dep;
+  if (salt_s) {
+    if (tg_hex_decode_exact(salt.b, 32, salt_s, strlen(salt_s)))
+      return cli_fail(cmd, "--salt '%s' is not 32 bytes of hex", salt_s);
+  } else {
+    randombytes_buf(salt.b, 32);
+  }
+  if (parse_amount(cmd, "--deposit", dep_s, &dep)) return 1;
+  tg_client *c;
+  if (payer_open(cmd, &p, &c)) return 1;
+  tg_x402_requirements t;
+  int rc = tg_client_terms(c, &t, url);
+  int ret = 0;
+  tg_client_channel ch;
+  if (rc) {
+    ret = cli_fail_err(cmd, rc, "%s offers no batch-settlement terms", url);
+  } else if ((rc = open_it ? tg_client_channel_open(c, &ch, rpc_url, &t, &salt, &dep)
+                           : tg_client_channel_add(c, &ch, &t, &salt, &dep)) != 0) {
+    ret = cli_fail_err(cmd, rc, open_it ? "opening the channel" : "adding the channel");
+  } else {
+    print_channel(&ch);
+  }
+  tg_client_close(c);
+  return ret;
+}
+
+int cmd_channel_add(int argc, char **argv) { return channel_add_open(argc, argv, 0); }
+int cmd_channel_open(int argc, char **argv) { return channel_add_open(argc, argv, 1); }
+
+/* `tollgate channel list` and `tollgate channel status [ID]`. */
+static int channel_show(int argc, char **argv, int one) {
+  const char *cmd = argv[0];
+  payer_opts p;
+  payer_defaults(&p);
+  const char *id_s = NULL;
+  for (int i = 1; i < argc;) {
+    int k = payer_opt(cmd, &p, argc, argv, &i);
+    if (k < 0) return 1;
+    if (k) continue;
+    if (argv[i][0] == '-') return cli_fail(cmd, "unknown option '%s'", argv[i]);
+    if (!one || id_s) return cli_fail(cmd, "unexpected argument '%s'", argv[i]);
+    id_s = argv[i++];
+  }
+  tg_hash id;
+  if (id_s && tg_hex_decode_exact(id.b, 32, id_s, strlen(id_s)))
+    return cli_fail(cmd, "channel id '%s' is not 32 bytes of hex", id_s);
+  tg_client *c;
+  if (payer_open(cmd, &p, &c)) return 1;
+  tg_client_channel *chs = calloc(64, sizeof *chs);
+  size_t n = 0;
+  int ret = 0, rc = chs ? tg_client_channels(c, chs, 64, &n) : TG_ENOMEM;
+  if (rc) {
+    ret = cli_fail_err(cmd, rc, "reading %s", p.state_dir);
+  } else {
+    size_t shown = 0;
+    for (size_t i = 0; i < n && i < 64; i++) {
+      if (id_s && memcmp(chs[i].id.b, id.b, 32) != 0) continue;
+      print_channel(&chs[i]);
+      shown++;
+    }
+    if (id_s && !shown) ret = cli_fail(cmd, "no channel %s in %s", id_s, p.state_dir);
+  }
+  free(chs);
+  tg_client_close(c);
+  return ret;
+}
+
+int cmd_channel_list(int argc, char **argv) { return channel_show(argc, argv, 0); }
+int cmd_channel_status(int argc, char **argv) { return channel_show(argc, argv, 1); }

@@ -1,0 +1,49 @@
+/* The daemon's settlement scheduler and watchtower: settlement runs on a thread of their own, on a timer and on deadlines. */
+#ifndef TG_DAEMON_SCHEDULER_H
+#define TG_DAEMON_SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+#include "tollgate/deploy.h"
+#include "tollgate/secp.h"
+#include "tollgate/types.h"
+
+/* Unclaimed charges above this share (%) of what a channel still holds make it due at once. */
+#define TG_SCHED_NEAR_BALANCE_PCT 90
+
+typedef struct tg_scheduler tg_scheduler;
+
+typedef struct {
+  tg_store *store;                 /* shared with the daemon; outlives the scheduler */
+  const tg_seckey *key;            /* the gateway's key; outlives the scheduler */
+  const tg_deployment *deployment; /* copied */
+  const char *const *rpc_urls;
+  size_t n_rpc_urls;
+  uint64_t chain_id;
+  const char *journal_path;        /* the settlement transaction manager's journal (copied) */
+  uint32_t interval_s;             /* a run every interval (0: none, only deadlines) */
+  tg_u256 min_amount;
+  uint32_t max_age_s;
+  tg_u256 max_gas_price;           /* 0: no ceiling */
+  unsigned near_balance_pct;       /* 0: TG_SCHED_NEAR_BALANCE_PCT */
+  unsigned check_ms;               /* how often the store is looked at for deadlines (0: 1000) */
+} tg_scheduler_opts;
+
+/*
+ * Starts the thread: a tg_settle_run every interval, and at once (within
+ * check_ms, or on tg_scheduler_trigger) when an unsettled channel is being
+ * withdrawn or its unclaimed charges pass near_balance_pct of what it still
+ * holds. One run at a time; a failed run is logged and retried (deadlines
+ * after 5 s, the rest at the next interval). `err` (err_len bytes) says why
+ * it could not start.
+ */
+TG_WARN_UNUSED_RESULT int tg_scheduler_start(tg_scheduler **out, char *err, size_t err_len,
+                                             const tg_scheduler_opts *o);
+/* Wakes the thread to look for deadlines now (thread-safe; `channel` may be NULL). */
+void tg_scheduler_trigger(tg_scheduler *s, const tg_hash *channel);
+/* Stops the thread (a run in progress finishes first) and frees. NULL is a no-op. */
+void tg_scheduler_stop(tg_scheduler *s);
+
+#endif

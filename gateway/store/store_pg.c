@@ -1,0 +1,1480 @@
+/* The PostgreSQL store backend: libpq, prepared statements, row locks taken in one order per batch, synchronous_commit on. */
+#include "store/store_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "store/migrations_pg.h"
+#include "tollgate/u256.h"
+
+/*
+ * Several gateways may share one database, so unlike SQLite (one writer per
+ * file, BEGIN IMMEDIATE) every read-modify-write here must be safe against
+ * writers in other processes. The batch transaction runs at READ COMMITTED
+ * and, before any op, locks every channel row and payer-totals row the batch
+ * will modify (SELECT ... ORDER BY key FOR NO KEY UPDATE): one sorted order
+ * for every writer, so two batches on overlapping channels queue behind each
+ * other instead of deadlocking, and each op then reads the latest committed
+ * values of rows it holds. Counters that need no C arithmetic (pass usage,
+ * leases) are single atomic upserts. A transient failure (deadlock victim,
+ * serialization failure) marks the connection so that store.c reruns the
+ * batch from BEGIN. See docs/STORE.md.
+ */
+
+/* Type OIDs of the columns read back (pg_type.h is a server header). */
+#define OID_BOOL 16
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_TEXT 25
+
+/* Key of the advisory lock that serializes migrations across instances ("tgstore"). */
+#define MIGRATE_LOCK_KEY "7630745345"
+
+enum {
+  S_CH_CFG,
+  S_CH_INSERT,
+  S_CH_SYNC,
+  S_CH_EXISTS,
+  S_CH_VOUCHER_READ,
+  S_CH_VOUCHER_SET,
+  S_CH_CHARGE_READ,
+  S_CH_CHARGE_SET,
+  S_CHARGE_INSERT,
+  S_TOTALS_READ,
+  S_TOTALS_SET,
+  S_SETTLE,
+  S_SETTLE_AGE,
+  S_EXACT_INSERT,
+  S_EXACT_UPDATE,
+  S_EXACT_SETTLE_CHARGE,
+  S_PAYID_INSERT,
+  S_PASS_ADD,
+  S_RUN_INSERT,
+  S_RUN_END,
+  S_ITEM_PUT,
+  S_LEASE_ACQUIRE,
+  S_LEASE_DELETE,
+  S_LOCK_CHANNELS,
+  S_TOTALS_ENSURE,
+  S_LOCK_TOTALS,
+  /* reads */
+  S_CH_GET,
+  S_CH_ALL,
+  S_CH_BY_PAYER,
+  S_CH_UNSETTLED,
+  S_CHARGES_BY_CHANNEL,
+  S_CHARGES_BY_PAYER,
+  S_CHARGE_GET,
+  S_EXACT_GET,
+  S_PAYID_GET,
+  S_PASS_READ,
+  S_RUN_OPEN,
+  S_RUN_ITEMS,
+  S_LEASE_READ,
+  S_COUNT
+};
+
+#define CH_COLS                                                                      \
+  "id, chain_id, contract, payer, payer_authorizer, receiver, receiver_authorizer, " \
+  "token, withdraw_delay, salt, balance, total_claimed, withdraw_requested_at, "    \
+  "refund_nonce, synced_block, status, charged, ceiling, ceiling_sig, credit_limit, "  \
+  "charge_count, first_unclaimed_at, created_at, updated_at"
+#define CHARGE_COLS                                                                     \
+  "id, request_id, payer, scheme, route, model, input_tokens, output_tokens, amount, " \
+  "channel_id, cumulative_after, created_at, settled"
+/* A comma-separated list of hex keys ($1) as a set of bytea. */
+#define HEX_SET "(SELECT decode(x, 'hex') FROM unnest(string_to_array($1::text, ',')) AS x)"
+
+static const char *const sql_text[S_COUNT] = {
+    [S_CH_CFG] = "SELECT chain_id, contract, payer, payer_authorizer, receiver, "
+                 "receiver_authorizer, token, withdraw_delay, salt FROM channels WHERE id = $1",
+    [S_CH_INSERT] =
+        "INSERT INTO channels (id, chain_id, contract, payer, payer_authorizer, receiver, "
+        "receiver_authorizer, token, withdraw_delay, salt, balance, total_claimed, "
+        "withdraw_requested_at, refund_nonce, synced_block, status, charged, ceiling, "
+        "ceiling_sig, credit_limit, charge_cap, charge_count, first_unclaimed_at, created_at, "
+        "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+        "$16, $17, $17, NULL, $17, $17, 0, 0, $18, $18) ON CONFLICT (id) DO NOTHING "
+        "RETURNING 1::bigint",
+    [S_CH_SYNC] = "UPDATE channels SET balance = $2, total_claimed = $3, "
+                  "withdraw_requested_at = $4, refund_nonce = $5, synced_block = $6, "
+                  "status = CASE WHEN status = 2 THEN 2 ELSE $7::bigint END, "
+                  "first_unclaimed_at = CASE WHEN $3 >= charged THEN 0 "
+                  "ELSE first_unclaimed_at END, updated_at = $8 "
+                  "WHERE id = $1 AND synced_block <= $6",
+    [S_CH_EXISTS] = "SELECT 1::bigint FROM channels WHERE id = $1",
+    [S_CH_VOUCHER_READ] = "SELECT ceiling, credit_limit, status FROM channels WHERE id = $1 "
+                          "FOR NO KEY UPDATE",
+    [S_CH_VOUCHER_SET] = "UPDATE channels SET ceiling = $2, ceiling_sig = $3, charge_cap = $4, "
+                         "updated_at = $5 WHERE id = $1",
+    [S_CH_CHARGE_READ] = "SELECT payer, status, charged, ceiling FROM channels WHERE id = $1 "
+                         "FOR NO KEY UPDATE",
+    [S_CH_CHARGE_SET] = "UPDATE channels SET charged = $2, credit_limit = $3, charge_cap = $4, "
+                        "charge_count = charge_count + 1, first_unclaimed_at = CASE WHEN "
+                        "first_unclaimed_at = 0 AND $2 > total_claimed THEN $6 ELSE "
+                        "first_unclaimed_at END, updated_at = $5 WHERE id = $1",
+    [S_CHARGE_INSERT] = "INSERT INTO charges (request_id, payer, scheme, route, model, "
+                        "input_tokens, output_tokens, amount, channel_id, cumulative_after, "
+                        "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                        "RETURNING id",
+    [S_TOTALS_READ] = "SELECT charged, count FROM payer_totals WHERE payer = $1 AND scheme = $2",
+    [S_TOTALS_SET] = "INSERT INTO payer_totals (payer, scheme, charged, count) "
+                     "VALUES ($1, $2, $3, $4) ON CONFLICT (payer, scheme) DO UPDATE SET "
+                     "charged = excluded.charged, count = excluded.count",
+    [S_SETTLE] = "UPDATE charges SET settled = 1 WHERE channel_id = $1 AND id <= $2 "
+                 "AND settled = 0",
+    [S_SETTLE_AGE] = "UPDATE channels SET first_unclaimed_at = coalesce((SELECT min(created_at) "
+                     "FROM charges WHERE channel_id = $1 AND settled = 0), 0) WHERE id = $1",
+    [S_EXACT_INSERT] = "INSERT INTO exact_payments (token, nonce, payer, to_addr, amount, "
+                       "valid_after, valid_before, tx_hash, status, request_id, created_at, "
+                       "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+    [S_EXACT_UPDATE] = "UPDATE exact_payments SET status = $3, tx_hash = coalesce($4, tx_hash), "
+                       "updated_at = $5 WHERE token = $1 AND nonce = $2",
+    [S_EXACT_SETTLE_CHARGE] = "UPDATE charges SET settled = 1 WHERE request_id = (SELECT "
+                              "request_id FROM exact_payments WHERE token = $1 AND nonce = $2 "
+                              "AND request_id <> '')",
+    [S_PAYID_INSERT] = "INSERT INTO payment_ids (id, payer, request_hash, status, "
+                       "response_header, request_id, created_at) VALUES ($1, $2, $3, $4, $5, "
+                       "$6, $7)",
+    /* One atomic statement: concurrent instances add, never overwrite (bigint overflow is an
+     * error, 22003). */
+    [S_PASS_ADD] = "INSERT INTO pass_usage AS p (pass_id, holder, period_start, calls, tokens, "
+                   "updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pass_id, holder, "
+                   "period_start) DO UPDATE SET calls = p.calls + excluded.calls, "
+                   "tokens = p.tokens + excluded.tokens, updated_at = excluded.updated_at "
+                   "RETURNING calls, tokens",
+    [S_RUN_INSERT] = "INSERT INTO settle_runs (started_at, finished_at, status) "
+                     "VALUES ($1, 0, 0) RETURNING id",
+    [S_RUN_END] = "UPDATE settle_runs SET status = $2, finished_at = $3 WHERE id = $1",
+    [S_ITEM_PUT] = "INSERT INTO settle_items AS i (run_id, channel_id, amount, through_charge, "
+                   "step, tx_hash, error, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                   "ON CONFLICT (run_id, channel_id) DO UPDATE SET amount = excluded.amount, "
+                   "through_charge = excluded.through_charge, step = excluded.step, "
+                   "tx_hash = coalesce(excluded.tx_hash, i.tx_hash), error = excluded.error, "
+                   "updated_at = excluded.updated_at",
+    /* Take-over is atomic: the row is locked by the upsert and the WHERE sees its latest
+     * version, so of two instances racing for an expired lease exactly one gets a row back. */
+    [S_LEASE_ACQUIRE] = "INSERT INTO leases AS l (name, holder, expires_at) VALUES ($1, $2, $3) "
+                        "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                        "expires_at = excluded.expires_at WHERE l.holder = excluded.holder "
+                        "OR l.expires_at <= $4 RETURNING expires_at",
+    [S_LEASE_DELETE] = "DELETE FROM leases WHERE name = $1 AND holder = $2",
+    /* LockRows runs above the sort: rows are locked in id order. */
+    [S_LOCK_CHANNELS] = "SELECT id FROM channels WHERE id IN " HEX_SET
+                        " ORDER BY id FOR NO KEY UPDATE",
+    [S_TOTALS_ENSURE] = "INSERT INTO payer_totals (payer, scheme, charged, count) "
+                        "SELECT decode(split_part(x, ':', 1), 'hex'), split_part(x, ':', 2)::bigint, "
+                        "decode(repeat('00', 32), 'hex'), 0 FROM unnest(string_to_array($1::text, "
+                        "',')) AS x ORDER BY 1, 2 ON CONFLICT DO NOTHING",
+    [S_LOCK_TOTALS] = "SELECT t.payer FROM payer_totals t, (SELECT decode(split_part(x, ':', 1), "
+                      "'hex') AS p, split_part(x, ':', 2)::bigint AS s FROM unnest("
+                      "string_to_array($1::text, ',')) AS x) k WHERE t.payer = k.p AND "
+                      "t.scheme = k.s ORDER BY t.payer, t.scheme FOR NO KEY UPDATE OF t",
+    [S_CH_GET] = "SELECT " CH_COLS " FROM channels WHERE id = $1",
+    [S_CH_ALL] = "SELECT " CH_COLS " FROM channels ORDER BY id",
+    [S_CH_BY_PAYER] = "SELECT " CH_COLS " FROM channels WHERE payer = $1 ORDER BY id",
+    [S_CH_UNSETTLED] = "SELECT " CH_COLS " FROM channels WHERE charged > total_claimed "
+                       "ORDER BY first_unclaimed_at, id",
+    [S_CHARGES_BY_CHANNEL] = "SELECT " CHARGE_COLS " FROM charges WHERE channel_id = $1 "
+                             "AND id > $2 ORDER BY id LIMIT $3",
+    [S_CHARGES_BY_PAYER] = "SELECT " CHARGE_COLS " FROM charges WHERE payer = $1 AND id > $2 "
+                           "ORDER BY id LIMIT $3",
+    [S_CHARGE_GET] = "SELECT " CHARGE_COLS " FROM charges WHERE request_id = $1",
+    [S_EXACT_GET] = "SELECT token, nonce, payer, to_addr, amount, valid_after, valid_before, "
+                    "tx_hash, status, request_id, created_at, updated_at FROM exact_payments "
+                    "WHERE token = $1 AND nonce = $2",
+    [S_PAYID_GET] = "SELECT id, payer, request_hash, status, response_header, request_id, "
+                    "created_at FROM payment_ids WHERE id = $1",
+    [S_PASS_READ] = "SELECT calls, tokens FROM pass_usage WHERE pass_id = $1 AND holder = $2 "
+                    "AND period_start = $3",
+    [S_RUN_OPEN] = "SELECT id, started_at, finished_at, status FROM settle_runs "
+                   "WHERE status = 0 ORDER BY id DESC LIMIT 1",
+    [S_RUN_ITEMS] = "SELECT run_id, channel_id, amount, through_charge, step, tx_hash, error, "
+                    "updated_at FROM settle_items WHERE run_id = $1 ORDER BY channel_id",
+    [S_LEASE_READ] = "SELECT name, holder, expires_at FROM leases WHERE name = $1",
+};
+
+struct tg__store_conn {
+  PGconn *pg;
+  int writer;
+  int lock_timeout_ms;
+  int in_sp;  /* inside the submission savepoint */
+  int sp_done; /* the previous submission's savepoint awaits its RELEASE */
+  int retry;  /* the last failure was transient: rerun the batch */
+  uint8_t prepared[S_COUNT];
+};
+
+/* ------------------------------------------------------------------------- */
+/* Parameters (bytea in binary, everything else as text) and results (binary). */
+
+#define PMAX 20
+
+typedef struct {
+  int n;
+  const char *v[PMAX];
+  int len[PMAX];
+  int fmt[PMAX];
+  char num[PMAX][24];
+} params;
+
+static void p_bin(params *p, const void *b, size_t len) {
+  p->v[p->n] = (const char *)b;
+  p->len[p->n] = (int)len;
+  p->fmt[p->n] = 1;
+  p->n++;
+}
+#define P_FIXED(p, x) p_bin((p), (x)->b, sizeof((x)->b))
+
+static void p_i64(params *p, int64_t x) {
+  snprintf(p->num[p->n], sizeof(p->num[p->n]), "%" PRId64, x);
+  p->v[p->n] = p->num[p->n];
+  p->len[p->n] = 0;
+  p->fmt[p->n] = 0;
+  p->n++;
+}
+
+static void p_text(params *p, const char *t) {
+  p->v[p->n] = t ? t : "";
+  p->len[p->n] = 0;
+  p->fmt[p->n] = 0;
+  p->n++;
+}
+
+static void p_null(params *p) {
+  p->v[p->n] = NULL;
+  p->len[p->n] = 0;
+  p->fmt[p->n] = 0;
+  p->n++;
+}
+
+static void p_opt_hash(params *p, int has, const tg_hash *h) {
+  if (has) P_FIXED(p, h);
+  else p_null(p);
+}
+
+static int debug_on(void) {
+  static int v = -1;
+  if (v < 0) v = getenv("TG_STORE_PG_DEBUG") != NULL;
+  return v;
+}
+
+/* Maps a failed result (or a dead connection) to a tg_err; flags transient failures. */
+static int map_res(tg__store_conn *c, const PGresult *r) {
+  const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  if (debug_on())
+    fprintf(stderr, "store_pg: %s %s", state ? state : "-",
+            r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg));
+  if (PQstatus(c->pg) != CONNECTION_OK || state == NULL) return TG_ESTORE;
+  if (strcmp(state, "23505") == 0) return TG_EEXISTS;
+  if (strncmp(state, "23", 2) == 0) return TG_ESTORE_CONSTRAINT;
+  if (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0) {
+    c->retry = 1;
+    return TG_EBUSY;
+  }
+  if (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0) return TG_EBUSY;
+  if (strcmp(state, "22003") == 0) return TG_EOVERFLOW;
+  if (strncmp(state, "53", 2) == 0) return TG_ENOMEM;
+  return TG_ESTORE;
+}
+
+static int session_setup(tg__store_conn *c);
+static int q_once(tg__store_conn *c, int id, const char *name, const params *p,
+                  PGresult **out);
+
+/*
+ * Runs prepared statement `id` (prepared on first use on this connection).
+ * On success *out holds the result when out != NULL (caller PQclears).
+ */
+static int q(tg__store_conn *c, int id, const params *p, PGresult **out) {
+  if (out) *out = NULL;
+  char name[16];
+  snprintf(name, sizeof(name), "tg%d", id);
+  if (!c->writer && PQstatus(c->pg) != CONNECTION_OK) {
+    /* A pooled read connection whose server restarted: reconnect. (Never the writer here:
+     * a reconnect inside a batch would run the rest of it outside its transaction; the
+     * writer reconnects in tx_begin.) */
+    PQreset(c->pg);
+    if (PQstatus(c->pg) != CONNECTION_OK) return TG_ESTORE;
+    int rc = session_setup(c);
+    if (rc < 0) return rc;
+  }
+  int rc = q_once(c, id, name, p, out);
+  /* A read that found its idle connection dead runs once more on a new one. */
+  if (rc < 0 && !c->writer && PQstatus(c->pg) != CONNECTION_OK) {
+    PQreset(c->pg);
+    if (PQstatus(c->pg) != CONNECTION_OK || session_setup(c) < 0) return rc;
+    rc = q_once(c, id, name, p, out);
+  }
+  return rc;
+}
+
+static int q_once(tg__store_conn *c, int id, const char *name, const params *p,
+                  PGresult **out) {
+  if (!c->prepared[id]) {
+    PGresult *r = PQprepare(c->pg, name, sql_text[id], 0, NULL);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+      int rc = map_res(c, r);
+      PQclear(r);
+      return rc;
+    }
+    PQclear(r);
+    c->prepared[id] = 1;
+  }
+  PGresult *r = PQexecPrepared(c->pg, name, p ? p->n : 0, p ? p->v : NULL, p ? p->len : NULL,
+                               p ? p->fmt : NULL, 1);
+  ExecStatusType st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    int rc = map_res(c, r);
+    PQclear(r);
+    return rc;
+  }
+  if (out) *out = r;
+  else PQclear(r);
+  return 0;
+}
+
+/* Rows changed by the last command of `r`. */
+static int64_t affected(const PGresult *r) {
+  const char *t = PQcmdTuples((PGresult *)r);
+  int64_t n = 0;
+  for (; t && *t >= '0' && *t <= '9'; t++) n = n * 10 + (*t - '0');
+  return n;
+}
+
+/* Runs a statement and returns its affected row count in *n. */
+static int q_count(tg__store_conn *c, int id, const params *p, int64_t *n) {
+  PGresult *r;
+  int rc = q(c, id, p, &r);
+  *n = 0;
+  if (rc < 0) return rc;
+  *n = affected(r);
+  PQclear(r);
+  return 0;
+}
+
+static int exec_simple(tg__store_conn *c, const char *sql) {
+  PGresult *r = PQexec(c->pg, sql);
+  ExecStatusType st = PQresultStatus(r);
+  int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : map_res(c, r);
+  PQclear(r);
+  return rc;
+}
+
+static int r_fixed(const PGresult *r, int row, int col, uint8_t *out, size_t len) {
+  if (PQgetisnull(r, row, col) || PQftype(r, col) != OID_BYTEA ||
+      (size_t)PQgetlength(r, row, col) != len)
+    return TG_ESTORE_CORRUPT;
+  memcpy(out, PQgetvalue(r, row, col), len);
+  return 0;
+}
+#define R_FIXED(r, row, col, v) r_fixed((r), (row), (col), (v)->b, sizeof((v)->b))
+
+static int r_fixed_opt(const PGresult *r, int row, int col, uint8_t *out, size_t len, int *has) {
+  *has = 0;
+  if (PQgetisnull(r, row, col)) return PQftype(r, col) == OID_BYTEA ? 0 : TG_ESTORE_CORRUPT;
+  *has = 1;
+  return r_fixed(r, row, col, out, len);
+}
+
+static int r_i64(const PGresult *r, int row, int col, int64_t *out) {
+  if (PQgetisnull(r, row, col) || PQftype(r, col) != OID_INT8 || PQgetlength(r, row, col) != 8)
+    return TG_ESTORE_CORRUPT;
+  const uint8_t *b = (const uint8_t *)PQgetvalue(r, row, col);
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | b[i];
+  *out = (int64_t)v;
+  return 0;
+}
+
+static int r_u64(const PGresult *r, int row, int col, uint64_t *out) {
+  int64_t v;
+  int rc = r_i64(r, row, col, &v);
+  if (rc < 0) return rc;
+  if (v < 0) return TG_ESTORE_CORRUPT;
+  *out = (uint64_t)v;
+  return 0;
+}
+
+static int r_text(const PGresult *r, int row, int col, char *out, size_t cap) {
+  if (PQgetisnull(r, row, col) || PQftype(r, col) != OID_TEXT) return TG_ESTORE_CORRUPT;
+  size_t n = (size_t)PQgetlength(r, row, col);
+  const char *t = PQgetvalue(r, row, col);
+  if (n >= cap || memchr(t, 0, n) != NULL) return TG_ESTORE_CORRUPT;
+  memcpy(out, t, n);
+  out[n] = 0;
+  return 0;
+}
+
+/* a + b, saturated at 2^256 - 1: a cap that cannot be exceeded anyway. */
+static void u256_add_sat(tg_u256 *out, const tg_u256 *a, const tg_u256 *b) {
+  if (tg_u256_add(out, a, b) < 0) memset(out->b, 0xff, sizeof(out->b));
+}
+
+/* ------------------------------------------------------------------------- */
+/* Connections and migrations. */
+
+static void conn_close(tg__store_conn *c) {
+  if (c == NULL) return;
+  if (c->pg) PQfinish(c->pg);
+  free(c);
+}
+
+static void quiet_notices(void *arg, const char *msg) {
+  (void)arg;
+  if (debug_on()) fprintf(stderr, "store_pg notice: %s", msg);
+}
+
+/* Per-session settings; run after every (re)connection. */
+static int session_setup(tg__store_conn *c) {
+  char sql[512];
+  PQsetNoticeProcessor(c->pg, quiet_notices, NULL);
+  /* READ COMMITTED plus explicit row locks is the design (see the top of the file);
+   * synchronous_commit on: COMMIT returns once the WAL is flushed (and replicated,
+   * when the server has synchronous standbys). */
+  snprintf(sql, sizeof(sql),
+           "SET synchronous_commit = on; SET default_transaction_isolation = 'read committed'; "
+           "SET lock_timeout = %d; SET idle_in_transaction_session_timeout = 0; "
+           "SET application_name = 'tollgate'%s",
+           c->lock_timeout_ms, c->writer ? "" : "; SET default_transaction_read_only = on");
+  int rc = exec_simple(c, sql);
+  if (rc < 0) return rc;
+  /* Check that it took: a pooler or a server setting could silently differ. */
+  PGresult *r = PQexec(c->pg, "SHOW synchronous_commit");
+  rc = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+               strcmp(PQgetvalue(r, 0, 0), "on") == 0
+           ? 0
+           : TG_ESTORE;
+  PQclear(r);
+  memset(c->prepared, 0, sizeof(c->prepared));
+  return rc;
+}
+
+static int conn_open_uri(tg__store_conn **out, const char *scheme, const char *target,
+                         const tg_store_options *opts, int writer) {
+  *out = NULL;
+  /* Only URIs: a bare "dbname=x" keyword string would also be accepted by libpq. */
+  if (strncmp(target, "//", 2) != 0) return TG_ESTORE_URI;
+  size_t n = strlen(scheme) + 1 + strlen(target) + 1;
+  char *uri = malloc(n);
+  if (uri == NULL) return TG_ENOMEM;
+  snprintf(uri, n, "%s:%s", scheme, target);
+  tg__store_conn *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    free(uri);
+    return TG_ENOMEM;
+  }
+  c->writer = writer;
+  c->lock_timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : 5000;
+  char *err = NULL;
+  PQconninfoOption *parsed = PQconninfoParse(uri, &err);
+  if (parsed == NULL) {
+    if (err) PQfreemem(err);
+    free(uri);
+    free(c);
+    return TG_ESTORE_URI;
+  }
+  PQconninfoFree(parsed);
+  c->pg = PQconnectdb(uri);
+  free(uri);
+  if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK) {
+    if (debug_on() && c->pg) fprintf(stderr, "store_pg: %s", PQerrorMessage(c->pg));
+    conn_close(c);
+    return TG_ESTORE;
+  }
+  int rc = session_setup(c);
+  if (rc < 0) {
+    conn_close(c);
+    return rc;
+  }
+  *out = c;
+  return 0;
+}
+
+static int open_postgres(tg__store_conn **out, const char *target, const tg_store_options *opts,
+                         int writer) {
+  return conn_open_uri(out, "postgres", target, opts, writer);
+}
+
+static int open_postgresql(tg__store_conn **out, const char *target,
+                           const tg_store_options *opts, int writer) {
+  return conn_open_uri(out, "postgresql", target, opts, writer);
+}
+
+static int version_read(tg__store_conn *c, int *current) {
+  *current = 0;
+  PGresult *r = PQexecParams(c->pg, "SELECT to_regclass('schema_version') IS NOT NULL", 0, NULL,
+                             NULL, NULL, NULL, 1);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQftype(r, 0) != OID_BOOL ||
+      PQgetlength(r, 0, 0) != 1) {
+    int rc = map_res(c, r);
+    PQclear(r);
+    return rc;
+  }
+  int exists = PQgetvalue(r, 0, 0)[0] != 0;
+  PQclear(r);
+  if (!exists) return 0;
+  r = PQexecParams(c->pg, "SELECT coalesce(max(version), 0)::bigint FROM schema_version", 0, NULL,
+                   NULL, NULL, NULL, 1);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    int rc = map_res(c, r);
+    PQclear(r);
+    return rc;
+  }
+  int64_t v;
+  int rc = r_i64(r, 0, 0, &v);
+  PQclear(r);
+  if (rc < 0) return rc;
+  if (v < 0 || v > 1000000) return TG_ESTORE_CORRUPT;
+  *current = (int)v;
+  return 0;
+}
+
+static int conn_version(tg__store_conn *c, int *current, int *latest) {
+  *latest = PG_SCHEMA_LATEST;
+  return version_read(c, current);
+}
+
+/* Applies every pending migration in one transaction; an advisory lock makes instances that
+ * start together take turns (the second finds nothing to do). */
+static int conn_migrate(tg__store_conn *c, int *applied) {
+  *applied = 0;
+  int rc = exec_simple(c, "BEGIN");
+  if (rc < 0) return rc;
+  int cur;
+  if ((rc = exec_simple(c, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")")) < 0 ||
+      (rc = exec_simple(c, "CREATE TABLE IF NOT EXISTS schema_version ("
+                           " version bigint PRIMARY KEY, applied_at bigint NOT NULL)")) < 0 ||
+      (rc = version_read(c, &cur)) < 0)
+    goto fail;
+  if (cur > PG_SCHEMA_LATEST) {
+    rc = TG_ESTORE_SCHEMA;
+    goto fail;
+  }
+  for (int v = cur + 1; v <= PG_SCHEMA_LATEST; v++) {
+    if (exec_simple(c, pg_migrations[v - 1]) < 0) {
+      rc = TG_ESTORE_SCHEMA;
+      goto fail;
+    }
+    params p = {0};
+    p_i64(&p, v);
+    p_i64(&p, tg__store_now_ms());
+    PGresult *r = PQexecParams(c->pg,
+                               "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                               p.n, NULL, p.v, p.len, p.fmt, 1);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+      rc = TG_ESTORE_SCHEMA;
+      goto fail;
+    }
+    (*applied)++;
+  }
+  if ((rc = exec_simple(c, "COMMIT")) < 0) goto fail;
+  return 0;
+fail:
+  if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) (void)exec_simple(c, "ROLLBACK");
+  *applied = 0;
+  return rc;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Transactions. */
+
+/* Reconnects a connection found dead (the server restarted, the link dropped); prepared
+ * statements are gone with the old session. */
+static int reconnect(tg__store_conn *c) {
+  PQreset(c->pg);
+  if (PQstatus(c->pg) != CONNECTION_OK) return TG_ESTORE;
+  return session_setup(c);
+}
+
+static int tx_begin(tg__store_conn *c) {
+  c->retry = 0;
+  c->in_sp = 0;
+  c->sp_done = 0;
+  int rc;
+  if (PQstatus(c->pg) != CONNECTION_OK && (rc = reconnect(c)) < 0) return rc;
+  if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) (void)exec_simple(c, "ROLLBACK");
+  rc = exec_simple(c, "BEGIN");
+  /* A connection that died while idle is only noticed now: nothing ran yet, so reconnect
+   * and begin once more. */
+  if (rc < 0 && PQstatus(c->pg) != CONNECTION_OK) {
+    if ((rc = reconnect(c)) < 0) return rc;
+    rc = exec_simple(c, "BEGIN");
+  }
+  return rc;
+}
+
+static int tx_commit(tg__store_conn *c) {
+  /* COMMIT of an aborted transaction "succeeds" as a ROLLBACK: never report that as durable. */
+  if (PQtransactionStatus(c->pg) != PQTRANS_INTRANS) return TG_ESTORE;
+  PGresult *r = PQexec(c->pg, "COMMIT");
+  int rc;
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) rc = map_res(c, r);
+  else rc = strcmp(PQcmdStatus(r), "COMMIT") == 0 ? 0 : TG_ESTORE;
+  PQclear(r);
+  return rc;
+}
+
+static void tx_rollback(tg__store_conn *c) {
+  c->in_sp = 0;
+  c->sp_done = 0;
+  PGTransactionStatusType t = PQtransactionStatus(c->pg);
+  if (t == PQTRANS_INTRANS || t == PQTRANS_INERROR) (void)exec_simple(c, "ROLLBACK");
+}
+
+/* One round trip per submission boundary: the previous savepoint's RELEASE travels with the
+ * next SAVEPOINT (a COMMIT needs no RELEASE before it). */
+static int sp_begin(tg__store_conn *c) {
+  int rc = exec_simple(c, c->sp_done ? "RELEASE SAVEPOINT sub; SAVEPOINT sub" : "SAVEPOINT sub");
+  c->sp_done = 0;
+  if (rc == 0) c->in_sp = 1;
+  return rc;
+}
+
+static int sp_release(tg__store_conn *c) {
+  c->in_sp = 0;
+  c->sp_done = 1;
+  return 0;
+}
+
+static void sp_rollback(tg__store_conn *c) {
+  (void)exec_simple(c, "ROLLBACK TO SAVEPOINT sub; RELEASE SAVEPOINT sub");
+  c->in_sp = 0;
+  c->sp_done = 0;
+}
+
+/* The transaction is gone (or unusable as a whole): not in one, or failed outside the
+ * submission savepoint. */
+static int txn_lost(tg__store_conn *c) {
+  PGTransactionStatusType t = PQtransactionStatus(c->pg);
+  if (t == PQTRANS_INTRANS) return 0;
+  if (t == PQTRANS_INERROR && c->in_sp) return 0;
+  return 1;
+}
+
+static int txn_retry(tg__store_conn *c) { return c->retry; }
+
+/* ------------------------------------------------------------------------- */
+/* Batch locks: every channel and payer-totals row the batch modifies, in key order. */
+
+static int cmp_hash(const void *a, const void *b) { return memcmp(a, b, 32); }
+
+typedef struct {
+  uint8_t payer[20];
+  uint8_t scheme;
+} totals_key;
+
+static int cmp_totals(const void *a, const void *b) {
+  const totals_key *x = a, *y = b;
+  int d = memcmp(x->payer, y->payer, 20);
+  return d ? d : (int)x->scheme - (int)y->scheme;
+}
+
+static void hex_put(char *out, const uint8_t *b, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = digits[b[i] >> 4];
+    out[2 * i + 1] = digits[b[i] & 15];
+  }
+}
+
+static int lock_batch(tg__store_conn *c, tg_store_op *const *ops, size_t n) {
+  tg_hash *ids = malloc((n ? n : 1) * sizeof(tg_hash));
+  totals_key *tk = malloc((n ? n : 1) * sizeof(totals_key));
+  char *list = NULL;
+  size_t ni = 0, nt = 0;
+  int rc = 0;
+  if (ids == NULL || tk == NULL) {
+    rc = TG_ENOMEM;
+    goto done;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const tg_store_op *op = ops[i];
+    switch (op->kind) {
+    case TG_STORE_OP_CHARGE:
+      if (op->u.charge.has_channel) ids[ni++] = op->u.charge.channel_id;
+      memcpy(tk[nt].payer, op->u.charge.payer.b, 20);
+      tk[nt++].scheme = (uint8_t)op->u.charge.scheme;
+      break;
+    case TG_STORE_OP_VOUCHER:
+      ids[ni++] = op->u.voucher.channel_id;
+      break;
+    case TG_STORE_OP_CHANNEL_PUT:
+    case TG_STORE_OP_CHANNEL_SYNC:
+      ids[ni++] = op->u.channel.id;
+      break;
+    case TG_STORE_OP_CHARGES_SETTLE:
+      ids[ni++] = op->u.settle.channel_id;
+      break;
+    default:
+      break;
+    }
+  }
+  qsort(ids, ni, sizeof(tg_hash), cmp_hash);
+  qsort(tk, nt, sizeof(totals_key), cmp_totals);
+  list = malloc((ni > nt ? ni : nt) * 68 + 1);
+  if (list == NULL) {
+    rc = TG_ENOMEM;
+    goto done;
+  }
+  if (ni > 0) {
+    size_t len = 0;
+    for (size_t i = 0; i < ni; i++) {
+      if (i > 0 && memcmp(ids[i].b, ids[i - 1].b, 32) == 0) continue;
+      if (len) list[len++] = ',';
+      hex_put(list + len, ids[i].b, 32);
+      len += 64;
+    }
+    list[len] = 0;
+    params p = {0};
+    p_text(&p, list);
+    if ((rc = q(c, S_LOCK_CHANNELS, &p, NULL)) < 0) goto done;
+  }
+  if (nt > 0) {
+    size_t len = 0;
+    for (size_t i = 0; i < nt; i++) {
+      if (i > 0 && cmp_totals(&tk[i], &tk[i - 1]) == 0) continue;
+      if (len) list[len++] = ',';
+      hex_put(list + len, tk[i].payer, 20);
+      len += 40;
+      list[len++] = ':';
+      list[len++] = (char)('0' + tk[i].scheme);
+    }
+    list[len] = 0;
+    params p = {0};
+    p_text(&p, list);
+    if ((rc = q(c, S_TOTALS_ENSURE, &p, NULL)) < 0) goto done;
+    rc = q(c, S_LOCK_TOTALS, &p, NULL);
+  }
+done:
+  free(ids);
+  free(tk);
+  free(list);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Write operations. */
+
+static int cfg_equal(const tg_store_channel_config *a, const tg_store_channel_config *b) {
+  return a->chain_id == b->chain_id && a->withdraw_delay == b->withdraw_delay &&
+         !memcmp(&a->contract, &b->contract, 20) && !memcmp(&a->payer, &b->payer, 20) &&
+         !memcmp(&a->payer_authorizer, &b->payer_authorizer, 20) &&
+         !memcmp(&a->receiver, &b->receiver, 20) &&
+         !memcmp(&a->receiver_authorizer, &b->receiver_authorizer, 20) &&
+         !memcmp(&a->token, &b->token, 20) && !memcmp(&a->salt, &b->salt, 32);
+}
+
+static int op_channel(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_channel *o = &op->u.channel;
+  PGresult *r;
+  int rc;
+  o->out_applied = 0;
+  if (op->kind == TG_STORE_OP_CHANNEL_PUT) {
+    static const tg_u256 zero;
+    params p = {0};
+    P_FIXED(&p, &o->id);
+    p_i64(&p, (int64_t)o->cfg.chain_id);
+    P_FIXED(&p, &o->cfg.contract);
+    P_FIXED(&p, &o->cfg.payer);
+    P_FIXED(&p, &o->cfg.payer_authorizer);
+    P_FIXED(&p, &o->cfg.receiver);
+    P_FIXED(&p, &o->cfg.receiver_authorizer);
+    P_FIXED(&p, &o->cfg.token);
+    p_i64(&p, (int64_t)o->cfg.withdraw_delay);
+    P_FIXED(&p, &o->cfg.salt);
+    P_FIXED(&p, &o->chain.balance);
+    P_FIXED(&p, &o->chain.total_claimed);
+    p_i64(&p, (int64_t)o->chain.withdraw_requested_at);
+    p_i64(&p, (int64_t)o->chain.refund_nonce);
+    p_i64(&p, (int64_t)o->chain.synced_block);
+    p_i64(&p, (int64_t)o->chain.status);
+    P_FIXED(&p, &zero);
+    p_i64(&p, op->now);
+    if ((rc = q(c, S_CH_INSERT, &p, &r)) < 0) return rc;
+    int inserted = PQntuples(r) == 1;
+    PQclear(r);
+    if (inserted) {
+      o->out_applied = 1;
+      return 0;
+    }
+    /* Known channel: its configuration is immutable (it is hashed into the id). */
+    params pc = {0};
+    P_FIXED(&pc, &o->id);
+    if ((rc = q(c, S_CH_CFG, &pc, &r)) < 0) return rc;
+    if (PQntuples(r) != 1) {
+      PQclear(r);
+      return TG_ESTORE;
+    }
+    tg_store_channel_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    if ((rc = r_u64(r, 0, 0, &cfg.chain_id)) < 0 || (rc = R_FIXED(r, 0, 1, &cfg.contract)) < 0 ||
+        (rc = R_FIXED(r, 0, 2, &cfg.payer)) < 0 ||
+        (rc = R_FIXED(r, 0, 3, &cfg.payer_authorizer)) < 0 ||
+        (rc = R_FIXED(r, 0, 4, &cfg.receiver)) < 0 ||
+        (rc = R_FIXED(r, 0, 5, &cfg.receiver_authorizer)) < 0 ||
+        (rc = R_FIXED(r, 0, 6, &cfg.token)) < 0 || (rc = r_u64(r, 0, 7, &cfg.withdraw_delay)) < 0 ||
+        (rc = R_FIXED(r, 0, 8, &cfg.salt)) < 0) {
+      PQclear(r);
+      return rc;
+    }
+    PQclear(r);
+    if (!cfg_equal(&cfg, &o->cfg)) return TG_ESTORE_CONSTRAINT;
+  }
+  params p = {0};
+  P_FIXED(&p, &o->id);
+  P_FIXED(&p, &o->chain.balance);
+  P_FIXED(&p, &o->chain.total_claimed);
+  p_i64(&p, (int64_t)o->chain.withdraw_requested_at);
+  p_i64(&p, (int64_t)o->chain.refund_nonce);
+  p_i64(&p, (int64_t)o->chain.synced_block);
+  p_i64(&p, (int64_t)o->chain.status);
+  p_i64(&p, op->now);
+  int64_t n;
+  if ((rc = q_count(c, S_CH_SYNC, &p, &n)) < 0) return rc;
+  if (n > 0) {
+    o->out_applied = 1;
+    return 0;
+  }
+  /* Nothing updated: an older mirror (a no-op), or no such channel. */
+  params pe = {0};
+  P_FIXED(&pe, &o->id);
+  if ((rc = q(c, S_CH_EXISTS, &pe, &r)) < 0) return rc;
+  n = PQntuples(r);
+  PQclear(r);
+  return n == 1 ? 0 : TG_ENOTFOUND;
+}
+
+static int op_voucher(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_voucher *o = &op->u.voucher;
+  PGresult *r;
+  tg_u256 ceiling, credit, cap;
+  int64_t status;
+  o->out_raised = 0;
+  params p = {0};
+  P_FIXED(&p, &o->channel_id);
+  int rc = q(c, S_CH_VOUCHER_READ, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    return TG_ENOTFOUND;
+  }
+  if ((rc = R_FIXED(r, 0, 0, &ceiling)) < 0 || (rc = R_FIXED(r, 0, 1, &credit)) < 0 ||
+      (rc = r_i64(r, 0, 2, &status)) < 0) {
+    PQclear(r);
+    return rc;
+  }
+  PQclear(r);
+  if (status == TG_CHANNEL_CLOSED) return TG_ESTORE_CHANNEL_CLOSED;
+  /* Vouchers are cumulative: only a higher ceiling means anything. */
+  if (tg_u256_cmp(&o->max_claimable, &ceiling) <= 0) return 0;
+  u256_add_sat(&cap, &o->max_claimable, &credit);
+  params ps = {0};
+  P_FIXED(&ps, &o->channel_id);
+  P_FIXED(&ps, &o->max_claimable);
+  p_bin(&ps, o->sig.ptr, o->sig.len);
+  P_FIXED(&ps, &cap);
+  p_i64(&ps, op->now);
+  if ((rc = q(c, S_CH_VOUCHER_SET, &ps, NULL)) < 0) return rc;
+  o->out_raised = 1;
+  return 0;
+}
+
+/* The payer's running total (its row was created and locked by lock_batch). */
+static int totals_add(tg__store_conn *c, const tg_address *payer, tg_store_scheme scheme,
+                      const tg_u256 *amount) {
+  PGresult *r;
+  tg_u256 total;
+  memset(&total, 0, sizeof(total));
+  uint64_t count = 0;
+  params p = {0};
+  P_FIXED(&p, payer);
+  p_i64(&p, (int64_t)scheme);
+  int rc = q(c, S_TOTALS_READ, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) == 1 &&
+      ((rc = R_FIXED(r, 0, 0, &total)) < 0 || (rc = r_u64(r, 0, 1, &count)) < 0)) {
+    PQclear(r);
+    return rc;
+  }
+  PQclear(r);
+  if (tg_u256_add(&total, &total, amount) < 0) return TG_EOVERFLOW;
+  count++;
+  P_FIXED(&p, &total);
+  p_i64(&p, (int64_t)count);
+  return q(c, S_TOTALS_SET, &p, NULL);
+}
+
+static int op_charge(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_charge *o = &op->u.charge;
+  PGresult *r;
+  tg_u256 charged, ceiling, cap;
+  int rc;
+  memset(&o->out_charged, 0, sizeof(o->out_charged));
+  o->out_id = 0;
+  if (o->has_channel) {
+    tg_address payer;
+    int64_t status;
+    params p = {0};
+    P_FIXED(&p, &o->channel_id);
+    /* FOR NO KEY UPDATE: already held since lock_batch; read under the lock. */
+    if ((rc = q(c, S_CH_CHARGE_READ, &p, &r)) < 0) return rc;
+    if (PQntuples(r) != 1) {
+      PQclear(r);
+      return TG_ENOTFOUND;
+    }
+    if ((rc = R_FIXED(r, 0, 0, &payer)) < 0 || (rc = r_i64(r, 0, 1, &status)) < 0 ||
+        (rc = R_FIXED(r, 0, 2, &charged)) < 0 || (rc = R_FIXED(r, 0, 3, &ceiling)) < 0) {
+      PQclear(r);
+      return rc;
+    }
+    PQclear(r);
+    if (memcmp(payer.b, o->payer.b, sizeof(payer.b)) != 0) return TG_ESTORE_CONSTRAINT;
+    if (status == TG_CHANNEL_CLOSED) return TG_ESTORE_CHANNEL_CLOSED;
+    /* The money invariant: charged <= ceiling + credit limit. The CHECK on the row agrees. */
+    if (tg_u256_add(&charged, &charged, &o->amount) < 0) return TG_ESTORE_LIMIT;
+    u256_add_sat(&cap, &ceiling, &o->credit_limit);
+    if (tg_u256_cmp(&charged, &cap) > 0) return TG_ESTORE_LIMIT;
+  }
+  int64_t created = o->created_at ? o->created_at : op->now;
+  params p = {0};
+  p_text(&p, o->request_id);
+  P_FIXED(&p, &o->payer);
+  p_i64(&p, (int64_t)o->scheme);
+  p_text(&p, o->route);
+  p_text(&p, o->model);
+  p_i64(&p, (int64_t)o->input_tokens);
+  p_i64(&p, (int64_t)o->output_tokens);
+  P_FIXED(&p, &o->amount);
+  if (o->has_channel) {
+    P_FIXED(&p, &o->channel_id);
+    P_FIXED(&p, &charged);
+  } else {
+    p_null(&p);
+    p_null(&p);
+  }
+  p_i64(&p, created);
+  if ((rc = q(c, S_CHARGE_INSERT, &p, &r)) < 0) return rc;
+  rc = PQntuples(r) == 1 ? r_i64(r, 0, 0, &o->out_id) : TG_ESTORE;
+  PQclear(r);
+  if (rc < 0) return rc;
+  if (o->has_channel) {
+    params ps = {0};
+    P_FIXED(&ps, &o->channel_id);
+    P_FIXED(&ps, &charged);
+    P_FIXED(&ps, &o->credit_limit);
+    P_FIXED(&ps, &cap);
+    p_i64(&ps, op->now);
+    p_i64(&ps, created);
+    if ((rc = q(c, S_CH_CHARGE_SET, &ps, NULL)) < 0)
+      return rc == TG_ESTORE_CONSTRAINT ? TG_ESTORE_LIMIT : rc;
+    o->out_charged = charged;
+  }
+  return totals_add(c, &o->payer, o->scheme, &o->amount);
+}
+
+static int op_settle(tg__store_conn *c, tg_store_op *op) {
+  params p = {0};
+  P_FIXED(&p, &op->u.settle.channel_id);
+  p_i64(&p, op->u.settle.through_charge);
+  int rc = q_count(c, S_SETTLE, &p, &op->u.settle.out_count);
+  if (rc < 0) return rc;
+  /* The max-age clock restarts at the oldest charge still unsettled (0 when none). */
+  params pa = {0};
+  P_FIXED(&pa, &op->u.settle.channel_id);
+  return q(c, S_SETTLE_AGE, &pa, NULL);
+}
+
+static int op_exact(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_exact *o = &op->u.exact;
+  int rc;
+  params p = {0};
+  if (op->kind == TG_STORE_OP_EXACT_PUT) {
+    P_FIXED(&p, &o->token);
+    P_FIXED(&p, &o->nonce);
+    P_FIXED(&p, &o->payer);
+    P_FIXED(&p, &o->to);
+    P_FIXED(&p, &o->amount);
+    p_i64(&p, (int64_t)o->valid_after);
+    p_i64(&p, (int64_t)o->valid_before);
+    p_opt_hash(&p, o->has_tx, &o->tx_hash);
+    p_i64(&p, (int64_t)o->status);
+    p_text(&p, o->request_id);
+    p_i64(&p, op->now);
+    return q(c, S_EXACT_INSERT, &p, NULL);
+  }
+  P_FIXED(&p, &o->token);
+  P_FIXED(&p, &o->nonce);
+  p_i64(&p, (int64_t)o->status);
+  p_opt_hash(&p, o->has_tx, &o->tx_hash);
+  p_i64(&p, op->now);
+  int64_t n;
+  if ((rc = q_count(c, S_EXACT_UPDATE, &p, &n)) < 0) return rc;
+  if (n == 0) return TG_ENOTFOUND;
+  if (o->status == TG_EXACT_CONFIRMED) {
+    params ps = {0};
+    P_FIXED(&ps, &o->token);
+    P_FIXED(&ps, &o->nonce);
+    return q(c, S_EXACT_SETTLE_CHARGE, &ps, NULL);
+  }
+  return 0;
+}
+
+static int op_payid(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_payid *o = &op->u.payid;
+  params p = {0};
+  p_text(&p, o->id);
+  P_FIXED(&p, &o->payer);
+  P_FIXED(&p, &o->request_hash);
+  p_i64(&p, o->status);
+  p_text(&p, o->response_header);
+  p_text(&p, o->request_id);
+  p_i64(&p, op->now);
+  return q(c, S_PAYID_INSERT, &p, NULL);
+}
+
+static int op_pass(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_pass *o = &op->u.pass;
+  PGresult *r;
+  params p = {0};
+  P_FIXED(&p, &o->pass_id);
+  P_FIXED(&p, &o->holder);
+  p_i64(&p, o->period_start);
+  p_i64(&p, (int64_t)o->calls);
+  p_i64(&p, (int64_t)o->tokens);
+  p_i64(&p, op->now);
+  int rc = q(c, S_PASS_ADD, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) != 1) rc = TG_ESTORE;
+  else if ((rc = r_u64(r, 0, 0, &o->out_calls)) >= 0) rc = r_u64(r, 0, 1, &o->out_tokens);
+  PQclear(r);
+  return rc;
+}
+
+static int op_run(tg__store_conn *c, tg_store_op *op) {
+  PGresult *r;
+  int rc;
+  params p = {0};
+  if (op->kind == TG_STORE_OP_RUN_BEGIN) {
+    p_i64(&p, op->now);
+    if ((rc = q(c, S_RUN_INSERT, &p, &r)) < 0) return rc;
+    rc = PQntuples(r) == 1 ? r_i64(r, 0, 0, &op->u.run.run_id) : TG_ESTORE;
+    PQclear(r);
+    return rc;
+  }
+  p_i64(&p, op->u.run.run_id);
+  p_i64(&p, (int64_t)op->u.run.status);
+  p_i64(&p, op->now);
+  int64_t n;
+  if ((rc = q_count(c, S_RUN_END, &p, &n)) < 0) return rc;
+  return n ? 0 : TG_ENOTFOUND;
+}
+
+static int op_item(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_item *o = &op->u.item;
+  params p = {0};
+  p_i64(&p, o->run_id);
+  P_FIXED(&p, &o->channel_id);
+  P_FIXED(&p, &o->amount);
+  p_i64(&p, o->through_charge);
+  p_i64(&p, (int64_t)o->step);
+  p_opt_hash(&p, o->has_tx, &o->tx_hash);
+  p_text(&p, o->error);
+  p_i64(&p, op->now);
+  int rc = q(c, S_ITEM_PUT, &p, NULL);
+  /* A foreign key failure here means an unknown run or channel. */
+  return rc == TG_ESTORE_CONSTRAINT ? TG_ENOTFOUND : rc;
+}
+
+static int op_lease(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_lease *o = &op->u.lease;
+  params p = {0};
+  p_text(&p, o->name);
+  p_text(&p, o->holder);
+  if (op->kind == TG_STORE_OP_LEASE_RELEASE) return q(c, S_LEASE_DELETE, &p, NULL);
+  if (o->ttl_ms > INT64_MAX - op->now) return TG_ERANGE;
+  o->out_expires_at = op->now + o->ttl_ms;
+  p_i64(&p, o->out_expires_at);
+  p_i64(&p, op->now);
+  PGresult *r;
+  int rc = q(c, S_LEASE_ACQUIRE, &p, &r);
+  if (rc < 0) return rc;
+  int got = PQntuples(r) == 1;
+  PQclear(r);
+  if (!got) {
+    o->out_expires_at = 0;
+    return TG_ESTORE_LEASE;
+  }
+  return 0;
+}
+
+static int conn_apply(tg__store_conn *c, tg_store_op *op) {
+  switch (op->kind) {
+  case TG_STORE_OP_CHANNEL_PUT:
+  case TG_STORE_OP_CHANNEL_SYNC:
+    return op_channel(c, op);
+  case TG_STORE_OP_VOUCHER:
+    return op_voucher(c, op);
+  case TG_STORE_OP_CHARGE:
+    return op_charge(c, op);
+  case TG_STORE_OP_CHARGES_SETTLE:
+    return op_settle(c, op);
+  case TG_STORE_OP_EXACT_PUT:
+  case TG_STORE_OP_EXACT_UPDATE:
+    return op_exact(c, op);
+  case TG_STORE_OP_PAYID_PUT:
+    return op_payid(c, op);
+  case TG_STORE_OP_PASS_USE:
+    return op_pass(c, op);
+  case TG_STORE_OP_RUN_BEGIN:
+  case TG_STORE_OP_RUN_END:
+    return op_run(c, op);
+  case TG_STORE_OP_ITEM_PUT:
+    return op_item(c, op);
+  case TG_STORE_OP_LEASE_ACQUIRE:
+  case TG_STORE_OP_LEASE_RELEASE:
+    return op_lease(c, op);
+  }
+  return TG_EINVAL;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Reads. Rows come from the server: every column is checked (type, size) before use. */
+
+static int decode_channel(const PGresult *r, int i, tg_store_channel *ch) {
+  memset(ch, 0, sizeof(*ch));
+  int64_t status;
+  int rc, has_sig = 0;
+  if ((rc = R_FIXED(r, i, 0, &ch->id)) < 0 || (rc = r_u64(r, i, 1, &ch->cfg.chain_id)) < 0 ||
+      (rc = R_FIXED(r, i, 2, &ch->cfg.contract)) < 0 ||
+      (rc = R_FIXED(r, i, 3, &ch->cfg.payer)) < 0 ||
+      (rc = R_FIXED(r, i, 4, &ch->cfg.payer_authorizer)) < 0 ||
+      (rc = R_FIXED(r, i, 5, &ch->cfg.receiver)) < 0 ||
+      (rc = R_FIXED(r, i, 6, &ch->cfg.receiver_authorizer)) < 0 ||
+      (rc = R_FIXED(r, i, 7, &ch->cfg.token)) < 0 ||
+      (rc = r_u64(r, i, 8, &ch->cfg.withdraw_delay)) < 0 ||
+      (rc = R_FIXED(r, i, 9, &ch->cfg.salt)) < 0 ||
+      (rc = R_FIXED(r, i, 10, &ch->chain.balance)) < 0 ||
+      (rc = R_FIXED(r, i, 11, &ch->chain.total_claimed)) < 0 ||
+      (rc = r_u64(r, i, 12, &ch->chain.withdraw_requested_at)) < 0 ||
+      (rc = r_u64(r, i, 13, &ch->chain.refund_nonce)) < 0 ||
+      (rc = r_u64(r, i, 14, &ch->chain.synced_block)) < 0 ||
+      (rc = r_i64(r, i, 15, &status)) < 0 || (rc = R_FIXED(r, i, 16, &ch->charged)) < 0 ||
+      (rc = R_FIXED(r, i, 17, &ch->ceiling)) < 0 ||
+      (rc = R_FIXED(r, i, 19, &ch->credit_limit)) < 0 ||
+      (rc = r_u64(r, i, 20, &ch->charge_count)) < 0 ||
+      (rc = r_i64(r, i, 21, &ch->first_unclaimed_at)) < 0 ||
+      (rc = r_i64(r, i, 22, &ch->created_at)) < 0 || (rc = r_i64(r, i, 23, &ch->updated_at)) < 0)
+    goto bad;
+  /* The voucher signature: NULL (none yet) or 1..TG_STORE_SIG_MAX bytes. */
+  if (PQftype(r, 18) != OID_BYTEA) goto corrupt;
+  if (!PQgetisnull(r, i, 18)) {
+    int n = PQgetlength(r, i, 18);
+    if (n < 1 || n > TG_STORE_SIG_MAX) goto corrupt;
+    memcpy(ch->ceiling_sig, PQgetvalue(r, i, 18), (size_t)n);
+    ch->ceiling_sig_len = (size_t)n;
+    has_sig = 1;
+  }
+  (void)has_sig;
+  if (status < 0 || status > TG_CHANNEL_CLOSED) goto corrupt;
+  ch->chain.status = (tg_store_channel_status)status;
+  return 0;
+corrupt:
+  rc = TG_ESTORE_CORRUPT;
+bad:
+  memset(ch, 0, sizeof(*ch));
+  return rc;
+}
+
+static int decode_charge(const PGresult *r, int i, tg_store_charge *ch) {
+  memset(ch, 0, sizeof(*ch));
+  int64_t scheme, settled;
+  int rc, has_cum;
+  if ((rc = r_i64(r, i, 0, &ch->id)) < 0 ||
+      (rc = r_text(r, i, 1, ch->request_id, sizeof(ch->request_id))) < 0 ||
+      (rc = R_FIXED(r, i, 2, &ch->payer)) < 0 || (rc = r_i64(r, i, 3, &scheme)) < 0 ||
+      (rc = r_text(r, i, 4, ch->route, sizeof(ch->route))) < 0 ||
+      (rc = r_text(r, i, 5, ch->model, sizeof(ch->model))) < 0 ||
+      (rc = r_u64(r, i, 6, &ch->input_tokens)) < 0 ||
+      (rc = r_u64(r, i, 7, &ch->output_tokens)) < 0 || (rc = R_FIXED(r, i, 8, &ch->amount)) < 0 ||
+      (rc = r_fixed_opt(r, i, 9, ch->channel_id.b, 32, &ch->has_channel)) < 0 ||
+      (rc = r_fixed_opt(r, i, 10, ch->cumulative_after.b, 32, &has_cum)) < 0 ||
+      (rc = r_i64(r, i, 11, &ch->created_at)) < 0 || (rc = r_i64(r, i, 12, &settled)) < 0)
+    goto bad;
+  if (scheme < 0 || scheme > TG_SCHEME_PASS || has_cum != ch->has_channel) {
+    rc = TG_ESTORE_CORRUPT;
+    goto bad;
+  }
+  ch->scheme = (tg_store_scheme)scheme;
+  ch->settled = settled != 0;
+  return 0;
+bad:
+  memset(ch, 0, sizeof(*ch));
+  return rc;
+}
+
+static int conn_channel_get(tg__store_conn *c, const tg_hash *id, tg_store_channel *out) {
+  PGresult *r;
+  params p = {0};
+  P_FIXED(&p, id);
+  int rc = q(c, S_CH_GET, &p, &r);
+  if (rc < 0) return rc;
+  rc = PQntuples(r) == 1 ? decode_channel(r, 0, out) : TG_ENOTFOUND;
+  PQclear(r);
+  return rc;
+}
+
+static int conn_channels_iter(tg__store_conn *c, int mode, const tg_address *payer,
+                              tg_store_channel_fn fn, void *arg) {
+  PGresult *r;
+  params p = {0};
+  int id = mode == 1 ? S_CH_UNSETTLED : payer ? S_CH_BY_PAYER : S_CH_ALL;
+  if (id == S_CH_BY_PAYER) P_FIXED(&p, payer);
+  int rc = q(c, id, &p, &r);
+  if (rc < 0) return rc;
+  tg_store_channel *ch = malloc(sizeof(*ch));
+  if (ch == NULL) {
+    PQclear(r);
+    return TG_ENOMEM;
+  }
+  int n = PQntuples(r);
+  for (int i = 0; i < n && rc == 0; i++)
+    if ((rc = decode_channel(r, i, ch)) == 0) rc = fn(arg, ch);
+  free(ch);
+  PQclear(r);
+  return rc;
+}
+
+/* Pages through the rows (at most PAGE per round trip) so that a long history is never
+ * held in memory at once. */
+#define PAGE 1000
+
+static int conn_charges_iter(tg__store_conn *c, const tg_hash *channel_id,
+                             const tg_address *payer, int64_t after_id, size_t limit,
+                             tg_store_charge_fn fn, void *arg) {
+  tg_store_charge ch;
+  size_t done = 0;
+  for (;;) {
+    size_t want = PAGE;
+    if (limit && limit - done < want) want = limit - done;
+    if (want == 0) return 0;
+    params p = {0};
+    if (channel_id) P_FIXED(&p, channel_id);
+    else P_FIXED(&p, payer);
+    p_i64(&p, after_id);
+    p_i64(&p, (int64_t)want);
+    PGresult *r;
+    int rc = q(c, channel_id ? S_CHARGES_BY_CHANNEL : S_CHARGES_BY_PAYER, &p, &r);
+    if (rc < 0) return rc;
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++) {
+      if ((rc = decode_charge(r, i, &ch)) < 0 || (rc = fn(arg, &ch)) != 0) {
+        PQclear(r);
+        return rc;
+      }
+      after_id = ch.id;
+    }
+    PQclear(r);
+    done += (size_t)n;
+    if ((size_t)n < want) return 0;
+  }
+}
+
+static int conn_charge_get(tg__store_conn *c, const char *request_id, tg_store_charge *out) {
+  PGresult *r;
+  params p = {0};
+  p_text(&p, request_id);
+  int rc = q(c, S_CHARGE_GET, &p, &r);
+  if (rc < 0) return rc;
+  rc = PQntuples(r) == 1 ? decode_charge(r, 0, out) : TG_ENOTFOUND;
+  PQclear(r);
+  return rc;
+}
+
+static int conn_totals_get(tg__store_conn *c, const tg_address *payer, tg_store_scheme scheme,
+                           tg_store_totals *out) {
+  PGresult *r;
+  out->payer = *payer;
+  out->scheme = scheme;
+  params p = {0};
+  P_FIXED(&p, payer);
+  p_i64(&p, (int64_t)scheme);
+  int rc = q(c, S_TOTALS_READ, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) == 1 &&
+      ((rc = R_FIXED(r, 0, 0, &out->charged)) < 0 || (rc = r_u64(r, 0, 1, &out->count)) < 0))
+    memset(out, 0, sizeof(*out));
+  PQclear(r);
+  return rc;
+}
+
+static int conn_exact_get(tg__store_conn *c, const tg_address *token, const tg_hash *nonce,
+                          tg_store_exact *out) {
+  PGresult *r;
+  int64_t status;
+  params p = {0};
+  P_FIXED(&p, token);
+  P_FIXED(&p, nonce);
+  int rc = q(c, S_EXACT_GET, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    return TG_ENOTFOUND;
+  }
+  if ((rc = R_FIXED(r, 0, 0, &out->token)) < 0 || (rc = R_FIXED(r, 0, 1, &out->nonce)) < 0 ||
+      (rc = R_FIXED(r, 0, 2, &out->payer)) < 0 || (rc = R_FIXED(r, 0, 3, &out->to)) < 0 ||
+      (rc = R_FIXED(r, 0, 4, &out->amount)) < 0 || (rc = r_u64(r, 0, 5, &out->valid_after)) < 0 ||
+      (rc = r_u64(r, 0, 6, &out->valid_before)) < 0 ||
+      (rc = r_fixed_opt(r, 0, 7, out->tx_hash.b, 32, &out->has_tx)) < 0 ||
+      (rc = r_i64(r, 0, 8, &status)) < 0 ||
+      (rc = r_text(r, 0, 9, out->request_id, sizeof(out->request_id))) < 0 ||
+      (rc = r_i64(r, 0, 10, &out->created_at)) < 0 || (rc = r_i64(r, 0, 11, &out->updated_at)) < 0)
+    goto done;
+  if (status < 0 || status > TG_EXACT_FAILED) rc = TG_ESTORE_CORRUPT;
+  out->status = (tg_store_exact_status)status;
+done:
+  PQclear(r);
+  if (rc < 0) memset(out, 0, sizeof(*out));
+  return rc;
+}
+
+static int conn_payid_get(tg__store_conn *c, const char *id, tg_store_payid *out) {
+  PGresult *r;
+  int64_t status;
+  params p = {0};
+  p_text(&p, id);
+  int rc = q(c, S_PAYID_GET, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    return TG_ENOTFOUND;
+  }
+  if ((rc = r_text(r, 0, 0, out->id, sizeof(out->id))) < 0 ||
+      (rc = R_FIXED(r, 0, 1, &out->payer)) < 0 || (rc = R_FIXED(r, 0, 2, &out->request_hash)) < 0 ||
+      (rc = r_i64(r, 0, 3, &status)) < 0 ||
+      (rc = r_text(r, 0, 4, out->response_header, sizeof(out->response_header))) < 0 ||
+      (rc = r_text(r, 0, 5, out->request_id, sizeof(out->request_id))) < 0 ||
+      (rc = r_i64(r, 0, 6, &out->created_at)) < 0)
+    goto done;
+  if (status < 0 || status > 999) rc = TG_ESTORE_CORRUPT;
+  out->status = (int)status;
+done:
+  PQclear(r);
+  if (rc < 0) memset(out, 0, sizeof(*out));
+  return rc;
+}
+
+static int conn_pass_get(tg__store_conn *c, const tg_u256 *pass_id, const tg_address *holder,
+                         int64_t period_start, tg_store_pass_usage *out) {
+  PGresult *r;
+  out->pass_id = *pass_id;
+  out->holder = *holder;
+  out->period_start = period_start;
+  params p = {0};
+  P_FIXED(&p, pass_id);
+  P_FIXED(&p, holder);
+  p_i64(&p, period_start);
+  int rc = q(c, S_PASS_READ, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) != 1) rc = TG_ENOTFOUND;
+  else if ((rc = r_u64(r, 0, 0, &out->calls)) >= 0) rc = r_u64(r, 0, 1, &out->tokens);
+  PQclear(r);
+  if (rc < 0) memset(out, 0, sizeof(*out));
+  return rc;
+}
+
+static int conn_run_open_get(tg__store_conn *c, tg_store_settle_run *out) {
+  PGresult *r;
+  int64_t status;
+  int rc = q(c, S_RUN_OPEN, NULL, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) != 1) rc = TG_ENOTFOUND;
+  else if ((rc = r_i64(r, 0, 0, &out->id)) >= 0 && (rc = r_i64(r, 0, 1, &out->started_at)) >= 0 &&
+           (rc = r_i64(r, 0, 2, &out->finished_at)) >= 0 && (rc = r_i64(r, 0, 3, &status)) >= 0)
+    out->status = (tg_store_run_status)status;
+  PQclear(r);
+  if (rc < 0) memset(out, 0, sizeof(*out));
+  return rc;
+}
+
+static int conn_run_items(tg__store_conn *c, int64_t run_id, tg_store_item_fn fn, void *arg) {
+  PGresult *r;
+  params p = {0};
+  p_i64(&p, run_id);
+  int rc = q(c, S_RUN_ITEMS, &p, &r);
+  if (rc < 0) return rc;
+  tg_store_settle_item it;
+  int n = PQntuples(r);
+  for (int i = 0; i < n && rc == 0; i++) {
+    int64_t step;
+    memset(&it, 0, sizeof(it));
+    if ((rc = r_i64(r, i, 0, &it.run_id)) < 0 || (rc = R_FIXED(r, i, 1, &it.channel_id)) < 0 ||
+        (rc = R_FIXED(r, i, 2, &it.amount)) < 0 || (rc = r_i64(r, i, 3, &it.through_charge)) < 0 ||
+        (rc = r_i64(r, i, 4, &step)) < 0 ||
+        (rc = r_fixed_opt(r, i, 5, it.tx_hash.b, 32, &it.has_tx)) < 0 ||
+        (rc = r_text(r, i, 6, it.error, sizeof(it.error))) < 0 ||
+        (rc = r_i64(r, i, 7, &it.updated_at)) < 0)
+      break;
+    if (step < 0 || step > TG_SETTLE_DROPPED) {
+      rc = TG_ESTORE_CORRUPT;
+      break;
+    }
+    it.step = (tg_store_settle_step)step;
+    rc = fn(arg, &it);
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int conn_lease_get(tg__store_conn *c, const char *name, tg_store_lease *out) {
+  PGresult *r;
+  params p = {0};
+  p_text(&p, name);
+  int rc = q(c, S_LEASE_READ, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) != 1) rc = TG_ENOTFOUND;
+  else if ((rc = r_text(r, 0, 0, out->name, sizeof(out->name))) < 0 ||
+           (rc = r_text(r, 0, 1, out->holder, sizeof(out->holder))) < 0 ||
+           (rc = r_i64(r, 0, 2, &out->expires_at)) < 0)
+    memset(out, 0, sizeof(*out));
+  PQclear(r);
+  return rc;
+}
+
+#define PG_BACKEND(name_, scheme_, open_)  \
+  const tg__store_backend name_ = {        \
+      .scheme = scheme_,                   \
+      .open = open_,                       \
+      .close = conn_close,                 \
+      .migrate = conn_migrate,             \
+      .version = conn_version,             \
+      .begin = tx_begin,                   \
+      .commit = tx_commit,                 \
+      .rollback = tx_rollback,             \
+      .sp_begin = sp_begin,                \
+      .sp_release = sp_release,            \
+      .sp_rollback = sp_rollback,          \
+      .txn_lost = txn_lost,                \
+      .apply = conn_apply,                 \
+      .lock_batch = lock_batch,            \
+      .txn_retry = txn_retry,              \
+      .channel_get = conn_channel_get,     \
+      .channels_iter = conn_channels_iter, \
+      .charges_iter = conn_charges_iter,   \
+      .charge_get = conn_charge_get,       \
+      .totals_get = conn_totals_get,       \
+      .exact_get = conn_exact_get,         \
+      .payid_get = conn_payid_get,         \
+      .pass_get = conn_pass_get,           \
+      .run_open_get = conn_run_open_get,   \
+      .run_items = conn_run_items,         \
+      .lease_get = conn_lease_get,         \
+  }
+
+PG_BACKEND(tg__store_postgres, "postgres", open_postgres);
+PG_BACKEND(tg__store_postgresql, "postgresql", open_postgresql);
