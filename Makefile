@@ -1,5 +1,6 @@
 # tollgate: build, test, benchmark, fuzz and install.
 #
+#   make demo            a local chain, the gateway and paid calls, step by step
 #   make                 library (static and shared) and the `tollgate` CLI
 #   make test            installs missing dependencies, builds, runs every suite
 #   make test SANITIZE=address,undefined   the same under ASan+UBSan
@@ -61,7 +62,7 @@ LIBSO   := $(BUILD)/libtollgate.so.0
 CLI     := $(BUILD)/tollgate
 DAEMON  := $(if $(DMN_SRC),$(BUILD)/tollgated)
 
-.PHONY: all test unit bench fuzz fuzz-build install uninstall clean deps check-tools
+.PHONY: all test unit bench fuzz fuzz-build install uninstall clean deps check-tools demo
 .DEFAULT_GOAL := all
 
 all: $(LIBA) $(LIBSO) $(CLI) $(DAEMON)
@@ -104,6 +105,12 @@ $(BUILD)/bench/%: tests/bench/%.c $(TEST_LIB_OBJ) $(LIBA)
 
 deps:
 	@tests/deps.sh
+
+# The first run: installs what is missing, builds, and shows paid calls end to end.
+demo:
+	@tests/deps.sh
+	@$(MAKE) --no-print-directory all $(TOOL_BIN)
+	@node tests/demo/demo.mjs
 
 unit: all $(UNIT_BIN) $(FUZZ_REPLAY) $(TOOL_BIN)
 

@@ -98,6 +98,33 @@ static int channel_state(void *ctx, const tg_hash *id, tg_u256 *balance, tg_u256
   return rc;
 }
 
+/* ERC-1271 isValidSignature(bytes32,bytes): the wallet answers 0x1626ba7e when it signed. A
+ * revert, an account without code or any other answer means "not its signature". */
+static int erc1271(void *ctx, const tg_address *wallet, const tg_hash *digest, const uint8_t *sig,
+                   size_t sig_len, int *valid) {
+  static const uint8_t magic[4] = {0x16, 0x26, 0xba, 0x7e};
+  tg_chain *c = ctx;
+  *valid = 0;
+  if (sig_len > TG_X402_SIG_MAX) return TG_ETOOBIG;
+  size_t padded = (sig_len + 31) / 32 * 32;
+  size_t len = 4 + 32 + 32 + 32 + padded;
+  uint8_t *data = calloc(1, len);
+  if (!data) abort();
+  memcpy(data, magic, 4);
+  memcpy(data + 4, digest->b, 32);
+  tg_abi_put_u64(data + 36, 64);
+  tg_abi_put_u64(data + 68, sig_len);
+  memcpy(data + 100, sig, sig_len);
+  tg_buf out;
+  tg_buf_init(&out, 4096);
+  int rc = call_view(c, &out, wallet, data, len);
+  free(data);
+  if (rc == TG_ERPC_REVERTED) rc = TG_OK; /* refused: not a valid signature */
+  else if (rc == TG_OK) *valid = out.len >= 32 && memcmp(out.data, magic, 4) == 0;
+  tg_buf_cleanup(&out);
+  return rc;
+}
+
 static int exact_check(void *ctx, const tg_address *token, const tg_address *from,
                        const tg_hash *nonce, tg_u256 *balance, int *used) {
   tg_chain *c = ctx;
@@ -534,7 +561,7 @@ void tg_chain_free(tg_chain *c) {
 }
 
 tg_pay_chain tg_chain_pay_reader(tg_chain *c) {
-  return (tg_pay_chain){c, channel_state};
+  return (tg_pay_chain){c, channel_state, erc1271};
 }
 
 tg_pay_exact_backend tg_chain_exact_backend(tg_chain *c) {

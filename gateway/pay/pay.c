@@ -429,6 +429,38 @@ static const char *terms_mismatch(tg_pay *p, const tg_x402_requirements *a, cons
   return NULL;
 }
 
+/*
+ * The voucher's signature: ECDSA by the payer authorizer when one is set
+ * (x402 batch-settlement: an EOA, checked locally); otherwise by the payer,
+ * which may be a contract wallet (ERC-1271, asked on-chain). A contract
+ * wallet's voucher that the ledger already holds (same ceiling, same bytes)
+ * was verified before and is not asked again, so a ceiling signed ahead
+ * costs one eth_call, not one per call.
+ */
+static int check_voucher(tg_pay *p, const tg_x402_channel *ch, const tg_hash *id) {
+  tg_address signer;
+  tg_channel_voucher_signer(&signer, &ch->config);
+  int rc = tg_channel_voucher_check(&p->channel_domain, id, &ch->max_claimable,
+                                    &ch->voucher_signature, &signer);
+  if (rc == 0 || !tg_address_is_zero(&ch->config.payer_authorizer)) return rc;
+  if (p->chain.erc1271 == NULL) return rc ? rc : TG_ESIG;
+  tg_ledger_channel known;
+  if (tg_ledger_get(p->ledger, id, &known) == 0 && tg_u256_cmp(&known.ceiling, &ch->max_claimable) == 0 &&
+      known.ceiling_sig.len == ch->voucher_signature.len &&
+      memcmp(known.ceiling_sig.b, ch->voucher_signature.b, known.ceiling_sig.len) == 0)
+    return TG_OK;
+  tg_eip712_voucher v;
+  v.channel_id = *id;
+  v.max_claimable_amount = ch->max_claimable;
+  tg_hash digest;
+  if ((rc = tg_eip712_voucher_digest(&digest, &p->channel_domain, &v))) return rc;
+  int valid = 0;
+  rc = p->chain.erc1271(p->chain.ctx, &ch->config.payer, &digest, ch->voucher_signature.b,
+                        ch->voucher_signature.len, &valid);
+  if (rc) return rc == TG_ETIMEOUT ? rc : TG_ERPC;
+  return valid ? TG_OK : TG_ESIG_MISMATCH;
+}
+
 static void admit_channel(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
                           const tg_x402_payment *pm, const tg_u256 *max, tg_pay_call *call,
                           tg_pay_admit_cb cb, void *arg) {
@@ -461,10 +493,11 @@ static void admit_channel(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
     refuse(p, cfg, req, 400, "invalid_batch_settlement_evm_channel_id_mismatch", NULL, NULL, cb, arg);
     goto fail;
   }
-  tg_address signer;
-  tg_channel_voucher_signer(&signer, &ch->config);
-  int rc = tg_channel_voucher_check(&p->channel_domain, &id, &ch->max_claimable,
-                                    &ch->voucher_signature, &signer);
+  int rc = check_voucher(p, ch, &id);
+  if (rc == TG_ERPC || rc == TG_ETIMEOUT) {
+    refuse(p, cfg, req, 503, "invalid_batch_settlement_evm_rpc_read_failed", NULL, NULL, cb, arg);
+    goto fail;
+  }
   if (rc) {
     why = "invalid_batch_settlement_evm_voucher_signature";
     goto refuse402;

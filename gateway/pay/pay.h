@@ -114,6 +114,14 @@ typedef struct {
   void *ctx;
   int (*channel_state)(void *ctx, const tg_hash *channel_id, tg_u256 *balance,
                        tg_u256 *total_claimed, uint64_t *withdraw_requested_at);
+  /*
+   * ERC-1271: asks `wallet` (a contract, e.g. an organisation's multisig)
+   * whether `sig` is its signature of `digest` (isValidSignature returns the
+   * magic value). Sets *valid; returns an error only when the node could not
+   * answer. NULL: contract-wallet vouchers are refused.
+   */
+  int (*erc1271)(void *ctx, const tg_address *wallet, const tg_hash *digest, const uint8_t *sig,
+                 size_t sig_len, int *valid);
 } tg_pay_chain;
 
 /*

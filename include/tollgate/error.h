@@ -135,7 +135,7 @@ extern "C" {
   XX(CONFIG_DUP, -1205, 500, "configuration name defined twice")               \
   /* store */                                                                  \
   XX(STORE, -600, 500, "storage backend error")                                \
-  XX(STORE_URI, -601, 500, "malformed or unsupported store URI (want sqlite:/path/to/file.db)") \
+  XX(STORE_URI, -601, 500, "malformed or unsupported store URI (want sqlite:/path/to/file.db or postgresql://...)") \
   XX(STORE_SCHEMA, -602, 500, "store schema is newer than this build, or a migration failed") \
   XX(STORE_LIMIT, -603, 402, "charge would exceed the channel's signed ceiling plus credit limit") \
   XX(STORE_CLOSED, -604, 503, "store is closed")                               \

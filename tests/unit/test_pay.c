@@ -52,6 +52,8 @@ typedef struct {
   uint64_t chain_balance;
   int submits;
   uint64_t payer_token_balance;
+  tg_hash wallet_channel_id;
+  int erc1271_calls;
 } fixture;
 
 static fixture F;
@@ -60,10 +62,21 @@ static int fake_chain(void *ctx, const tg_hash *id, tg_u256 *balance, tg_u256 *c
                       uint64_t *withdraw_at) {
   fixture *f = ctx;
   f->chain_calls++;
-  if (memcmp(id->b, f->channel_id.b, 32) != 0) return TG_ECHANNEL_UNKNOWN;
+  if (memcmp(id->b, f->channel_id.b, 32) != 0 && memcmp(id->b, f->wallet_channel_id.b, 32) != 0)
+    return TG_ECHANNEL_UNKNOWN;
   tg_u256_from_u64(balance, f->chain_balance);
   tg_u256_zero(claimed);
   *withdraw_at = 0;
+  return TG_OK;
+}
+
+/* A contract wallet (address 0xa11e...) that accepts signatures starting with 0xaa. */
+static int fake_erc1271(void *ctx, const tg_address *wallet, const tg_hash *digest, const uint8_t *sig,
+                        size_t sig_len, int *valid) {
+  (void)digest;
+  fixture *f = ctx;
+  f->erc1271_calls++;
+  *valid = wallet->b[0] == 0xa1 && sig_len > 0 && sig[0] == 0xaa;
   return TG_OK;
 }
 
@@ -124,7 +137,7 @@ static int setup(void) {
   o.cfg = F.cfg;
   o.store = F.store;
   o.ledger = F.ledger;
-  o.chain = (tg_pay_chain){&F, fake_chain};
+  o.chain = (tg_pay_chain){&F, fake_chain, fake_erc1271};
   o.exact = (tg_pay_exact_backend){&F, fake_check, fake_submit};
   F.payer_token_balance = 10000000;
   o.chain_id = CHAIN;
@@ -551,6 +564,70 @@ static void test_exact(void) {
   tg_seckey_free(forger);
 }
 
+/* A voucher header with given signature bytes (a contract wallet's multisig signature). */
+static char *raw_voucher_header(uint64_t max, const tg_channel_config *cfg, const uint8_t *sig, size_t n) {
+  tg_x402_payment p;
+  memset(&p, 0, sizeof p);
+  p.accepted.scheme = TG_X402_CHANNEL;
+  p.accepted.chain_id = CHAIN;
+  tg_u256_from_u64(&p.accepted.amount, 1000);
+  p.accepted.asset = F.cfg->asset_address;
+  p.accepted.pay_to = F.cfg->pay_to;
+  p.accepted.max_timeout_seconds = 60;
+  p.u.channel.type = TG_X402_CHANNEL_VOUCHER;
+  p.u.channel.config = *cfg;
+  if (tg_channel_id(&p.u.channel.channel_id, &F.domain, cfg)) return NULL;
+  tg_u256_from_u64(&p.u.channel.max_claimable, max);
+  memcpy(p.u.channel.voucher_signature.b, sig, n);
+  p.u.channel.voucher_signature.len = n;
+  tg_buf b;
+  tg_buf_init(&b, 0);
+  if (tg_x402_payment_encode(&b, &p)) return NULL;
+  return (char *)tg_buf_steal(&b, NULL);
+}
+
+/* An organisation's contract wallet pays through a channel: its vouchers are checked with
+ * ERC-1271 once per ceiling, and a signature it does not accept is refused. */
+static void test_contract_wallet_voucher(void) {
+  tg_channel_config w = F.ch;
+  memset(w.payer.b, 0, 20);
+  w.payer.b[0] = 0xa1;
+  memset(w.payer_authorizer.b, 0, 20); /* the payer itself signs: ERC-1271 */
+  w.salt.b[0] = 0x77;
+  CHECK_OK(tg_channel_id(&F.wallet_channel_id, &F.domain, &w));
+  uint8_t sig[130];
+  memset(sig, 0xaa, sizeof sig);
+  char *h = raw_voucher_header(100000, &w, sig, sizeof sig);
+  result r;
+  int before = F.erc1271_calls;
+  admit(&r, "ping", NULL, h, "w-1");
+  CHECK(r.admitted);
+  complete(&r, 1, 0, 0, 0);
+  CHECK(r.charged);
+  CHECK_INT(F.erc1271_calls, before + 1);
+  admit(&r, "ping", NULL, h, "w-2"); /* the same ceiling: no second on-chain check */
+  CHECK(r.admitted);
+  complete(&r, 1, 0, 0, 0);
+  CHECK_INT(F.erc1271_calls, before + 1);
+  free(h);
+  memset(sig, 0xbb, sizeof sig); /* a signature the wallet does not accept */
+  h = raw_voucher_header(200000, &w, sig, sizeof sig);
+  admit(&r, "ping", NULL, h, "w-3");
+  CHECK(!r.admitted);
+  CHECK_STR(r.reason, "invalid_batch_settlement_evm_voucher_signature");
+  free(h);
+  /* With a payer authorizer set, only that key's ECDSA signature counts: no ERC-1271. */
+  tg_channel_config a = w;
+  a.payer_authorizer.b[19] = 5;
+  memset(sig, 0xaa, sizeof sig);
+  h = raw_voucher_header(100000, &a, sig, sizeof sig);
+  int calls = F.erc1271_calls;
+  admit(&r, "ping", NULL, h, "w-4");
+  CHECK(!r.admitted);
+  CHECK_INT(F.erc1271_calls, calls);
+  free(h);
+}
+
 int main(void) {
   if (sodium_init() < 0 || evthread_use_pthreads() != 0) return 1;
   if (setup() != 0) {
@@ -564,6 +641,7 @@ int main(void) {
   RUN(test_refusals);
   RUN(test_many_in_flight);
   RUN(test_exact);
+  RUN(test_contract_wallet_voucher);
   teardown();
   return tgt_done();
 }
