@@ -32,7 +32,11 @@ const KEYS = [
   '0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d',
   '0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a',
   '0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6',
+  '0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a',
 ];
+// TG_DEMO_SERVE: the running demo's addresses and keys, for the README's tour (`. build/demo.env`).
+const ENV_FILE = process.env.TG_DEMO_ENV || join(build, 'demo.env');
+let envWritten = false;
 
 // ---- output -------------------------------------------------------------------------------------
 const TTY = process.stdout.isTTY && !process.env.NO_COLOR && process.env.TERM !== 'dumb';
@@ -65,6 +69,7 @@ async function finish(code) {
   const end = Date.now() + 3000;
   while ([...procs].some((p) => !p.exited) && Date.now() < end) await sleep(50);
   killAllNow();
+  if (envWritten) rmSync(ENV_FILE, { force: true });
   if (code !== 0 || process.env.TG_DEMO_KEEP) out(dim(`  scratch kept (logs, store, configuration): ${scratch}`));
   else rmSync(scratch, { recursive: true, force: true });
   process.exit(code);
@@ -456,6 +461,21 @@ async function main() {
   }
   line('your own model server', dim('set `upstream llm http://HOST:PORT` in tollgated.conf (docs/tollgated.conf.sample)'));
   if (SERVE) {
+    // A funded payer for the README's tour, and the running demo's coordinates in build/demo.env.
+    const tourPayer = privateKeyToAccount(KEYS[4]);
+    const h = await walletOf(tourPayer).writeContract({ address: USDC, abi: ERC20, functionName: 'mint', args: [tourPayer.address, 10n * 10n ** BigInt(DEC)], gas: 200000n });
+    must((await pub.waitForTransactionReceipt({ hash: h, timeout: 30000 })).status === 'success', 'minting test USDC to the tour payer reverted');
+    const q = (v) => `'${String(v).replace(/'/g, "'\\''")}'`;
+    const vars = {
+      TG_GATEWAY: GW, ETH_RPC_URL: RPC, TG_PAYER_KEY: KEYS[4], TG_PAYER_STATE: join(scratch, 'tour-payer'),
+      TG_PROXY_PORT: await freePort(), TG_STORE: `sqlite:${storePath}`, TG_DEPLOYMENT: depFile,
+      TG_KEYSTORE: keystore, TG_PASSWORD_FILE: pwFile, TG_JOURNAL: `${storePath}.settle.txm`,
+    };
+    writeFileSync(ENV_FILE, '# The running `TG_DEMO_SERVE=1 make demo` (removed when it stops): . build/demo.env\n' +
+      Object.entries(vars).map(([k, v]) => `export ${k}=${q(v)}`).join('\n') + '\n');
+    envWritten = true;
+    line('the tour payer', `${tourPayer.address}  ${fmt(await bal(tourPayer.address))}  (TG_PAYER_KEY)`);
+    line('environment', `. ${ENV_FILE}   ${dim('(TG_GATEWAY, ETH_RPC_URL, TG_PAYER_KEY, ...: the README tour uses them)')}`);
     step = 'serving';
     out('');
     out(green(bold(`serving: gateway ${GW}, chain ${RPC}; press Ctrl-C to stop everything`)));
