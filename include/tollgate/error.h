@@ -155,6 +155,19 @@ extern "C" {
   XX(CHANNEL_SHORT, -711, 402, "voucher ceiling does not cover the call")     \
   XX(CHANNEL_WITHDRAWING, -712, 402, "channel is being withdrawn")            \
   XX(CHANNEL_ID, -713, 400, "channel configuration does not hash to its id")  \
+  XX(SIWE_MALFORMED, -720, 400, "malformed Sign-In with Ethereum (EIP-4361) message") \
+  XX(SIWE_DOMAIN, -721, 401, "sign-in message is for another domain")          \
+  XX(SIWE_URI, -722, 401, "sign-in message URI is not this gateway's")          \
+  XX(SIWE_CHAIN, -723, 401, "sign-in message is for another chain")             \
+  XX(SIWE_NONCE, -724, 401, "sign-in nonce unknown, expired or already used")    \
+  XX(SIWE_ISSUED_AT, -725, 401, "sign-in message issued in the future or too long ago") \
+  XX(SIWE_EXPIRED, -726, 401, "sign-in message has expired")                     \
+  XX(SIWE_NOT_YET, -727, 401, "sign-in message is not valid yet (Not Before)")   \
+  XX(SIWE_SIGNATURE, -728, 401, "sign-in signature is not from the message's address") \
+  XX(SESSION_INVALID, -730, 401, "session token unknown, revoked or expired")    \
+  XX(PASS_NOT_ENTITLED, -731, 403, "no live pass of a plan covering this route (not held, transferred, delegation ended or expired)") \
+  XX(PASS_QUOTA, -732, 402, "the pass's included quota for this period is spent") \
+  XX(PASS_AUTH, -733, 401, "signed request authentication is invalid")         \
   /* settlement */                                                             \
   XX(SETTLE, -900, 500, "settlement run failed")                               \
   XX(SETTLE_GAS_PRICE, -901, 503, "gas price is above the settlement ceiling")  \

@@ -16,6 +16,7 @@
 #include "tollgate/rlp.h"
 #include "tollgate/rpc.h"
 #include "tollgate/secp.h"
+#include "tollgate/siwe.h"
 #include "tollgate/tx.h"
 #include "tollgate/txm.h"
 #include "tollgate/u256.h"
