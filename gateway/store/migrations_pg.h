@@ -123,6 +123,19 @@ static const char *const pg_migrations[] = {
     " name text PRIMARY KEY CHECK (octet_length(name) BETWEEN 1 AND 64),"
     " holder text NOT NULL CHECK (octet_length(holder) BETWEEN 1 AND 64),"
     " expires_at bigint NOT NULL);\n",
+
+    /* 3: sign-in nonces and sessions (access passes) */
+    "CREATE TABLE auth_nonces ("
+    " nonce text PRIMARY KEY CHECK (octet_length(nonce) BETWEEN 8 AND 64),"
+    " expires_at bigint NOT NULL,"
+    " used_at bigint NOT NULL DEFAULT 0);\n"
+    "CREATE INDEX auth_nonces_expiry ON auth_nonces (expires_at);\n"
+    "CREATE TABLE sessions ("
+    " token_hash bytea PRIMARY KEY CHECK (octet_length(token_hash) = 32),"
+    " address bytea NOT NULL CHECK (octet_length(address) = 20),"
+    " created_at bigint NOT NULL,"
+    " expires_at bigint NOT NULL);\n"
+    "CREATE INDEX sessions_expiry ON sessions (expires_at);\n",
 };
 
 #define PG_SCHEMA_LATEST ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))

@@ -123,6 +123,19 @@ static const char *const sqlite_migrations[] = {
     " name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 64),"
     " holder TEXT NOT NULL CHECK (length(holder) BETWEEN 1 AND 64),"
     " expires_at INTEGER NOT NULL);\n",
+
+    /* 3: sign-in nonces and sessions (access passes) */
+    "CREATE TABLE auth_nonces ("
+    " nonce TEXT PRIMARY KEY CHECK (length(nonce) BETWEEN 8 AND 64),"
+    " expires_at INTEGER NOT NULL,"
+    " used_at INTEGER NOT NULL DEFAULT 0);\n"
+    "CREATE INDEX auth_nonces_expiry ON auth_nonces (expires_at);\n"
+    "CREATE TABLE sessions ("
+    " token_hash BLOB PRIMARY KEY CHECK (length(token_hash) = 32),"
+    " address BLOB NOT NULL CHECK (length(address) = 20),"
+    " created_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL);\n"
+    "CREATE INDEX sessions_expiry ON sessions (expires_at);\n",
 };
 
 #define SQLITE_SCHEMA_LATEST ((int)(sizeof(sqlite_migrations) / sizeof(sqlite_migrations[0])))

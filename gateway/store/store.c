@@ -160,6 +160,18 @@ static int validate(const tg_store_op *op) {
     if ((rc = str_ok(op->u.lease.holder, 1, TG_STORE_NAME_MAX, 0)) < 0) return rc;
     if (op->kind == TG_STORE_OP_LEASE_ACQUIRE && op->u.lease.ttl_ms <= 0) return TG_EINVAL;
     return 0;
+  case TG_STORE_OP_NONCE_PUT:
+  case TG_STORE_OP_NONCE_USE: {
+    const char *n = op->u.nonce.nonce;
+    size_t len = strnlen(n, sizeof op->u.nonce.nonce);
+    if (len < 8 || len > TG_STORE_NONCE_MAX) return TG_EINVAL;
+    for (size_t i = 0; i < len; i++)
+      if (!((n[i] >= '0' && n[i] <= '9') || (n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z')))
+        return TG_EINVAL;
+    return 0;
+  }
+  case TG_STORE_OP_SESSION_PUT:
+    return op->u.session.expires_at > 0 ? 0 : TG_EINVAL;
   }
   return TG_EINVAL;
 }
@@ -732,6 +744,11 @@ int tg_store_payid_get(tg_store *st, const char *id, tg_store_payid *out) {
   memset(out, 0, sizeof(*out));
   if (id == NULL) return TG_EINVAL;
   WITH_READ(st, payid_get(c_, id, out));
+}
+
+int tg_store_session_get(tg_store *st, const tg_hash *token_hash, tg_store_session *out) {
+  memset(out, 0, sizeof *out);
+  WITH_READ(st, session_get(c_, token_hash, out));
 }
 
 int tg_store_pass_usage_get(tg_store *st, const tg_u256 *pass_id, const tg_address *holder,

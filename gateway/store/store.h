@@ -180,6 +180,13 @@ typedef struct {
   uint64_t tokens;
 } tg_store_pass_usage;
 
+/* A sign-in session as stored. */
+typedef struct {
+  tg_hash token_hash;
+  tg_address address;
+  int64_t created_at, expires_at; /* ms */
+} tg_store_session;
+
 typedef struct {
   int64_t id;
   int64_t started_at, finished_at;
@@ -231,7 +238,10 @@ typedef enum {
   TG_STORE_OP_RUN_END,         /* finish it */
   TG_STORE_OP_ITEM_PUT,        /* insert or advance a settlement item */
   TG_STORE_OP_LEASE_ACQUIRE,   /* take or renew a lease; TG_ESTORE_LEASE if held */
-  TG_STORE_OP_LEASE_RELEASE    /* give it up (no-op if not the holder) */
+  TG_STORE_OP_LEASE_RELEASE,   /* give it up (no-op if not the holder) */
+  TG_STORE_OP_NONCE_PUT,       /* record a sign-in nonce the gateway issued */
+  TG_STORE_OP_NONCE_USE,       /* consume it: TG_ESIWE_NONCE when unknown, used or expired */
+  TG_STORE_OP_SESSION_PUT      /* record a session (by the hash of its token) */
 } tg_store_op_kind;
 
 typedef struct {
@@ -300,6 +310,19 @@ typedef struct {
   uint64_t out_calls, out_tokens; /* out: the counters after */
 } tg_store_op_pass;
 
+#define TG_STORE_NONCE_MAX 64
+
+typedef struct {
+  char nonce[TG_STORE_NONCE_MAX + 1]; /* 8..64 letters and digits (EIP-4361) */
+  int64_t expires_at;          /* NONCE_PUT: ms */
+} tg_store_op_nonce;
+
+typedef struct {
+  tg_hash token_hash;          /* keccak256 of the bearer token: the token itself is never stored */
+  tg_address address;          /* who signed in */
+  int64_t expires_at;          /* ms */
+} tg_store_op_session;
+
 typedef struct {
   int64_t run_id;              /* RUN_END; out for RUN_BEGIN */
   tg_store_run_status status;  /* RUN_END */
@@ -338,6 +361,8 @@ typedef struct {
     tg_store_op_run run;         /* RUN_BEGIN, RUN_END */
     tg_store_op_item item;
     tg_store_op_lease lease;     /* LEASE_ACQUIRE, LEASE_RELEASE */
+    tg_store_op_nonce nonce;     /* NONCE_PUT, NONCE_USE */
+    tg_store_op_session session;
   } u;
 } tg_store_op;
 
@@ -461,6 +486,9 @@ TG_WARN_UNUSED_RESULT int tg_store_payid_get(tg_store *st, const char *id, tg_st
 TG_WARN_UNUSED_RESULT int tg_store_pass_usage_get(tg_store *st, const tg_u256 *pass_id,
                                                   const tg_address *holder, int64_t period_start,
                                                   tg_store_pass_usage *out);
+/* A session by its token's hash (expired ones too: the caller compares expires_at). */
+TG_WARN_UNUSED_RESULT int tg_store_session_get(tg_store *st, const tg_hash *token_hash,
+                                               tg_store_session *out);
 /* The newest run that is still open (TG_ENOTFOUND when none): a restarted run resumes it. */
 TG_WARN_UNUSED_RESULT int tg_store_run_open_get(tg_store *st, tg_store_settle_run *out);
 TG_WARN_UNUSED_RESULT int tg_store_run_items(tg_store *st, int64_t run_id, tg_store_item_fn fn,

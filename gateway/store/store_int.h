@@ -69,6 +69,7 @@ typedef struct {
   int (*run_open_get)(tg__store_conn *c, tg_store_settle_run *out);
   int (*run_items)(tg__store_conn *c, int64_t run_id, tg_store_item_fn fn, void *arg);
   int (*lease_get)(tg__store_conn *c, const char *name, tg_store_lease *out);
+  int (*session_get)(tg__store_conn *c, const tg_hash *token_hash, tg_store_session *out);
 } tg__store_backend;
 
 extern const tg__store_backend tg__store_sqlite;

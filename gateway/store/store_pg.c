@@ -61,6 +61,11 @@ enum {
   S_LOCK_CHANNELS,
   S_TOTALS_ENSURE,
   S_LOCK_TOTALS,
+  S_NONCE_INSERT,
+  S_NONCE_PURGE,
+  S_NONCE_USE,
+  S_SESSION_INSERT,
+  S_SESSION_PURGE,
   /* reads */
   S_CH_GET,
   S_CH_ALL,
@@ -75,6 +80,7 @@ enum {
   S_RUN_OPEN,
   S_RUN_ITEMS,
   S_LEASE_READ,
+  S_SESSION_GET,
   S_COUNT
 };
 
@@ -147,6 +153,15 @@ static const char *const sql_text[S_COUNT] = {
                    "period_start) DO UPDATE SET calls = p.calls + excluded.calls, "
                    "tokens = p.tokens + excluded.tokens, updated_at = excluded.updated_at "
                    "RETURNING calls, tokens",
+    [S_NONCE_INSERT] = "INSERT INTO auth_nonces (nonce, expires_at, used_at) VALUES ($1, $2, 0)",
+    [S_NONCE_PURGE] = "DELETE FROM auth_nonces WHERE expires_at < $1::bigint - 86400000",
+    /* one statement: of two instances consuming the same nonce, exactly one updates the row */
+    [S_NONCE_USE] = "UPDATE auth_nonces SET used_at = $2 WHERE nonce = $1 AND used_at = 0 "
+                    "AND expires_at > $2",
+    [S_SESSION_INSERT] = "INSERT INTO sessions (token_hash, address, created_at, expires_at) "
+                         "VALUES ($1, $2, $3, $4)",
+    [S_SESSION_PURGE] = "DELETE FROM sessions WHERE expires_at < $1::bigint - 86400000",
+    [S_SESSION_GET] = "SELECT address, created_at, expires_at FROM sessions WHERE token_hash = $1",
     [S_RUN_INSERT] = "INSERT INTO settle_runs (started_at, finished_at, status) "
                      "VALUES ($1, 0, 0) RETURNING id",
     [S_RUN_END] = "UPDATE settle_runs SET status = $2, finished_at = $3 WHERE id = $1",
@@ -1056,6 +1071,40 @@ static int op_pass(tg__store_conn *c, tg_store_op *op) {
   return rc;
 }
 
+static int op_nonce(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_nonce *o = &op->u.nonce;
+  params p = {0};
+  int64_t n = 0;
+  int rc;
+  if (op->kind == TG_STORE_OP_NONCE_PUT) {
+    p_i64(&p, op->now);
+    if ((rc = q_count(c, S_NONCE_PURGE, &p, &n)) < 0) return rc;
+    params p2 = {0};
+    p_text(&p2, o->nonce);
+    p_i64(&p2, o->expires_at);
+    return q_count(c, S_NONCE_INSERT, &p2, &n);
+  }
+  p_text(&p, o->nonce);
+  p_i64(&p, op->now);
+  if ((rc = q_count(c, S_NONCE_USE, &p, &n)) < 0) return rc;
+  return n ? 0 : TG_ESIWE_NONCE;
+}
+
+static int op_session(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_session *o = &op->u.session;
+  params p = {0};
+  int64_t n = 0;
+  p_i64(&p, op->now);
+  int rc = q_count(c, S_SESSION_PURGE, &p, &n);
+  if (rc < 0) return rc;
+  params p2 = {0};
+  P_FIXED(&p2, &o->token_hash);
+  P_FIXED(&p2, &o->address);
+  p_i64(&p2, op->now);
+  p_i64(&p2, o->expires_at);
+  return q_count(c, S_SESSION_INSERT, &p2, &n);
+}
+
 static int op_run(tg__store_conn *c, tg_store_op *op) {
   PGresult *r;
   int rc;
@@ -1139,6 +1188,11 @@ static int conn_apply(tg__store_conn *c, tg_store_op *op) {
   case TG_STORE_OP_LEASE_ACQUIRE:
   case TG_STORE_OP_LEASE_RELEASE:
     return op_lease(c, op);
+  case TG_STORE_OP_NONCE_PUT:
+  case TG_STORE_OP_NONCE_USE:
+    return op_nonce(c, op);
+  case TG_STORE_OP_SESSION_PUT:
+    return op_session(c, op);
   }
   return TG_EINVAL;
 }
@@ -1388,6 +1442,22 @@ static int conn_pass_get(tg__store_conn *c, const tg_u256 *pass_id, const tg_add
   return rc;
 }
 
+static int conn_session_get(tg__store_conn *c, const tg_hash *token_hash, tg_store_session *out) {
+  PGresult *r;
+  out->token_hash = *token_hash;
+  params p = {0};
+  P_FIXED(&p, token_hash);
+  int rc = q(c, S_SESSION_GET, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) != 1) rc = TG_ENOTFOUND;
+  else if ((rc = r_fixed(r, 0, 0, out->address.b, 20)) >= 0 &&
+           (rc = r_i64(r, 0, 1, &out->created_at)) >= 0)
+    rc = r_i64(r, 0, 2, &out->expires_at);
+  PQclear(r);
+  if (rc < 0) memset(out, 0, sizeof(*out));
+  return rc;
+}
+
 static int conn_run_open_get(tg__store_conn *c, tg_store_settle_run *out) {
   PGresult *r;
   int64_t status;
@@ -1471,6 +1541,7 @@ static int conn_lease_get(tg__store_conn *c, const char *name, tg_store_lease *o
       .exact_get = conn_exact_get,         \
       .payid_get = conn_payid_get,         \
       .pass_get = conn_pass_get,           \
+      .session_get = conn_session_get,     \
       .run_open_get = conn_run_open_get,   \
       .run_items = conn_run_items,         \
       .lease_get = conn_lease_get,         \

@@ -42,6 +42,11 @@ enum {
   S_LEASE_READ,
   S_LEASE_SET,
   S_LEASE_DELETE,
+  S_NONCE_INSERT,
+  S_NONCE_PURGE,
+  S_NONCE_USE,
+  S_SESSION_INSERT,
+  S_SESSION_PURGE,
   /* reads */
   S_CH_GET,
   S_CH_ALL,
@@ -55,6 +60,7 @@ enum {
   S_RUN_OPEN,
   S_RUN_ITEMS,
   S_VERSION,
+  S_SESSION_GET,
   S_COUNT
 };
 
@@ -126,6 +132,15 @@ static const char *const sql_text[S_COUNT] = {
                    "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (pass_id, holder, "
                    "period_start) DO UPDATE SET calls = excluded.calls, tokens = "
                    "excluded.tokens, updated_at = excluded.updated_at",
+    [S_NONCE_INSERT] = "INSERT INTO auth_nonces (nonce, expires_at, used_at) VALUES (?1, ?2, 0)",
+    /* expired nonces are kept a day past their expiry (what was refused stays explainable) */
+    [S_NONCE_PURGE] = "DELETE FROM auth_nonces WHERE expires_at < ?1 - 86400000",
+    [S_NONCE_USE] = "UPDATE auth_nonces SET used_at = ?2 WHERE nonce = ?1 AND used_at = 0 "
+                    "AND expires_at > ?2",
+    [S_SESSION_INSERT] = "INSERT INTO sessions (token_hash, address, created_at, expires_at) "
+                         "VALUES (?1, ?2, ?3, ?4)",
+    [S_SESSION_PURGE] = "DELETE FROM sessions WHERE expires_at < ?1 - 86400000",
+    [S_SESSION_GET] = "SELECT address, created_at, expires_at FROM sessions WHERE token_hash = ?1",
     [S_RUN_INSERT] = "INSERT INTO settle_runs (started_at, finished_at, status) "
                      "VALUES (?1, 0, 0)",
     [S_RUN_END] = "UPDATE settle_runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
@@ -806,6 +821,41 @@ static int op_lease(tg__store_conn *c, tg_store_op *op) {
   return run(s);
 }
 
+static int op_nonce(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_nonce *o = &op->u.nonce;
+  sqlite3_stmt *s;
+  int rc;
+  if (op->kind == TG_STORE_OP_NONCE_PUT) {
+    if ((rc = stmt_get(c, S_NONCE_PURGE, &s)) < 0) return rc;
+    sqlite3_bind_int64(s, 1, op->now);
+    if ((rc = run(s)) < 0) return rc;
+    if ((rc = stmt_get(c, S_NONCE_INSERT, &s)) < 0) return rc;
+    bind_text(s, 1, o->nonce);
+    sqlite3_bind_int64(s, 2, o->expires_at);
+    return run(s);
+  }
+  if ((rc = stmt_get(c, S_NONCE_USE, &s)) < 0) return rc;
+  bind_text(s, 1, o->nonce);
+  sqlite3_bind_int64(s, 2, op->now);
+  if ((rc = run(s)) < 0) return rc;
+  return sqlite3_changes(c->db) ? 0 : TG_ESIWE_NONCE;
+}
+
+static int op_session(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_session *o = &op->u.session;
+  sqlite3_stmt *s;
+  int rc;
+  if ((rc = stmt_get(c, S_SESSION_PURGE, &s)) < 0) return rc;
+  sqlite3_bind_int64(s, 1, op->now);
+  if ((rc = run(s)) < 0) return rc;
+  if ((rc = stmt_get(c, S_SESSION_INSERT, &s)) < 0) return rc;
+  BIND_FIXED(s, 1, &o->token_hash);
+  BIND_FIXED(s, 2, &o->address);
+  sqlite3_bind_int64(s, 3, op->now);
+  sqlite3_bind_int64(s, 4, o->expires_at);
+  return run(s);
+}
+
 static int conn_apply(tg__store_conn *c, tg_store_op *op) {
   switch (op->kind) {
   case TG_STORE_OP_CHANNEL_PUT:
@@ -832,6 +882,11 @@ static int conn_apply(tg__store_conn *c, tg_store_op *op) {
   case TG_STORE_OP_LEASE_ACQUIRE:
   case TG_STORE_OP_LEASE_RELEASE:
     return op_lease(c, op);
+  case TG_STORE_OP_NONCE_PUT:
+  case TG_STORE_OP_NONCE_USE:
+    return op_nonce(c, op);
+  case TG_STORE_OP_SESSION_PUT:
+    return op_session(c, op);
   }
   return TG_EINVAL;
 }
@@ -1044,6 +1099,20 @@ static int conn_pass_get(tg__store_conn *c, const tg_u256 *pass_id, const tg_add
   return rc;
 }
 
+static int conn_session_get(tg__store_conn *c, const tg_hash *token_hash, tg_store_session *out) {
+  sqlite3_stmt *s;
+  int rc = stmt_get(c, S_SESSION_GET, &s);
+  if (rc < 0) return rc;
+  out->token_hash = *token_hash;
+  BIND_FIXED(s, 1, token_hash);
+  if ((rc = step_row(s)) <= 0) return rc < 0 ? rc : TG_ENOTFOUND;
+  if ((rc = col_fixed(s, 0, out->address.b, 20)) < 0 || (rc = col_i64(s, 1, &out->created_at)) < 0 ||
+      (rc = col_i64(s, 2, &out->expires_at)) < 0)
+    memset(out, 0, sizeof(*out));
+  stmt_done(s);
+  return rc;
+}
+
 static int conn_run_open_get(tg__store_conn *c, tg_store_settle_run *out) {
   sqlite3_stmt *s;
   int64_t status;
@@ -1125,6 +1194,7 @@ const tg__store_backend tg__store_sqlite = {
     .exact_get = conn_exact_get,
     .payid_get = conn_payid_get,
     .pass_get = conn_pass_get,
+    .session_get = conn_session_get,
     .run_open_get = conn_run_open_get,
     .run_items = conn_run_items,
     .lease_get = conn_lease_get,

@@ -500,6 +500,60 @@ static void test_pass_usage(void) {
   tg_store_close(st);
 }
 
+/* Sign-in nonces are single use and expire; sessions are found by their token's hash. */
+static void test_auth_nonces_sessions(void) {
+  char path[256];
+  tg_store *st = open_fresh(path, sizeof(path));
+  if (!st) return;
+  int64_t now = tg__store_now_ms();
+  tg_store_op op;
+  memset(&op, 0, sizeof(op));
+  op.kind = TG_STORE_OP_NONCE_PUT;
+  strcpy(op.u.nonce.nonce, "n0nce0000000A");
+  op.u.nonce.expires_at = now + 300000;
+  CHECK_OK(tg_store_write(st, &op, 1));
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_EEXISTS); /* issued twice: refused */
+  op.kind = TG_STORE_OP_NONCE_USE;
+  CHECK_OK(tg_store_write(st, &op, 1));
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_ESIWE_NONCE);  /* used: refused */
+  strcpy(op.u.nonce.nonce, "neverIssued1");
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_ESIWE_NONCE);  /* unknown */
+  op.kind = TG_STORE_OP_NONCE_PUT;
+  strcpy(op.u.nonce.nonce, "expired00001");
+  op.u.nonce.expires_at = now - 1;
+  CHECK_OK(tg_store_write(st, &op, 1));
+  op.kind = TG_STORE_OP_NONCE_USE;
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_ESIWE_NONCE);  /* expired */
+  strcpy(op.u.nonce.nonce, "bad-nonce!");
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_EINVAL);
+  /* a session, and a nonce consumed in the same submission */
+  tg_store_op two[2];
+  memset(two, 0, sizeof two);
+  two[0].kind = TG_STORE_OP_NONCE_PUT;
+  strcpy(two[0].u.nonce.nonce, "pairNonce0001");
+  two[0].u.nonce.expires_at = now + 300000;
+  CHECK_OK(tg_store_write(st, two, 1));
+  two[0].kind = TG_STORE_OP_NONCE_USE;
+  two[1].kind = TG_STORE_OP_SESSION_PUT;
+  memset(two[1].u.session.token_hash.b, 0x5a, 32);
+  two[1].u.session.address = addr(0xe1);
+  two[1].u.session.expires_at = now + 3600000;
+  CHECK_OK(tg_store_write(st, two, 2));
+  /* replayed: the nonce fails, so the second session is not written either */
+  memset(two[1].u.session.token_hash.b, 0x5b, 32);
+  CHECK_ERR(tg_store_write(st, two, 2), TG_ESIWE_NONCE);
+  tg_store_session ss;
+  tg_hash th;
+  memset(th.b, 0x5a, 32);
+  CHECK_OK(tg_store_session_get(st, &th, &ss));
+  tg_address want = addr(0xe1);
+  CHECK_MEM(ss.address.b, want.b, 20);
+  CHECK_INT(ss.expires_at, now + 3600000);
+  memset(th.b, 0x5b, 32);
+  CHECK_ERR(tg_store_session_get(st, &th, &ss), TG_ENOTFOUND);
+  tg_store_close(st);
+}
+
 typedef struct {
   int n;
   tg_store_settle_item items[8];

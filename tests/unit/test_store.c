@@ -69,15 +69,15 @@ static void test_migrations(void) {
   db_path(uri, sizeof(uri), path, sizeof(path));
   int applied = -1;
   CHECK_OK(tg_store_migrate(uri, &applied));
-  CHECK_INT(applied, 2);
+  CHECK_INT(applied, 3);
   CHECK_OK(tg_store_migrate(uri, &applied));
   CHECK_INT(applied, 0); /* re-running is a no-op */
   tg_store *st;
   CHECK_OK(tg_store_open(&st, uri, NULL));
   int cur, latest;
   CHECK_OK(tg_store_schema_version(st, &cur, &latest));
-  CHECK_INT(cur, 2);
-  CHECK_INT(latest, 2);
+  CHECK_INT(cur, 3);
+  CHECK_INT(latest, 3);
   tg_store_close(st);
 
   /* One row per migration, each applied once. */
@@ -87,9 +87,9 @@ static void test_migrations(void) {
   CHECK(sqlite3_prepare_v2(db, "SELECT count(*), min(version), max(version) FROM schema_version",
                            -1, &s, NULL) == SQLITE_OK);
   CHECK(sqlite3_step(s) == SQLITE_ROW);
-  CHECK_INT(sqlite3_column_int(s, 0), 2);
+  CHECK_INT(sqlite3_column_int(s, 0), 3);
   CHECK_INT(sqlite3_column_int(s, 1), 1);
-  CHECK_INT(sqlite3_column_int(s, 2), 2);
+  CHECK_INT(sqlite3_column_int(s, 2), 3);
   sqlite3_finalize(s);
   /* WAL mode is persistent in the file. */
   CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL) == SQLITE_OK);
@@ -486,6 +486,7 @@ int main(void) {
   RUN(test_exact);
   RUN(test_payid);
   RUN(test_pass_usage);
+  RUN(test_auth_nonces_sessions);
   RUN(test_settle_journal);
   RUN(test_leases);
   RUN(test_reads_and_totals);

@@ -93,7 +93,7 @@ static void test_pg_migrations(void) {
     CHECK_OK(a[i].rc);
     total += a[i].applied;
   }
-  CHECK_INT(total, 2);
+  CHECK_INT(total, 3);
   int applied = -1;
   CHECK_OK(tg_store_migrate(uri, &applied));
   CHECK_INT(applied, 0);
@@ -101,12 +101,12 @@ static void test_pg_migrations(void) {
   CHECK_OK(tg_store_open(&st, uri, NULL));
   int cur, latest;
   CHECK_OK(tg_store_schema_version(st, &cur, &latest));
-  CHECK_INT(cur, 2);
-  CHECK_INT(latest, 2);
+  CHECK_INT(cur, 3);
+  CHECK_INT(latest, 3);
   tg_store_close(st);
   /* One row per migration. */
   CHECK_OK(sql(uri,
-               "DO $$ BEGIN IF (SELECT count(*) FROM schema_version) <> 2 OR (SELECT min(version) "
+               "DO $$ BEGIN IF (SELECT count(*) FROM schema_version) <> 3 OR (SELECT min(version) "
                "FROM schema_version) <> 1 THEN RAISE EXCEPTION 'bad versions'; END IF; END $$",
                err, sizeof(err)));
   /* A newer schema is refused, not trampled. */
@@ -121,7 +121,7 @@ static void test_pg_migrations(void) {
   tg_store_options o = {.no_migrate = 1};
   CHECK_ERR(tg_store_open(&st, uri2, &o), TG_ESTORE_SCHEMA);
   CHECK_OK(tg_store_migrate(uri2, &applied));
-  CHECK_INT(applied, 2);
+  CHECK_INT(applied, 3);
   CHECK_OK(tg_store_open(&st, uri2, &o));
   tg_store_close(st);
   /* A failed migration leaves nothing half-done: the table it would create is absent. */
@@ -739,6 +739,7 @@ int main(void) {
   RUN(test_exact);
   RUN(test_payid);
   RUN(test_pass_usage);
+  RUN(test_auth_nonces_sessions);
   RUN(test_settle_journal);
   RUN(test_leases);
   RUN(test_reads_and_totals);
