@@ -1,4 +1,4 @@
-/* `tollgate pay` (a paid HTTP request, like curl) and `tollgate channel open|add|status|list`. */
+/* `tollgate pay` (a paid HTTP request, like curl), `tollgate proxy` and `tollgate channel ...`. */
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -320,6 +320,9 @@ int cmd_pay(int argc, char **argv) {
     fflush(stdout);
     if (rc) {
       ret = cli_fail_err(cmd, rc, "%s%s%s", url, r.error[0] ? ": " : "", r.error);
+      if (r.paid && (rc == TG_ECLIENT_HTTP || (r.status >= 500 && rc == 0)))
+        fprintf(stderr, "%s: the payment was sent and may have been charged: repeat the same "
+                        "request with --payment-id %s to be answered once\n", cmd, r.payment_id);
     } else {
       if (r.paid) print_charge(&r);
       if (r.status >= 400) ret = cli_fail(cmd, "%s: HTTP %ld", url, r.status);
@@ -347,6 +350,67 @@ int cmd_pay(int argc, char **argv) {
   }
   tg_client_close(c);
   return ret;
+}
+
+/* ---- tollgate proxy --------------------------------------------------------------- */
+
+int cmd_proxy(int argc, char **argv) {
+  const char *cmd = argv[0];
+  payer_opts p;
+  payer_defaults(&p);
+  const char *listen = NULL, *target = NULL;
+  uint64_t timeout_s = 600, max_calls = 256;
+  int verbose = 0;
+  for (int i = 1; i < argc;) {
+    int k = payer_opt(cmd, &p, argc, argv, &i);
+    if (k < 0) return 1;
+    if (k) continue;
+    int missing = 0;
+    const char *v;
+    if ((v = take(argc, argv, &i, "--listen", &missing)) != NULL) {
+      listen = v;
+    } else if (!missing && (v = take(argc, argv, &i, "--target", &missing)) != NULL) {
+      target = v;
+    } else if (!missing && (v = take(argc, argv, &i, "--timeout", &missing)) != NULL) {
+      if (parse_count(cmd, "--timeout", v, 86400, &timeout_s)) return 1;
+    } else if (!missing && (v = take(argc, argv, &i, "--max-calls", &missing)) != NULL) {
+      if (parse_count(cmd, "--max-calls", v, 4096, &max_calls)) return 1;
+    } else if (missing) {
+      return cli_fail(cmd, "%s needs a value", argv[i]);
+    } else if (strcmp(argv[i], "-v") == 0) {
+      verbose = 1;
+      i++;
+    } else if (argv[i][0] == '-') {
+      return cli_fail(cmd, "unknown option '%s'", argv[i]);
+    } else {
+      return cli_fail(cmd, "unexpected argument '%s'", argv[i]);
+    }
+  }
+  if (!listen || !target) return cli_usage(cmd);
+  if (strncmp(target, "http://", 7) != 0 && strncmp(target, "https://", 8) != 0)
+    return cli_fail(cmd, "--target '%s' is not an http:// or https:// URL", target);
+  if (verbose) p.o.log = stderr;
+  p.o.timeout_ms = (long)timeout_s * 1000;
+  tg_client *c;
+  if (payer_open(cmd, &p, &c)) return 1;
+  tg_client_proxy_opts po;
+  memset(&po, 0, sizeof po);
+  po.listen = listen;
+  po.target = target;
+  po.max_calls = (unsigned)max_calls;
+  po.log = stderr;
+  int rc = tg_client_proxy_run(c, &po);
+  if (rc == TG_ECANCELED) {
+    fflush(NULL);
+    _exit(1); /* calls still run on the client: do not close it under them */
+  }
+  tg_client_close(c);
+  if (rc == TG_EPERM)
+    return cli_fail(cmd, "--listen %s: only loopback addresses (127.0.0.1, [::1]) are allowed: "
+                         "whoever can connect spends your money", listen);
+  if (rc == TG_EINVAL) return cli_fail(cmd, "--listen '%s' is not HOST:PORT", listen);
+  if (rc) return cli_fail_err(cmd, rc, "--listen %s", listen);
+  return 0;
 }
 
 /* ---- tollgate channel ----------------------------------------------------------- */

@@ -424,15 +424,25 @@ const tg_seckey *tg_client__key(const tg_client *c) { return c->key; }
 
 /* ---- HTTP ------------------------------------------------------------------- */
 
+#define HEAD_MAX ((size_t)64 << 10)
+
 typedef struct {
   long status;
   tg_buf body;
+  tg_buf head;     /* header lines of the current response */
   char *required;  /* PAYMENT-REQUIRED (malloc) */
   char *response;  /* PAYMENT-RESPONSE (malloc) */
+  const tg_client_sink *sink;
+  long cur_status; /* from the status line of the response being read */
+  int sse;         /* Content-Type: text/event-stream */
+  int streaming;   /* the sink took the head; body bytes go to it */
+  int aborted;     /* the sink asked to stop */
+  tg_client__sse tr; /* the `: x402-charge` trailer of a stream */
 } http_answer;
 
 static void answer_cleanup(http_answer *a) {
   tg_buf_cleanup(&a->body);
+  tg_buf_cleanup(&a->head);
   free(a->required);
   free(a->response);
   memset(a, 0, sizeof *a);
@@ -440,7 +450,16 @@ static void answer_cleanup(http_answer *a) {
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg) {
   http_answer *a = arg;
-  return tg_buf_append(&a->body, p, size * n) == 0 ? size * n : 0;
+  size_t len = size * n;
+  if (a->sse) tg_client__sse_feed(&a->tr, p, len);
+  if (a->streaming) {
+    if (a->sink->on_body && a->sink->on_body(a->sink->arg, p, len) != 0) {
+      a->aborted = 1;
+      return 0;
+    }
+    return len;
+  }
+  return tg_buf_append(&a->body, p, len) == 0 ? len : 0;
 }
 
 static char *header_value(const char *line, size_t len, const char *name) {
@@ -460,7 +479,36 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg) {
     free(a->required);
     free(a->response);
     a->required = a->response = NULL;
+    tg_buf_reset(&a->head);
+    a->sse = 0;
+    a->cur_status = 0;
+    const char *sp = memchr(p, ' ', len);
+    if (sp && (size_t)(sp - p) + 4 <= len) {
+      long st = 0;
+      for (int k = 1; k <= 3; k++) {
+        char d = sp[k];
+        if (d < '0' || d > '9') {
+          st = 0;
+          break;
+        }
+        st = st * 10 + (d - '0');
+      }
+      a->cur_status = st;
+    }
+    return len;
   }
+  if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) { /* the end of the head */
+    if (a->sink && !a->streaming && a->cur_status >= 200 && a->cur_status < 300) {
+      a->streaming = 1;
+      if (a->sink->on_head &&
+          a->sink->on_head(a->sink->arg, a->cur_status, (const char *)a->head.data, a->head.len)) {
+        a->aborted = 1;
+        return 0;
+      }
+    }
+    return len;
+  }
+  if (tg_buf_append(&a->head, p, len) != 0) return 0;
   char *v;
   if ((v = header_value(p, len, "payment-required")) != NULL) {
     free(a->required);
@@ -468,13 +516,31 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg) {
   } else if ((v = header_value(p, len, "payment-response")) != NULL) {
     free(a->response);
     a->response = v;
+  } else if ((v = header_value(p, len, "content-type")) != NULL) {
+    a->sse = strncasecmp(v, "text/event-stream", 17) == 0;
+    free(v);
   }
   return len;
+}
+
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
+  (void)dt;
+  (void)dn;
+  (void)ut;
+  (void)un;
+  http_answer *a = arg;
+  if (a->sink->cancelled(a->sink->arg)) {
+    a->aborted = 1;
+    return 1;
+  }
+  return 0;
 }
 
 static int http_do(tg_client *c, http_answer *a, const tg_client_request *req, const char *payment) {
   memset(a, 0, sizeof *a);
   tg_buf_init(&a->body, BODY_MAX);
+  tg_buf_init(&a->head, HEAD_MAX);
+  a->sink = req->sink;
   CURL *h = curl_easy_init();
   if (!h) return TG_ENOMEM;
   struct curl_slist *hl = NULL;
@@ -508,8 +574,15 @@ static int http_do(tg_client *c, http_answer *a, const tg_client_request *req, c
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
   }
   if (req->method) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
+  if (req->method && strcmp(req->method, "HEAD") == 0) curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+  if (req->sink && req->sink->cancelled) {
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, a);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+  }
   CURLcode cc = curl_easy_perform(h);
   if (cc != CURLE_OK) {
+    if (a->aborted) logf_(c, "* the receiver of the answer went away");
     logf_(c, "* HTTP error: %s", curl_easy_strerror(cc));
     rc = TG_ECLIENT_HTTP;
   } else {
@@ -832,6 +905,7 @@ static int correction_adopt(tg_client *c, const correction *k) {
 void tg_client_response_cleanup(tg_client_response *r) {
   if (!r) return;
   tg_buf_cleanup(&r->body);
+  tg_buf_cleanup(&r->head);
   memset(r, 0, sizeof *r);
 }
 
@@ -839,7 +913,11 @@ static void take_body(tg_client_response *out, http_answer *a) {
   tg_buf_cleanup(&out->body);
   out->body = a->body;
   tg_buf_init(&a->body, BODY_MAX);
+  tg_buf_cleanup(&out->head);
+  out->head = a->head;
+  tg_buf_init(&a->head, HEAD_MAX);
   out->status = a->status;
+  out->streamed = a->streaming;
 }
 
 static void log_header(tg_client *c, const char *name, const char *b64) {
@@ -1047,6 +1125,7 @@ static void maybe_open(tg_client *c, const tg_x402_required_info *info) {
 int tg_client_fetch(tg_client *c, tg_client_response *out, const tg_client_request *req) {
   memset(out, 0, sizeof *out);
   tg_buf_init(&out->body, BODY_MAX);
+  tg_buf_init(&out->head, HEAD_MAX);
   if (!req || !req->url) return TG_EINVAL;
   if (req->payment_id && !valid_payid(req->payment_id)) return TG_EINVAL;
   if (req->payment_id)
@@ -1074,7 +1153,10 @@ int tg_client_fetch(tg_client *c, tg_client_response *out, const tg_client_reque
     goto paid;
   }
   rc = http_do(c, &a, req, NULL);
-  if (rc) goto done_a;
+  if (rc) {
+    out->streamed = a.streaming;
+    goto done_a;
+  }
   logf_(c, "< %ld (unpaid)", a.status);
   if (a.status != 402 || !a.required) {
     take_body(out, &a);
@@ -1106,15 +1188,33 @@ paid:
   header = NULL;
   if (rc) {
     /* The gateway may have charged: keep the reservation and the header for a retry. */
+    out->streamed = a.streaming;
     (void)settle(c, &at, out->payment_id, NULL, NULL, 1, NULL);
     goto done_a;
   }
   logf_(c, "< %ld (paid)", a.status);
-  if (a.response) {
-    log_header(c, "PAYMENT-RESPONSE", a.response);
+  if (a.response || (a.status >= 200 && a.status < 300 && a.tr.found)) {
     tg_x402_settle_response sr;
     char why[128];
-    rc = tg_x402_settle_response_decode(&sr, why, sizeof why, a.response, strlen(a.response));
+    if (a.response) {
+      log_header(c, "PAYMENT-RESPONSE", a.response);
+      rc = tg_x402_settle_response_decode(&sr, why, sizeof why, a.response, strlen(a.response));
+    } else {
+      /* A stream: its charge is the `: x402-charge` trailer (docs/PROTOCOL.md 3.6). */
+      char d[TG_U256_DEC_MAX];
+      tg_u256_to_dec(&a.tr.charged, d);
+      logf_(c, "* stream trailer: charged %s", d);
+      memset(&sr, 0, sizeof sr);
+      sr.success = 1;
+      sr.has_charged = 1;
+      sr.charged = a.tr.charged;
+      if (at.scheme == TG_X402_CHANNEL && at.in_flight && a.tr.has_cum) {
+        sr.has_channel = 1;
+        sr.channel_id = at.channel;
+        sr.channel_charged_cumulative = a.tr.cum;
+      }
+      out->trailer = 1;
+    }
     if (rc || !sr.success || !sr.has_charged) {
       (void)settle(c, &at, out->payment_id, NULL, NULL, 1, NULL);
       take_body(out, &a);

@@ -67,6 +67,24 @@ void tg_client_payer(const tg_client *c, tg_address *out);
 #define TG_CLIENT_MAX_HEADERS 64
 #define TG_CLIENT_PAYID_MAX 64
 
+/*
+ * Streaming: with a sink, the body of the answer that ends the call, when it
+ * is a 2xx, is handed to on_body as it arrives rather than kept in the
+ * response (a server-sent-events answer passes through chunk by chunk).
+ * on_head runs once before the first body byte with the status and the raw
+ * header lines ("Name: value\r\n" each, no status line). A callback that
+ * returns nonzero aborts the transfer (the client went away). Non-2xx
+ * answers (refusals, 402s) are buffered as without a sink. The callbacks
+ * run on the calling thread.
+ */
+typedef struct {
+  int (*on_head)(void *arg, long status, const char *head, size_t head_len);
+  int (*on_body)(void *arg, const void *data, size_t len);
+  /* Polled while waiting for an answer: nonzero aborts the exchange (may be NULL). */
+  int (*cancelled)(void *arg);
+  void *arg;
+} tg_client_sink;
+
 typedef struct {
   const char *method;                  /* NULL: GET, or POST with a body */
   const char *url;
@@ -80,11 +98,15 @@ typedef struct {
    * again (stored with the state), so the gateway charges it once.
    */
   const char *payment_id;
+  const tg_client_sink *sink;          /* NULL: buffer the body in the response */
 } tg_client_request;
 
 typedef struct {
   long status;
-  tg_buf body;
+  tg_buf body;                         /* empty when streamed to a sink */
+  tg_buf head;                         /* the answer's header lines, "Name: value\r\n" each */
+  int streamed;                        /* the body went to the sink (on_head was called) */
+  int trailer;                         /* the charge came from a `: x402-charge` SSE trailer */
   int paid;                            /* a payment was sent */
   int replayed;                        /* the payment was a stored one (same id) */
   tg_x402_scheme scheme;
@@ -104,6 +126,35 @@ typedef struct {
 TG_WARN_UNUSED_RESULT int tg_client_fetch(tg_client *c, tg_client_response *out,
                                           const tg_client_request *req);
 void tg_client_response_cleanup(tg_client_response *r);
+
+/*
+ * The local paying proxy (`tollgate proxy`): an HTTP server on a loopback
+ * address that forwards every request, path and query appended to `target`,
+ * through tg_client_fetch on a thread of its own (many calls in parallel on
+ * one channel), and streams 2xx answers back chunk by chunk. Refusals the
+ * client makes itself (a cap, no scheme) are answered with an
+ * OpenAI-style JSON error and the error's HTTP status. An `Idempotency-Key`
+ * or `X-Payment-Id` request header that is a valid payment-identifier is used
+ * as the call's id, so a client that retries with the same key pays once.
+ * Non-loopback listen addresses are refused (TG_EPERM): whoever can connect
+ * spends the payer's money.
+ */
+typedef struct {
+  const char *listen;      /* "127.0.0.1:PORT" ("[::1]:PORT", "localhost:PORT"); port 0: any */
+  const char *target;      /* http(s)://host[:port][/base] */
+  size_t max_body;         /* request body limit, default 16 MiB (413 beyond) */
+  unsigned max_calls;      /* calls in flight, default 256 (503 beyond) */
+  FILE *log;               /* the listening line and one line per call, or NULL */
+  void (*on_ready)(void *arg, unsigned port); /* once listening (optional) */
+  void *arg;
+} tg_client_proxy_opts;
+
+/*
+ * Runs until SIGINT or SIGTERM, then waits for the calls in flight and
+ * returns 0. A second signal returns TG_ECANCELED at once, with calls still
+ * running on c: the caller must then exit without tg_client_close.
+ */
+TG_WARN_UNUSED_RESULT int tg_client_proxy_run(tg_client *c, const tg_client_proxy_opts *o);
 
 /* A channel the client knows (as kept in state.json). */
 typedef struct {

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "client/client_int.h"
 #include "tg_test.h"
 #include "tollgate/address.h"
 #include "tollgate/channel.h"
@@ -146,6 +147,33 @@ static void test_corrupt_state(void) {
   cleanup_dir();
 }
 
+/* The stream trailer is found however the bytes are split; data lines and bad trailers are not. */
+static void test_sse_trailer(void) {
+  static const char stream[] =
+      "data: {\"choices\":[{\"delta\":{\"content\":\": x402-charge {}\"}}]}\n\n"
+      ": keep-alive\r\n"
+      ": x402-charge {\"chargedAmount\":-1}\n"
+      ": x402-charge {\"chargedAmount\":\"1234\",\"chargedCumulativeAmount\":\"51234\"}\r\n\r\n";
+  for (size_t piece = 1; piece <= sizeof stream; piece++) {
+    tg_client__sse s;
+    memset(&s, 0, sizeof s);
+    for (size_t off = 0; off < sizeof stream - 1; off += piece) {
+      size_t n = sizeof stream - 1 - off < piece ? sizeof stream - 1 - off : piece;
+      tg_client__sse_feed(&s, stream + off, n);
+    }
+    char d[TG_U256_DEC_MAX] = "", e[TG_U256_DEC_MAX] = "";
+    if (s.found) tg_u256_to_dec(&s.charged, d);
+    if (s.has_cum) tg_u256_to_dec(&s.cum, e);
+    CHECKF(s.found && strcmp(d, "1234") == 0 && s.has_cum && strcmp(e, "51234") == 0,
+           "piece %zu: found %d charged %s cumulative %s", piece, s.found, d, e);
+  }
+  tg_client__sse s;
+  memset(&s, 0, sizeof s);
+  static const char none[] = "data: : x402-charge {\"chargedAmount\":\"5\"}\n: x402-charge {\"chargedAmount\":\"5\"";
+  tg_client__sse_feed(&s, none, sizeof none - 1); /* the comment is not ended by a newline */
+  CHECK(!s.found);
+}
+
 int main(void) {
   if (sodium_init() < 0) return 1;
   if (tg_secp_init() != 0) return 1;
@@ -154,6 +182,7 @@ int main(void) {
     return 1;
   RUN(test_channel_add_persists);
   RUN(test_corrupt_state);
+  RUN(test_sse_trailer);
   tg_seckey_free(key);
   return tgt_done();
 }
