@@ -1,4 +1,4 @@
-/* `tollgate pay` (a paid HTTP request, like curl), `tollgate proxy` and `tollgate channel ...`. */
+/* `tollgate pay` (a paid HTTP request, like curl), `tollgate proxy`, `tollgate channel ...` and `tollgate pass ...`. */
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -10,6 +10,8 @@
 #include "cli/commands.h"
 #include "tollgate/address.h"
 #include "tollgate/client.h"
+#include "tollgate/client_pass.h"
+#include "tollgate/deploy.h"
 #include "tollgate/error.h"
 #include "tollgate/hex.h"
 #include "tollgate/keystore.h"
@@ -111,6 +113,11 @@ static int payer_opt(const char *cmd, payer_opts *p, int argc, char **argv, int 
     ++*i;
     return 1;
   }
+  if (strcmp(argv[*i], "--gasless") == 0) {
+    p->o.gasless = 1;
+    ++*i;
+    return 1;
+  }
   if (strcmp(argv[*i], "--no-channel") == 0) {
     p->o.allow_channel = 0;
     ++*i;
@@ -128,8 +135,8 @@ static void payer_defaults(payer_opts *p) {
   p->o.allow_channel = 1;
 }
 
-/* Loads the key and opens the client; prints the reason on failure. */
-static int payer_open(const char *cmd, payer_opts *p, tg_client **out) {
+/* Loads the payer key (--private-key, or --keystore with its password); prints the reason on failure. */
+static int payer_key(const char *cmd, payer_opts *p, tg_seckey **out) {
   *out = NULL;
   int rc = tg_secp_init();
   if (rc) return cli_fail_err(cmd, rc, "secp256k1");
@@ -176,6 +183,16 @@ static int payer_open(const char *cmd, payer_opts *p, tg_client **out) {
     tg_seckey_free(key);
     return cli_fail(cmd, "a key is required: --private-key or --keystore");
   }
+  *out = key;
+  return 0;
+}
+
+/* Loads the key and opens the client; prints the reason on failure. */
+static int payer_open(const char *cmd, payer_opts *p, tg_client **out) {
+  *out = NULL;
+  tg_seckey *key;
+  if (payer_key(cmd, p, &key)) return 1;
+  int rc;
   if (!p->state_dir) {
     const char *home = getenv("HOME");
     snprintf(p->state_buf, sizeof p->state_buf, "%s/.tollgate", home && *home ? home : ".");
@@ -425,9 +442,105 @@ static void print_channel(const tg_client_channel *ch) {
   tg_u256_to_dec(&ch->deposit, dep);
   tg_u256_to_dec(&ch->charged, chg);
   tg_u256_to_dec(&ch->signed_max, sig);
-  printf("%s chain=%llu contract=%s receiver=%s token=%s deposit=%s charged=%s signed=%s\n", id,
+  printf("%s chain=%llu contract=%s receiver=%s token=%s deposit=%s charged=%s signed=%s", id,
          (unsigned long long)ch->chain_id, con, rcv, tok, dep, chg, sig);
+  if (!tg_u256_is_zero(&ch->pending_deposit)) {
+    char pd[TG_U256_DEC_MAX];
+    tg_u256_to_dec(&ch->pending_deposit, pd);
+    printf(" pending_deposit=%s", pd);
+  }
+  if (ch->withdraw_at) printf(" withdrawing=finalizable_at_%llu", (unsigned long long)ch->withdraw_at);
+  printf("\n");
 }
+
+/* Parses a channel id argument. */
+static int parse_id(const char *cmd, const char *s, tg_hash *id) {
+  if (tg_hex_decode_exact(id->b, 32, s, strlen(s)))
+    return cli_fail(cmd, "channel id '%s' is not 32 bytes of hex", s);
+  return 0;
+}
+
+/*
+ * `tollgate channel topup --deposit N ID`, `withdraw [--amount N] ID`, `finalize ID`:
+ * the payer's on-chain operations on a known channel.
+ */
+static int channel_onchain_cmd(int argc, char **argv, int what) {
+  const char *cmd = argv[0];
+  payer_opts p;
+  payer_defaults(&p);
+  const char *id_s = NULL, *amt_s = NULL;
+  for (int i = 1; i < argc;) {
+    int k = payer_opt(cmd, &p, argc, argv, &i);
+    if (k < 0) return 1;
+    if (k) continue;
+    int missing = 0;
+    const char *v;
+    if ((v = take(argc, argv, &i, what == 0 ? "--deposit" : "--amount", &missing)) != NULL) {
+      if (what == 2) return cli_fail(cmd, "unknown option '%s'", argv[i - 2]);
+      amt_s = v;
+    } else if (missing) {
+      return cli_fail(cmd, "%s needs a value", argv[i]);
+    } else if (argv[i][0] == '-') {
+      return cli_fail(cmd, "unknown option '%s'", argv[i]);
+    } else if (!id_s) {
+      id_s = argv[i++];
+    } else {
+      return cli_fail(cmd, "unexpected argument '%s'", argv[i]);
+    }
+  }
+  if (!id_s || (what == 0 && !amt_s)) return cli_usage(cmd);
+  tg_hash id;
+  tg_u256 amt;
+  if (parse_id(cmd, id_s, &id)) return 1;
+  if (amt_s && parse_amount(cmd, what == 0 ? "--deposit" : "--amount", amt_s, &amt)) return 1;
+  if (amt_s && tg_u256_is_zero(&amt)) return cli_fail(cmd, "the amount must be above 0");
+  tg_client *c;
+  if (payer_open(cmd, &p, &c)) return 1;
+  const char *rpc_url = p.o.rpc_url;
+  int ret = 0, rc;
+  tg_client_channel ch;
+  tg_u256 paid;
+  char d[TG_U256_DEC_MAX];
+  if (!rpc_url || !*rpc_url) {
+    ret = cli_fail(cmd, "--rpc-url or ETH_RPC_URL is required");
+  } else if (what == 0) {
+    rc = tg_client_channel_topup(c, &ch, rpc_url, &id, &amt);
+    if (rc == TG_ENOTFOUND) ret = cli_fail(cmd, "no channel %s in %s", id_s, p.state_dir);
+    else if (rc) ret = cli_fail_err(cmd, rc, "topping up %s (approve + deposit)", id_s);
+    else print_channel(&ch);
+  } else if (what == 1) {
+    rc = tg_client_channel_withdraw(c, &ch, rpc_url, &id, amt_s ? &amt : NULL);
+    if (rc == TG_ENOTFOUND) ret = cli_fail(cmd, "no channel %s in %s", id_s, p.state_dir);
+    else if (rc == TG_ECHANNEL_SHORT) ret = cli_fail(cmd, "%s: nothing left to withdraw (all claimed)", id_s);
+    else if (rc) ret = cli_fail_err(cmd, rc, "starting the withdrawal of %s", id_s);
+    else {
+      print_channel(&ch);
+      fprintf(stderr, "withdrawal started: finalizable at %llu (Unix time), with `tollgate channel finalize %s`; "
+                      "the gateway may claim what it charged until then\n",
+              (unsigned long long)ch.withdraw_at, id_s);
+    }
+  } else {
+    rc = tg_client_channel_finalize(c, &ch, rpc_url, &id, &paid);
+    if (rc == TG_EBUSY)
+      ret = cli_fail(cmd, "%s: the withdrawal is not finalizable before %llu (Unix time): try again then",
+                     id_s, (unsigned long long)ch.withdraw_at);
+    else if (rc == TG_ENOTFOUND)
+      ret = cli_fail(cmd, "%s: no such channel in %s, or no withdrawal pending (start one with `channel withdraw`)",
+                     id_s, p.state_dir);
+    else if (rc) ret = cli_fail_err(cmd, rc, "finalizing the withdrawal of %s", id_s);
+    else {
+      tg_u256_to_dec(&paid, d);
+      print_channel(&ch);
+      fprintf(stderr, "withdrawn %s back to the payer\n", d);
+    }
+  }
+  tg_client_close(c);
+  return ret;
+}
+
+int cmd_channel_topup(int argc, char **argv) { return channel_onchain_cmd(argc, argv, 0); }
+int cmd_channel_withdraw(int argc, char **argv) { return channel_onchain_cmd(argc, argv, 1); }
+int cmd_channel_finalize(int argc, char **argv) { return channel_onchain_cmd(argc, argv, 2); }
 
 /*
  * `tollgate channel add --salt 0x.. --deposit N <URL>` registers a channel opened on-chain;
@@ -531,3 +644,231 @@ static int channel_show(int argc, char **argv, int one) {
 
 int cmd_channel_list(int argc, char **argv) { return channel_show(argc, argv, 0); }
 int cmd_channel_status(int argc, char **argv) { return channel_show(argc, argv, 1); }
+
+/* ---- tollgate pass ------------------------------------------------------------------- */
+
+/* What every pass command reads: the contract, the plan, the endpoint, and maybe a key. */
+typedef struct {
+  payer_opts p;
+  tg_address passes;
+  uint64_t plan;
+  uint64_t periods;
+  const char *to_s, *for_s, *until_s;
+  const char *who_s;
+} pass_args;
+
+static int parse_duration_s(const char *s, uint64_t *out) {
+  char *end = NULL;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (!*s || *s == '-' || end == s) return -1;
+  uint64_t mul = 1;
+  if (*end == 's') mul = 1, end++;
+  else if (*end == 'm') mul = 60, end++;
+  else if (*end == 'h') mul = 3600, end++;
+  else if (*end == 'd') mul = 86400, end++;
+  if (*end || v == 0 || v > 100ull * 365 * 86400 / mul) return -1;
+  *out = v * mul;
+  return 0;
+}
+
+/* Parses the shared options; `what` names the command's own ones (to, for, until, periods, who). */
+static int pass_parse(const char *cmd, pass_args *a, int argc, char **argv, const char *what) {
+  memset(a, 0, sizeof *a);
+  payer_defaults(&a->p);
+  a->periods = 1;
+  const char *dep = NULL, *passes = NULL, *plan = NULL;
+  for (int i = 1; i < argc;) {
+    int k = payer_opt(cmd, &a->p, argc, argv, &i);
+    if (k < 0) return 1;
+    if (k) continue;
+    int missing = 0;
+    const char *v;
+    if ((v = take(argc, argv, &i, "--deployment", &missing)) != NULL) {
+      dep = v;
+    } else if (!missing && (v = take(argc, argv, &i, "--passes", &missing)) != NULL) {
+      passes = v;
+    } else if (!missing && (v = take(argc, argv, &i, "--plan", &missing)) != NULL) {
+      plan = v;
+    } else if (!missing && strstr(what, "periods") && (v = take(argc, argv, &i, "--periods", &missing)) != NULL) {
+      if (parse_count(cmd, "--periods", v, 4294967295ull, &a->periods)) return 1;
+    } else if (!missing && strstr(what, "to") && (v = take(argc, argv, &i, "--to", &missing)) != NULL) {
+      a->to_s = v;
+    } else if (!missing && strstr(what, "for") && (v = take(argc, argv, &i, "--for", &missing)) != NULL) {
+      a->for_s = v;
+    } else if (!missing && strstr(what, "until") && (v = take(argc, argv, &i, "--until", &missing)) != NULL) {
+      a->until_s = v;
+    } else if (missing) {
+      return cli_fail(cmd, "%s needs a value", argv[i]);
+    } else if (argv[i][0] == '-') {
+      return cli_fail(cmd, "unknown option '%s'", argv[i]);
+    } else if (strstr(what, "who") && !a->who_s) {
+      a->who_s = argv[i++];
+    } else {
+      return cli_fail(cmd, "unexpected argument '%s'", argv[i]);
+    }
+  }
+  if (!plan) return cli_usage(cmd);
+  if (parse_count(cmd, "--plan", plan, UINT64_MAX >> 1, &a->plan)) return 1;
+  if (!a->p.o.rpc_url || !*a->p.o.rpc_url) {
+    const char *env = getenv("ETH_RPC_URL");
+    if (!env || !*env) return cli_fail(cmd, "--rpc-url or ETH_RPC_URL is required");
+    a->p.o.rpc_url = env;
+  }
+  if (passes) {
+    if (tg_address_parse(&a->passes, passes, strlen(passes)))
+      return cli_fail(cmd, "--passes '%s' is not an address", passes);
+  } else if (dep) {
+    tg_deployment d;
+    int rc = tg_deployment_load(&d, dep);
+    if (rc) return cli_fail_err(cmd, rc, "--deployment %s", dep);
+    a->passes = d.c[TG_CONTRACT_PASSES].address;
+  } else {
+    return cli_fail(cmd, "the passes contract is required: --deployment FILE or --passes 0xADDRESS");
+  }
+  return 0;
+}
+
+static int pass_address(const char *cmd, const char *name, const char *s, tg_address *out) {
+  if (!s) return cli_fail(cmd, "%s is required", name);
+  if (tg_address_parse(out, s, strlen(s))) return cli_fail(cmd, "%s '%s' is not an address", name, s);
+  return 0;
+}
+
+static void print_pass(const tg_address *who, uint64_t plan, const tg_client_pass_status *st) {
+  char w[TG_ADDRESS_HEX_LEN], h[TG_ADDRESS_HEX_LEN], d[TG_ADDRESS_HEX_LEN];
+  tg_address_to_checksum(who, w);
+  tg_address_to_checksum(&st->entitled_holder, h);
+  tg_address_to_checksum(&st->delegatee, d);
+  printf("%s plan=%llu holds=%s expires_at=%llu entitled=%s", w, (unsigned long long)plan,
+         st->holds ? "yes" : "no", (unsigned long long)st->expires_at, st->entitled ? "yes" : "no");
+  if (st->entitled) printf(" until=%llu via=%s", (unsigned long long)st->entitled_until, h);
+  if (!tg_address_is_zero(&st->delegatee))
+    printf(" delegated_to=%s delegated_until=%llu", d, (unsigned long long)st->delegated_until);
+  printf(" now=%llu\n", (unsigned long long)st->now);
+}
+
+static int pass_fail(const char *cmd, int rc, const char *why, const char *doing) {
+  if (rc == TG_ERPC_REVERTED && why[0]) return cli_fail(cmd, "%s: the contract refuses: %s", doing, why);
+  if (rc == TG_ENOTFOUND) return cli_fail(cmd, "%s: no such plan", doing);
+  return cli_fail_err(cmd, rc, "%s", doing);
+}
+
+/* `pass buy` and `pass renew`: purchase (renewal extends from the current expiry). */
+static int pass_buy_renew(int argc, char **argv, int renew) {
+  const char *cmd = argv[0];
+  pass_args a;
+  if (pass_parse(cmd, &a, argc, argv, renew ? "periods" : "periods for")) return 1;
+  tg_seckey *key;
+  if (payer_key(cmd, &a.p, &key)) return 1;
+  tg_address me, holder;
+  int rc = tg_seckey_address(&me, key);
+  holder = me;
+  if (!rc && a.for_s && pass_address(cmd, "--for", a.for_s, &holder)) {
+    tg_seckey_free(key);
+    return 1;
+  }
+  tg_client_pass_status before;
+  char why[160] = "";
+  if (!rc) rc = tg_client_pass_status_get(a.p.o.rpc_url, &a.passes, a.plan, &holder, &before);
+  if (!rc && renew && !before.holds) {
+    tg_seckey_free(key);
+    return cli_fail(cmd, "no pass of plan %llu to renew: buy one with `tollgate pass buy`",
+                    (unsigned long long)a.plan);
+  }
+  uint64_t expiry = 0;
+  if (!rc)
+    rc = tg_client_pass_buy(a.p.o.rpc_url, &a.passes, key, a.plan, &holder, (uint32_t)a.periods,
+                            &expiry, why, sizeof why);
+  tg_seckey_free(key);
+  if (rc) return pass_fail(cmd, rc, why, renew ? "renewing the pass" : "buying the pass");
+  tg_client_pass_status st;
+  if ((rc = tg_client_pass_status_get(a.p.o.rpc_url, &a.passes, a.plan, &holder, &st)) != 0)
+    return cli_fail_err(cmd, rc, "reading the pass");
+  print_pass(&holder, a.plan, &st);
+  fprintf(stderr, "%s: expiry %llu -> %llu\n", renew ? "renewed" : "bought",
+          (unsigned long long)before.expires_at, (unsigned long long)expiry);
+  return 0;
+}
+
+int cmd_pass_buy(int argc, char **argv) { return pass_buy_renew(argc, argv, 0); }
+int cmd_pass_renew(int argc, char **argv) { return pass_buy_renew(argc, argv, 1); }
+
+int cmd_pass_show(int argc, char **argv) {
+  const char *cmd = argv[0];
+  pass_args a;
+  if (pass_parse(cmd, &a, argc, argv, "who")) return 1;
+  tg_address who;
+  if (a.who_s) {
+    if (pass_address(cmd, "ADDRESS", a.who_s, &who)) return 1;
+  } else {
+    tg_seckey *key;
+    if (payer_key(cmd, &a.p, &key)) return 1;
+    int rc = tg_seckey_address(&who, key);
+    tg_seckey_free(key);
+    if (rc) return cli_fail_err(cmd, rc, "the key");
+  }
+  tg_client_pass_plan plan;
+  tg_client_pass_status st;
+  int rc = tg_client_pass_plan_get(a.p.o.rpc_url, &a.passes, a.plan, &plan);
+  if (!rc) rc = tg_client_pass_status_get(a.p.o.rpc_url, &a.passes, a.plan, &who, &st);
+  if (rc) return pass_fail(cmd, rc, "", "reading the pass");
+  print_pass(&who, a.plan, &st);
+  char tok[TG_ADDRESS_HEX_LEN], price[TG_U256_DEC_MAX];
+  tg_address_to_checksum(&plan.token, tok);
+  tg_u256_to_dec(&plan.price, price);
+  printf("plan %llu token=%s price=%s period=%llu quota=%llu supply=%u max_supply=%u transferable=%s active=%s\n",
+         (unsigned long long)a.plan, tok, price, (unsigned long long)plan.period,
+         (unsigned long long)plan.quota, plan.supply, plan.max_supply, plan.transferable ? "yes" : "no",
+         plan.active ? "yes" : "no");
+  return 0;
+}
+
+/* `pass transfer`, `pass delegate`, `pass revoke`: one transaction from the holder. */
+static int pass_holder_tx(int argc, char **argv, int what) {
+  const char *cmd = argv[0];
+  pass_args a;
+  if (pass_parse(cmd, &a, argc, argv, what == 0 ? "to" : what == 1 ? "to for until" : "")) return 1;
+  tg_address to;
+  memset(&to, 0, sizeof to);
+  if (what != 2 && pass_address(cmd, "--to", a.to_s, &to)) return 1;
+  uint64_t until = 0;
+  if (what == 1) {
+    if (!!a.for_s == !!a.until_s) return cli_fail(cmd, "give --for DURATION (e.g. 1h) or --until UNIX_TIME");
+    if (a.until_s && parse_count(cmd, "--until", a.until_s, UINT64_MAX >> 1, &until)) return 1;
+  }
+  tg_seckey *key;
+  if (payer_key(cmd, &a.p, &key)) return 1;
+  tg_address me;
+  int rc = tg_seckey_address(&me, key);
+  if (!rc && what == 1 && a.for_s) {
+    uint64_t d;
+    tg_client_pass_status now;
+    if (parse_duration_s(a.for_s, &d)) {
+      tg_seckey_free(key);
+      return cli_fail(cmd, "--for '%s' is not a duration (N, Ns, Nm, Nh or Nd)", a.for_s);
+    }
+    rc = tg_client_pass_status_get(a.p.o.rpc_url, &a.passes, a.plan, &me, &now);
+    until = now.now + d; /* from the chain's clock, which the contract compares with */
+  }
+  char why[160] = "";
+  if (!rc) {
+    if (what == 0) rc = tg_client_pass_transfer(a.p.o.rpc_url, &a.passes, key, a.plan, &to, why, sizeof why);
+    else if (what == 1)
+      rc = tg_client_pass_delegate(a.p.o.rpc_url, &a.passes, key, a.plan, &to, until, why, sizeof why);
+    else rc = tg_client_pass_revoke(a.p.o.rpc_url, &a.passes, key, a.plan, why, sizeof why);
+  }
+  tg_seckey_free(key);
+  if (rc)
+    return pass_fail(cmd, rc, why, what == 0 ? "transferring the pass" : what == 1 ? "delegating the pass"
+                                                                               : "revoking the delegation");
+  tg_client_pass_status st;
+  const tg_address *show = what == 0 ? &to : &me;
+  if ((rc = tg_client_pass_status_get(a.p.o.rpc_url, &a.passes, a.plan, show, &st)) != 0)
+    return cli_fail_err(cmd, rc, "reading the pass");
+  print_pass(show, a.plan, &st);
+  return 0;
+}
+
+int cmd_pass_transfer(int argc, char **argv) { return pass_holder_tx(argc, argv, 0); }
+int cmd_pass_delegate(int argc, char **argv) { return pass_holder_tx(argc, argv, 1); }
+int cmd_pass_revoke(int argc, char **argv) { return pass_holder_tx(argc, argv, 2); }

@@ -21,6 +21,7 @@
 #include "tollgate/channel.h"
 #include "tollgate/eip712.h"
 #include "tollgate/hex.h"
+#include "tollgate/keccak.h"
 #include "tollgate/u256.h"
 
 #define MAX_CHANNELS 64
@@ -32,6 +33,10 @@
 typedef struct {
   tg_client_channel ch;
   tg_x402_sig sig;      /* the voucher signature for signed_max */
+  /* A gasless deposit (ch.pending_deposit > 0): the authorization, resent until confirmed. */
+  uint64_t dep_after, dep_before;
+  tg_hash dep_salt;
+  tg_x402_sig dep_sig;
 } chan_rec;
 
 typedef struct {
@@ -65,6 +70,7 @@ typedef struct {
 typedef struct {
   tg_hash id;
   tg_u256 inflight;
+  int carrying_deposit; /* a call in flight carries the pending deposit */
 } flight;
 
 struct tg_client {
@@ -173,6 +179,20 @@ static int state_parse(state *s, const char *text, size_t len) {
       goto out;
     }
     r->sig.len = sl;
+    ch->withdraw_at = g_u64(v, "withdrawAt");
+    json_t *pd = json_object_get(v, "pendingDeposit");
+    if (pd) {
+      const char *ds = json_string_value(json_object_get(pd, "signature"));
+      size_t dl = 0;
+      if (g_u256(pd, "amount", &ch->pending_deposit) || g_hex(pd, "salt", r->dep_salt.b, 32) || !ds ||
+          tg_hex_decode(r->dep_sig.b, sizeof r->dep_sig.b, &dl, ds, strlen(ds), TG_HEX_PREFIX_REQUIRED)) {
+        rc = TG_ECLIENT_STATE;
+        goto out;
+      }
+      r->dep_sig.len = dl;
+      r->dep_after = g_u64(pd, "validAfter");
+      r->dep_before = g_u64(pd, "validBefore");
+    }
     s->n_ch++;
   }
   json_array_foreach(json_object_get(root, "payments"), i, v) {
@@ -239,6 +259,17 @@ static json_t *state_json(const state *s) {
     json_object_set_new(o, "charged", j_u256(&ch->charged));
     json_object_set_new(o, "signedMax", j_u256(&ch->signed_max));
     json_object_set_new(o, "signature", j_hex(s->ch[i].sig.b, s->ch[i].sig.len));
+    if (ch->withdraw_at) json_object_set_new(o, "withdrawAt", json_integer((json_int_t)ch->withdraw_at));
+    if (!tg_u256_is_zero(&ch->pending_deposit)) {
+      const chan_rec *r = &s->ch[i];
+      json_t *pd = json_object();
+      json_object_set_new(pd, "amount", j_u256(&ch->pending_deposit));
+      json_object_set_new(pd, "salt", j_hex(r->dep_salt.b, 32));
+      json_object_set_new(pd, "validAfter", json_integer((json_int_t)r->dep_after));
+      json_object_set_new(pd, "validBefore", json_integer((json_int_t)r->dep_before));
+      json_object_set_new(pd, "signature", j_hex(r->dep_sig.b, r->dep_sig.len));
+      json_object_set_new(o, "pendingDeposit", pd);
+    }
     json_array_append_new(chs, o);
   }
   json_object_set_new(root, "channels", chs);
@@ -709,7 +740,7 @@ static chan_rec *chan_match(tg_client *c, const tg_x402_requirements *t) {
         tg_address_eq(&ch->config.receiver, &t->pay_to) &&
         tg_address_eq(&ch->config.receiver_authorizer, &t->receiver_authorizer) &&
         tg_address_eq(&ch->config.token, &t->asset) &&
-        ch->config.withdraw_delay == t->withdraw_delay)
+        ch->config.withdraw_delay == t->withdraw_delay && !ch->withdraw_at)
       return &c->st.ch[i];
   }
   return NULL;
@@ -840,6 +871,85 @@ static int exact_payment(tg_client *c, tg_x402_payment *pm, const tg_x402_requir
   return 0;
 }
 
+/* The token's EIP-712 domain (EIP-3009) from the terms. */
+static int token_domain(tg_hash *dom, const tg_x402_requirements *t) {
+  tg_eip712_domain d;
+  memset(&d, 0, sizeof d);
+  d.fields = TG_EIP712_DOMAIN_STANDARD;
+  d.name = (tg_str){t->token_name, strlen(t->token_name)};
+  d.version = (tg_str){t->token_version, strlen(t->token_version)};
+  tg_u256_from_u64(&d.chain_id, t->chain_id);
+  d.verifying_contract = t->asset;
+  return tg_eip712_domain_separator(dom, &d);
+}
+
+#define DEPOSIT_VALIDITY 3600
+
+/*
+ * Signs a gasless deposit of `amount` into r's channel: an EIP-3009
+ * ReceiveWithAuthorization from the payer to the channel contract whose nonce
+ * is keccak256(channelId, salt) (TollgateChannels.depositAuthorizationNonce),
+ * valid for an hour. The amount counts in the deposit at once (vouchers may
+ * be signed against it) and stays pending until a paid answer confirms it.
+ */
+static int deposit_sign(tg_client *c, chan_rec *r, const tg_x402_requirements *t,
+                        const tg_u256 *amount) {
+  tg_client_channel *ch = &r->ch;
+  uint64_t now = (uint64_t)time(NULL);
+  tg_eip3009_authorization a;
+  a.from = c->payer;
+  a.to = ch->contract;
+  a.value = *amount;
+  tg_u256_from_u64(&a.valid_after, now > 600 ? now - 600 : 0);
+  tg_u256_from_u64(&a.valid_before, now + DEPOSIT_VALIDITY);
+  tg_hash salt;
+  randombytes_buf(salt.b, 32);
+  uint8_t pre[64];
+  memcpy(pre, ch->id.b, 32);
+  memcpy(pre + 32, salt.b, 32);
+  tg_keccak256(&a.nonce, pre, sizeof pre);
+  tg_hash dom;
+  tg_sig sig;
+  int rc = token_domain(&dom, t);
+  if (!rc) rc = tg_eip3009_receive_sign(&sig, c->key, &dom, &a);
+  if (rc) return rc;
+  tg_u256 dep;
+  int topup = tg_u256_is_zero(&ch->pending_deposit);
+  if (topup) {
+    if (tg_u256_add(&dep, &ch->deposit, amount)) return TG_ERANGE;
+    ch->deposit = dep;
+    ch->pending_deposit = *amount;
+  }
+  r->dep_salt = salt;
+  r->dep_after = now > 600 ? now - 600 : 0;
+  r->dep_before = now + DEPOSIT_VALIDITY;
+  memcpy(r->dep_sig.b, sig.b, 65);
+  r->dep_sig.len = 65;
+  char d[TG_U256_DEC_MAX];
+  tg_u256_to_dec(amount, d);
+  logf_(c, "* signed a gasless deposit of %s (EIP-3009 ReceiveWithAuthorization)", d);
+  return 0;
+}
+
+/* A new channel record for the terms (random salt, nothing deposited yet), in the state. */
+static chan_rec *chan_new(tg_client *c, const tg_x402_requirements *t) {
+  if (c->st.n_ch == MAX_CHANNELS) return NULL;
+  chan_rec r;
+  memset(&r, 0, sizeof r);
+  r.ch.chain_id = t->chain_id;
+  r.ch.contract = t->channel_contract;
+  r.ch.config.payer = c->payer;
+  r.ch.config.receiver = t->pay_to;
+  r.ch.config.receiver_authorizer = t->receiver_authorizer;
+  r.ch.config.token = t->asset;
+  r.ch.config.withdraw_delay = t->withdraw_delay;
+  randombytes_buf(r.ch.config.salt.b, 32);
+  tg_hash dom;
+  if (channel_domain_of(&dom, &r.ch) || tg_channel_id(&r.ch.id, &dom, &r.ch.config)) return NULL;
+  c->st.ch[c->st.n_ch] = r;
+  return &c->st.ch[c->st.n_ch++];
+}
+
 /* A decoded corrective 402: the gateway's view of our channel. */
 typedef struct {
   int ok;
@@ -937,6 +1047,7 @@ typedef struct {
   tg_address payee;
   tg_hash channel;
   int in_flight;
+  int carrying;       /* the payment carries the channel's pending gasless deposit */
 } attempt;
 
 /* Picks and signs; TG_ECLIENT_CAP / TG_ECLIENT_NO_SCHEME before anything is signed. */
@@ -960,6 +1071,22 @@ static int prepare(tg_client *c, tg_client_response *out, attempt *at, char **he
   snprintf(pm->payment_id, sizeof pm->payment_id, "%s", payid);
   snprintf(pm->resource_url, sizeof pm->resource_url, "%s", info->resource_url);
   chan_rec *r = (c->o.allow_channel && chn) ? chan_match(c, chn) : NULL;
+  /* Gasless policy: a new channel is opened by the deposit its first payment carries. */
+  int gas = c->o.gasless && chn && c->o.allow_channel && !tg_u256_is_zero(&c->o.open_deposit) &&
+            tg_u256_cmp(&c->o.open_deposit, &chn->min_deposit) >= 0;
+  if (!r && gas) {
+    const char *broken0 = caps_check(c, &chn->amount, &chn->pay_to);
+    if (broken0) {
+      snprintf(out->error, sizeof out->error, "the %s cap would be exceeded", broken0);
+      rc = TG_ECLIENT_CAP;
+      goto out;
+    }
+    if ((r = chan_new(c, chn)) == NULL) {
+      rc = TG_ETOOBIG;
+      goto out;
+    }
+    if ((rc = deposit_sign(c, r, chn, &c->o.open_deposit)) != 0) goto out;
+  }
   const tg_x402_requirements *t = r ? chn : (c->o.allow_exact ? ex : NULL);
   if (!t) {
     rc = TG_ECLIENT_NO_SCHEME;
@@ -979,6 +1106,31 @@ static int prepare(tg_client *c, tg_client_response *out, attempt *at, char **he
       goto out;
     }
     rc = voucher_for(c, r, f, &t->amount, &t->pay_to);
+    if (rc == TG_ECHANNEL_SHORT && gas && tg_u256_is_zero(&r->ch.pending_deposit)) {
+      /* The deposit is used up: top it up, gasless, with this payment. */
+      if ((rc = deposit_sign(c, r, chn, &c->o.open_deposit)) != 0) goto out;
+      rc = voucher_for(c, r, f, &t->amount, &t->pay_to);
+    }
+    int carry = 0;
+    if (rc == 0 && !tg_u256_is_zero(&r->ch.pending_deposit)) {
+      /* One call at a time carries the pending deposit; others go on when the funds
+       * already there cover them, else wait for it (TG_EBUSY). */
+      tg_u256 need, old;
+      if (tg_u256_add(&need, &r->ch.charged, &f->inflight) || tg_u256_add(&need, &need, &t->amount) ||
+          tg_u256_sub(&old, &r->ch.deposit, &r->ch.pending_deposit)) {
+        rc = TG_ERANGE;
+        goto out;
+      }
+      if (!f->carrying_deposit) {
+        carry = 1;
+        if ((uint64_t)time(NULL) + 60 > r->dep_before &&
+            (rc = deposit_sign(c, r, chn, &r->ch.pending_deposit)) != 0)
+          goto out;
+      } else if (tg_u256_cmp(&need, &old) > 0) {
+        rc = TG_EBUSY;
+        goto out;
+      }
+    }
     if (rc == TG_ECHANNEL_SHORT && c->o.allow_exact && ex) {
       logf_(c, "* the channel's deposit is used up: paying exact");
       t = ex;
@@ -999,6 +1151,17 @@ static int prepare(tg_client *c, tg_client_response *out, attempt *at, char **he
       v->channel_id = r->ch.id;
       v->max_claimable = r->ch.signed_max;
       v->voucher_signature = r->sig;
+      if (carry) {
+        v->type = TG_X402_CHANNEL_DEPOSIT;
+        v->has_deposit = 1;
+        v->deposit_amount = r->ch.pending_deposit;
+        v->deposit_valid_after = r->dep_after;
+        v->deposit_valid_before = r->dep_before;
+        v->deposit_nonce = r->dep_salt;
+        v->deposit_signature = r->dep_sig;
+        f->carrying_deposit = 1;
+        at->carrying = 1;
+      }
       if (tg_u256_add(&f->inflight, &f->inflight, &t->amount)) {
         rc = TG_ERANGE;
         goto out;
@@ -1043,13 +1206,22 @@ unflight:
   if (at->in_flight) {
     flight *f = flight_get(c, &at->channel);
     if (f && tg_u256_sub(&f->inflight, &f->inflight, &t->amount)) tg_u256_zero(&f->inflight);
+    if (f && at->carrying) f->carrying_deposit = 0;
     at->in_flight = 0;
+    at->carrying = 0;
   }
 out:
+  if ((rc == TG_ECHANNEL_SHORT || rc == TG_ECLIENT_NO_SCHEME) && c->o.gasless && chn && !gas &&
+      !tg_u256_is_zero(&c->o.open_deposit) && tg_u256_cmp(&c->o.open_deposit, &chn->min_deposit) < 0) {
+    char md[TG_U256_DEC_MAX];
+    tg_u256_to_dec(&chn->min_deposit, md);
+    snprintf(out->error, sizeof out->error,
+             "the gasless deposit (--open-channel) is below the gateway's minDeposit %s", md);
+  }
   sodium_memzero(pm, sizeof *pm);
   free(pm);
   {
-    int src = state_end(c, rc == 0 || rc == TG_ECHANNEL_SHORT ? 1 : (r != NULL));
+    int src = state_end(c, rc == 0 || rc == TG_ECHANNEL_SHORT || rc == TG_EBUSY ? 1 : (r != NULL));
     if (!rc && src) {
       rc = src;
       free(*header);
@@ -1065,12 +1237,25 @@ out:
  * final (done) or may be retried with the same header (kept).
  */
 static int settle(tg_client *c, const attempt *at, const char *payid, const tg_u256 *charged,
-                  const tg_x402_settle_response *sr, int keep, const correction *corr) {
+                  const tg_x402_settle_response *sr, int keep, const correction *corr,
+                  int deposit_refused) {
   int rc = state_begin(c);
   if (rc) return rc;
   if (at->in_flight) {
     flight *f = flight_get(c, &at->channel);
     if (f && tg_u256_sub(&f->inflight, &f->inflight, &at->price)) tg_u256_zero(&f->inflight);
+    if (f && at->carrying) f->carrying_deposit = 0;
+  }
+  if (at->carrying) {
+    chan_rec *dr = chan_find_id(&c->st, &at->channel);
+    if (dr && charged) {
+      tg_u256_zero(&dr->ch.pending_deposit); /* the gateway admitted it: the deposit landed */
+    } else if (dr && deposit_refused) {
+      /* Refused before any transaction: the authorization was not used; forget it. */
+      if (tg_u256_sub(&dr->ch.deposit, &dr->ch.deposit, &dr->ch.pending_deposit))
+        tg_u256_zero(&dr->ch.deposit);
+      tg_u256_zero(&dr->ch.pending_deposit);
+    }
   }
   payid_rec *p = payid_find(&c->st, payid);
   int counted = at->reserved || (p && !p->done);
@@ -1102,15 +1287,31 @@ static int settle(tg_client *c, const attempt *at, const char *payid, const tg_u
 
 /* The open-a-channel policy: opens one for the offered terms when none fits (errors logged). */
 static void maybe_open(tg_client *c, const tg_x402_required_info *info) {
-  if (!c->o.allow_channel || !c->rpc_url || tg_u256_is_zero(&c->o.open_deposit)) return;
+  if (!c->o.allow_channel || !c->rpc_url || tg_u256_is_zero(&c->o.open_deposit) || c->o.gasless)
+    return;
   const tg_x402_requirements *t = NULL;
   for (size_t i = 0; i < info->n_accepts && !t; i++)
     if (info->accepts[i].scheme == TG_X402_CHANNEL) t = &info->accepts[i];
   if (!t || tg_u256_cmp(&c->o.open_deposit, &t->min_deposit) < 0) return;
   pthread_mutex_lock(&c->open_mu);
   if (state_begin(c) == 0) {
-    int have = chan_match(c, t) != NULL;
+    chan_rec *r = chan_match(c, t);
+    int have = r != NULL, short_ = 0;
+    tg_hash id;
+    if (r) {
+      /* Used up (charged + in flight + price beyond the deposit): top up on-chain first. */
+      flight *f = flight_get(c, &r->ch.id);
+      tg_u256 need;
+      id = r->ch.id;
+      short_ = f && tg_u256_add(&need, &r->ch.charged, &f->inflight) == 0 &&
+               tg_u256_add(&need, &need, &t->amount) == 0 && tg_u256_cmp(&need, &r->ch.deposit) > 0;
+    }
     (void)state_end(c, 0);
+    if (short_) {
+      logf_(c, "* the channel's deposit is used up: topping it up on-chain");
+      int rc = tg_client_channel_topup(c, NULL, c->rpc_url, &id, &c->o.open_deposit);
+      if (rc) logf_(c, "* the top-up failed: %s", tg_strerror(rc));
+    }
     if (!have) {
       tg_hash salt;
       randombytes_buf(salt.b, 32);
@@ -1171,7 +1372,14 @@ again:;
   }
   rc = tg_x402_required_decode(info, a.required, strlen(a.required));
   if (!rc && tries == 0) maybe_open(c, info);
-  if (!rc) rc = prepare(c, out, &at, &header, info, out->payment_id);
+  if (!rc) {
+    /* TG_EBUSY: another call carries this channel's pending deposit; wait for it. */
+    for (long waited = 0;; waited += 50) {
+      rc = prepare(c, out, &at, &header, info, out->payment_id);
+      if (rc != TG_EBUSY || waited >= c->o.timeout_ms) break;
+      usleep(50 * 1000);
+    }
+  }
   free(info);
   if (rc) {
     take_body(out, &a);
@@ -1189,7 +1397,7 @@ paid:
   if (rc) {
     /* The gateway may have charged: keep the reservation and the header for a retry. */
     out->streamed = a.streaming;
-    (void)settle(c, &at, out->payment_id, NULL, NULL, 1, NULL);
+    (void)settle(c, &at, out->payment_id, NULL, NULL, 1, NULL, 0);
     goto done_a;
   }
   logf_(c, "< %ld (paid)", a.status);
@@ -1216,7 +1424,7 @@ paid:
       out->trailer = 1;
     }
     if (rc || !sr.success || !sr.has_charged) {
-      (void)settle(c, &at, out->payment_id, NULL, NULL, 1, NULL);
+      (void)settle(c, &at, out->payment_id, NULL, NULL, 1, NULL, 0);
       take_body(out, &a);
       rc = rc ? rc : TG_ECLIENT_REFUSED;
       goto done_a;
@@ -1227,7 +1435,7 @@ paid:
     out->has_channel = sr.has_channel;
     out->channel_id = sr.channel_id;
     out->charged_cumulative = sr.channel_charged_cumulative;
-    rc = settle(c, &at, out->payment_id, &sr.charged, &sr, 0, NULL);
+    rc = settle(c, &at, out->payment_id, &sr.charged, &sr, 0, NULL, 0);
     take_body(out, &a);
     if (!rc && !tg_u256_is_zero(&out->price) && tg_u256_cmp(&sr.charged, &out->price) > 0)
       rc = TG_ECLIENT_OVERCHARGE;
@@ -1238,7 +1446,7 @@ paid:
     correction_parse(&k, a.required);
     log_header(c, "PAYMENT-REQUIRED", a.required);
     if (k.ok) {
-      rc = settle(c, &at, out->payment_id, NULL, NULL, 0, &k);
+      rc = settle(c, &at, out->payment_id, NULL, NULL, 0, &k, 0);
       if (rc == 0) {
         out->corrected = 1;
         logf_(c, "* adopted the gateway's charged total (corrective 402)");
@@ -1250,7 +1458,6 @@ paid:
   }
   /* Refused: nothing charged. */
   if (a.status >= 400 && a.status < 500) {
-    (void)settle(c, &at, out->payment_id, NULL, NULL, 0, NULL);
     tg_x402_required_info *info2 = calloc(1, sizeof *info2);
     if (info2 && a.required && tg_x402_required_decode(info2, a.required, strlen(a.required)) == 0)
       snprintf(out->error, sizeof out->error, "%s", info2->error);
@@ -1258,10 +1465,13 @@ paid:
       snprintf(out->error, sizeof out->error, "%.*s", (int)(a.body.len > 200 ? 200 : a.body.len),
                (const char *)a.body.data);
     free(info2);
+    /* A deposit refused before submission (its checks) or whose transaction failed. */
+    int dep_refused = strstr(out->error, "_deposit_") != NULL || strstr(out->error, "insufficient_funds") != NULL;
+    (void)settle(c, &at, out->payment_id, NULL, NULL, 0, NULL, dep_refused);
     rc = a.status == 402 || a.status == 409 ? TG_ECLIENT_REFUSED : 0;
   } else {
     /* 5xx or 2xx without PAYMENT-RESPONSE: the outcome is unknown; keep it for a retry. */
-    (void)settle(c, &at, out->payment_id, NULL, NULL, 1, NULL);
+    (void)settle(c, &at, out->payment_id, NULL, NULL, 1, NULL, 0);
   }
   take_body(out, &a);
 done_a:
@@ -1343,4 +1553,33 @@ int tg_client_channels(tg_client *c, tg_client_channel *out, size_t cap, size_t 
   *n = c->st.n_ch;
   (void)state_end(c, 0);
   return 0;
+}
+
+int tg_client__channel_get(tg_client *c, const tg_hash *id, tg_client_channel *out) {
+  memset(out, 0, sizeof *out);
+  int rc = state_begin(c);
+  if (rc) return rc;
+  chan_rec *r = chan_find_id(&c->st, id);
+  if (r) *out = r->ch;
+  (void)state_end(c, 0);
+  return r ? 0 : TG_ENOTFOUND;
+}
+
+int tg_client__channel_update(tg_client *c, const tg_hash *id, const tg_u256 *add,
+                              const tg_u256 *set, uint64_t withdraw_at, tg_client_channel *out) {
+  int rc = state_begin(c);
+  if (rc) return rc;
+  chan_rec *r = chan_find_id(&c->st, id);
+  if (!r) {
+    (void)state_end(c, 0);
+    return TG_ENOTFOUND;
+  }
+  if (add && tg_u256_add(&r->ch.deposit, &r->ch.deposit, add)) {
+    (void)state_end(c, 0);
+    return TG_ERANGE;
+  }
+  if (set) r->ch.deposit = *set;
+  r->ch.withdraw_at = withdraw_at;
+  if (out) *out = r->ch;
+  return state_end(c, 1);
 }

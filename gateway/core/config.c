@@ -777,7 +777,7 @@ static int d_settle(parser_t *p, line_t *l) {
 
 static int d_channel(parser_t *p, line_t *l) {
   int rc = once(p, l, &p->seen_channel);
-  if (rc || (rc = want_pos(p, l, 0, 0, "withdraw_delay=DURATION min_deposit=AMOUNT"))) return rc;
+  if (rc || (rc = want_pos(p, l, 0, 0, "withdraw_delay=DURATION min_deposit=AMOUNT gasless=yes|no"))) return rc;
   tg_config *c = p->cfg;
   const char *v;
   if ((v = kv(l, "withdraw_delay"))) {
@@ -789,6 +789,14 @@ static int d_channel(parser_t *p, line_t *l) {
   }
   if ((v = kv(l, "min_deposit")) && (rc = val_amount(p, l, "min_deposit", v, &c->channel_min_deposit)))
     return rc;
+  if ((v = kv(l, "gasless"))) {
+    if (strcmp(v, "yes") == 0)
+      c->channel_gasless = 1;
+    else if (strcmp(v, "no") == 0)
+      c->channel_gasless = 0;
+    else
+      return fail(p, l, TG_ECONFIG_VALUE, "gasless", "\"%s\" is neither yes nor no", v);
+  }
   return 0;
 }
 

@@ -152,6 +152,7 @@ typedef struct tg_config {
   /* channels */
   uint32_t channel_withdraw_delay_s;  /* withdrawDelay offered to payers (default 1 day) */
   tg_u256 channel_min_deposit;        /* extra.minDeposit offered (0: none) */
+  int channel_gasless;                /* accept batch-settlement `deposit` payloads, submitting them */
 
   /* logs */
   int log_format;

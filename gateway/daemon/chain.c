@@ -23,8 +23,10 @@ typedef struct job {
   struct event_base *worker; /* where the result is delivered */
   tg_pay_exact_cb cb;
   void *arg;
-  tg_address token;
+  tg_address token;          /* exact: the token; deposit: the channel contract */
   tg_x402_exact auth;
+  int is_deposit;            /* a gasless channel deposit rather than an `exact` transfer */
+  tg_x402_channel dep;
   int done;                  /* the worker's callback was scheduled */
 } job;
 
@@ -193,7 +195,81 @@ static void on_final(void *arg, const tg_txm_result *r) {
   free(j);
 }
 
+/* depositWithAuthorization(config, amount, validAfter, validBefore, salt, signature) calldata. */
+static int deposit_calldata(tg_buf *out, const tg_x402_channel *d) {
+  static const char sig_text[] =
+      "depositWithAuthorization((address,address,address,address,address,uint40,bytes32),uint128,"
+      "uint256,uint256,uint256,bytes)";
+  tg_abi_sig *sig = NULL;
+  int rc = tg_abi_sig_parse(&sig, sig_text, sizeof sig_text - 1);
+  if (rc) return rc;
+  const tg_channel_config *k = &d->config;
+  tg_abi_value cfg[7] = {tg_abi_val_address(&k->payer),
+                         tg_abi_val_address(&k->payer_authorizer),
+                         tg_abi_val_address(&k->receiver),
+                         tg_abi_val_address(&k->receiver_authorizer),
+                         tg_abi_val_address(&k->token),
+                         tg_abi_val_u64(k->withdraw_delay),
+                         tg_abi_val_fixed(k->salt.b, 32)};
+  tg_abi_value a[6] = {tg_abi_val_list(cfg, 7),
+                       tg_abi_val_word(&d->deposit_amount),
+                       tg_abi_val_u64(d->deposit_valid_after),
+                       tg_abi_val_u64(d->deposit_valid_before),
+                       tg_abi_val_fixed(d->deposit_nonce.b, 32),
+                       tg_abi_val_bytes(d->deposit_signature.b, d->deposit_signature.len)};
+  tg_abi_value args = tg_abi_val_list(a, 6);
+  rc = tg_abi_encode_call(out, sig, &args);
+  tg_abi_sig_free(sig);
+  return rc;
+}
+
+static void submit_deposit(tg_chain *c, job *j) {
+  tg_buf data;
+  tg_buf_init(&data, 4096);
+  int rc = deposit_calldata(&data, &j->dep);
+  if (rc) {
+    tg_buf_cleanup(&data);
+    deliver(j, rc, NULL);
+    free(j);
+    return;
+  }
+  char key[2 * 20 + 2 * 32 + 16];
+  char from[43], salt[67];
+  tg_hex_encode(from, j->dep.config.payer.b, 20, 1);
+  tg_hex_encode(salt, j->dep.deposit_nonce.b, 32, 1);
+  snprintf(key, sizeof key, "dep:%s:%s", from, salt);
+  tg_txm_request req;
+  memset(&req, 0, sizeof req);
+  req.has_to = 1;
+  req.to = j->token;
+  req.data = data.data;
+  req.data_len = data.len;
+  req.key = key; /* the same deposit authorization is never sent twice */
+  uint64_t id = 0;
+  /* Answered on the receipt only: the channel has the funds once it is mined. */
+  rc = tg_txm_submit(c->txm, &req, on_final, j, &id);
+  tg_buf_cleanup(&data);
+  if (rc == TG_EEXISTS) {
+    tg_txm_result r;
+    rc = tg_txm_get(c->txm, id, &r);
+    if (rc == 0 && r.state == TG_TXM_FAILED) rc = r.err ? r.err : TG_ETXM_FAILED;
+    if (rc == 0 && r.state < TG_TXM_MINED) rc = TG_EBUSY; /* the first call is still waiting */
+    if (rc == 0 && r.status != 1) rc = TG_ETXM_FAILED;
+    deliver(j, rc, rc ? NULL : &r.tx_hash);
+    free(j);
+    return;
+  }
+  if (rc) {
+    deliver(j, rc, NULL);
+    free(j);
+  }
+}
+
 static void submit_one(tg_chain *c, job *j) {
+  if (j->is_deposit) {
+    submit_deposit(c, j);
+    return;
+  }
   /* transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32) */
   uint8_t data[4 + 9 * 32];
   const tg_x402_exact *a = &j->auth;
@@ -277,6 +353,26 @@ static int exact_submit(void *ctx, struct event_base *worker, const tg_address *
   j->arg = arg;
   j->token = *token;
   j->auth = *auth;
+  pthread_mutex_lock(&c->q_mu);
+  j->next = c->queue;
+  c->queue = j;
+  pthread_mutex_unlock(&c->q_mu);
+  event_active(c->wake, EV_READ, 0);
+  return TG_OK;
+}
+
+static int deposit_submit(void *ctx, struct event_base *worker, const tg_address *contract,
+                          const tg_x402_channel *ch, tg_pay_exact_cb cb, void *arg) {
+  tg_chain *c = ctx;
+  if (!c->txm) return TG_ETXM_CLOSED;
+  job *j = calloc(1, sizeof *j);
+  if (!j) abort();
+  j->worker = worker;
+  j->cb = cb;
+  j->arg = arg;
+  j->token = *contract;
+  j->is_deposit = 1;
+  j->dep = *ch;
   pthread_mutex_lock(&c->q_mu);
   j->next = c->queue;
   c->queue = j;
@@ -565,5 +661,5 @@ tg_pay_chain tg_chain_pay_reader(tg_chain *c) {
 }
 
 tg_pay_exact_backend tg_chain_exact_backend(tg_chain *c) {
-  return (tg_pay_exact_backend){c, exact_check, exact_submit};
+  return (tg_pay_exact_backend){c, exact_check, exact_submit, deposit_submit};
 }

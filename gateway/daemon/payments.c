@@ -53,9 +53,10 @@ static void on_withdraw(void *arg, const tg_hash *channel) {
  * gateway key, each with its own idea of the next nonce.
  */
 static int start_scheduler(tg_payments *p, char *err, const tg_config *cfg, const tg_deployment *dep) {
-  if (cfg->scheme_exact) {
-    tg_log("WARNING: settlement scheduler and watchtower are off: `exact` payments send from the "
-           "same key (run `tollgate settle` from cron, see docs/SETTLEMENT.md)");
+  if (cfg->scheme_exact || cfg->channel_gasless) {
+    tg_log("WARNING: settlement scheduler and watchtower are off: %s send from the "
+           "same key (run `tollgate settle` from cron, see docs/SETTLEMENT.md)",
+           cfg->scheme_exact ? "`exact` payments" : "gasless channel deposits");
     return TG_OK;
   }
   char journal[4300];
@@ -145,6 +146,7 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   po.ledger = p->ledger;
   po.chain = tg_chain_pay_reader(p->chain);
   po.exact = tg_chain_exact_backend(p->chain);
+  if (!cfg->channel_gasless) po.exact.deposit = NULL; /* `deposit` payloads refused */
   po.chain_id = cfg->chain_id;
   po.asset = cfg->has_asset_address ? cfg->asset_address : dep.c[TG_CONTRACT_USDC].address;
   po.pay_to = cfg->has_pay_to ? cfg->pay_to : gateway;

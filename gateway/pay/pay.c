@@ -83,6 +83,7 @@ struct tg_pay_call {
   tg_x402_exact auth;
   int auth_held;  /* the (from, nonce) key is in the in-flight set */
   tg_hash tx_hash;
+  int deposit_tx; /* channel: tx_hash is the gasless deposit this call carried */
   /* payment-identifier: its key is in the in-flight set until the call is recorded or released */
   int payid_held;
   tg_hash payid_key;
@@ -461,51 +462,19 @@ static int check_voucher(tg_pay *p, const tg_x402_channel *ch, const tg_hash *id
   return valid ? TG_OK : TG_ESIG_MISMATCH;
 }
 
-static void admit_channel(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
-                          const tg_x402_payment *pm, const tg_u256 *max, tg_pay_call *call,
-                          tg_pay_admit_cb cb, void *arg) {
-  const tg_x402_channel *ch = &pm->u.channel;
-  const char *why = terms_mismatch(p, &pm->accepted, max);
-  if (why) goto refuse402;
-  if (ch->type != TG_X402_CHANNEL_VOUCHER) {
-    /* Gasless deposits and cooperative refunds through the payment header come later. */
-    why = "invalid_batch_settlement_evm_payload_type";
-    goto refuse402;
-  }
-  if (!same_address(&ch->config.receiver, &p->pay_to)) {
-    why = "invalid_batch_settlement_evm_receiver_mismatch";
-    goto refuse402;
-  }
-  if (!same_address(&ch->config.receiver_authorizer, &p->receiver_authorizer)) {
-    why = "invalid_batch_settlement_evm_receiver_authorizer_mismatch";
-    goto refuse402;
-  }
-  if (!same_address(&ch->config.token, &p->asset)) {
-    why = "invalid_batch_settlement_evm_token_mismatch";
-    goto refuse402;
-  }
-  if (ch->config.withdraw_delay != p->withdraw_delay) {
-    why = "invalid_batch_settlement_evm_withdraw_delay_mismatch";
-    goto refuse402;
-  }
-  tg_hash id;
-  if (tg_channel_id(&id, &p->channel_domain, &ch->config) || memcmp(id.b, ch->channel_id.b, 32)) {
-    refuse(p, cfg, req, 400, "invalid_batch_settlement_evm_channel_id_mismatch", NULL, NULL, cb, arg);
-    goto fail;
-  }
-  int rc = check_voucher(p, ch, &id);
-  if (rc == TG_ERPC || rc == TG_ETIMEOUT) {
-    refuse(p, cfg, req, 503, "invalid_batch_settlement_evm_rpc_read_failed", NULL, NULL, cb, arg);
-    goto fail;
-  }
-  if (rc) {
-    why = "invalid_batch_settlement_evm_voucher_signature";
-    goto refuse402;
-  }
+/* Seconds an authorization must stay valid after admission, for its submission. */
+#define EXACT_VALIDITY_MARGIN 6
+
+/* Reserves the call's maximum under the voucher: the last step of channel admission. */
+static void admit_reserve(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
+                          const tg_x402_channel *ch, const tg_hash *idp, const tg_u256 *max,
+                          tg_pay_call *call, tg_pay_admit_cb cb, void *arg) {
+  const char *why;
+  tg_hash id = *idp;
   credit_of(cfg, &ch->config.payer, &call->credit_limit);
   tg_ledger_channel snap;
-  rc = tg_ledger_reserve(p->ledger, &call->hold, &snap, &id, &ch->max_claimable,
-                         &ch->voucher_signature, max, &call->credit_limit);
+  int rc = tg_ledger_reserve(p->ledger, &call->hold, &snap, &id, &ch->max_claimable,
+                             &ch->voucher_signature, max, &call->credit_limit);
   if (rc == TG_ECHANNEL_UNKNOWN) {
     rc = load_channel(p, ch);
     if (rc == 0)
@@ -544,8 +513,201 @@ fail:
   call_abort(p, call);
 }
 
-/* Seconds an authorization must stay valid after admission, for its submission. */
-#define EXACT_VALIDITY_MARGIN 6
+/* ---- gasless deposits (batch-settlement `deposit` payloads) --------------------------- */
+
+/* The EIP-3009 nonce of a deposit: keccak256(abi.encode(channelId, salt)) (TollgateChannels). */
+static void deposit_nonce(tg_hash *out, const tg_hash *id, const tg_hash *salt) {
+  uint8_t b[64];
+  memcpy(b, id->b, 32);
+  memcpy(b + 32, salt->b, 32);
+  tg_keccak256(out, b, sizeof b);
+}
+
+/*
+ * The off-chain and read checks of a deposit authorization: amount within
+ * [minDeposit, 2^128), window, the payer's ECDSA signature of
+ * ReceiveWithAuthorization(payer -> channel contract), then the token's
+ * authorizationState and the payer's balance. *used: the authorization was
+ * spent already (the deposit is on-chain: a retry). NULL when it passes.
+ */
+static const char *deposit_check(tg_pay *p, const tg_x402_channel *ch, const tg_hash *id, int *used,
+                                 int *status) {
+  *used = 0;
+  *status = 402;
+  if (!ch->has_deposit || tg_u256_is_zero(&ch->deposit_amount))
+    return "invalid_batch_settlement_evm_deposit_payload";
+  if (tg_u256_cmp(&ch->deposit_amount, &p->min_deposit) < 0)
+    return "invalid_batch_settlement_evm_deposit_below_minimum";
+  uint64_t now = (uint64_t)time(NULL);
+  if (ch->deposit_valid_after > now) return "invalid_batch_settlement_evm_deposit_valid_after";
+  if (ch->deposit_valid_before <= now + EXACT_VALIDITY_MARGIN)
+    return "invalid_batch_settlement_evm_deposit_valid_before";
+  if (ch->deposit_signature.len != 65) return "invalid_batch_settlement_evm_deposit_signature";
+  tg_eip3009_authorization ea;
+  ea.from = ch->config.payer;
+  ea.to = p->channel_contract;
+  ea.value = ch->deposit_amount;
+  tg_u256_from_u64(&ea.valid_after, ch->deposit_valid_after);
+  tg_u256_from_u64(&ea.valid_before, ch->deposit_valid_before);
+  deposit_nonce(&ea.nonce, id, &ch->deposit_nonce);
+  tg_sig sig;
+  memcpy(sig.b, ch->deposit_signature.b, 65);
+  tg_address signer;
+  if (tg_eip3009_receive_recover(&signer, &p->token_domain, &ea, &sig) != 0 ||
+      !same_address(&signer, &ch->config.payer))
+    return "invalid_batch_settlement_evm_deposit_signature";
+  tg_u256 balance;
+  int rc = p->exact.check(p->exact.ctx, &p->asset, &ea.from, &ea.nonce, &balance, used);
+  if (rc) {
+    stat_add(p, &p->stats.chain_check_errors);
+    *status = 503;
+    return "unexpected_verify_error";
+  }
+  if (!*used && tg_u256_cmp(&balance, &ea.value) < 0) return "insufficient_funds";
+  return NULL;
+}
+
+/* Re-reads a channel's on-chain state into the ledger (after a deposit landed). */
+static int refresh_channel(tg_pay *p, const tg_x402_channel *ch, const tg_hash *id) {
+  if (p->chain.channel_state == NULL) return TG_ECHANNEL_UNKNOWN;
+  tg_u256 bal, claimed;
+  uint64_t wr;
+  int rc = p->chain.channel_state(p->chain.ctx, id, &bal, &claimed, &wr);
+  if (rc) return rc;
+  rc = tg_ledger_mirror(p->ledger, id, &bal, &claimed, wr);
+  if (rc == TG_ENOTFOUND) {
+    rc = load_channel(p, ch);
+    if (!rc) rc = tg_ledger_mirror(p->ledger, id, &bal, &claimed, wr);
+  }
+  return rc;
+}
+
+/* A call waiting for its deposit transaction. */
+typedef struct {
+  tg_pay *p;
+  tg_config *cfg;
+  tg_pay_call *call;
+  tg_x402_channel ch;
+  tg_hash id;
+  tg_u256 max;
+  char resource_url[512];
+  tg_pay_admit_cb cb;
+  void *arg;
+} deposit_wait;
+
+static void on_deposited(void *arg, int err, const tg_hash *tx) {
+  deposit_wait *w = arg;
+  tg_pay *p = w->p;
+  tg_pay_request req;
+  memset(&req, 0, sizeof req);
+  req.resource_url = w->resource_url;
+  req.request_id = w->call->request_id;
+  if (err) {
+    stat_add(p, &p->stats.chain_submit_errors);
+    refuse(p, w->cfg, &req, 402, "invalid_batch_settlement_evm_deposit_failed", &w->max, NULL, w->cb,
+           w->arg);
+    call_abort(p, w->call);
+  } else {
+    if (tx) w->call->tx_hash = *tx;
+    w->call->deposit_tx = tx != NULL;
+    int rc = refresh_channel(p, &w->ch, &w->id);
+    if (rc && rc != TG_ECHANNEL_UNKNOWN) {
+      refuse(p, w->cfg, &req, 503, "invalid_batch_settlement_evm_channel_state_read_failed", NULL,
+             NULL, w->cb, w->arg);
+      call_abort(p, w->call);
+    } else {
+      admit_reserve(p, w->cfg, &req, &w->ch, &w->id, &w->max, w->call, w->cb, w->arg);
+    }
+  }
+  tg_config_unref(w->cfg);
+  sodium_memzero(w, sizeof *w);
+  free(w);
+}
+
+static void admit_channel(tg_pay *p, tg_config *cfg, struct event_base *base,
+                          const tg_pay_request *req, const tg_x402_payment *pm, const tg_u256 *max,
+                          tg_pay_call *call, tg_pay_admit_cb cb, void *arg) {
+  const tg_x402_channel *ch = &pm->u.channel;
+  const char *why = terms_mismatch(p, &pm->accepted, max);
+  if (why) goto refuse402;
+  if (ch->type == TG_X402_CHANNEL_REFUND ||
+      (ch->type == TG_X402_CHANNEL_DEPOSIT && (!p->exact.deposit || !p->exact.check))) {
+    /* Cooperative refunds are asked for at /channel/refund, not through a payment. */
+    why = "invalid_batch_settlement_evm_payload_type";
+    goto refuse402;
+  }
+  if (!same_address(&ch->config.receiver, &p->pay_to)) {
+    why = "invalid_batch_settlement_evm_receiver_mismatch";
+    goto refuse402;
+  }
+  if (!same_address(&ch->config.receiver_authorizer, &p->receiver_authorizer)) {
+    why = "invalid_batch_settlement_evm_receiver_authorizer_mismatch";
+    goto refuse402;
+  }
+  if (!same_address(&ch->config.token, &p->asset)) {
+    why = "invalid_batch_settlement_evm_token_mismatch";
+    goto refuse402;
+  }
+  if (ch->config.withdraw_delay != p->withdraw_delay) {
+    why = "invalid_batch_settlement_evm_withdraw_delay_mismatch";
+    goto refuse402;
+  }
+  tg_hash id;
+  if (tg_channel_id(&id, &p->channel_domain, &ch->config) || memcmp(id.b, ch->channel_id.b, 32)) {
+    refuse(p, cfg, req, 400, "invalid_batch_settlement_evm_channel_id_mismatch", NULL, NULL, cb, arg);
+    goto fail;
+  }
+  int rc = check_voucher(p, ch, &id);
+  if (rc == TG_ERPC || rc == TG_ETIMEOUT) {
+    refuse(p, cfg, req, 503, "invalid_batch_settlement_evm_rpc_read_failed", NULL, NULL, cb, arg);
+    goto fail;
+  }
+  if (rc) {
+    why = "invalid_batch_settlement_evm_voucher_signature";
+    goto refuse402;
+  }
+  if (ch->type == TG_X402_CHANNEL_DEPOSIT) {
+    int used = 0, status = 402;
+    if ((why = deposit_check(p, ch, &id, &used, &status)) != NULL) {
+      if (status != 402) {
+        refuse(p, cfg, req, status, why, NULL, NULL, cb, arg);
+        goto fail;
+      }
+      goto refuse402;
+    }
+    if (used) {
+      /* The authorization was spent: this deposit is on-chain (a retried call). */
+      rc = refresh_channel(p, ch, &id);
+      if (rc && rc != TG_ECHANNEL_UNKNOWN) {
+        refuse(p, cfg, req, 503, "invalid_batch_settlement_evm_channel_state_read_failed", NULL, NULL,
+               cb, arg);
+        goto fail;
+      }
+    } else {
+      deposit_wait *w = calloc(1, sizeof *w);
+      if (!w) abort();
+      w->p = p;
+      w->cfg = tg_config_ref(cfg);
+      w->call = call;
+      w->ch = *ch;
+      w->id = id;
+      w->max = *max;
+      copy_cstr(w->resource_url, sizeof w->resource_url, req->resource_url);
+      w->cb = cb;
+      w->arg = arg;
+      rc = p->exact.deposit(p->exact.ctx, base, &p->channel_contract, ch, on_deposited, w);
+      if (rc) on_deposited(w, rc, NULL);
+      return;
+    }
+  }
+  admit_reserve(p, cfg, req, ch, &id, max, call, cb, arg);
+  return;
+refuse402:
+  refuse(p, cfg, req, 402, why, max, NULL, cb, arg);
+fail:
+  call_abort(p, call);
+}
+
 
 /*
  * The off-chain checks of an EIP-3009 authorization against the terms (payee,
@@ -665,7 +827,6 @@ fail:
 
 void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
                   const tg_config_price *price, tg_pay_admit_cb cb, void *arg) {
-  (void)base;
   tg_pay *p = ctx;
   tg_config *cfg = config_get(p);
   tg_u256 max;
@@ -715,7 +876,7 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
     goto done;
   }
   if (pm->accepted.scheme == TG_X402_CHANNEL) {
-    admit_channel(p, cfg, req, pm, &max, call, cb, arg);
+    admit_channel(p, cfg, base, req, pm, &max, call, cb, arg);
   } else {
     admit_exact(p, cfg, req, pm, &max, call, cb, arg);
   }
@@ -792,6 +953,10 @@ static int build_response(tg_pay_call *c) {
   r.charged = c->plan.price;
   r.has_channel = 1;
   r.channel_id = c->plan.channel_id;
+  if (c->deposit_tx) { /* the gasless deposit this call carried */
+    r.has_transaction = 1;
+    r.transaction = c->tx_hash;
+  }
   r.channel_balance = c->plan.balance;
   r.channel_total_claimed = c->plan.total_claimed;
   r.channel_charged_cumulative = c->plan.charged;

@@ -138,6 +138,15 @@ typedef struct {
                tg_u256 *balance, int *used);
   int (*submit)(void *ctx, struct event_base *base, const tg_address *token,
                 const tg_x402_exact *auth, tg_pay_exact_cb cb, void *arg);
+  /*
+   * Gasless channel deposits (x402 batch-settlement `deposit` payloads):
+   * sends depositWithAuthorization(config, amount, validAfter, validBefore,
+   * salt, signature) to the channel contract and calls `cb` exactly once on
+   * `base` after the receipt (err 0 only when it succeeded). The same
+   * authorization is never sent twice. NULL: deposit payloads are refused.
+   */
+  int (*deposit)(void *ctx, struct event_base *base, const tg_address *contract,
+                 const tg_x402_channel *ch, tg_pay_exact_cb cb, void *arg);
 } tg_pay_exact_backend;
 
 typedef struct {

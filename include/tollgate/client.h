@@ -55,6 +55,15 @@ typedef struct {
    */
   tg_u256 open_deposit;
   const char *rpc_url;
+  /*
+   * Gasless policy: open (and top up) channels without a transaction of the
+   * payer's: the first payment on a new channel, or the one that finds the
+   * deposit used up, carries a batch-settlement `deposit` payload (an
+   * EIP-3009 ReceiveWithAuthorization of open_deposit to the channel
+   * contract) that the gateway submits (depositWithAuthorization). Without
+   * it, rpc_url is used to open and top up on-chain from the payer's key.
+   */
+  int gasless;
   long timeout_ms;         /* per HTTP exchange, default 30000 */
   FILE *log;               /* -v: the payment exchange, or NULL */
 } tg_client_opts;
@@ -165,6 +174,8 @@ typedef struct {
   tg_u256 deposit;                     /* what the payer deposited (the voucher limit) */
   tg_u256 charged;                     /* charged cumulative as the gateway confirmed it */
   tg_u256 signed_max;                  /* the highest ceiling signed */
+  tg_u256 pending_deposit;             /* a gasless deposit sent, not confirmed yet (in deposit) */
+  uint64_t withdraw_at;                /* a withdrawal started: finalizable at (Unix time), else 0 */
 } tg_client_channel;
 
 /*
@@ -189,6 +200,41 @@ TG_WARN_UNUSED_RESULT int tg_client_channel_open(tg_client *c, tg_client_channel
                                                  const char *rpc_url,
                                                  const tg_x402_requirements *terms,
                                                  const tg_hash *salt, const tg_u256 *deposit);
+/* A channel as the contract has it. */
+typedef struct {
+  tg_u256 balance;                     /* deposited minus withdrawn and refunded */
+  tg_u256 total_claimed;               /* claimed by the receiver so far */
+  tg_u256 withdraw_amount;             /* a pending timed withdrawal */
+  uint64_t withdraw_at;                /* when it becomes finalizable (0: none pending) */
+  uint64_t now;                        /* the latest block's timestamp */
+} tg_client_channel_chain;
+
+/* Reads a known channel's on-chain state (channels, pendingWithdrawals, the block time). */
+TG_WARN_UNUSED_RESULT int tg_client_channel_onchain(tg_client *c, tg_client_channel_chain *out,
+                                                    const char *rpc_url, const tg_hash *id);
+/* Adds `amount` to a known channel: approve + deposit from the payer's key; the state follows. */
+TG_WARN_UNUSED_RESULT int tg_client_channel_topup(tg_client *c, tg_client_channel *out,
+                                                  const char *rpc_url, const tg_hash *id,
+                                                  const tg_u256 *amount);
+/*
+ * Starts a timed withdrawal (initiateWithdraw) of `amount`, or (NULL) of all
+ * that is unclaimed now. The receiver may still claim what it charged during
+ * the channel's withdraw delay; the client stops paying on the channel
+ * (withdraw_at is set). TG_ECHANNEL_SHORT when nothing is left.
+ */
+TG_WARN_UNUSED_RESULT int tg_client_channel_withdraw(tg_client *c, tg_client_channel *out,
+                                                     const char *rpc_url, const tg_hash *id,
+                                                     const tg_u256 *amount);
+/*
+ * Completes it (finalizeWithdraw) once the delay has passed; *paid gets what
+ * came back. TG_EBUSY (out->withdraw_at says when) before the delay,
+ * TG_ENOTFOUND when no withdrawal is pending. The channel's deposit becomes
+ * the balance left on-chain and it can be paid on again.
+ */
+TG_WARN_UNUSED_RESULT int tg_client_channel_finalize(tg_client *c, tg_client_channel *out,
+                                                     const char *rpc_url, const tg_hash *id,
+                                                     tg_u256 *paid);
+
 /* Lists the known channels: up to cap records into out, their count into *n. */
 TG_WARN_UNUSED_RESULT int tg_client_channels(tg_client *c, tg_client_channel *out, size_t cap,
                                              size_t *n);
