@@ -11,6 +11,8 @@ import {TestUSDC} from "../src/TestUSDC.sol";
 ///         claimPacked transaction for the 100 channels; read its receipt's gasUsed.
 ///         Run: anvil --block-time 1 & forge script script/ClaimGasOnAnvil.s.sol --rpc-url
 ///         http://127.0.0.1:8545 --broadcast --slow   (see docs/PERFORMANCE-contracts.md).
+/// @dev Records: flags (bits 3-6 = amount width - 1: 3 bytes here), payer, 3-byte delay,
+///      ceiling and total in 3 bytes each, EIP-2098 signature.
 contract ClaimGasOnAnvil is Test {
     // anvil's default accounts 0 (deployer, payer of deposits) and 1 (receiver).
     uint256 internal constant KEY0 = 0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80;
@@ -42,7 +44,9 @@ contract ClaimGasOnAnvil is Test {
             uint256 vs = uint256(s) | (v == 28 ? 1 << 255 : 0);
             packed = bytes.concat(
                 packed,
-                abi.encodePacked(uint8(0), c.payer, uint40(3600), ceiling, uint128(1_200_000 + i), r, bytes32(vs))
+                abi.encodePacked(
+                    uint8(2 << 3), c.payer, uint24(3600), uint24(ceiling), uint24(1_200_000 + i), r, bytes32(vs)
+                )
             );
         }
         // Warm-up: one earlier claim makes the receiver's totals slot non-zero (steady state).
@@ -54,14 +58,14 @@ contract ClaimGasOnAnvil is Test {
 
         TollgateChannels.ClaimGroup memory g =
             TollgateChannels.ClaimGroup({receiver: receiver, receiverAuthorizer: address(0), token: address(usdc)});
-        // The warm-up record carries a salt (flag bit 1).
+        // The warm-up record carries a salt (flag bit 1); its amounts fit one byte (width 1).
         bytes memory warm = abi.encodePacked(
             uint8(2),
             vm.addr(KEY0),
-            uint40(3600),
+            uint24(3600),
             bytes32(uint256(0xfeed)),
-            uint128(1),
-            uint128(1),
+            uint8(1),
+            uint8(1),
             wr,
             bytes32(uint256(ws) | (wv == 28 ? 1 << 255 : 0))
         );

@@ -154,13 +154,14 @@ contract ChannelsHandler is Test {
         // One record, flags = payer authorizer present (bit 0) and salt present (bit 1) as needed,
         // 65-byte signature in the explicit-length form (bit 2).
         TollgateChannels.ClaimItem memory it = items[0];
-        uint8 flags = 4;
+        // Amounts in the full 16-byte width (flags bits 3-6 = 15), delay in 3 bytes.
+        uint8 flags = 4 | (15 << 3);
         bytes memory rec;
         if (it.payerAuthorizer != address(0)) flags |= 1;
         if (it.salt != bytes32(0)) flags |= 2;
         rec = abi.encodePacked(flags, it.payer);
         if (flags & 1 != 0) rec = bytes.concat(rec, abi.encodePacked(it.payerAuthorizer));
-        rec = bytes.concat(rec, abi.encodePacked(it.withdrawDelay));
+        rec = bytes.concat(rec, abi.encodePacked(uint24(it.withdrawDelay)));
         if (flags & 2 != 0) rec = bytes.concat(rec, abi.encodePacked(it.salt));
         rec = bytes.concat(rec, abi.encodePacked(it.maxClaimableAmount, it.totalClaimed, uint16(65), sig));
         vm.prank(receiver);

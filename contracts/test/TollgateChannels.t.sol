@@ -804,7 +804,7 @@ contract TollgateChannelsTest is TollgateTestBase {
         // Second record: a 65-byte signature in the explicit-length form (flag bit 2).
         bytes memory data = bytes.concat(
             _packOne(items[0]),
-            abi.encodePacked(uint8(4), payer, DELAY, uint128(100), uint128(100), uint16(65), items[1].signature)
+            abi.encodePacked(uint8(4 | (15 << 3)), payer, uint24(DELAY), uint128(100), uint128(100), uint16(65), items[1].signature)
         );
         vm.prank(receiver);
         assertEq(channels.claimPacked(_group(cfg), data), 200, "1271 and 65-byte long-form signatures");
@@ -818,8 +818,8 @@ contract TollgateChannelsTest is TollgateTestBase {
         // Truncated record.
         vm.expectRevert(abi.encodeWithSelector(TollgateChannels.TollgateChannels__MalformedClaimData.selector, 0));
         channels.claimPacked(_group(cfg), _slice(data, data.length - 1));
-        // Unknown flag bit.
-        bytes memory bad = bytes.concat(bytes1(0x08), _sliceFrom(data, 1));
+        // Reserved flag bit 7.
+        bytes memory bad = bytes.concat(bytes1(data[0] | 0x80), _sliceFrom(data, 1));
         vm.expectRevert(abi.encodeWithSelector(TollgateChannels.TollgateChannels__MalformedClaimData.selector, 0));
         channels.claimPacked(_group(cfg), bad);
         // A valid first record followed by garbage reports the garbage's offset.

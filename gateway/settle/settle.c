@@ -570,13 +570,16 @@ static int build_claim(run *r, tg_buf *out, size_t first, size_t count) {
   int rc = 0;
   for (size_t k = 0; !rc && k < count; k++) {
     const chan *c = &r->ch[r->planned[first + k]];
-    uint8_t rec[1 + 20 + 20 + 5 + 32 + 16 + 16 + 2];
+    uint8_t rec[1 + 20 + 20 + 3 + 32 + 16 + 16 + 2];
     size_t n = 0;
-    uint8_t flags = 0;
     int has_pa = !tg_address_is_zero(&c->cfg.payer_authorizer);
     int has_salt = 0;
     for (int i = 0; i < 32; i++) has_salt |= c->cfg.salt.b[i];
     int compact = c->sig_len == 65 && (c->sig[64] == 27 || c->sig[64] == 28 || c->sig[64] <= 1);
+    /* both amounts big-endian in the bytes the larger one needs (1..16; ceiling >= target) */
+    size_t width = 16;
+    while (width > 1 && !c->ceiling.b[32 - width] && !c->target.b[32 - width]) width--;
+    uint8_t flags = (uint8_t)((width - 1) << 3);
     if (has_pa) flags |= 1;
     if (has_salt) flags |= 2;
     if (!compact) flags |= 4;
@@ -587,16 +590,21 @@ static int build_claim(run *r, tg_buf *out, size_t first, size_t count) {
       memcpy(rec + n, c->cfg.payer_authorizer.b, 20);
       n += 20;
     }
+    /* 3 bytes: a channel's delay is at most 30 days (2,592,000 s < 2^24) */
     uint64_t wd = c->cfg.withdraw_delay;
-    for (int i = 4; i >= 0; i--) rec[n++] = (uint8_t)(wd >> (8 * i));
+    if (wd > 0xffffff) {
+      rc = TG_EOVERFLOW;
+      break;
+    }
+    for (int i = 2; i >= 0; i--) rec[n++] = (uint8_t)(wd >> (8 * i));
     if (has_salt) {
       memcpy(rec + n, c->cfg.salt.b, 32);
       n += 32;
     }
-    memcpy(rec + n, c->ceiling.b + 16, 16);
-    n += 16;
-    memcpy(rec + n, c->target.b + 16, 16);
-    n += 16;
+    memcpy(rec + n, c->ceiling.b + 32 - width, width);
+    n += width;
+    memcpy(rec + n, c->target.b + 32 - width, width);
+    n += width;
     if (compact) {
       /* EIP-2098: r || (s with the y parity in its top bit) */
       uint8_t cs[64];
@@ -606,7 +614,10 @@ static int build_claim(run *r, tg_buf *out, size_t first, size_t count) {
       rc = tg_buf_append(&data, rec, n);
       if (!rc) rc = tg_buf_append(&data, cs, 64);
     } else {
-      if (c->sig_len > 0xffff) return TG_ETOOBIG;
+      if (c->sig_len > 0xffff) {
+        rc = TG_ETOOBIG;
+        break;
+      }
       rec[n++] = (uint8_t)(c->sig_len >> 8);
       rec[n++] = (uint8_t)c->sig_len;
       rc = tg_buf_append(&data, rec, n);

@@ -122,27 +122,44 @@ abstract contract TollgateTestBase is Test {
     }
 
     function _packedSize(TollgateChannels.ClaimItem memory it) internal pure returns (uint256 n) {
-        n = 1 + 20 + 5 + 16 + 16;
+        n = 1 + 20 + 3 + 2 * _amountWidth(it);
         if (it.payerAuthorizer != address(0)) n += 20;
         if (it.salt != bytes32(0)) n += 32;
         n += it.signature.length == 65 ? 64 : 2 + it.signature.length;
     }
 
     function _packRecord(TollgateChannels.ClaimItem memory it) internal pure returns (bytes memory rec) {
-        uint8 flags;
+        uint256 width = _amountWidth(it);
+        uint8 flags = uint8((width - 1) << 3);
         if (it.payerAuthorizer != address(0)) flags |= 1;
         if (it.salt != bytes32(0)) flags |= 2;
         bytes memory sig = it.signature;
         if (sig.length != 65) flags |= 4;
         rec = abi.encodePacked(flags, it.payer);
         if (flags & 1 != 0) rec = bytes.concat(rec, abi.encodePacked(it.payerAuthorizer));
-        rec = bytes.concat(rec, abi.encodePacked(it.withdrawDelay));
+        rec = bytes.concat(rec, abi.encodePacked(uint24(it.withdrawDelay)));
         if (flags & 2 != 0) rec = bytes.concat(rec, abi.encodePacked(it.salt));
-        rec = bytes.concat(rec, abi.encodePacked(it.maxClaimableAmount, it.totalClaimed));
+        rec = bytes.concat(rec, _amountBytes(it.maxClaimableAmount, width), _amountBytes(it.totalClaimed, width));
         if (flags & 4 != 0) {
             rec = bytes.concat(rec, abi.encodePacked(uint16(sig.length), sig));
         } else {
             rec = bytes.concat(rec, _compact(sig));
+        }
+    }
+
+    /// @dev Bytes needed for the larger of an item's two amounts (at least 1): the packed
+    ///      record's amount width.
+    function _amountWidth(TollgateChannels.ClaimItem memory it) internal pure returns (uint256 width) {
+        uint256 m = it.maxClaimableAmount > it.totalClaimed ? it.maxClaimableAmount : it.totalClaimed;
+        width = 1;
+        while (width < 16 && m >> (8 * width) != 0) ++width;
+    }
+
+    /// @dev The low `width` bytes of `amount`, big-endian.
+    function _amountBytes(uint128 amount, uint256 width) internal pure returns (bytes memory out) {
+        out = new bytes(width);
+        for (uint256 k; k < width; ++k) {
+            out[width - 1 - k] = bytes1(uint8(amount >> (8 * k)));
         }
     }
 
