@@ -56,7 +56,7 @@ check "tour: a chat completion paid by a channel voucher" \
   "$(grep -q '"object":"chat.completion"' "$out" && grep -Eq '^charged [0-9]+ \(channel 0x[0-9a-f]{64}' "$err"; echo $?)"
 if grep -q 'tollgate proxy' "$tour.raw"; then
   check "tour: the openai SDK through tollgate proxy, plain and streamed" \
-    "$(grep -q '^plain: ' "$out" && grep -Eq '^streamed: .*\([0-9]+ chunks, [0-9]+ tokens\)' "$out"; echo $?)"
+    "$(grep -q 'plain: ' "$out" && grep -Eq '^streamed: .*\([0-9]+ chunks, [0-9]+ tokens\)' "$out"; echo $?)"
 fi
 check "tour: tollgate settle claims and sweeps" "$(grep -Eq '^claim +[1-9]' "$out" && grep -Eq '^sweep ' "$out"; echo $?)"
 check "tour: tollgate report ends without mismatch" "$(grep -q ' 0 mismatches' "$out"; echo $?)"
