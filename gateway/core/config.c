@@ -40,7 +40,8 @@ typedef struct {
   const char *first_priced_route;
   unsigned seen_workers, seen_asset, seen_store, seen_keystore, seen_pay_to, seen_chain_id,
       seen_schemes, seen_settle, seen_channel, seen_admin, seen_exact_wait, seen_log_format, seen_access_log,
-      seen_public_url, seen_deployment;
+      seen_public_url, seen_deployment, seen_passes;
+  unsigned *plan_lines;
 } parser_t;
 
 static int fail(parser_t *p, const line_t *l, int rc, const char *key, const char *fmt, ...)
@@ -800,6 +801,132 @@ static int d_channel(parser_t *p, line_t *l) {
   return 0;
 }
 
+/* "a,b,c" into a fresh array of strings (no empty items). */
+static int split_list(parser_t *p, line_t *l, const char *key, const char *v, char ***out,
+                      size_t *n) {
+  *out = NULL;
+  *n = 0;
+  const char *s = v;
+  while (1) {
+    const char *e = strchr(s, ',');
+    size_t len = e ? (size_t)(e - s) : strlen(s);
+    if (len == 0 || len > TG_CONFIG_NAME_MAX * 2)
+      return fail(p, l, TG_ECONFIG_VALUE, key, "\"%s\" is not a comma list of names", v);
+    if (*n == TG_CONFIG_MAX_ITEMS) return fail(p, l, TG_ECONFIG_VALUE, key, "too many items");
+    *out = xrealloc(*out, *n + 1, sizeof **out);
+    char *item = xstrdup(s);
+    item[len] = 0;
+    (*out)[(*n)++] = item;
+    if (!e) break;
+    s = e + 1;
+  }
+  return 0;
+}
+
+static void free_list(char **v, size_t n) {
+  for (size_t i = 0; i < n; i++) free(v[i]);
+  free(v);
+}
+
+static void free_plan(tg_config_plan *pl) {
+  free(pl->name);
+  free_list(pl->routes, pl->n_routes);
+  free_list(pl->models, pl->n_models);
+}
+
+static int d_plan(parser_t *p, line_t *l) {
+  int rc = want_pos(p, l, 1, 1,
+                    "NAME id=TOKEN_ID routes=R1,R2 [models=M1,M2] quota=N unit=calls|tokens "
+                    "period=DURATION [overage=AMOUNT]");
+  if (rc || (rc = check_name(p, l, "plan", l->pos[0]))) return rc;
+  tg_config *c = p->cfg;
+  for (size_t i = 0; i < c->n_plans; i++)
+    if (strcmp(c->plans[i].name, l->pos[0]) == 0)
+      return fail(p, l, TG_ECONFIG_DUP, NULL, "plan \"%s\" defined twice (first at line %u)",
+                  l->pos[0], p->plan_lines[i]);
+  tg_config_plan pl;
+  memset(&pl, 0, sizeof pl);
+  const char *id = kv(l, "id"), *routes = kv(l, "routes"), *models = kv(l, "models");
+  const char *quota = kv(l, "quota"), *unit = kv(l, "unit"), *period = kv(l, "period");
+  const char *overage = kv(l, "overage");
+  if (!id) return fail(p, l, TG_ECONFIG_MISSING, "id", "missing: the plan's ERC-1155 token id");
+  if (tg_u256_parse_dec(&pl.id, id, strlen(id)) != 0)
+    return fail(p, l, TG_ECONFIG_VALUE, "id", "\"%s\" is not a decimal token id", id);
+  for (size_t i = 0; i < c->n_plans; i++)
+    if (tg_u256_cmp(&c->plans[i].id, &pl.id) == 0)
+      return fail(p, l, TG_ECONFIG_DUP, "id", "plan \"%s\" has id %s already", c->plans[i].name, id);
+  if (!routes) return fail(p, l, TG_ECONFIG_MISSING, "routes", "missing: the routes the pass covers");
+  if (!quota) return fail(p, l, TG_ECONFIG_MISSING, "quota", "missing: included calls or tokens per period");
+  size_t used;
+  if (parse_u64(&pl.quota, quota, &used) || quota[used])
+    return fail(p, l, TG_ECONFIG_VALUE, "quota", "\"%s\" is not a whole number", quota);
+  if (!unit || strcmp(unit, "calls") == 0)
+    pl.unit = TG_QUOTA_CALLS;
+  else if (strcmp(unit, "tokens") == 0)
+    pl.unit = TG_QUOTA_TOKENS;
+  else
+    return fail(p, l, TG_ECONFIG_VALUE, "unit", "\"%s\" is neither calls nor tokens", unit);
+  if (!period) return fail(p, l, TG_ECONFIG_MISSING, "period", "missing: the quota period (e.g. 720h)");
+  uint64_t ms;
+  if (tg_config_parse_duration_ms(&ms, period) || ms < 1000 || ms > 366ull * 86400000)
+    return fail(p, l, TG_ECONFIG_VALUE, "period",
+                "\"%s\" is not a duration between 1s and 8784h (examples: 1h, 720h)", period);
+  pl.period_s = ms / 1000;
+  if (overage && (rc = val_amount(p, l, "overage", overage, &pl.overage))) return rc;
+  if (c->n_plans == TG_CONFIG_MAX_ITEMS) return fail(p, l, TG_ECONFIG_VALUE, NULL, "too many plans");
+  if ((rc = split_list(p, l, "routes", routes, &pl.routes, &pl.n_routes)) ||
+      (models && (rc = split_list(p, l, "models", models, &pl.models, &pl.n_models)))) {
+    free_plan(&pl);
+    return rc;
+  }
+  pl.name = xstrdup(l->pos[0]);
+  c->plans = xrealloc(c->plans, c->n_plans + 1, sizeof *c->plans);
+  p->plan_lines = xrealloc(p->plan_lines, c->n_plans + 1, sizeof *p->plan_lines);
+  p->plan_lines[c->n_plans] = l->lineno;
+  c->plans[c->n_plans++] = pl;
+  return 0;
+}
+
+static int d_passes(parser_t *p, line_t *l) {
+  int rc = once(p, l, &p->seen_passes);
+  if (rc || (rc = want_pos(p, l, 0, 0,
+                           "[domain=HOST[:PORT]] [uri=URL] [session_ttl=DUR] [nonce_ttl=DUR] "
+                           "[agent_auth=yes|no]")))
+    return rc;
+  tg_config *c = p->cfg;
+  const char *v;
+  if ((v = kv(l, "domain"))) {
+    if (!*v || strchr(v, '/') || strchr(v, ' '))
+      return fail(p, l, TG_ECONFIG_VALUE, "domain", "\"%s\" is not a host[:port]", v);
+    c->passes_domain = xstrdup(v);
+  }
+  if ((v = kv(l, "uri"))) {
+    if ((rc = val_url(p, l, "uri", v))) return rc;
+    c->passes_uri = xstrdup(v);
+  }
+  if ((v = kv(l, "session_ttl"))) {
+    uint32_t ms = 0;
+    if ((rc = val_duration(p, l, "session_ttl", v, &ms, 30ull * 86400000))) return rc;
+    if (ms < 60000) return fail(p, l, TG_ECONFIG_VALUE, "session_ttl", "must be at least 1m");
+    c->session_ttl_s = ms / 1000;
+  }
+  if ((v = kv(l, "nonce_ttl"))) {
+    uint32_t ms = 0;
+    if ((rc = val_duration(p, l, "nonce_ttl", v, &ms, 3600000))) return rc;
+    if (ms < 10000) return fail(p, l, TG_ECONFIG_VALUE, "nonce_ttl", "must be at least 10s");
+    c->nonce_ttl_s = ms / 1000;
+  }
+  if ((v = kv(l, "agent_auth"))) {
+    if (strcmp(v, "yes") == 0)
+      c->agent_auth = 1;
+    else if (strcmp(v, "no") == 0)
+      c->agent_auth = 0;
+    else
+      return fail(p, l, TG_ECONFIG_VALUE, "agent_auth", "\"%s\" is neither yes nor no", v);
+  }
+  return 0;
+}
+
 static int d_log_format(parser_t *p, line_t *l) {
   int rc = once(p, l, &p->seen_log_format);
   if (rc || (rc = want_pos(p, l, 1, 1, "json|text"))) return rc;
@@ -860,6 +987,8 @@ static int dispatch(parser_t *p, line_t *l) {
   if (strcmp(d, "credit") == 0) return d_credit(p, l);
   if (strcmp(d, "settle") == 0) return d_settle(p, l);
   if (strcmp(d, "channel") == 0) return d_channel(p, l);
+  if (strcmp(d, "plan") == 0) return d_plan(p, l);
+  if (strcmp(d, "passes") == 0) return d_passes(p, l);
   if (strcmp(d, "log_format") == 0) return d_log_format(p, l);
   if (strcmp(d, "access_log") == 0) return d_access_log(p, l);
   return fail(p, l, TG_ECONFIG_KEY, NULL, "unknown directive (see docs/tollgated.conf.sample)");
@@ -884,6 +1013,9 @@ static void defaults(tg_config *c) {
   c->settle_max_age_s = 86400;
   c->log_format = TG_LOG_JSON;
   c->access_log = xstrdup("-");
+  c->session_ttl_s = 86400;
+  c->nonce_ttl_s = 300;
+  c->agent_auth = 1;
   atomic_init(&c->refs, 1);
 }
 
@@ -943,6 +1075,20 @@ static int cross_check(parser_t *p) {
       c->routes[i].price = (long)k;
     }
   }
+  for (size_t i = 0; i < c->n_plans; i++) {
+    line_t l = {.lineno = p->plan_lines[i], .directive = "plan"};
+    for (size_t k = 0; k < c->plans[i].n_routes; k++) {
+      const char *rn = c->plans[i].routes[k];
+      size_t r;
+      for (r = 0; r < c->n_routes; r++)
+        if (strcmp(c->routes[r].name, rn) == 0) break;
+      if (r == c->n_routes)
+        return fail(p, &l, TG_ECONFIG_REF, "routes", "no route named \"%s\"", rn);
+      if (c->routes[r].price < 0)
+        return fail(p, &l, TG_ECONFIG_VALUE, "routes",
+                    "route \"%s\" has no price: a pass only matters on priced routes", rn);
+    }
+  }
   if (c->n_listen == 0) {
     c->listen[0].host = xstrdup("127.0.0.1");
     c->listen[0].port = 8402;
@@ -978,6 +1124,10 @@ static int cross_check(parser_t *p) {
 
 static void free_cfg(tg_config *c) {
   if (c == NULL) return;
+  for (size_t i = 0; i < c->n_plans; i++) free_plan(&c->plans[i]);
+  free(c->plans);
+  free(c->passes_domain);
+  free(c->passes_uri);
   free(c->path);
   for (size_t i = 0; i < c->n_listen; i++) free(c->listen[i].host);
   free(c->public_url);
@@ -1041,6 +1191,7 @@ int tg_config_parse(tg_config **out, char *err, const char *name, const char *te
   free(p.route_upstream);
   free(p.route_price);
   free(p.route_lines);
+  free(p.plan_lines);
   if (rc) {
     free_cfg(c);
     return rc;
@@ -1103,4 +1254,18 @@ const tg_config_model_price *tg_config_model_price_find(const tg_config_price *p
     if (strcmp(p->models[i].model, "*") == 0) star = &p->models[i];
   }
   return star;
+}
+
+size_t tg_config_plans_for(const tg_config *cfg, const char *route, const char *model,
+                           const tg_config_plan **out, size_t max) {
+  size_t n = 0;
+  for (size_t i = 0; i < cfg->n_plans && n < max; i++) {
+    const tg_config_plan *pl = &cfg->plans[i];
+    int route_ok = 0, model_ok = pl->n_models == 0;
+    for (size_t k = 0; k < pl->n_routes && !route_ok; k++) route_ok = strcmp(pl->routes[k], route) == 0;
+    for (size_t k = 0; k < pl->n_models && !model_ok && model; k++)
+      model_ok = strcmp(pl->models[k], model) == 0 || strcmp(pl->models[k], "*") == 0;
+    if (route_ok && model_ok) out[n++] = pl;
+  }
+  return n;
 }

@@ -86,6 +86,22 @@ typedef struct {
   tg_u256 limit;          /* base units */
 } tg_config_credit;
 
+enum { TG_QUOTA_CALLS = 1, TG_QUOTA_TOKENS = 2 };
+
+/* An access-pass plan: an ERC-1155 token id of TollgatePasses, what it covers, its quota. */
+typedef struct {
+  char *name;
+  tg_u256 id;             /* the plan id (ERC-1155 token id) */
+  char **routes;          /* route names the pass covers (each a priced route) */
+  size_t n_routes;
+  char **models;          /* models covered ("model" of the body); NULL: any */
+  size_t n_models;
+  int unit;               /* TG_QUOTA_CALLS or TG_QUOTA_TOKENS */
+  uint64_t quota;         /* included per period (0: none, every call is overage or paid) */
+  uint64_t period_s;      /* quota period: fixed windows of this length since the Unix epoch */
+  tg_u256 overage;        /* postpaid credit limit per holder past the quota (0: pay instead) */
+} tg_config_plan;
+
 enum { TG_SECRET_NONE = 0, TG_SECRET_FILE = 1, TG_SECRET_ENV = 2 };
 enum { TG_STORE_SQLITE = 1, TG_STORE_POSTGRES = 2 };
 enum { TG_EXACT_WAIT_SUBMISSION = 1, TG_EXACT_WAIT_RECEIPT = 2 };
@@ -154,6 +170,14 @@ typedef struct tg_config {
   tg_u256 channel_min_deposit;        /* extra.minDeposit offered (0: none) */
   int channel_gasless;                /* accept batch-settlement `deposit` payloads, submitting them */
 
+  /* access passes */
+  tg_config_plan *plans;
+  size_t n_plans;
+  char *passes_domain;    /* the SIWE domain expected (NULL: the request's Host) */
+  char *passes_uri;       /* the SIWE URI prefix expected (NULL: public_url, else http://Host/) */
+  uint32_t session_ttl_s; /* sessions last this long (default 24h) */
+  uint32_t nonce_ttl_s;   /* an issued nonce must be used within this (default 5m) */
+  int agent_auth;         /* accept per-request signed authentication (default yes) */
   /* logs */
   int log_format;
   char *access_log;       /* "-" for stderr, a path, or NULL (off) */
@@ -178,6 +202,10 @@ void tg_config_unref(tg_config *cfg);
 /* Lookups (NULL / -1 when absent). */
 const tg_config_upstream *tg_config_upstream_find(const tg_config *cfg, const char *name);
 const tg_config_price *tg_config_price_find(const tg_config *cfg, const char *name);
+/* The plans covering a route (and model, NULL: none given), in file order; returns how many fit. */
+size_t tg_config_plans_for(const tg_config *cfg, const char *route, const char *model,
+                           const tg_config_plan **out, size_t max);
+
 /* The model's token prices: an exact model name first, then "*"; NULL when neither. */
 const tg_config_model_price *tg_config_model_price_find(const tg_config_price *p,
                                                         const char *model);

@@ -11,6 +11,7 @@
 #include "pay/ledger.h"
 #include "store/store.h"
 #include "tollgate/abi.h"
+#include "tollgate/address.h"
 #include "tollgate/hex.h"
 #include "tollgate/keccak.h"
 #include "tollgate/rpc.h"
@@ -56,6 +57,11 @@ struct tg_chain {
   tg_hash topics[4];         /* Deposited, WithdrawInitiated, Withdrawn, Refunded */
   tg_chain_withdraw_fn on_withdraw; /* called on the follower thread after the sync */
   void *on_withdraw_arg;
+  /* access passes */
+  tg_address passes;
+  uint8_t sel_entitled[4];
+  tg_chain_pass_hooks pass_hooks;
+  uint64_t pass_next;        /* the next block whose pass logs are read */
 };
 
 /* ---- blocking reads ----------------------------------------------------------- */
@@ -123,6 +129,36 @@ static int erc1271(void *ctx, const tg_address *wallet, const tg_hash *digest, c
   free(data);
   if (rc == TG_ERPC_REVERTED) rc = TG_OK; /* refused: not a valid signature */
   else if (rc == TG_OK) *valid = out.len >= 32 && memcmp(out.data, magic, 4) == 0;
+  tg_buf_cleanup(&out);
+  return rc;
+}
+
+int tg_chain_erc1271(void *ctx, const tg_address *wallet, const tg_hash *digest, const uint8_t *sig,
+                     size_t sig_len, int *valid) {
+  return erc1271(ctx, wallet, digest, sig, sig_len, valid);
+}
+
+/* entitled(address,uint256) -> (bool ok, uint64 until, address holder): three static words. */
+int tg_chain_pass_entitled(void *ctx, const tg_address *user, const tg_u256 *plan_id, int *ok,
+                           uint64_t *until, tg_address *holder) {
+  tg_chain *c = ctx;
+  *ok = 0;
+  *until = 0;
+  memset(holder, 0, sizeof *holder);
+  if (tg_address_is_zero(&c->passes)) return TG_EPAY_UNAVAILABLE;
+  uint8_t data[4 + 64];
+  memcpy(data, c->sel_entitled, 4);
+  tg_abi_put_address(data + 4, user);
+  tg_abi_put_u256(data + 36, plan_id);
+  tg_buf out;
+  tg_buf_init(&out, 4096);
+  int rc = call_view(c, &out, &c->passes, data, sizeof data);
+  if (!rc && out.len < 96) rc = TG_EABI_DATA;
+  if (!rc) {
+    *ok = out.data[31] != 0;
+    rc = word_u64(out.data + 32, until);
+    memcpy(holder->b, out.data + 64 + 12, 20);
+  }
   tg_buf_cleanup(&out);
   return rc;
 }
@@ -507,6 +543,35 @@ static int follow_logs(tg_chain *c, uint64_t from, uint64_t to) {
   return rc;
 }
 
+/*
+ * The pass contract's logs of [from, to]: any log at all (a transfer,
+ * delegation, revocation, purchase, renewal or grant) makes cached
+ * entitlements stale, so the pass layer reads them again; then the head's
+ * time, so that expiries follow the chain's clock.
+ */
+static int follow_passes(tg_chain *c, uint64_t from, uint64_t to) {
+  char addr[43], fb[24], tb[24];
+  tg_hex_encode(addr, c->passes.b, 20, 1);
+  snprintf(fb, sizeof fb, "0x%llx", (unsigned long long)from);
+  snprintf(tb, sizeof tb, "0x%llx", (unsigned long long)to);
+  json_t *params = json_pack("[{s:s, s:s, s:s}]", "address", addr, "fromBlock", fb, "toBlock", tb);
+  if (!params) abort();
+  tg_rpc_reply r;
+  int rc = tg_rpc_call(c->follow_rpc, &r, "eth_getLogs", params);
+  if (rc == 0 && !json_is_array(r.result)) rc = TG_ERPC_REPLY;
+  int any = rc == 0 && json_array_size(r.result) > 0;
+  tg_rpc_reply_cleanup(&r);
+  if (any && c->pass_hooks.changed) c->pass_hooks.changed(c->pass_hooks.arg);
+  tg_eth_block b;
+  if (c->pass_hooks.head_time && tg_eth_get_block(c->follow_rpc, &b, NULL) == 0) {
+    c->pass_hooks.head_time(c->pass_hooks.arg, b.timestamp);
+    tg_eth_block_cleanup(&b);
+  }
+  return rc;
+}
+
+void tg_chain_on_passes(tg_chain *c, const tg_chain_pass_hooks *h) { c->pass_hooks = *h; }
+
 static void *follow_main(void *arg) {
   tg_chain *c = arg;
   uint64_t next = 0;
@@ -523,11 +588,19 @@ static void *follow_main(void *arg) {
           for (size_t k = 0; k < all.n; k++) follow_sync(c, &all.ids[k], head);
           started = 1;
           next = head + 1;
+          c->pass_next = head + 1;
+          /* whatever happened while the daemon was down: nothing is cached yet */
         }
         free(all.ids);
-      } else if (head >= next) {
-        uint64_t to = head - next > 1999 ? next + 1999 : head; /* node log-range limits */
-        if (follow_logs(c, next, to) == 0) next = to + 1;
+      } else {
+        if (head >= next) {
+          uint64_t to = head - next > 1999 ? next + 1999 : head; /* node log-range limits */
+          if (follow_logs(c, next, to) == 0) next = to + 1;
+        }
+        if (!tg_address_is_zero(&c->passes) && c->pass_hooks.changed && head >= c->pass_next) {
+          uint64_t to = head - c->pass_next > 1999 ? c->pass_next + 1999 : head;
+          if (follow_passes(c, c->pass_next, to) == 0) c->pass_next = to + 1;
+        }
       }
     }
     pthread_mutex_lock(&c->follow_mu);
@@ -579,10 +652,12 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
   };
   for (int i = 0; i < 4; i++) tg_keccak256(&c->topics[i], events[i], strlen(events[i]));
   c->channels = o->channels;
+  c->passes = o->passes;
   c->wait_receipt = o->wait_receipt;
   int rc = tg_abi_selector_str(c->sel_state, "getChannelState(bytes32)", 24);
   if (!rc) rc = tg_abi_selector_str(c->sel_auth_state, "authorizationState(address,bytes32)", 35);
   if (!rc) rc = tg_abi_selector_str(c->sel_balance, "balanceOf(address)", 18);
+  if (!rc) rc = tg_abi_selector_str(c->sel_entitled, "entitled(address,uint256)", 25);
   if (!rc)
     rc = tg_abi_selector_str(c->sel_transfer,
                              "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)",

@@ -23,6 +23,7 @@ typedef struct {
   const tg_seckey *key;        /* the gateway's account: sends transferWithAuthorization */
   const char *journal_path;    /* the transaction manager's journal */
   tg_address channels;         /* TollgateChannels */
+  tg_address passes;           /* TollgatePasses (zero: none) */
   int wait_receipt;            /* exact: answer after the receipt, not on submission */
   unsigned confirmations;
 } tg_chain_opts;
@@ -49,6 +50,26 @@ TG_WARN_UNUSED_RESULT int tg_chain_follow(tg_chain *c, struct tg_ledger *ledger,
  */
 typedef void (*tg_chain_withdraw_fn)(void *arg, const tg_hash *channel);
 void tg_chain_on_withdraw(tg_chain *c, tg_chain_withdraw_fn fn, void *arg);
+
+/*
+ * Access passes: on the follower thread, `changed` is called once per poll in
+ * which the pass contract logged anything (transfers, delegations,
+ * purchases, renewals, grants), and `head_time` with the newest block's
+ * timestamp. Set before tg_chain_follow; the follower then also follows the
+ * pass contract.
+ */
+typedef struct {
+  void *arg;
+  void (*changed)(void *arg);
+  void (*head_time)(void *arg, uint64_t unix_s);
+} tg_chain_pass_hooks;
+void tg_chain_on_passes(tg_chain *c, const tg_chain_pass_hooks *h);
+/* TollgatePasses.entitled(user, planId), a blocking read (tg_passes_chain.entitled). */
+int tg_chain_pass_entitled(void *ctx, const tg_address *user, const tg_u256 *plan_id, int *ok,
+                           uint64_t *until, tg_address *holder);
+/* ERC-1271 isValidSignature, a blocking read (ctx is the tg_chain). */
+int tg_chain_erc1271(void *ctx, const tg_address *wallet, const tg_hash *digest, const uint8_t *sig,
+                     size_t sig_len, int *valid);
 
 /* The payment layer's interfaces, backed by this chain. */
 tg_pay_chain tg_chain_pay_reader(tg_chain *c);

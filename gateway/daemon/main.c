@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
       return 1;
     }
     hooks = &payments.hooks;
-    ops = (tg_http_ops){.pay = payments.pay, .store = payments.store};
+    ops = (tg_http_ops){.pay = payments.pay, .store = payments.store, .passes = payments.passes};
     ops.has_signer = tg_seckey_address(&ops.signer, payments.key) == 0;
   }
   tg_server_opts opts = {.cfg = cfg, .hooks = hooks, .ops = &ops, .on_reload = on_reload, .on_reload_arg = &payments};

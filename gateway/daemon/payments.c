@@ -80,6 +80,10 @@ static int start_scheduler(tg_payments *p, char *err, const tg_config *cfg, cons
   return TG_OK;
 }
 
+/* The chain follower's hooks for access passes (follower thread). */
+static void pass_changed(void *arg) { tg_passes_invalidate(arg); }
+static void pass_time(void *arg, uint64_t unix_s) { tg_passes_chain_time(arg, unix_s); }
+
 int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   memset(p, 0, sizeof *p);
   int rc;
@@ -135,10 +139,26 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   snprintf(journal, sizeof journal, "%s.txm", cfg->store_conninfo);
   co.journal_path = journal;
   co.channels = dep.c[TG_CONTRACT_CHANNELS].address;
+  if (cfg->n_plans) co.passes = dep.c[TG_CONTRACT_PASSES].address;
   co.wait_receipt = cfg->exact_wait == TG_EXACT_WAIT_RECEIPT;
   rc = tg_chain_new(&p->chain, err, TG_CONFIG_ERR_MAX, &co);
   if (rc) goto fail;
   p->ledger = tg_ledger_new();
+  if (cfg->n_plans) {
+    if (!cfg->deployment) {
+      snprintf(err, TG_CONFIG_ERR_MAX, "`plan` needs `deployment`: the pass contract's address comes from it");
+      rc = TG_EINVAL;
+      goto fail;
+    }
+    tg_passes_opts pso;
+    memset(&pso, 0, sizeof pso);
+    pso.store = p->store;
+    pso.chain = (tg_passes_chain){p->chain, tg_chain_pass_entitled, tg_chain_erc1271};
+    pso.chain_id = cfg->chain_id;
+    if ((rc = tg_passes_new(&p->passes, &pso))) goto fail;
+    tg_chain_pass_hooks ph = {p->passes, pass_changed, pass_time};
+    tg_chain_on_passes(p->chain, &ph);
+  }
   tg_pay_opts po;
   memset(&po, 0, sizeof po);
   po.cfg = cfg;
@@ -154,11 +174,12 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   po.channel_contract = dep.c[TG_CONTRACT_CHANNELS].address;
   po.withdraw_delay = cfg->channel_withdraw_delay_s;
   po.min_deposit = cfg->channel_min_deposit;
+  po.passes = p->passes;
   rc = tg_pay_new(&p->pay, err, &po);
   if (rc) goto fail;
   if (cfg->scheme_channel && (rc = start_scheduler(p, err, cfg, &dep)) != 0) goto fail;
-  if (cfg->scheme_channel && (rc = tg_chain_follow(p->chain, p->ledger, p->store, 1000))) {
-    snprintf(err, TG_CONFIG_ERR_MAX, "channel follower: %s", tg_strerror(rc));
+  if ((cfg->scheme_channel || p->passes) && (rc = tg_chain_follow(p->chain, p->ledger, p->store, 1000))) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "chain follower: %s", tg_strerror(rc));
     goto fail;
   }
   p->hooks = (tg_http_payhooks){p->pay, tg_pay_admit, tg_pay_complete};
@@ -172,6 +193,7 @@ void tg_payments_stop(tg_payments *p) {
   tg_pay_free(p->pay);
   tg_chain_free(p->chain); /* the follower first: it wakes the scheduler */
   tg_scheduler_stop(p->sched);
+  tg_passes_free(p->passes);
   tg_ledger_free(p->ledger);
   tg_store_close(p->store);
   tg_seckey_free(p->key);

@@ -7,6 +7,7 @@
 #include "daemon/scheduler.h"
 #include "http/server.h"
 #include "pay/ledger.h"
+#include "pay/passes.h"
 #include "pay/pay.h"
 #include "store/store.h"
 
@@ -16,6 +17,7 @@ typedef struct {
   tg_seckey *key;
   tg_chain *chain;
   tg_pay *pay;
+  tg_passes *passes;          /* access passes (when the configuration has plans) */
   tg_scheduler *sched;        /* settlement runs and the watchtower (channel scheme) */
   tg_http_payhooks hooks;
 } tg_payments;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pay/passes.h"
 #include "store/store.h"
 #include "tollgate/address.h"
 #include "tollgate/hex.h"
@@ -232,11 +233,81 @@ static int admin_charges(const tg_http_ops *ops, struct evhttp_request *req, str
   return 200;
 }
 
+/* ---- access passes ------------------------------------------------------------------ */
+
+static int add_usage(void *arg, const tg_u256 *plan, const tg_address *holder, int64_t period,
+                     uint64_t calls, uint64_t tokens, uint64_t inflight) {
+  char id[TG_U256_DEC_MAX];
+  tg_u256_to_dec(plan, id);
+  json_array_append_new(arg, json_pack("{s:s, s:o, s:I, s:I, s:I, s:I}", "plan_id", id, "holder",
+                                       j_addr(holder), "period_start_ms", (json_int_t)period,
+                                       "calls", (json_int_t)calls, "tokens", (json_int_t)tokens,
+                                       "in_flight", (json_int_t)inflight));
+  return 0;
+}
+
+/* GET passes: the pass layer's counters and the usage counters it holds for this period. */
+static int admin_passes(const tg_http_ops *ops, struct evhttp_request *req) {
+  tg_passes_stats s;
+  tg_passes_stats_get(ops->passes, &s);
+  json_t *usage = json_array();
+  tg_passes_usage_each(ops->passes, add_usage, usage);
+  json_t *o = json_pack(
+      "{s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:I, s:o}",
+      "passes_seen", (json_int_t)s.passes_seen, "sessions_cached", (json_int_t)s.sessions_cached,
+      "signins", (json_int_t)s.signins, "signins_refused", (json_int_t)s.signins_refused,
+      "nonces_issued", (json_int_t)s.nonces_issued, "entitlements", "reads",
+      (json_int_t)s.entitlement_reads, "cache_hits", (json_int_t)s.entitlement_hits,
+      "invalidations", (json_int_t)s.invalidations, "calls", "included",
+      (json_int_t)s.admitted_included, "overage", (json_int_t)s.admitted_overage,
+      "refused_not_entitled", (json_int_t)s.refused_not_entitled, "refused_quota",
+      (json_int_t)s.refused_quota, "chain_time", (json_int_t)s.chain_time, "usage", usage);
+  reply_json(req, 200, o);
+  json_decref(o);
+  return 200;
+}
+
+/* Per-plan quota use for /metrics: sums over holders of the current periods' counters. */
+#define USAGE_PLANS_MAX 256
+typedef struct {
+  size_t n;
+  tg_u256 plan[USAGE_PLANS_MAX];
+  uint64_t calls[USAGE_PLANS_MAX], tokens[USAGE_PLANS_MAX], holders[USAGE_PLANS_MAX];
+} usage_sums;
+
+static int usage_add(void *arg, const tg_u256 *plan, const tg_address *holder, int64_t period,
+                     uint64_t calls, uint64_t tokens, uint64_t inflight) {
+  (void)holder;
+  (void)period;
+  (void)inflight;
+  usage_sums *u = arg;
+  size_t i;
+  for (i = 0; i < u->n; i++)
+    if (tg_u256_cmp(&u->plan[i], plan) == 0) break;
+  if (i == u->n) {
+    if (u->n == USAGE_PLANS_MAX) return 0;
+    u->plan[u->n++] = *plan;
+  }
+  u->calls[i] += calls;
+  u->tokens[i] += tokens;
+  u->holders[i]++;
+  return 0;
+}
+
 int tg_ops_admin(const tg_http_ops *ops, struct evhttp_request *req, const char *method,
                  const char *sub, const char *query, const char *request_id) {
   int known = strcmp(sub, "channels") == 0 || strcmp(sub, "charges") == 0 ||
-              strcmp(sub, "settlements") == 0;
+              strcmp(sub, "settlements") == 0 || strcmp(sub, "passes") == 0;
   if (!known) return reply_error(req, 404, "no such admin endpoint", request_id);
+  if (strcmp(sub, "passes") == 0) {
+    if (strcmp(method, "GET") != 0) {
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+      return reply_error(req, 405, "admin endpoints answer GET only", request_id);
+    }
+    if (ops == NULL || ops->passes == NULL)
+      return reply_error(req, 503, "access passes are not configured (no `plan`)", request_id);
+    return admin_passes(ops, req);
+  }
   if (strcmp(method, "GET") != 0) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
     return reply_error(req, 405, "admin endpoints answer GET only", request_id);
@@ -567,6 +638,54 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
       (unsigned long long)s.admitted, (unsigned long long)s.charged_calls,
       (unsigned long long)s.failed_commits, ch, ex, (unsigned long long)s.chain_check_errors,
       (unsigned long long)s.chain_submit_errors);
+  }
+  if (ops->passes) {
+    tg_passes_stats s;
+    tg_passes_stats_get(ops->passes, &s);
+    P("# HELP tollgate_passes_seen Distinct (address, plan) entitlements cached as live.\n"
+      "# TYPE tollgate_passes_seen gauge\ntollgate_passes_seen %llu\n"
+      "# HELP tollgate_sessions_cached Sign-in sessions held in memory.\n"
+      "# TYPE tollgate_sessions_cached gauge\ntollgate_sessions_cached %llu\n"
+      "# HELP tollgate_signins_total Sign-in attempts, by result.\n"
+      "# TYPE tollgate_signins_total counter\n"
+      "tollgate_signins_total{result=\"ok\"} %llu\ntollgate_signins_total{result=\"refused\"} %llu\n"
+      "# HELP tollgate_pass_entitlement_reads_total eth_calls of entitled() (cache misses).\n"
+      "# TYPE tollgate_pass_entitlement_reads_total counter\ntollgate_pass_entitlement_reads_total %llu\n"
+      "# HELP tollgate_pass_entitlement_hits_total Entitlements answered from the cache.\n"
+      "# TYPE tollgate_pass_entitlement_hits_total counter\ntollgate_pass_entitlement_hits_total %llu\n"
+      "# HELP tollgate_pass_invalidations_total Polls in which the pass contract logged a change.\n"
+      "# TYPE tollgate_pass_invalidations_total counter\ntollgate_pass_invalidations_total %llu\n"
+      "# HELP tollgate_pass_calls_total Calls decided on a pass, by outcome.\n"
+      "# TYPE tollgate_pass_calls_total counter\n"
+      "tollgate_pass_calls_total{outcome=\"included\"} %llu\n"
+      "tollgate_pass_calls_total{outcome=\"overage\"} %llu\n"
+      "tollgate_pass_calls_total{outcome=\"not_entitled\"} %llu\n"
+      "tollgate_pass_calls_total{outcome=\"quota_spent\"} %llu\n"
+      "# HELP tollgate_pass_quota_used Usage of the current quota periods, summed per plan.\n"
+      "# TYPE tollgate_pass_quota_used gauge\n"
+      "# HELP tollgate_pass_quota_holders Holders with usage counted in the current period, per plan.\n"
+      "# TYPE tollgate_pass_quota_holders gauge\n",
+      (unsigned long long)s.passes_seen, (unsigned long long)s.sessions_cached,
+      (unsigned long long)s.signins, (unsigned long long)s.signins_refused,
+      (unsigned long long)s.entitlement_reads, (unsigned long long)s.entitlement_hits,
+      (unsigned long long)s.invalidations, (unsigned long long)s.admitted_included,
+      (unsigned long long)s.admitted_overage, (unsigned long long)s.refused_not_entitled,
+      (unsigned long long)s.refused_quota);
+    usage_sums *u = calloc(1, sizeof *u);
+    if (!u) abort();
+    tg_passes_usage_each(ops->passes, usage_add, u);
+    for (size_t i = 0; i < u->n && rc == 0; i++) {
+      char id[TG_U256_DEC_MAX];
+      tg_u256_to_dec(&u->plan[i], id);
+      rc = tg_buf_printf(out,
+                         "tollgate_pass_quota_used{plan_id=\"%s\",unit=\"calls\"} %llu\n"
+                         "tollgate_pass_quota_used{plan_id=\"%s\",unit=\"tokens\"} %llu\n"
+                         "tollgate_pass_quota_holders{plan_id=\"%s\"} %llu\n",
+                         id, (unsigned long long)u->calls[i], id, (unsigned long long)u->tokens[i], id,
+                         (unsigned long long)u->holders[i]);
+    }
+    free(u);
+    if (rc) return rc;
   }
   if (ops->store) {
     tg_store_stats s;

@@ -29,4 +29,15 @@ void tg_ops_facilitator(const tg_http_ops *ops, struct event_base *base, struct 
 /* Appends the payment layer's, the store's and the chain's metrics (Prometheus text). */
 TG_WARN_UNUSED_RESULT int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out);
 
+/* 1 for the sign-in endpoints (gateway/http/signin.c): /auth/nonce, /auth/siwe, /auth/session. */
+int tg_signin_is_path(const char *path);
+/*
+ * Answers a sign-in endpoint (Sign-In with Ethereum for access passes), then
+ * calls done(arg, status) exactly once on `base`, possibly before it returns.
+ * `cfg` is read before this returns.
+ */
+void tg_signin_handle(const tg_http_ops *ops, const tg_config *cfg, struct event_base *base,
+                      struct evhttp_request *req, const char *method, const char *path,
+                      const char *request_id, void (*done)(void *arg, int status), void *arg);
+
 #endif

@@ -84,6 +84,7 @@ typedef struct call {
   int charged;
   tg_u256 amount;
   const char *scheme_name;         /* from the receipt (static string), NULL when unknown */
+  char *admit_hdr[2][2];           /* headers of the admission (pass plan), added to the answer */
   int has_payer;
   tg_address payer;
 
@@ -317,6 +318,10 @@ static void maybe_finish(call *c) {
   tg_worker_call_done(w, metric, &a);
   tg_config_unref(c->cfg);
   free(c->path);
+  for (int i = 0; i < 2; i++) {
+    free(c->admit_hdr[i][0]);
+    free(c->admit_hdr[i][1]);
+  }
   free(c);
 }
 
@@ -430,6 +435,8 @@ static void copy_resp_headers(call *c, const tg_pay_header *extra, size_t n_extr
   }
   for (size_t i = 0; i < n_extra; i++)
     if (extra[i].name && extra[i].value) evhttp_add_header(out, extra[i].name, extra[i].value);
+  for (int i = 0; i < 2; i++)
+    if (c->admit_hdr[i][0]) evhttp_add_header(out, c->admit_hdr[i][0], c->admit_hdr[i][1]);
   evhttp_add_header(out, "X-Request-Id", c->request_id);
 }
 
@@ -713,6 +720,10 @@ static int build_headers(call *c, struct evhttp_request *req) {
     }
     /* The payment is for the gateway; the upstream never sees it. */
     if (c->price && strcasecmp(h->key, "PAYMENT-SIGNATURE") == 0) continue;
+    /* Nor a pass session token or signed authentication (they would let it act as the holder). */
+    if (c->price && strcasecmp(h->key, "X-Tollgate-Auth") == 0) continue;
+    if (c->price && strcasecmp(h->key, "Authorization") == 0 && strncasecmp(h->value, "Bearer tgs_", 11) == 0)
+      continue;
     if (c->body && strcasecmp(h->key, "Content-Type") == 0) {
       if ((rc = add_header(c, "Content-Type", "application/json"))) return rc;
       continue;
@@ -821,6 +832,12 @@ static void on_admit(void *arg, tg_pay_decision *d) {
   if (d->admitted) {
     c->admitted = 1;
     c->pay = d->call;
+    for (size_t i = 0; i < d->n_headers && i < 2; i++)
+      if (d->headers[i].name && d->headers[i].value) {
+        c->admit_hdr[i][0] = strdup(d->headers[i].name);
+        c->admit_hdr[i][1] = strdup(d->headers[i].value);
+        if (!c->admit_hdr[i][0] || !c->admit_hdr[i][1]) abort();
+      }
   }
   if (c->req == NULL) {
     /* The client left while admission ran: release the reservation. */
@@ -952,6 +969,8 @@ void tg_proxy_handle(tg_worker *w, struct evhttp_request *req, const tg_config_r
                        .model = model[0] ? model : NULL,
                        .payment_signature = evhttp_find_header(in, "PAYMENT-SIGNATURE"),
                        .authorization = evhttp_find_header(in, "Authorization"),
+                       .host = host,
+                       .agent_auth = evhttp_find_header(in, "X-Tollgate-Auth"),
                        .payment_identifier = NULL};
   c->pay_pending = 1;
   w->hooks->admit(w->hooks->ctx, w->base, &pr, c->price, on_admit, c);

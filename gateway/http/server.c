@@ -290,6 +290,7 @@ typedef struct {
   char id[17];
   char path[16];
   struct timespec t0;
+  const char *route; /* static: "facilitator" or "signin" */
 } fac_call;
 
 static void fac_done(void *arg, int status) {
@@ -299,7 +300,7 @@ static void fac_done(void *arg, int status) {
   tg_access a = {.request_id = fc->id,
                  .method = fc->method,
                  .path = fc->path,
-                 .route = "facilitator",
+                 .route = fc->route ? fc->route : "facilitator",
                  .status = status,
                  .latency_us = (uint64_t)(t.tv_sec - fc->t0.tv_sec) * 1000000u +
                                (uint64_t)((t.tv_nsec - fc->t0.tv_nsec) / 1000)};
@@ -368,6 +369,23 @@ static void on_request(struct evhttp_request *req, void *arg) {
       st = tg_ops_admin(s->ops, req, method, strlen(path) >= ap ? path + ap : "", q, id);
     }
     simple_done(w, method, id, path, "admin", st, NULL, &t0);
+    return;
+  }
+  if (tg_signin_is_path(path) && s->ops && s->ops->passes) {
+    /* Sign-in (access passes): in flight until answered, like the facilitator. */
+    fac_call *fc = calloc(1, sizeof *fc);
+    if (fc == NULL) abort();
+    fc->w = w;
+    fc->method = method;
+    memcpy(fc->id, id, sizeof fc->id);
+    size_t pl = strlen(path); /* one of the sign-in paths: short */
+    if (pl >= sizeof fc->path) pl = sizeof fc->path - 1;
+    memcpy(fc->path, path, pl);
+    fc->t0 = t0;
+    fc->route = "signin";
+    w->inflight++;
+    tg_metrics_inflight(w->metrics, w->id, 1);
+    tg_signin_handle(s->ops, cfg, w->base, req, method, path, id, fac_done, fc);
     return;
   }
   if (s->ops && s->ops->pay && tg_ops_is_facilitator(path)) {

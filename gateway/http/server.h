@@ -48,6 +48,7 @@ struct tg_store;
  */
 typedef struct {
   tg_pay *pay;                 /* POST /verify, POST /settle, GET /supported */
+  struct tg_passes *passes;    /* POST /auth/nonce, POST /auth/siwe (access passes) */
   struct tg_store *store;      /* admin API, store commit metrics */
   int has_signer;
   tg_address signer;           /* the gateway's account (GET /supported "signers") */

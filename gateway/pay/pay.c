@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include "pay/ledger.h"
+#include "pay/passes.h"
 #include "pay/pay.h"
 #include "store/store.h"
 #include "tollgate/address.h"
@@ -17,6 +18,7 @@
 #include "tollgate/eip712.h"
 #include "tollgate/hex.h"
 #include "tollgate/keccak.h"
+#include "tollgate/siwe.h"
 #include "tollgate/u256.h"
 #include "tollgate/x402.h"
 
@@ -42,6 +44,7 @@ struct tg_pay {
   tg_u256 min_deposit;
   tg_hash channel_domain;
   tg_pay_exact_backend exact;
+  tg_passes *passes;    /* NULL: no access passes */
   tg_hash token_domain; /* the asset's EIP-712 domain, for EIP-3009 */
   /* EIP-3009 authorizations admitted and not yet recorded: (from, nonce) keys. */
   pthread_mutex_t inflight_mu;
@@ -95,6 +98,10 @@ struct tg_pay_call {
   int exact_prev;       /* EXACT_NONE, TG_EXACT_FAILED or TG_EXACT_VERIFIED */
   char exact_rid[TG_STORE_REQUEST_ID_MAX + 1]; /* the record's request id (the charge's) */
   int exact_err;
+  /* access pass: admitted on a pass (its quota, or its overage credit) */
+  int pass;
+  tg_passes_grant grant;
+  tg_u256 pass_max;    /* the reservation (overage) */
 };
 
 #define EXACT_NONE (-1)
@@ -825,6 +832,154 @@ fail:
   call_abort(p, call);
 }
 
+/* ---- access passes ------------------------------------------------------------ */
+
+static void finish(tg_pay_call *c, int charged, int err);
+static void on_release_ev(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * A call by a session or a signed request: the pass layer decides (entitled
+ * plan, quota, overage credit). No plan covering the route, or the quota spent
+ * without overage room: the ordinary 402 with every payment option, so the
+ * caller can pay per call instead. Not entitled: 403 with the reason.
+ */
+static void admit_pass(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
+                       const tg_config_price *price, const tg_u256 *max,
+                       const tg_config_model_price *mp, const tg_address *who, tg_pay_admit_cb cb,
+                       void *arg) {
+  tg_passes_grant g;
+  char why[512];
+  int rc = tg_passes_admit(p->passes, cfg, req->route, req->model, who, max, &g, why, sizeof why);
+  if (rc == TG_ENOTFOUND) {
+    refuse(p, cfg, req, 402, "no pass plan covers this route: PAYMENT-SIGNATURE header is required",
+           max, NULL, cb, arg);
+    return;
+  }
+  if (rc) {
+    refuse(p, cfg, req, rc == TG_EPASS_QUOTA ? 402 : tg_err_http_status(rc), why[0] ? why : tg_strerror(rc),
+           rc == TG_EPASS_QUOTA ? max : NULL, NULL, cb, arg);
+    return;
+  }
+  tg_pay_call *call = calloc(1, sizeof *call);
+  if (!call) abort();
+  call->pay = p;
+  call->exact_prev = EXACT_NONE;
+  call->cfg = tg_config_ref(cfg);
+  call->pass = 1;
+  call->grant = g;
+  call->pass_max = *max;
+  call->price = price;
+  call->model_price = mp;
+  call->payer = g.holder;
+  copy_cstr(call->request_id, sizeof call->request_id, req->request_id);
+  copy_cstr(call->route, sizeof call->route, req->route);
+  copy_cstr(call->model, sizeof call->model, req->model);
+  tg_buf_init(&call->header, TG_STORE_HEADER_MAX);
+  tg_buf_init(&call->trailer, 4096);
+  /* X-Tollgate-Pass: which plan admitted the call and until when (docs/PROTOCOL.md). */
+  char id[TG_U256_DEC_MAX], holder[TG_ADDRESS_HEX_LEN], until[32], hdr[512], ov[256];
+  tg_u256_to_dec(&g.plan_id, id);
+  tg_address_to_checksum(&g.holder, holder);
+  tg_rfc3339_format(until, (int64_t)g.until * 1000);
+  snprintf(hdr, sizeof hdr, "plan=%s; id=%s; holder=%s; expires=%s; %s", g.plan->name, id, holder,
+           until, g.overage ? "overage=postpaid" : "quota=included");
+  tg_pay_decision d;
+  memset(&d, 0, sizeof d);
+  d.admitted = 1;
+  d.call = call;
+  d.headers[d.n_headers++] = (tg_pay_header){"X-Tollgate-Pass", hdr};
+  if (g.overage) {
+    char owed[TG_U256_DEC_MAX], lim[TG_U256_DEC_MAX];
+    tg_u256_to_dec(&g.owed_before, owed);
+    tg_u256_to_dec(&g.plan->overage, lim);
+    snprintf(ov, sizeof ov, "owed=%s; limit=%s", owed, lim);
+    d.headers[d.n_headers++] = (tg_pay_header){"X-Tollgate-Overage", ov};
+  }
+  stat_add(p, &p->stats.admitted);
+  cb(arg, &d);
+}
+
+static void on_pass_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
+  tg_pay_call *c = arg;
+  tg_pay *p = c->pay;
+  if (err) {
+    tg_passes_release(p->passes, &c->grant);
+    stat_add(p, &p->stats.failed_commits);
+    finish(c, 0, err);
+    return;
+  }
+  uint64_t calls = 0, tokens = 0;
+  for (size_t i = 0; i < n; i++)
+    if (ops[i].kind == TG_STORE_OP_PASS_USE) {
+      calls = ops[i].u.pass.out_calls;
+      tokens = ops[i].u.pass.out_tokens;
+    }
+  tg_passes_done(p->passes, &c->grant, calls, tokens, c->grant.overage ? &c->plan.price : NULL);
+  if (c->grant.overage) {
+    tg_u256 owed;
+    tg_passes_owed(p->passes, &c->grant.holder, &owed);
+    char o[TG_U256_DEC_MAX], a[TG_U256_DEC_MAX];
+    tg_u256_to_dec(&owed, o);
+    tg_u256_to_dec(&c->plan.price, a);
+    if (tg_buf_printf(&c->header, "%s; charged=%s", o, a) != 0) tg_buf_reset(&c->header);
+    if (tg_buf_printf(&c->trailer, ": tollgate-owed {\"owed\":\"%s\",\"charged\":\"%s\"}\n\n", o, a) != 0)
+      tg_buf_reset(&c->trailer);
+    pthread_mutex_lock(&p->mu);
+    p->stats.charged_calls++;
+    pthread_mutex_unlock(&p->mu);
+  }
+  finish(c, c->grant.overage, 0);
+}
+
+/*
+ * A pass call's usage (1 call, its tokens) is added to the pass's counter of
+ * this period, and an overage call's price recorded as a postpaid charge, in
+ * one submission, before the answer is released, as for any charge.
+ */
+static void complete_pass(tg_pay *p, tg_pay_call *c, const tg_pay_outcome *o) {
+  if (!o->ok) {
+    tg_passes_release(p->passes, &c->grant);
+    if (event_base_once(c->base, -1, EV_TIMEOUT, on_release_ev, c, NULL) != 0) finish(c, 0, 0);
+    return;
+  }
+  tg_u256 price = c->pass_max;
+  if (c->model_price && o->usage_known &&
+      token_price(&price, c->model_price, o->input_tokens, o->output_tokens) != 0)
+    price = c->pass_max;
+  if (c->price->kind == TG_PRICE_CALL) price = c->price->per_call;
+  if (tg_u256_cmp(&price, &c->pass_max) > 0) price = c->pass_max;
+  c->plan.price = price;
+  tg_store_op ops[2];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  ops[n].kind = TG_STORE_OP_PASS_USE;
+  ops[n].u.pass.pass_id = c->grant.plan_id;
+  ops[n].u.pass.holder = c->grant.holder;
+  ops[n].u.pass.period_start = c->grant.period_start;
+  ops[n].u.pass.calls = 1;
+  ops[n].u.pass.tokens = o->usage_known ? o->input_tokens + o->output_tokens : 0;
+  if (ops[n].u.pass.tokens > ((uint64_t)1 << 40)) ops[n].u.pass.tokens = (uint64_t)1 << 40;
+  n++;
+  if (c->grant.overage) {
+    ops[n].kind = TG_STORE_OP_CHARGE;
+    ops[n].u.charge.request_id = c->request_id;
+    ops[n].u.charge.payer = c->grant.holder;
+    ops[n].u.charge.scheme = TG_SCHEME_PASS;
+    ops[n].u.charge.route = c->route;
+    ops[n].u.charge.model = c->model[0] ? c->model : NULL;
+    ops[n].u.charge.input_tokens = o->usage_known ? o->input_tokens : 0;
+    ops[n].u.charge.output_tokens = o->usage_known ? o->output_tokens : 0;
+    ops[n].u.charge.amount = price;
+    n++;
+  }
+  int rc = tg_store_submit_evbase(p->store, ops, n, c->base, on_pass_commit, c);
+  if (rc) {
+    tg_passes_release(p->passes, &c->grant);
+    stat_add(p, &p->stats.failed_commits);
+    finish(c, 0, rc);
+  }
+}
+
 void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
                   const tg_config_price *price, tg_pay_admit_cb cb, void *arg) {
   tg_pay *p = ctx;
@@ -835,6 +990,20 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
     refuse(p, cfg, req, 400, "no price for this model", NULL, NULL, cb, arg);
     tg_config_unref(cfg);
     return;
+  }
+  if ((req->payment_signature == NULL || req->payment_signature[0] == 0) && p->passes) {
+    tg_address who;
+    char why[512];
+    int rc = tg_passes_identify(p->passes, cfg, req->host, req->authorization, req->agent_auth,
+                                &who, why, sizeof why);
+    if (rc != TG_ENOTFOUND) {
+      if (rc)
+        refuse(p, cfg, req, tg_err_http_status(rc), why[0] ? why : tg_strerror(rc), NULL, NULL, cb, arg);
+      else
+        admit_pass(p, cfg, req, price, &max, mp, &who, cb, arg);
+      tg_config_unref(cfg);
+      return;
+    }
   }
   if (req->payment_signature == NULL || req->payment_signature[0] == 0) {
     refuse(p, cfg, req, 402, "PAYMENT-SIGNATURE header is required", &max, NULL, cb, arg);
@@ -906,6 +1075,18 @@ static void finish(tg_pay_call *c, int charged, int err) {
   r.scheme_name = c->scheme == TG_X402_EXACT ? "exact" : "channel";
   r.has_payer = 1;
   r.payer = c->scheme == TG_X402_EXACT ? c->auth.from : c->payer;
+  if (c->pass) {
+    r.scheme = TG_SCHEME_PASS;
+    r.scheme_name = "pass";
+    r.payer = c->grant.holder;
+    if (charged) r.amount = c->plan.price;
+    if (!err && c->header.len) /* X-Tollgate-Owed (overage) */
+      r.headers[r.n_headers++] = (tg_pay_header){"X-Tollgate-Owed", (const char *)c->header.data};
+    if (!err && c->streamed && c->trailer.len) r.stream_trailer = (const char *)c->trailer.data;
+    c->cb(c->arg, &r);
+    call_free(c);
+    return;
+  }
   if (charged) {
     r.amount = c->plan.price;
     if (c->header.len)
@@ -1147,6 +1328,10 @@ void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
   c->streamed = o->streamed;
   c->input_tokens = o->input_tokens;
   c->output_tokens = o->output_tokens;
+  if (c->pass) {
+    complete_pass(p, c, o);
+    return;
+  }
   if (c->scheme == TG_X402_EXACT) {
     complete_exact(p, c, o);
     return;
@@ -1259,6 +1444,7 @@ int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
   p->withdraw_delay = o->withdraw_delay;
   p->min_deposit = o->min_deposit;
   p->exact = o->exact;
+  p->passes = o->passes;
   pthread_mutex_init(&p->inflight_mu, NULL);
   if (o->cfg->scheme_exact && (!o->exact.check || !o->exact.submit)) {
     snprintf(err, TG_CONFIG_ERR_MAX, "the `exact` scheme needs the transaction manager");

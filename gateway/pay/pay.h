@@ -49,6 +49,8 @@ typedef struct {
   const char *payment_signature; /* PAYMENT-SIGNATURE header or NULL */
   const char *authorization; /* Authorization header or NULL (pass sessions) */
   const char *payment_identifier; /* x402 payment-identifier extension, or NULL */
+  const char *host;          /* Host header (the sign-in domain when none is configured), or NULL */
+  const char *agent_auth;    /* X-Tollgate-Auth header (per-request signed auth), or NULL */
 } tg_pay_request;
 
 /* A header to add to the answer. Strings are owned by the tg_pay_call / decision. */
@@ -94,8 +96,8 @@ typedef struct {
   const char *stream_trailer;
   int err;                 /* 0, or why the charge could not be recorded */
   /* For the access log and /metrics (tg_metrics_charge): who paid, and how. */
-  int scheme;              /* tg_store_scheme: TG_SCHEME_EXACT 0, TG_SCHEME_CHANNEL 1 */
-  const char *scheme_name; /* "exact" or "channel" */
+  int scheme;              /* tg_store_scheme: TG_SCHEME_EXACT 0, TG_SCHEME_CHANNEL 1, TG_SCHEME_PASS 2 */
+  const char *scheme_name; /* "exact", "channel" or "pass" */
   int has_payer;
   tg_address payer;
 } tg_pay_receipt;
@@ -162,6 +164,7 @@ typedef struct {
   tg_address channel_contract;   /* TollgateChannels deployment */
   uint64_t withdraw_delay;       /* the channel withdrawDelay offered, seconds */
   tg_u256 min_deposit;           /* offered as extra.minDeposit (0: none) */
+  struct tg_passes *passes;      /* access passes (borrowed); NULL: sessions are not accepted */
 } tg_pay_opts;
 
 /* Creates the payment layer; `err` (TG_CONFIG_ERR_MAX bytes) says what is missing. */
