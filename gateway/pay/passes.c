@@ -465,20 +465,14 @@ static int session_lookup(tg_passes *p, const char *token, tg_address *who) {
  */
 static int agent_lookup(tg_passes *p, const tg_config *cfg, const char *host, const char *v,
                         tg_address *who, char *reason, size_t rn) {
-  const char *sp = strchr(v, ' ');
-  if (!sp || strlen(v) > 16384) {
-    snprintf(reason, rn, "X-Tollgate-Auth: want \"<base64 message> <0x signature>\"");
-    return TG_EPASS_AUTH;
-  }
   tg_buf msg, sig;
   tg_buf_init(&msg, TG_SIWE_MESSAGE_MAX);
   tg_buf_init(&sig, TG_X402_SIG_MAX);
-  int rc = tg_base64_decode(&msg, v, (size_t)(sp - v));
-  const char *hx = sp + 1;
-  if (!rc) rc = tg_hex_decode_buf(&sig, hx, strlen(hx), 0);
+  size_t vl = strlen(v);
+  int rc = vl > 4 * TG_SIWE_MESSAGE_MAX ? TG_EPASS_AUTH : tg_siwe_header_decode(&msg, &sig, v, vl);
   tg_siwe_message m;
   if (rc) {
-    snprintf(reason, rn, "X-Tollgate-Auth: message is not base64 or signature not 0x-hex");
+    snprintf(reason, rn, "X-Tollgate-Auth: want \"<base64 of the message> <0x signature>\"");
     rc = TG_EPASS_AUTH;
     goto done;
   }

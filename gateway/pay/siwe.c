@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "tollgate/address.h"
+#include "tollgate/hex.h"
+#include "tollgate/x402.h"
 
 /*
  * The parser walks the text line by line (LF only: a CR anywhere is
@@ -362,5 +364,16 @@ int tg_siwe_check(const tg_siwe_message *m, const tg_siwe_expect *e) {
   if (m->issued_at > e->now + skew || m->issued_at < e->now - age) return TG_ESIWE_ISSUED_AT;
   if (m->has_expiration && m->expiration <= e->now) return TG_ESIWE_EXPIRED;
   if (m->has_not_before && m->not_before > e->now + skew) return TG_ESIWE_NOT_YET;
+  return TG_OK;
+}
+
+int tg_siwe_header_decode(tg_buf *msg, tg_buf *sig, const char *value, size_t len) {
+  const char *sp = memchr(value, ' ', len);
+  if (!sp || sp == value || (size_t)(sp - value) + 1 >= len) return TG_EPASS_AUTH;
+  size_t ml = (size_t)(sp - value), sl = len - ml - 1;
+  if (memchr(sp + 1, ' ', sl)) return TG_EPASS_AUTH;
+  if (tg_base64_decode(msg, value, ml) != 0) return TG_EPASS_AUTH;
+  if (tg_hex_decode_buf(sig, sp + 1, sl, TG_HEX_PREFIX_REQUIRED) != 0 || sig->len == 0)
+    return TG_EPASS_AUTH;
   return TG_OK;
 }

@@ -73,6 +73,15 @@ typedef struct {
  */
 TG_WARN_UNUSED_RESULT int tg_siwe_check(const tg_siwe_message *m, const tg_siwe_expect *e);
 
+/*
+ * A per-request signed authentication header (X-Tollgate-Auth, docs/PROTOCOL.md):
+ * "<standard base64 of the message text> <0x-prefixed hex signature>", one
+ * space between. Decodes both into `msg` and `sig` (appended; caps of the
+ * buffers apply). TG_EPASS_AUTH when the shape is wrong.
+ */
+TG_WARN_UNUSED_RESULT int tg_siwe_header_decode(tg_buf *msg, tg_buf *sig, const char *value,
+                                                size_t len);
+
 /* Parses an RFC 3339 date-time (e.g. "2021-09-30T16:25:24.123+02:00") to Unix milliseconds. */
 TG_WARN_UNUSED_RESULT int tg_rfc3339_parse(int64_t *out, const char *s, size_t len);
 /* Formats Unix milliseconds as "YYYY-MM-DDTHH:MM:SS[.mmm]Z" into out[32]. */

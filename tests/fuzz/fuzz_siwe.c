@@ -7,7 +7,20 @@
 
 static int same(tg_str a, tg_str b) { return a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0; }
 
+/* The X-Tollgate-Auth header decoder: what decodes is a message and a signature within caps. */
+static void header(const uint8_t *data, size_t size) {
+  tg_buf msg, sig;
+  tg_buf_init(&msg, TG_SIWE_MESSAGE_MAX);
+  tg_buf_init(&sig, 1024);
+  int rc = tg_siwe_header_decode(&msg, &sig, (const char *)data, size);
+  if (rc != 0 && rc != TG_EPASS_AUTH) abort();
+  if (rc == 0 && (sig.len == 0 || msg.len > TG_SIWE_MESSAGE_MAX || sig.len > 1024)) abort();
+  tg_buf_cleanup(&msg);
+  tg_buf_cleanup(&sig);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  header(data, size);
   tg_siwe_message m, n;
   int rc = tg_siwe_parse(&m, (const char *)data, size);
   if (rc != 0) {

@@ -197,6 +197,81 @@ static void test_errors_name_line_and_key(void) {
   expect_error(big, TG_ECONFIG, "t.conf:1: line: longer than 4096 bytes");
 }
 
+/* Access-pass plans and the sign-in settings: values, defaults, lookups and refusals. */
+static void test_plans(void) {
+  tg_config *c;
+  char err[TG_CONFIG_ERR_MAX];
+  int rc = tg_config_load(&c, err, sample_path());
+  CHECKF(rc == 0, "%s", err);
+  if (rc) return;
+  CHECK_INT(c->n_plans, 2);
+  CHECK_STR(c->plans[0].name, "pro");
+  check_u256(&c->plans[0].id, "1");
+  CHECK_INT(c->plans[0].n_routes, 2);
+  CHECK_STR(c->plans[0].routes[1], "embed");
+  CHECK_INT(c->plans[0].n_models, 0);
+  CHECK_INT(c->plans[0].unit, TG_QUOTA_TOKENS);
+  CHECK_INT(c->plans[0].quota, 100000);
+  CHECK_INT(c->plans[0].period_s, 720 * 3600);
+  check_u256(&c->plans[0].overage, "5000000");
+  CHECK_INT(c->plans[1].unit, TG_QUOTA_CALLS);
+  CHECK(tg_u256_is_zero(&c->plans[1].overage));
+  CHECK_STR(c->passes_domain, "api.example.com");
+  CHECK_INT(c->session_ttl_s, 86400);
+  CHECK_INT(c->nonce_ttl_s, 300);
+  CHECK_INT(c->agent_auth, 1);
+  /* which plans cover a route and model, in file order */
+  const tg_config_plan *pl[4];
+  CHECK_INT(tg_config_plans_for(c, "chat", "gpt-4o-mini", pl, 4), 2);
+  CHECK_INT(tg_config_plans_for(c, "chat", "gpt-4o", pl, 4), 1);
+  CHECK_STR(pl[0]->name, "pro");
+  CHECK_INT(tg_config_plans_for(c, "chat", NULL, pl, 4), 1);
+  CHECK_INT(tg_config_plans_for(c, "embed", NULL, pl, 4), 1);
+  CHECK_INT(tg_config_plans_for(c, "models", NULL, pl, 4), 0);
+  tg_config_unref(c);
+  /* defaults without a `passes` line */
+  CHECK_OK(tg_config_parse(&c, err, "t.conf", "workers 1\n", 10));
+  if (c) {
+    CHECK_INT(c->session_ttl_s, 86400);
+    CHECK_INT(c->nonce_ttl_s, 300);
+    CHECK_INT(c->agent_auth, 1);
+    CHECK_INT(c->n_plans, 0);
+    tg_config_unref(c);
+  }
+  const char *base = UP "asset decimals=6\nprice p call 1\nroute r GET /a upstream=u price=p\n"
+                        "route free GET /b upstream=u\n";
+  char text[2048];
+#define PLAN_ERR(line, code, want)                          \
+  do {                                                      \
+    snprintf(text, sizeof text, "%s%s", base, line);        \
+    expect_error(text, code, want);                         \
+  } while (0)
+  PLAN_ERR("plan x routes=r quota=1 period=1h\n", TG_ECONFIG_MISSING, "t.conf:6: plan: key \"id\": missing");
+  PLAN_ERR("plan x id=abc routes=r quota=1 period=1h\n", TG_ECONFIG_VALUE, "key \"id\": \"abc\" is not a decimal");
+  PLAN_ERR("plan x id=1 quota=1 period=1h\n", TG_ECONFIG_MISSING, "key \"routes\": missing");
+  PLAN_ERR("plan x id=1 routes=r period=1h\n", TG_ECONFIG_MISSING, "key \"quota\": missing");
+  PLAN_ERR("plan x id=1 routes=r quota=-1 period=1h\n", TG_ECONFIG_VALUE, "key \"quota\"");
+  PLAN_ERR("plan x id=1 routes=r quota=1 unit=bytes period=1h\n", TG_ECONFIG_VALUE, "neither calls nor tokens");
+  PLAN_ERR("plan x id=1 routes=r quota=1\n", TG_ECONFIG_MISSING, "key \"period\": missing");
+  PLAN_ERR("plan x id=1 routes=r quota=1 period=9000h\n", TG_ECONFIG_VALUE, "key \"period\"");
+  PLAN_ERR("plan x id=1 routes=r quota=1 period=1h overage=0.0000001\n", TG_ECONFIG_VALUE, "key \"overage\"");
+  PLAN_ERR("plan x id=1 routes=r,,s quota=1 period=1h\n", TG_ECONFIG_VALUE, "not a comma list");
+  PLAN_ERR("plan x id=1 routes=nope quota=1 period=1h\n", TG_ECONFIG_REF, "t.conf:6: plan: key \"routes\": no route named \"nope\"");
+  PLAN_ERR("plan x id=1 routes=free quota=1 period=1h\n", TG_ECONFIG_VALUE, "route \"free\" has no price");
+  PLAN_ERR("plan x id=1 routes=r quota=1 period=1h\nplan x id=2 routes=r quota=1 period=1h\n", TG_ECONFIG_DUP,
+           "t.conf:7: plan: plan \"x\" defined twice (first at line 6)");
+  PLAN_ERR("plan x id=1 routes=r quota=1 period=1h\nplan y id=1 routes=r quota=1 period=1h\n", TG_ECONFIG_DUP,
+           "key \"id\": plan \"x\" has id 1 already");
+  PLAN_ERR("plan x id=1 routes=r quota=1 period=1h color=red\n", TG_ECONFIG_KEY, "key \"color\": unknown key");
+  PLAN_ERR("passes session_ttl=10s\n", TG_ECONFIG_VALUE, "key \"session_ttl\": must be at least 1m");
+  PLAN_ERR("passes nonce_ttl=2h\n", TG_ECONFIG_VALUE, "key \"nonce_ttl\"");
+  PLAN_ERR("passes uri=ftp://x\n", TG_ECONFIG_VALUE, "key \"uri\"");
+  PLAN_ERR("passes domain=a/b\n", TG_ECONFIG_VALUE, "key \"domain\"");
+  PLAN_ERR("passes agent_auth=maybe\n", TG_ECONFIG_VALUE, "key \"agent_auth\"");
+  PLAN_ERR("passes\npasses\n", TG_ECONFIG_DUP, "given twice");
+#undef PLAN_ERR
+}
+
 static void test_load_missing_file(void) {
   tg_config *c;
   char err[TG_CONFIG_ERR_MAX];
@@ -316,6 +391,7 @@ static void test_route_matching(void) {
 int main(void) {
   RUN(test_sample_loads);
   RUN(test_errors_name_line_and_key);
+  RUN(test_plans);
   RUN(test_load_missing_file);
   RUN(test_quotes_comments_defaults);
   RUN(test_amounts_durations_sizes);

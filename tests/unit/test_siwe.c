@@ -266,6 +266,26 @@ static void test_sign_roundtrip(void) {
   tg_seckey_free(k);
 }
 
+static void test_header_decode(void) {
+  tg_buf m, g;
+  tg_buf_init(&m, TG_SIWE_MESSAGE_MAX);
+  tg_buf_init(&g, 1024);
+  const char *ok = "aGVsbG8= 0x0102ff";
+  CHECK_OK(tg_siwe_header_decode(&m, &g, ok, strlen(ok)));
+  CHECK_INT(m.len, 5);
+  CHECK_MEM(m.data, "hello", 5);
+  CHECK_INT(g.len, 3);
+  const char *bad[] = {"aGVsbG8=", "aGVsbG8= ", " 0x01", "aGVsbG8= 0102", "aGVsbG8= 0x01 0x02",
+                       "a!b 0x01", "aGVsbG8= 0x", "aGVsbG8= 0xzz"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    tg_buf_reset(&m);
+    tg_buf_reset(&g);
+    CHECK_ERR(tg_siwe_header_decode(&m, &g, bad[i], strlen(bad[i])), TG_EPASS_AUTH);
+  }
+  tg_buf_cleanup(&m);
+  tg_buf_cleanup(&g);
+}
+
 int main(void) {
   RUN(test_eip_example);
   RUN(test_viem_vectors);
@@ -273,5 +293,6 @@ int main(void) {
   RUN(test_rfc3339);
   RUN(test_checks);
   RUN(test_sign_roundtrip);
+  RUN(test_header_decode);
   return tgt_done();
 }
