@@ -6,6 +6,7 @@
 #include <sodium.h>
 
 #include "daemon/payments.h"
+#include "tollgate/address.h"
 #include "tollgate/deploy.h"
 #include "tollgate/keystore.h"
 
@@ -145,8 +146,9 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   if (rc) goto fail;
   p->ledger = tg_ledger_new();
   if (cfg->n_plans) {
-    if (!cfg->deployment) {
-      snprintf(err, TG_CONFIG_ERR_MAX, "`plan` needs `deployment`: the pass contract's address comes from it");
+    if (!cfg->deployment || tg_address_is_zero(&dep.c[TG_CONTRACT_PASSES].address)) {
+      snprintf(err, TG_CONFIG_ERR_MAX, "`plan` needs `deployment` naming a TollgatePasses contract "
+               "(the deployment file of `tollgate deploy`)");
       rc = TG_EINVAL;
       goto fail;
     }
