@@ -19,6 +19,7 @@ import { createPublicClient, createWalletClient, http, parseAbi, defineChain } f
 import { privateKeyToAccount, generatePrivateKey } from 'viem/accounts';
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
 import { ExactEvmScheme } from '@x402/evm';
+import OpenAI from 'openai';
 
 const root = process.env.TG_ROOT || resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const build = process.env.TG_BUILD || join(root, 'build');
@@ -47,7 +48,7 @@ const line = (label, value) => out(`  ${label.padEnd(27)} ${value}`);
 const ok = (s) => out(`  ${green('ok')}  ${s}`);
 const secs = () => ((Date.now() - T0) / 1000).toFixed(1) + 's';
 let step = 'setup';
-const header = (n, title) => { step = n ? `${n}. ${title}` : title; out(''); out(bold(cyan(n ? `[${n}/5] ${title}` : title)) + dim(`  (${secs()})`)); };
+const header = (n, title) => { step = n ? `${n}. ${title}` : title; out(''); out(bold(cyan(n ? `[${n}/6] ${title}` : title)) + dim(`  (${secs()})`)); };
 class DemoError extends Error {}
 const must = (cond, what) => { if (!cond) throw new DemoError(what); };
 
@@ -184,6 +185,8 @@ async function main() {
   const deployment = JSON.parse(readFileSync(depFile, 'utf8'));
   const USDC = deployment.contracts.TestUSDC.address;
   const CHANNELS = deployment.contracts.TollgateChannels.address;
+  const PASSES = deployment.contracts.TollgatePasses.address;
+  const PASS_ABI = JSON.parse(readFileSync(join(root, 'contracts/artifacts/TollgatePasses.json'), 'utf8')).abi;
   for (const [name, c] of Object.entries(deployment.contracts)) line(`contract ${name}`, `${c.address}  (block ${c.block}, tx ${short(c.txHash)})`);
 
   const chain = defineChain({ id: chainId, name: 'anvil', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [RPC] } } });
@@ -239,6 +242,8 @@ async function main() {
     'route models GET  /v1/models           upstream=llm',
     `price flat call ${PRICE.flat}`,
     `price chat token model=* input_per_mtok=${PRICE.in} output_per_mtok=${PRICE.out} max_per_call=${PRICE.max}`,
+    'plan pro id=1 routes=chat quota=100 unit=calls period=720h',
+    'passes session_ttl=1h',
     'schemes exact channel',
     `chain_id ${chainId}`,
     `rpc_url ${RPC}`,
@@ -267,10 +272,10 @@ async function main() {
   };
   const storeTotals = async () => {
     const rows = await sql('SELECT scheme, hex(amount) AS amount FROM charges');
-    const t = { exact: 0n, channel: 0n, nExact: 0, nChannel: 0 };
+    const t = { exact: 0n, channel: 0n, other: 0n, nExact: 0, nChannel: 0, nOther: 0 };
     for (const r of rows) {
       const a = BigInt('0x' + (r.amount || '0'));
-      if (r.scheme === 0) { t.exact += a; t.nExact++; } else { t.channel += a; t.nChannel++; }
+      if (r.scheme === 0) { t.exact += a; t.nExact++; } else if (r.scheme === 1) { t.channel += a; t.nChannel++; } else { t.other += a; t.nOther++; }
     }
     return t;
   };
@@ -408,11 +413,88 @@ async function main() {
   must(storeChanCharged === BigInt(mb[4]) + chatLines.reduce((a, c) => a + c.charged, 0n), `the store's channel total ${storeChanCharged} differs from the charges announced`);
   ok(`${chRow.n} calls paid off-chain: 0 transactions, nothing moved on-chain yet (owed to the receiver: ${fmt(storeChanCharged)})`);
 
-  out('');
-  out(dim('  access passes (ERC-1155: buy, use, transfer): coming next'));
+  // ============ 4. an access pass: bought, used through an OpenAI SDK, transferred
+  header(4, 'An access pass (ERC-1155): bought, used with an OpenAI SDK, transferred to someone else');
+  const PASS_PRICE = 5n * 10n ** BigInt(DEC);
+  {
+    const owner = privateKeyToAccount(KEYS[0]); // deployed the contracts: defines the plans
+    const h = await walletOf(owner).writeContract({ address: PASSES, abi: PASS_ABI, functionName: 'createPlan', gas: 500000n,
+      args: [{ token: USDC, price: PASS_PRICE, period: 30 * 86400, quota: 100n, maxSupply: 0, transferable: true, active: true }] });
+    must((await pub.waitForTransactionReceipt({ hash: h, timeout: 30000 })).status === 'success', 'createPlan reverted');
+  }
+  const planId = await pub.readContract({ address: PASSES, abi: PASS_ABI, functionName: 'planCount' });
+  must(planId === 1n, `the demo's plan got id ${planId}, the gateway's configuration says 1`);
+  line('plan 1 "pro"', `${fmt(PASS_PRICE)} for 30 days, 100 calls included; the gateway maps it to POST /v1/chat/completions`);
+  const aliceKey = generatePrivateKey(), bobKey = generatePrivateKey();
+  const alice = privateKeyToAccount(aliceKey), bob = privateKeyToAccount(bobKey);
+  await rpc(RPC, 'anvil_setBalance', [alice.address, '0x8AC7230489E80000']); // 10 ETH for gas
+  {
+    const h = await walletOf(alice).writeContract({ address: USDC, abi: ERC20, functionName: 'mint', args: [alice.address, PASS_PRICE], gas: 200000n });
+    must((await pub.waitForTransactionReceipt({ hash: h, timeout: 30000 })).status === 'success', 'minting test USDC to the pass buyer reverted');
+  }
+  const passArgs = ['--plan', '1', '--deployment', depFile, '--rpc-url', RPC];
+  const buy = await run(TOLLGATE, ['pass', 'buy', ...passArgs, '--private-key', aliceKey]);
+  must(buy.code === 0, `tollgate pass buy failed (exit ${buy.code}): ${buy.err.trim()}`);
+  line('command', dim('tollgate pass buy --plan 1 --deployment deployment.json --rpc-url … --private-key ALICE'));
+  for (const l of (buy.out + buy.err).trim().split('\n')) out('    ' + l);
+  // entitled(holder, plan) returns (ok, until, via): true while `holder` holds or is delegated a live pass.
+  const entitled = async (who) => (await pub.readContract({ address: PASSES, abi: PASS_ABI, functionName: 'entitled', args: [who, 1n] }))[0];
+  must(await entitled(alice.address), 'alice bought a pass but the contract does not entitle her');
+  const login = async (key) => {
+    const r = await run(TOLLGATE, ['login', '--private-key', key, GW]);
+    must(r.code === 0 && /^tgs_\S+$/.test(r.out.trim()), `tollgate login failed (exit ${r.code}): ${r.err.trim()}`);
+    return r.out.trim();
+  };
+  const aliceToken = await login(aliceKey);
+  line('tollgate login', `alice signs in (Sign-In with Ethereum): session token ${aliceToken.slice(0, 12)}…`);
+  const chatAs = async (token, stream) => {
+    const ai = new OpenAI({ baseURL: `${GW}/v1`, apiKey: token, maxRetries: 0 });
+    const req = { model: 'demo-model', max_tokens: 12, messages: [{ role: 'user', content: 'Hello from a pass holder' }] };
+    if (!stream) {
+      const { data, response } = await ai.chat.completions.create(req).withResponse();
+      return { text: data.choices[0].message.content, pass: response.headers.get('x-tollgate-pass') };
+    }
+    const { data, response } = await ai.chat.completions.create({ ...req, stream: true, stream_options: { include_usage: true } }).withResponse();
+    let text = '', chunks = 0;
+    for await (const c of data) { chunks++; text += c.choices[0]?.delta?.content ?? ''; }
+    return { text, chunks, pass: response.headers.get('x-tollgate-pass') };
+  };
+  const recvP0 = await bal(receiver), totP0 = await storeTotals();
+  const a1 = await chatAs(aliceToken, false);
+  line('openai SDK, apiKey = token', `200  "${a1.text.slice(0, 40)}"`);
+  line('  X-Tollgate-Pass', a1.pass || '(missing)');
+  must(a1.pass && a1.pass.includes('plan=pro'), 'the answer does not name the pass in X-Tollgate-Pass');
+  const a2 = await chatAs(aliceToken, true);
+  line('openai SDK, streamed', `200  ${a2.chunks} chunks, "${a2.text.slice(0, 40)}"`);
+  const usage = await sql(`SELECT calls FROM pass_usage WHERE lower(hex(holder)) = '${alice.address.slice(2).toLowerCase()}'`);
+  const aliceCalls = usage.reduce((a, r) => a + Number(r.calls), 0);
+  must(aliceCalls === 2, `the store counted ${aliceCalls} pass calls for alice, she made 2`);
+  line('store', `alice's pass used for ${aliceCalls} of 100 included calls; nothing charged per call`);
+  const tr = await run(TOLLGATE, ['pass', 'transfer', ...passArgs, '--to', bob.address, '--private-key', aliceKey]);
+  must(tr.code === 0, `tollgate pass transfer failed (exit ${tr.code}): ${tr.err.trim()}`);
+  line('command', dim(`tollgate pass transfer --plan 1 --to ${short(bob.address)} … --private-key ALICE`));
+  for (const l of (tr.out + tr.err).trim().split('\n')) out('    ' + l);
+  {
+    const ea = await entitled(alice.address), eb = await entitled(bob.address);
+    must(!ea && eb, `after the transfer the contract should entitle bob, not alice: entitled(alice)=${ea}, entitled(bob)=${eb}`);
+  }
+  let refused = null;
+  for (let i = 0; i < 40 && !refused; i++) {
+    try { await chatAs(aliceToken, false); await sleep(100); } catch (e) { if (e.status === 403) refused = e; else throw e; }
+  }
+  must(refused, "alice's token was still admitted 4 s after she transferred her pass");
+  line('alice again', `${bold('403')}  ${refused.message.replace(/^403 /, '')}`);
+  const bobToken = await login(bobKey);
+  const b1 = await chatAs(bobToken, false);
+  line('bob signs in and calls', `200  X-Tollgate-Pass ${b1.pass}`);
+  must(b1.pass && b1.pass.toLowerCase().includes(bob.address.toLowerCase()), 'bob\'s answer does not name him as the holder');
+  const totP1 = await storeTotals();
+  must((await bal(receiver)) === recvP0 && totP1.exact + totP1.channel + totP1.other === totP0.exact + totP0.channel + totP0.other,
+    'calls on a pass changed the charges or the receiver balance');
+  ok(`pass bought on-chain for ${fmt(PASS_PRICE)}, used by alice, transferred: alice refused within a block, bob admitted; no per-call charge`);
 
-  // ============ 4. settlement
-  header(4, 'A settlement batch: tollgate settle claims the channel totals and sweeps them to the receiver');
+  // ============ 5. settlement
+  header(5, 'A settlement batch: tollgate settle claims the channel totals and sweeps them to the receiver');
   await gatewayIdle(); // the settle run sends from the gateway key too
   const recvS0 = await bal(receiver);
   const settle = await run(TOLLGATE, ['settle', '--store', `sqlite:${storePath}`, '--deployment', depFile, '--rpc-url', RPC,
@@ -426,7 +508,7 @@ async function main() {
   ok(`claimed and swept exactly the channel's charged total, ${fmt(storeChanCharged)}`);
 
   // ============ 5. reconciliation
-  header(5, 'Reconciliation: on-chain balances against the store\'s charges');
+  header(6, 'Reconciliation: on-chain balances against the store\'s charges');
   const rep = await run(TOLLGATE, ['report', '--store', `sqlite:${storePath}`, '--rpc-url', RPC, '--deployment', depFile]);
   line('command', dim('tollgate report --store sqlite:store.db --rpc-url … --deployment deployment.json'));
   for (const l of rep.out.trimEnd().split('\n')) out('    ' + l);
@@ -454,6 +536,9 @@ async function main() {
   line('a chat call, by voucher', `build/tollgate pay --private-key KEY --state /tmp/my-payer --open-channel 100000 --rpc-url ${SERVE ? RPC : 'RPC'} \\`);
   line('', `  -X POST -H 'Content-Type: application/json' -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' ${G}/v1/chat/completions`);
   line('', dim(`KEY: a funded key, e.g. anvil's dev key ${KEYS[3]}${SERVE ? '' : '; RPC: the chain URL printed'}`));
+  line('an OpenAI SDK', `build/tollgate proxy --listen 127.0.0.1:8403 --target ${G} --private-key KEY --state /tmp/my-payer`);
+  line('', dim('then give the SDK base URL http://127.0.0.1:8403/v1: every call it makes is paid'));
+  line('with an access pass', `build/tollgate login --private-key KEY ${G}   ${dim('(prints a session token: use it as the API key)')}`);
   line('any x402 v2 client', dim('pays too: @x402/fetch with @x402/evm ExactEvmScheme registered for eip155:*'));
   if (SERVE) {
     line('settle by hand', `build/tollgate settle --store sqlite:${storePath} --deployment ${depFile} \\`);

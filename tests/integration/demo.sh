@@ -58,11 +58,11 @@ secs=$((SECONDS - t0))
 check "the demo exits 0 (${secs}s)" "$([ "$rc" = 0 ]; echo $?)" "exit $rc; last lines: $(tail -n 15 "$log1" | tr '\n' '|')"
 check "the demo finishes in under 120 s" "$([ "$secs" -lt 120 ]; echo $?)" "${secs}s"
 missing=
-for s in '\[1/5\] An unpaid call' '\[2/5\] Paid calls with exact' '\[3/5\] A payment channel' '\[4/5\] A settlement batch' \
-         '\[5/5\] Reconciliation' 'coming next' 'Keep it running' 'demo finished'; do
+for s in '\[1/6\] An unpaid call' '\[2/6\] Paid calls with exact' '\[3/6\] A payment channel' '\[4/6\] An access pass' \
+         '\[5/6\] A settlement batch' '\[6/6\] Reconciliation' 'alice again  *403' 'Keep it running' 'demo finished'; do
   grep -q "$s" "$log1" || missing="$missing '$s'"
 done
-check "the demo prints its five steps, passes as coming next, and how to keep it running" "$([ -z "$missing" ]; echo $?)" "missing:$missing"
+check "the demo prints its six steps, the old pass holder refused, and how to keep it running" "$([ -z "$missing" ]; echo $?)" "missing:$missing"
 check "each exact call shows its own transaction hash" \
   "$([ "$(grep -Eo 'transaction 0x[0-9a-f]{64}' "$log1" | sort -u | wc -l)" -ge 4 ]; echo $?)"
 check "the settlement table and the reconciliation end without mismatch" \
@@ -77,7 +77,7 @@ run2=$base/run2 log2=$base/run2.log
 start_demo "$run2" "$log2"
 seen=1
 for ((i = 0; i < 600; i++)); do
-  if grep -q '\[3/5\]' "$log2"; then seen=0; break; fi
+  if grep -q '\[3/6\]' "$log2" 2>/dev/null; then seen=0; break; fi
   kill -0 "$pid" 2>/dev/null || break
   sleep 0.1
 done
