@@ -136,6 +136,18 @@ static const char *const pg_migrations[] = {
     " created_at bigint NOT NULL,"
     " expires_at bigint NOT NULL);\n"
     "CREATE INDEX sessions_expiry ON sessions (expires_at);\n",
+    /* 4: shared admission across instances: a hold per call in flight, and their running
+     * total on the channel (the store's twin of the ledger's in-memory reservations) */
+    "ALTER TABLE channels ADD COLUMN reserved bytea NOT NULL"
+    " DEFAULT decode(repeat('00', 32), 'hex') CHECK (octet_length(reserved) = 32);\n"
+    "CREATE TABLE reservations ("
+    " request_id text PRIMARY KEY CHECK (octet_length(request_id) BETWEEN 1 AND 128),"
+    " channel_id bytea NOT NULL REFERENCES channels (id),"
+    " instance text NOT NULL CHECK (octet_length(instance) BETWEEN 1 AND 48),"
+    " amount bytea NOT NULL CHECK (octet_length(amount) = 32),"
+    " expires_at bigint NOT NULL,"
+    " created_at bigint NOT NULL);\n"
+    "CREATE INDEX reservations_channel ON reservations (channel_id, expires_at);\n",
 };
 
 #define PG_SCHEMA_LATEST ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))

@@ -136,6 +136,19 @@ static const char *const sqlite_migrations[] = {
     " created_at INTEGER NOT NULL,"
     " expires_at INTEGER NOT NULL);\n"
     "CREATE INDEX sessions_expiry ON sessions (expires_at);\n",
+    /* 4: shared admission across instances (used by the PostgreSQL backend only; kept here
+     * so that both schemas stay twins with the same version numbers) */
+    "ALTER TABLE channels ADD COLUMN reserved BLOB NOT NULL"
+    " DEFAULT x'0000000000000000000000000000000000000000000000000000000000000000'"
+    " CHECK (length(reserved) = 32);\n"
+    "CREATE TABLE reservations ("
+    " request_id TEXT PRIMARY KEY CHECK (length(request_id) BETWEEN 1 AND 128),"
+    " channel_id BLOB NOT NULL REFERENCES channels (id),"
+    " instance TEXT NOT NULL CHECK (length(instance) BETWEEN 1 AND 48),"
+    " amount BLOB NOT NULL CHECK (length(amount) = 32),"
+    " expires_at INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL);\n"
+    "CREATE INDEX reservations_channel ON reservations (channel_id, expires_at);\n",
 };
 
 #define SQLITE_SCHEMA_LATEST ((int)(sizeof(sqlite_migrations) / sizeof(sqlite_migrations[0])))

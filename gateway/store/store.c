@@ -172,6 +172,14 @@ static int validate(const tg_store_op *op) {
   }
   case TG_STORE_OP_SESSION_PUT:
     return op->u.session.expires_at > 0 ? 0 : TG_EINVAL;
+  case TG_STORE_OP_RESERVE:
+  case TG_STORE_OP_UNRESERVE:
+    if ((rc = str_ok(op->u.reserve.request_id, 1, TG_STORE_REQUEST_ID_MAX, 0)) < 0) return rc;
+    if (op->kind == TG_STORE_OP_RESERVE) {
+      if ((rc = str_ok(op->u.reserve.instance, 1, TG_STORE_INSTANCE_MAX, 0)) < 0) return rc;
+      if (op->u.reserve.ttl_ms <= 0) return TG_EINVAL;
+    }
+    return 0;
   }
   return TG_EINVAL;
 }
@@ -201,6 +209,11 @@ static void op_strings(tg_store_op *op, const char **f[3]) {
   case TG_STORE_OP_LEASE_RELEASE:
     f[0] = &op->u.lease.name;
     f[1] = &op->u.lease.holder;
+    break;
+  case TG_STORE_OP_RESERVE:
+  case TG_STORE_OP_UNRESERVE:
+    f[0] = &op->u.reserve.request_id;
+    f[1] = &op->u.reserve.instance;
     break;
   default:
     break;
@@ -284,6 +297,19 @@ static void copy_outs(tg_store_op *dst, const tg_store_op *src) {
   case TG_STORE_OP_LEASE_ACQUIRE:
     dst->u.lease.out_expires_at = src->u.lease.out_expires_at;
     break;
+  case TG_STORE_OP_RESERVE:
+  case TG_STORE_OP_UNRESERVE: {
+    const tg_store_op_reserve *a = &src->u.reserve;
+    tg_store_op_reserve *b = &dst->u.reserve;
+    b->out_charged = a->out_charged;
+    b->out_reserved = a->out_reserved;
+    b->out_ceiling = a->out_ceiling;
+    b->out_balance = a->out_balance;
+    b->out_total_claimed = a->out_total_claimed;
+    b->out_withdraw_requested_at = a->out_withdraw_requested_at;
+    b->out_reclaimed = a->out_reclaimed;
+    break;
+  }
   default:
     break;
   }
@@ -524,8 +550,11 @@ int tg_store_open(tg_store **out, const char *uri, const tg_store_options *opts)
   if (st->opts.no_migrate) {
     int cur, latest;
     if ((rc = be->version(st->wconn, &cur, &latest)) < 0) goto fail;
-    if (cur != latest) {
-      rc = TG_ESTORE_SCHEMA;
+    if (cur == 0 && st->opts.init_empty) {
+      int applied;
+      if ((rc = be->migrate(st->wconn, &applied)) < 0) goto fail;
+    } else if (cur != latest) {
+      rc = cur < latest ? TG_ESTORE_SCHEMA_OLD : TG_ESTORE_SCHEMA;
       goto fail;
     }
   } else {

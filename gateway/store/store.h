@@ -47,6 +47,8 @@ typedef struct tg_store tg_store;
 #define TG_STORE_HEADER_MAX 2048 /* a recorded PAYMENT-RESPONSE value */
 #define TG_STORE_ERROR_MAX 256
 #define TG_STORE_NAME_MAX 64 /* lease names and holders */
+/* A gateway instance's name (reservations; its liveness lease is "instance:" + name). */
+#define TG_STORE_INSTANCE_MAX 48
 /* A voucher signature: 65 bytes r || s || v from an EOA, or any length up to this for an
  * ERC-1271 contract wallet (verified on-chain). Same cap as TG_X402_SIG_MAX. */
 #define TG_STORE_SIG_MAX 1024
@@ -241,7 +243,9 @@ typedef enum {
   TG_STORE_OP_LEASE_RELEASE,   /* give it up (no-op if not the holder) */
   TG_STORE_OP_NONCE_PUT,       /* record a sign-in nonce the gateway issued */
   TG_STORE_OP_NONCE_USE,       /* consume it: TG_ESIWE_NONCE when unknown, used or expired */
-  TG_STORE_OP_SESSION_PUT      /* record a session (by the hash of its token) */
+  TG_STORE_OP_SESSION_PUT,     /* record a session (by the hash of its token) */
+  TG_STORE_OP_RESERVE,         /* hold a call's maximum price on a channel (PostgreSQL) */
+  TG_STORE_OP_UNRESERVE        /* give a hold back (the call failed; no-op when gone) */
 } tg_store_op_kind;
 
 typedef struct {
@@ -270,6 +274,7 @@ typedef struct {
   tg_hash channel_id;
   tg_u256 credit_limit;        /* the payer's credit limit on this channel */
   int64_t created_at;          /* ms; 0 = now */
+  int release_reservation;     /* 1: the call's RESERVE hold (same request id) ends here */
   int64_t out_id;              /* out: the charge id */
   tg_u256 out_charged;         /* out: the channel's charged total after it */
 } tg_store_op_charge;
@@ -346,6 +351,30 @@ typedef struct {
   int64_t out_expires_at;      /* out */
 } tg_store_op_lease;
 
+/*
+ * Shared admission across gateway instances (PostgreSQL; SQLite answers
+ * TG_EUNSUPPORTED): a reservation row per call in flight and the channel's
+ * running `reserved` total, both changed under the channel's row lock.
+ * RESERVE admits when charged + reserved + amount <= min(ceiling, balance) +
+ * credit_limit (else TG_ECHANNEL_SHORT; TG_ECHANNEL_WITHDRAWING,
+ * TG_ESTORE_CHANNEL_CLOSED, TG_ENOTFOUND); before refusing it reclaims the
+ * channel's lapsed holds: past expires_at, or of an instance whose liveness
+ * lease ("instance:" + name) is gone or expired. A CHARGE with
+ * release_reservation ends the hold; UNRESERVE gives it back.
+ */
+typedef struct {
+  tg_hash channel_id;
+  const char *request_id;      /* the call's request id (1..TG_STORE_REQUEST_ID_MAX), unique */
+  const char *instance;        /* RESERVE: 1..TG_STORE_INSTANCE_MAX */
+  tg_u256 amount;              /* RESERVE: the call's maximum price */
+  tg_u256 credit_limit;        /* RESERVE */
+  int64_t ttl_ms;              /* RESERVE: the hold lapses after this even if its instance lives */
+  /* out (also on a TG_ECHANNEL_SHORT refusal): the channel as the op saw it */
+  tg_u256 out_charged, out_reserved, out_ceiling, out_balance, out_total_claimed;
+  uint64_t out_withdraw_requested_at;
+  int64_t out_reclaimed;       /* lapsed holds reclaimed by this op */
+} tg_store_op_reserve;
+
 typedef struct {
   tg_store_op_kind kind;
   int64_t now;                 /* ms; 0 = the writer's clock (set before the op runs) */
@@ -363,6 +392,7 @@ typedef struct {
     tg_store_op_lease lease;     /* LEASE_ACQUIRE, LEASE_RELEASE */
     tg_store_op_nonce nonce;     /* NONCE_PUT, NONCE_USE */
     tg_store_op_session session;
+    tg_store_op_reserve reserve; /* RESERVE, UNRESERVE */
   } u;
 } tg_store_op;
 
@@ -382,7 +412,9 @@ typedef struct {
   int busy_timeout_ms;      /* 0 = 5000 */
   size_t queue_max_ops;     /* 0 = TG_STORE_QUEUE_MAX_OPS */
   size_t batch_max;         /* submissions per transaction; 0 = 4096 */
-  int no_migrate;           /* 1: refuse to open a database whose schema is not current */
+  int no_migrate;           /* 1: refuse to open a database whose schema is not current
+                               (older: TG_ESTORE_SCHEMA_OLD, newer: TG_ESTORE_SCHEMA) */
+  int init_empty;           /* with no_migrate: a database without any schema yet is created */
 } tg_store_options;
 
 /*

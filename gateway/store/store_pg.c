@@ -66,6 +66,11 @@ enum {
   S_NONCE_USE,
   S_SESSION_INSERT,
   S_SESSION_PURGE,
+  S_RES_READ,
+  S_RES_RECLAIM,
+  S_RES_INSERT,
+  S_RES_DELETE,
+  S_RES_SET,
   /* reads */
   S_CH_GET,
   S_CH_ALL,
@@ -117,9 +122,10 @@ static const char *const sql_text[S_COUNT] = {
                           "FOR NO KEY UPDATE",
     [S_CH_VOUCHER_SET] = "UPDATE channels SET ceiling = $2, ceiling_sig = $3, charge_cap = $4, "
                          "updated_at = $5 WHERE id = $1",
-    [S_CH_CHARGE_READ] = "SELECT payer, status, charged, ceiling FROM channels WHERE id = $1 "
-                         "FOR NO KEY UPDATE",
+    [S_CH_CHARGE_READ] = "SELECT payer, status, charged, ceiling, reserved FROM channels "
+                         "WHERE id = $1 FOR NO KEY UPDATE",
     [S_CH_CHARGE_SET] = "UPDATE channels SET charged = $2, credit_limit = $3, charge_cap = $4, "
+                        "reserved = $7, "
                         "charge_count = charge_count + 1, first_unclaimed_at = CASE WHEN "
                         "first_unclaimed_at = 0 AND $2 > total_claimed THEN $6 ELSE "
                         "first_unclaimed_at END, updated_at = $5 WHERE id = $1",
@@ -189,6 +195,20 @@ static const char *const sql_text[S_COUNT] = {
                       "'hex') AS p, split_part(x, ':', 2)::bigint AS s FROM unnest("
                       "string_to_array($1::text, ',')) AS x) k WHERE t.payer = k.p AND "
                       "t.scheme = k.s ORDER BY t.payer, t.scheme FOR NO KEY UPDATE OF t",
+    [S_RES_READ] = "SELECT status, charged, ceiling, balance, total_claimed, "
+                   "withdraw_requested_at, reserved FROM channels WHERE id = $1 "
+                   "FOR NO KEY UPDATE",
+    /* Lapsed holds: past their expiry, or of an instance whose liveness lease is gone. */
+    [S_RES_RECLAIM] = "DELETE FROM reservations r WHERE r.channel_id = $1 AND (r.expires_at <= $2 "
+                      "OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = 'instance:' || "
+                      "r.instance AND l.expires_at > $2)) RETURNING r.amount",
+    /* One statement (one round trip): the hold's row and the channel's new total. */
+    [S_RES_INSERT] = "WITH h AS (INSERT INTO reservations (request_id, channel_id, instance, "
+                     "amount, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)) "
+                     "UPDATE channels SET reserved = $7 WHERE id = $2",
+    [S_RES_DELETE] = "DELETE FROM reservations WHERE request_id = $1 AND channel_id = $2 "
+                     "RETURNING amount",
+    [S_RES_SET] = "UPDATE channels SET reserved = $2 WHERE id = $1",
     [S_CH_GET] = "SELECT " CH_COLS " FROM channels WHERE id = $1",
     [S_CH_ALL] = "SELECT " CH_COLS " FROM channels ORDER BY id",
     [S_CH_BY_PAYER] = "SELECT " CH_COLS " FROM channels WHERE payer = $1 ORDER BY id",
@@ -726,6 +746,10 @@ static int lock_batch(tg__store_conn *c, tg_store_op *const *ops, size_t n) {
     case TG_STORE_OP_CHARGES_SETTLE:
       ids[ni++] = op->u.settle.channel_id;
       break;
+    case TG_STORE_OP_RESERVE:
+    case TG_STORE_OP_UNRESERVE:
+      ids[ni++] = op->u.reserve.channel_id;
+      break;
     default:
       break;
     }
@@ -925,10 +949,30 @@ static int totals_add(tg__store_conn *c, const tg_address *payer, tg_store_schem
   return q(c, S_TOTALS_SET, &p, NULL);
 }
 
+/* Ends a call's hold: deletes its row; *amount is what it held (0 when it was gone). */
+static int hold_end(tg__store_conn *c, const char *request_id, const tg_hash *channel_id,
+                    tg_u256 *amount) {
+  PGresult *r;
+  memset(amount, 0, sizeof(*amount));
+  params p = {0};
+  p_text(&p, request_id);
+  P_FIXED(&p, channel_id);
+  int rc = q(c, S_RES_DELETE, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) == 1) rc = R_FIXED(r, 0, 0, amount);
+  PQclear(r);
+  return rc < 0 ? rc : 0;
+}
+
+static void u256_sub_floor(tg_u256 *x, const tg_u256 *y) {
+  if (tg_u256_sub(x, x, y) < 0) memset(x, 0, sizeof(*x));
+}
+
 static int op_charge(tg__store_conn *c, tg_store_op *op) {
   tg_store_op_charge *o = &op->u.charge;
   PGresult *r;
-  tg_u256 charged, ceiling, cap;
+  tg_u256 charged, ceiling, cap, reserved;
+  memset(&reserved, 0, sizeof(reserved));
   int rc;
   memset(&o->out_charged, 0, sizeof(o->out_charged));
   o->out_id = 0;
@@ -944,12 +988,21 @@ static int op_charge(tg__store_conn *c, tg_store_op *op) {
       return TG_ENOTFOUND;
     }
     if ((rc = R_FIXED(r, 0, 0, &payer)) < 0 || (rc = r_i64(r, 0, 1, &status)) < 0 ||
-        (rc = R_FIXED(r, 0, 2, &charged)) < 0 || (rc = R_FIXED(r, 0, 3, &ceiling)) < 0) {
+        (rc = R_FIXED(r, 0, 2, &charged)) < 0 || (rc = R_FIXED(r, 0, 3, &ceiling)) < 0 ||
+        (rc = R_FIXED(r, 0, 4, &reserved)) < 0) {
       PQclear(r);
       return rc;
     }
     PQclear(r);
     if (memcmp(payer.b, o->payer.b, sizeof(payer.b)) != 0) return TG_ESTORE_CONSTRAINT;
+    if (o->release_reservation) {
+      /* The hold (the call's maximum price) becomes the charge (at most that): charged +
+       * reserved does not grow. A hold reclaimed meanwhile is simply gone; the cap below
+       * still bounds the charge. */
+      tg_u256 held;
+      if ((rc = hold_end(c, o->request_id, &o->channel_id, &held)) < 0) return rc;
+      u256_sub_floor(&reserved, &held);
+    }
     if (status == TG_CHANNEL_CLOSED) return TG_ESTORE_CHANNEL_CLOSED;
     /* The money invariant: charged <= ceiling + credit limit. The CHECK on the row agrees. */
     if (tg_u256_add(&charged, &charged, &o->amount) < 0) return TG_ESTORE_LIMIT;
@@ -986,6 +1039,7 @@ static int op_charge(tg__store_conn *c, tg_store_op *op) {
     P_FIXED(&ps, &cap);
     p_i64(&ps, op->now);
     p_i64(&ps, created);
+    P_FIXED(&ps, &reserved);
     if ((rc = q(c, S_CH_CHARGE_SET, &ps, NULL)) < 0)
       return rc == TG_ESTORE_CONSTRAINT ? TG_ESTORE_LIMIT : rc;
     o->out_charged = charged;
@@ -1162,8 +1216,96 @@ static int op_lease(tg__store_conn *c, tg_store_op *op) {
   return 0;
 }
 
+/* RESERVE / UNRESERVE: shared admission, under the channel's row lock (see store.h). */
+static int op_reserve(tg__store_conn *c, tg_store_op *op) {
+  tg_store_op_reserve *o = &op->u.reserve;
+  PGresult *r;
+  int64_t status;
+  tg_u256 reserved;
+  o->out_reclaimed = 0;
+  params p = {0};
+  P_FIXED(&p, &o->channel_id);
+  int rc = q(c, S_RES_READ, &p, &r);
+  if (rc < 0) return rc;
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    return TG_ENOTFOUND;
+  }
+  if ((rc = r_i64(r, 0, 0, &status)) < 0 || (rc = R_FIXED(r, 0, 1, &o->out_charged)) < 0 ||
+      (rc = R_FIXED(r, 0, 2, &o->out_ceiling)) < 0 ||
+      (rc = R_FIXED(r, 0, 3, &o->out_balance)) < 0 ||
+      (rc = R_FIXED(r, 0, 4, &o->out_total_claimed)) < 0 ||
+      (rc = r_u64(r, 0, 5, &o->out_withdraw_requested_at)) < 0 ||
+      (rc = R_FIXED(r, 0, 6, &reserved)) < 0) {
+    PQclear(r);
+    return rc;
+  }
+  PQclear(r);
+  o->out_reserved = reserved;
+  if (op->kind == TG_STORE_OP_UNRESERVE) {
+    tg_u256 held;
+    if ((rc = hold_end(c, o->request_id, &o->channel_id, &held)) < 0) return rc;
+    if (tg_u256_is_zero(&held)) return 0;
+    u256_sub_floor(&reserved, &held);
+    params ps = {0};
+    P_FIXED(&ps, &o->channel_id);
+    P_FIXED(&ps, &reserved);
+    if ((rc = q(c, S_RES_SET, &ps, NULL)) < 0) return rc;
+    o->out_reserved = reserved;
+    return 0;
+  }
+  if (status == TG_CHANNEL_CLOSED) return TG_ESTORE_CHANNEL_CLOSED;
+  if (status == TG_CHANNEL_WITHDRAWING || o->out_withdraw_requested_at != 0)
+    return TG_ECHANNEL_WITHDRAWING;
+  /* limit = min(ceiling, balance) + credit limit (saturated); need = charged + reserved + amount */
+  tg_u256 limit, need;
+  const tg_u256 *base = tg_u256_cmp(&o->out_ceiling, &o->out_balance) < 0 ? &o->out_ceiling
+                                                                          : &o->out_balance;
+  u256_add_sat(&limit, base, &o->credit_limit);
+  for (int pass = 0;; pass++) {
+    int over = tg_u256_add(&need, &o->out_charged, &reserved) < 0 ||
+               tg_u256_add(&need, &need, &o->amount) < 0 || tg_u256_cmp(&need, &limit) > 0;
+    if (!over) break;
+    if (pass == 1) return TG_ECHANNEL_SHORT;
+    /* Before refusing: give back the holds of dead instances and of lapsed calls. */
+    params pr = {0};
+    P_FIXED(&pr, &o->channel_id);
+    p_i64(&pr, op->now);
+    if ((rc = q(c, S_RES_RECLAIM, &pr, &r)) < 0) return rc;
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++) {
+      tg_u256 a;
+      if ((rc = R_FIXED(r, i, 0, &a)) < 0) {
+        PQclear(r);
+        return rc;
+      }
+      u256_sub_floor(&reserved, &a);
+    }
+    PQclear(r);
+    o->out_reclaimed = n;
+    if (n == 0) return TG_ECHANNEL_SHORT;
+    o->out_reserved = reserved;
+  }
+  if (tg_u256_add(&reserved, &reserved, &o->amount) < 0) return TG_ECHANNEL_SHORT;
+  if (o->ttl_ms > INT64_MAX - op->now) return TG_ERANGE;
+  params pi = {0};
+  p_text(&pi, o->request_id);
+  P_FIXED(&pi, &o->channel_id);
+  p_text(&pi, o->instance);
+  P_FIXED(&pi, &o->amount);
+  p_i64(&pi, op->now + o->ttl_ms);
+  p_i64(&pi, op->now);
+  P_FIXED(&pi, &reserved);
+  if ((rc = q(c, S_RES_INSERT, &pi, NULL)) < 0) return rc;
+  o->out_reserved = reserved;
+  return 0;
+}
+
 static int conn_apply(tg__store_conn *c, tg_store_op *op) {
   switch (op->kind) {
+  case TG_STORE_OP_RESERVE:
+  case TG_STORE_OP_UNRESERVE:
+    return op_reserve(c, op);
   case TG_STORE_OP_CHANNEL_PUT:
   case TG_STORE_OP_CHANNEL_SYNC:
     return op_channel(c, op);

@@ -887,6 +887,10 @@ static int conn_apply(tg__store_conn *c, tg_store_op *op) {
     return op_nonce(c, op);
   case TG_STORE_OP_SESSION_PUT:
     return op_session(c, op);
+  case TG_STORE_OP_RESERVE:
+  case TG_STORE_OP_UNRESERVE:
+    /* One SQLite file has one gateway: its ledger's in-memory reservations are the truth. */
+    return TG_EUNSUPPORTED;
   }
   return TG_EINVAL;
 }

@@ -143,6 +143,7 @@ extern "C" {
   XX(STORE_LEASE, -606, 409, "lease is held by another holder")                \
   XX(STORE_CHANNEL_CLOSED, -607, 409, "channel is closed")                     \
   XX(STORE_CONSTRAINT, -608, 409, "store constraint violated")                 \
+  XX(STORE_SCHEMA_OLD, -609, 503, "store schema is older than this build (run tollgated --migrate)") \
   /* payments: x402, channels, passes */                                       \
   XX(PAY_REQUIRED, -700, 402, "payment required")                             \
   XX(PAY_INVALID, -701, 400, "payment payload is invalid")                    \
@@ -155,6 +156,7 @@ extern "C" {
   XX(CHANNEL_SHORT, -711, 402, "voucher ceiling does not cover the call")     \
   XX(CHANNEL_WITHDRAWING, -712, 402, "channel is being withdrawn")            \
   XX(CHANNEL_ID, -713, 400, "channel configuration does not hash to its id")  \
+  XX(PAY_ELSEWHERE, -714, 503, "exact payments are submitted by another gateway instance") \
   XX(SIWE_MALFORMED, -720, 400, "malformed Sign-In with Ethereum (EIP-4361) message") \
   XX(SIWE_DOMAIN, -721, 401, "sign-in message is for another domain")          \
   XX(SIWE_URI, -722, 401, "sign-in message URI is not this gateway's")          \

@@ -69,15 +69,15 @@ static void test_migrations(void) {
   db_path(uri, sizeof(uri), path, sizeof(path));
   int applied = -1;
   CHECK_OK(tg_store_migrate(uri, &applied));
-  CHECK_INT(applied, 3);
+  CHECK_INT(applied, 4);
   CHECK_OK(tg_store_migrate(uri, &applied));
   CHECK_INT(applied, 0); /* re-running is a no-op */
   tg_store *st;
   CHECK_OK(tg_store_open(&st, uri, NULL));
   int cur, latest;
   CHECK_OK(tg_store_schema_version(st, &cur, &latest));
-  CHECK_INT(cur, 3);
-  CHECK_INT(latest, 3);
+  CHECK_INT(cur, 4);
+  CHECK_INT(latest, 4);
   tg_store_close(st);
 
   /* One row per migration, each applied once. */
@@ -87,9 +87,9 @@ static void test_migrations(void) {
   CHECK(sqlite3_prepare_v2(db, "SELECT count(*), min(version), max(version) FROM schema_version",
                            -1, &s, NULL) == SQLITE_OK);
   CHECK(sqlite3_step(s) == SQLITE_ROW);
-  CHECK_INT(sqlite3_column_int(s, 0), 3);
+  CHECK_INT(sqlite3_column_int(s, 0), 4);
   CHECK_INT(sqlite3_column_int(s, 1), 1);
-  CHECK_INT(sqlite3_column_int(s, 2), 3);
+  CHECK_INT(sqlite3_column_int(s, 2), 4);
   sqlite3_finalize(s);
   /* WAL mode is persistent in the file. */
   CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL) == SQLITE_OK);
@@ -109,10 +109,28 @@ static void test_migrations(void) {
   char uri2[300], path2[256];
   db_path(uri2, sizeof(uri2), path2, sizeof(path2));
   tg_store_options o = {.no_migrate = 1};
-  CHECK_ERR(tg_store_open(&st, uri2, &o), TG_ESTORE_SCHEMA);
+  CHECK_ERR(tg_store_open(&st, uri2, &o), TG_ESTORE_SCHEMA_OLD);
   CHECK_OK(tg_store_migrate(uri2, &applied));
   CHECK_OK(tg_store_open(&st, uri2, &o));
   tg_store_close(st);
+  /* init_empty: a database without a schema is created (what tollgated does on first start),
+   * but one at an older version is still refused. */
+  char uri4[300], path4[256];
+  db_path(uri4, sizeof(uri4), path4, sizeof(path4));
+  tg_store_options oe = {.no_migrate = 1, .init_empty = 1};
+  CHECK_OK(tg_store_open(&st, uri4, &oe));
+  int c4, l4;
+  CHECK_OK(tg_store_schema_version(st, &c4, &l4));
+  CHECK_INT(c4, l4);
+  tg_store_close(st);
+  {
+    sqlite3 *d4;
+    CHECK(sqlite3_open(path4, &d4) == SQLITE_OK);
+    CHECK(sqlite3_exec(d4, "DELETE FROM schema_version WHERE version = 4", NULL, NULL, NULL) ==
+          SQLITE_OK);
+    sqlite3_close(d4);
+  }
+  CHECK_ERR(tg_store_open(&st, uri4, &oe), TG_ESTORE_SCHEMA_OLD);
 }
 
 

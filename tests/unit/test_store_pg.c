@@ -93,7 +93,7 @@ static void test_pg_migrations(void) {
     CHECK_OK(a[i].rc);
     total += a[i].applied;
   }
-  CHECK_INT(total, 3);
+  CHECK_INT(total, 4);
   int applied = -1;
   CHECK_OK(tg_store_migrate(uri, &applied));
   CHECK_INT(applied, 0);
@@ -101,12 +101,12 @@ static void test_pg_migrations(void) {
   CHECK_OK(tg_store_open(&st, uri, NULL));
   int cur, latest;
   CHECK_OK(tg_store_schema_version(st, &cur, &latest));
-  CHECK_INT(cur, 3);
-  CHECK_INT(latest, 3);
+  CHECK_INT(cur, 4);
+  CHECK_INT(latest, 4);
   tg_store_close(st);
   /* One row per migration. */
   CHECK_OK(sql(uri,
-               "DO $$ BEGIN IF (SELECT count(*) FROM schema_version) <> 3 OR (SELECT min(version) "
+               "DO $$ BEGIN IF (SELECT count(*) FROM schema_version) <> 4 OR (SELECT min(version) "
                "FROM schema_version) <> 1 THEN RAISE EXCEPTION 'bad versions'; END IF; END $$",
                err, sizeof(err)));
   /* A newer schema is refused, not trampled. */
@@ -115,13 +115,13 @@ static void test_pg_migrations(void) {
   st = (tg_store *)1;
   CHECK_ERR(tg_store_open(&st, uri, NULL), TG_ESTORE_SCHEMA);
   CHECK(st == NULL);
-  /* no_migrate: an empty database is refused. */
+  /* no_migrate: an empty database is refused (as older than the build), unless init_empty. */
   char uri2[256];
   CHECK_OK(tgt_pg_newdb(pg, uri2, sizeof(uri2)));
   tg_store_options o = {.no_migrate = 1};
-  CHECK_ERR(tg_store_open(&st, uri2, &o), TG_ESTORE_SCHEMA);
+  CHECK_ERR(tg_store_open(&st, uri2, &o), TG_ESTORE_SCHEMA_OLD);
   CHECK_OK(tg_store_migrate(uri2, &applied));
-  CHECK_INT(applied, 3);
+  CHECK_INT(applied, 4);
   CHECK_OK(tg_store_open(&st, uri2, &o));
   tg_store_close(st);
   /* A failed migration leaves nothing half-done: the table it would create is absent. */
@@ -719,6 +719,132 @@ static void test_pg_multiprocess_sigkill(void) {
   for (int p = 0; p < MP_PROCS; p++) free(logs[p].acks);
 }
 
+
+/* ------------------------------------------------------------------------- */
+/* Shared admission: holds from two instances on one channel never pass min(ceiling, balance)
+ * + credit; a charge turns its hold into the charge; a dead instance's holds are reclaimed. */
+
+static tg_store_op reserve_op(const char *req, const char *inst, uint64_t amount, uint64_t credit) {
+  tg_store_op op;
+  memset(&op, 0, sizeof(op));
+  op.kind = TG_STORE_OP_RESERVE;
+  op.u.reserve.channel_id = hash(1);
+  op.u.reserve.request_id = req;
+  op.u.reserve.instance = inst;
+  op.u.reserve.amount = u(amount);
+  op.u.reserve.credit_limit = u(credit);
+  op.u.reserve.ttl_ms = 600000;
+  return op;
+}
+
+static tg_store_op alive_op(const char *inst, int64_t ttl_ms) {
+  static char names[4][80];
+  static int k;
+  char *name = names[k++ & 3];
+  snprintf(name, 80, "instance:%s", inst);
+  tg_store_op op;
+  memset(&op, 0, sizeof(op));
+  op.kind = TG_STORE_OP_LEASE_ACQUIRE;
+  op.u.lease.name = name;
+  op.u.lease.holder = inst;
+  op.u.lease.ttl_ms = ttl_ms;
+  return op;
+}
+
+static void test_pg_shared_reservations(void) {
+  char uri[256];
+  tg_store *a = store_with_channel(uri, sizeof(uri), 1000); /* balance 1,000,000, ceiling 1000 */
+  tg_store *b = NULL;
+  if (!a) return;
+  CHECK_OK(tg_store_open(&b, uri, NULL));
+  if (!b) goto out;
+  tg_store_op op = alive_op("gw-a", 60000);
+  CHECK_OK(tg_store_write(a, &op, 1));
+  op = alive_op("gw-b", 60000);
+  CHECK_OK(tg_store_write(b, &op, 1));
+  /* a holds 600; b cannot hold 500 more (600 + 500 > 1000 + 0), but 400 fits */
+  op = reserve_op("r-a1", "gw-a", 600, 0);
+  CHECK_OK(tg_store_write(a, &op, 1));
+  CHECK_INT(u64(&op.u.reserve.out_reserved), 600);
+  op = reserve_op("r-b1", "gw-b", 500, 0);
+  CHECK_ERR(tg_store_write(b, &op, 1), TG_ECHANNEL_SHORT);
+  CHECK_INT(u64(&op.u.reserve.out_reserved), 600);
+  CHECK_INT(u64(&op.u.reserve.out_ceiling), 1000);
+  CHECK_INT(op.u.reserve.out_reclaimed, 0); /* a is alive: nothing to reclaim */
+  op = reserve_op("r-b1", "gw-b", 500, 100); /* a credit limit of 100 makes room */
+  CHECK_OK(tg_store_write(b, &op, 1));
+  CHECK_INT(u64(&op.u.reserve.out_reserved), 1100);
+  /* a's call costs 250 of its 600: charged 250, reserved 500 (b's) */
+  tg_store_op ch = charge("r-a1", 0xa1, 1, 250, 0);
+  ch.u.charge.release_reservation = 1;
+  CHECK_OK(tg_store_write(a, &ch, 1));
+  CHECK_INT(u64(&ch.u.charge.out_charged), 250);
+  op = reserve_op("r-a2", "gw-a", 250, 0); /* 250 + 500 + 250 = 1000: fits exactly */
+  CHECK_OK(tg_store_write(a, &op, 1));
+  CHECK_INT(u64(&op.u.reserve.out_charged), 250);
+  CHECK_INT(u64(&op.u.reserve.out_reserved), 750);
+  op = reserve_op("r-a3", "gw-a", 1, 0);
+  CHECK_ERR(tg_store_write(a, &op, 1), TG_ECHANNEL_SHORT);
+  /* a's second call fails upstream: its hold is given back (twice is a no-op) */
+  op = reserve_op("r-a2", "gw-a", 0, 0);
+  op.kind = TG_STORE_OP_UNRESERVE;
+  CHECK_OK(tg_store_write(a, &op, 1));
+  CHECK_INT(u64(&op.u.reserve.out_reserved), 500);
+  CHECK_OK(tg_store_write(a, &op, 1));
+  CHECK_INT(u64(&op.u.reserve.out_reserved), 500);
+  /* a duplicate request id cannot hold twice */
+  op = reserve_op("r-b1", "gw-a", 1, 0);
+  CHECK_ERR(tg_store_write(a, &op, 1), TG_EEXISTS);
+  /* b dies: its liveness lease lapses, and a's next refusal reclaims b's 500 */
+  op = alive_op("gw-b", 1);
+  CHECK_OK(tg_store_write(b, &op, 1));
+  tg_store_close(b);
+  b = NULL;
+  usleep(20000);
+  op = reserve_op("r-a4", "gw-a", 700, 0); /* 250 + 500 + 700 > 1000: reclaim, then 950 */
+  CHECK_OK(tg_store_write(a, &op, 1));
+  CHECK_INT(op.u.reserve.out_reclaimed, 1);
+  CHECK_INT(u64(&op.u.reserve.out_reserved), 700);
+  /* b's late charge (its hold is gone) is still bounded by ceiling + credit only */
+  ch = charge("r-b1", 0xa1, 1, 100, 0);
+  ch.u.charge.release_reservation = 1;
+  CHECK_OK(tg_store_write(a, &ch, 1));
+  CHECK_INT(u64(&ch.u.charge.out_charged), 350);
+  op = reserve_op("r-a5", "gw-a", 1, 0); /* 350 + 700 + 1 > 1000 */
+  CHECK_ERR(tg_store_write(a, &op, 1), TG_ECHANNEL_SHORT);
+  /* a lapsed call (past its ttl) is reclaimed even though its instance lives */
+  op = reserve_op("r-a6", "gw-a", 0, 0);
+  op.kind = TG_STORE_OP_UNRESERVE;
+  op.u.reserve.request_id = "r-a4";
+  CHECK_OK(tg_store_write(a, &op, 1));
+  CHECK_INT(u64(&op.u.reserve.out_reserved), 0);
+  op = reserve_op("r-a7", "gw-a", 600, 0);
+  op.u.reserve.ttl_ms = 1;
+  CHECK_OK(tg_store_write(a, &op, 1));
+  usleep(20000);
+  op = reserve_op("r-a8", "gw-a", 600, 0);
+  CHECK_OK(tg_store_write(a, &op, 1));
+  CHECK_INT(op.u.reserve.out_reclaimed, 1);
+  CHECK_INT(u64(&op.u.reserve.out_reserved), 600);
+  /* the database agrees: reserved equals the sum of the live holds */
+  char err[256];
+  CHECK_OK(sql(uri, "DO $$ BEGIN IF (SELECT count(*) FROM reservations) <> 1 OR (SELECT "
+                    "get_byte(reserved, 30) * 256 + get_byte(reserved, 31) FROM channels) <> 600 "
+                    "THEN RAISE EXCEPTION 'bad holds'; END IF; END $$",
+               err, sizeof(err)));
+  /* withdrawing channels admit nothing */
+  tg_store_op sync = channel_put(1, 0xa1, 1000000, 11);
+  sync.kind = TG_STORE_OP_CHANNEL_SYNC;
+  sync.u.channel.chain.withdraw_requested_at = 1700000000;
+  sync.u.channel.chain.status = TG_CHANNEL_WITHDRAWING;
+  CHECK_OK(tg_store_write(a, &sync, 1));
+  op = reserve_op("r-a9", "gw-a", 1, 0);
+  CHECK_ERR(tg_store_write(a, &op, 1), TG_ECHANNEL_WITHDRAWING);
+out:
+  tg_store_close(b);
+  tg_store_close(a);
+}
+
 static char skip_why[512];
 static void test_pg_server(void) { tgt_skip(skip_why); }
 
@@ -754,6 +880,7 @@ int main(void) {
   RUN(test_concurrency_64);
   RUN(test_evbase);
   RUN(test_pg_lease_takeover);
+  RUN(test_pg_shared_reservations);
   RUN(test_pg_server_restart);
   RUN(test_pg_multiprocess_sigkill);
   int rc = tgt_done();
