@@ -730,6 +730,24 @@ static int d_store(parser_t *p, line_t *l) {
                 l->pos[0]);
   if (!*l->pos[1]) return fail(p, l, TG_ECONFIG_VALUE, NULL, "empty path or conninfo");
   p->cfg->store_conninfo = xstrdup(l->pos[1]);
+  const char *v;
+  if ((v = kv(l, "state_dir"))) {
+    if (p->cfg->store_kind != TG_STORE_POSTGRES)
+      return fail(p, l, TG_ECONFIG_VALUE, "state_dir", "only for postgres (sqlite keeps its "
+                  "journals beside the database file)");
+    if (v[0] != '/') return fail(p, l, TG_ECONFIG_VALUE, "state_dir", "\"%s\" is not an absolute path", v);
+    p->cfg->store_state_dir = xstrdup(v);
+  } else if (p->cfg->store_kind == TG_STORE_POSTGRES) {
+    return fail(p, l, TG_ECONFIG_MISSING, "state_dir",
+                "missing: a local directory for this instance's transaction journals");
+  }
+  if ((v = kv(l, "instance"))) {
+    if (p->cfg->store_kind != TG_STORE_POSTGRES)
+      return fail(p, l, TG_ECONFIG_VALUE, "instance", "only for postgres");
+    if ((rc = check_name(p, l, "instance", v))) return rc;
+    if (strlen(v) > 48) return fail(p, l, TG_ECONFIG_VALUE, "instance", "longer than 48 characters");
+    p->cfg->store_instance = xstrdup(v);
+  }
   return 0;
 }
 
@@ -1159,6 +1177,8 @@ static void free_cfg(tg_config *c) {
   free(c->asset_name);
   free(c->asset_version);
   free(c->store_conninfo);
+  free(c->store_state_dir);
+  free(c->store_instance);
   free(c->credits);
   free(c->access_log);
   free(c);

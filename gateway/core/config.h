@@ -155,6 +155,8 @@ typedef struct tg_config {
   /* store */
   int store_kind;
   char *store_conninfo;   /* sqlite path or postgres conninfo */
+  char *store_state_dir;  /* postgres: local directory of this instance's journals (state_dir=) */
+  char *store_instance;   /* postgres: this instance's name (instance=), NULL: host-pid */
 
   tg_config_credit *credits;
   size_t n_credits;

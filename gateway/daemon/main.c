@@ -16,14 +16,50 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: tollgated [-c FILE] [--check-config [FILE]] [--version]\n"
+          "usage: tollgated [-c FILE] [--check-config [FILE]] [--migrate] [--version]\n"
           "  -c, --config FILE     configuration file (default " DEFAULT_CONFIG ")\n"
           "  --check-config [FILE] validate the configuration, print OK or the error, exit 0/1\n"
+          "  --migrate             bring the store's schema to this build's version, report, exit\n"
           "  --version             print the version\n"
           "Signals: SIGTERM/SIGINT drain and stop (a second one forces), SIGHUP reloads.\n");
 }
 
 static tg_payments payments;
+
+/* `tollgated --migrate`: applies pending migrations (in one transaction) and reports. */
+static int migrate(const tg_config *cfg) {
+  char uri[4200], label[256];
+  tg_payments_store_label(label, sizeof label, cfg);
+  if (!cfg->store_kind || tg_payments_store_uri(uri, sizeof uri, cfg) != 0) {
+    fprintf(stderr, "tollgated: --migrate: no usable `store` in the configuration\n");
+    return 1;
+  }
+  int applied = 0;
+  int rc = tg_store_migrate(uri, &applied);
+  if (rc) {
+    fprintf(stderr, "tollgated: --migrate: store %s: %s (nothing was changed)\n", label,
+            tg_strerror(rc));
+    return 1;
+  }
+  tg_store_options o = {.no_migrate = 1};
+  tg_store *st;
+  int cur = 0, latest = 0;
+  rc = tg_store_open(&st, uri, &o);
+  if (!rc) {
+    rc = tg_store_schema_version(st, &cur, &latest);
+    tg_store_close(st);
+  }
+  if (rc) {
+    fprintf(stderr, "tollgated: --migrate: store %s: %s\n", label, tg_strerror(rc));
+    return 1;
+  }
+  if (applied)
+    printf("store %s: applied %d migration(s) (versions %d..%d); schema at version %d\n", label,
+           applied, cur - applied + 1, cur, cur);
+  else
+    printf("store %s: schema at version %d, nothing to apply\n", label, cur);
+  return 0;
+}
 static tg_http_ops ops; /* admin API, facilitator endpoints, chain metrics */
 
 static int priced(const tg_config *cfg) {
@@ -40,7 +76,7 @@ static void on_reload(void *arg, tg_config *cfg) {
 
 int main(int argc, char **argv) {
   const char *path = NULL;
-  int check = 0;
+  int check = 0, do_migrate = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
@@ -48,6 +84,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(a, "--check-config") == 0) {
       check = 1;
       if (i + 1 < argc && argv[i + 1][0] != '-') path = argv[++i];
+    } else if (strcmp(a, "--migrate") == 0) {
+      do_migrate = 1;
     } else if (strcmp(a, "--version") == 0) {
       printf("tollgated %s\n", TOLLGATED_VERSION);
       return 0;
@@ -76,6 +114,11 @@ int main(int argc, char **argv) {
   if (rc) {
     fprintf(stderr, "tollgated: %s\n", err);
     return 1;
+  }
+  if (do_migrate) {
+    rc = migrate(cfg);
+    tg_config_unref(cfg);
+    return rc;
   }
   if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     fprintf(stderr, "tollgated: library initialisation failed\n");

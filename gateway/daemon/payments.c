@@ -4,10 +4,12 @@
 #include <string.h>
 
 #include <sodium.h>
+#include <unistd.h>
 
 #include "daemon/payments.h"
 #include "tollgate/address.h"
 #include "tollgate/deploy.h"
+#include "tollgate/address.h"
 #include "tollgate/keystore.h"
 
 /* The keystore password from its file (one line) or environment variable, in guarded memory. */
@@ -48,6 +50,39 @@ static void on_withdraw(void *arg, const tg_hash *channel) {
   tg_scheduler_trigger(arg, channel);
 }
 
+int tg_payments_store_uri(char *out, size_t cap, const tg_config *cfg) {
+  int n = cfg->store_kind == TG_STORE_POSTGRES ? snprintf(out, cap, "%s", cfg->store_conninfo)
+                                               : snprintf(out, cap, "sqlite:%s", cfg->store_conninfo);
+  return n < 0 || (size_t)n >= cap ? TG_ETOOBIG : TG_OK;
+}
+
+void tg_payments_store_label(char *out, size_t cap, const tg_config *cfg) {
+  if (cfg->store_kind != TG_STORE_POSTGRES) {
+    snprintf(out, cap, "sqlite %s", cfg->store_conninfo);
+    return;
+  }
+  /* postgres://user:password@host/db: keep the scheme and what follows the '@' */
+  const char *u = cfg->store_conninfo, *at = strrchr(u, '@'), *sl = strstr(u, "://");
+  if (at && sl && at > sl) snprintf(out, cap, "postgres %.*s***@%s", (int)(sl + 3 - u), u, at + 1);
+  else snprintf(out, cap, "postgres %s", u);
+}
+
+/* A local journal path: beside the SQLite file, or in the instance's state_dir. */
+static void journal_path(char *out, size_t cap, const tg_config *cfg, const char *suffix) {
+  if (cfg->store_kind == TG_STORE_POSTGRES)
+    snprintf(out, cap, "%s/tollgated%s", cfg->store_state_dir, suffix);
+  else
+    snprintf(out, cap, "%s%s", cfg->store_conninfo, suffix);
+}
+
+static int may_run(void *arg) { return tg_cluster_leader(arg); }
+
+static void on_leader(void *arg, int leader) {
+  tg_payments *p = arg;
+  if (p->pay) tg_pay_set_exact_owner(p->pay, leader);
+  if (leader && p->sched) tg_scheduler_trigger(p->sched, NULL);
+}
+
 /*
  * The settlement scheduler and watchtower (docs/SETTLEMENT.md). Not with `exact`: the
  * `exact` submitter's transaction manager and a settlement run would both send from the
@@ -61,7 +96,7 @@ static int start_scheduler(tg_payments *p, char *err, const tg_config *cfg, cons
     return TG_OK;
   }
   char journal[4300];
-  snprintf(journal, sizeof journal, "%s.settle.txm", cfg->store_conninfo);
+  journal_path(journal, sizeof journal, cfg, ".settle.txm");
   tg_scheduler_opts so;
   memset(&so, 0, sizeof so);
   so.store = p->store;
@@ -75,6 +110,10 @@ static int start_scheduler(tg_payments *p, char *err, const tg_config *cfg, cons
   so.min_amount = cfg->settle_min_amount;
   so.max_age_s = cfg->settle_max_age_s;
   so.max_gas_price = cfg->settle_max_gas_price_wei;
+  if (p->cluster) {
+    so.may_run = may_run;
+    so.may_run_arg = p->cluster;
+  }
   int rc = tg_scheduler_start(&p->sched, err, TG_CONFIG_ERR_MAX, &so);
   if (rc) return rc;
   tg_chain_on_withdraw(p->chain, on_withdraw, p->sched);
@@ -88,10 +127,6 @@ static void pass_time(void *arg, uint64_t unix_s) { tg_passes_chain_time(arg, un
 int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   memset(p, 0, sizeof *p);
   int rc;
-  if (cfg->store_kind != TG_STORE_SQLITE) {
-    snprintf(err, TG_CONFIG_ERR_MAX, "store: only sqlite is available in this build");
-    return TG_EUNSUPPORTED;
-  }
   tg_deployment dep;
   memset(&dep, 0, sizeof dep);
   if (cfg->deployment) {
@@ -109,11 +144,21 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
     snprintf(err, TG_CONFIG_ERR_MAX, "missing `deployment`: the channel contract and the asset come from it");
     return TG_EINVAL;
   }
-  char uri[4200];
-  snprintf(uri, sizeof uri, "sqlite:%s", cfg->store_conninfo);
-  rc = tg_store_open(&p->store, uri, NULL);
+  char uri[4200], label[256];
+  tg_payments_store_label(label, sizeof label, cfg);
+  if ((rc = tg_payments_store_uri(uri, sizeof uri, cfg))) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "store %.200s: too long", label);
+    goto fail;
+  }
+  /* A new database gets the schema; an older one waits for `tollgated --migrate` (one
+   * operator step for all instances, docs/OPERATIONS.md). */
+  tg_store_options sopts;
+  memset(&sopts, 0, sizeof sopts);
+  sopts.no_migrate = 1;
+  sopts.init_empty = 1;
+  rc = tg_store_open(&p->store, uri, &sopts);
   if (rc) {
-    snprintf(err, TG_CONFIG_ERR_MAX, "store %s: %s", cfg->store_conninfo, tg_strerror(rc));
+    snprintf(err, TG_CONFIG_ERR_MAX, "store %.200s: %s", label, tg_strerror(rc));
     goto fail;
   }
   char *pw;
@@ -137,7 +182,7 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   co.chain_id = cfg->chain_id;
   co.key = p->key;
   char journal[4300];
-  snprintf(journal, sizeof journal, "%s.txm", cfg->store_conninfo);
+  journal_path(journal, sizeof journal, cfg, ".txm");
   co.journal_path = journal;
   co.channels = dep.c[TG_CONTRACT_CHANNELS].address;
   if (cfg->n_plans) co.passes = dep.c[TG_CONTRACT_PASSES].address;
@@ -177,8 +222,35 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   po.withdraw_delay = cfg->channel_withdraw_delay_s;
   po.min_deposit = cfg->channel_min_deposit;
   po.passes = p->passes;
+  char instance[TG_STORE_INSTANCE_MAX + 1], lease[TG_STORE_NAME_MAX + 1];
+  if (cfg->store_kind == TG_STORE_POSTGRES) {
+    if (cfg->store_instance) {
+      snprintf(instance, sizeof instance, "%s", cfg->store_instance);
+    } else {
+      char host[64];
+      if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "host");
+      host[sizeof host - 1] = 0;
+      snprintf(instance, sizeof instance, "%.32s-%ld", host, (long)getpid());
+    }
+    char gwhex[TG_ADDRESS_HEX_LEN];
+    tg_address_to_hex(&gateway, gwhex);
+    snprintf(lease, sizeof lease, "leader:%s", gwhex);
+    po.instance = instance;
+  }
   rc = tg_pay_new(&p->pay, err, &po);
   if (rc) goto fail;
+  if (cfg->store_kind == TG_STORE_POSTGRES) {
+    tg_pay_set_exact_owner(p->pay, 0); /* until the gateway lease says otherwise */
+    tg_cluster_opts clo;
+    memset(&clo, 0, sizeof clo);
+    clo.store = p->store;
+    clo.instance = instance;
+    clo.lease = lease;
+    clo.on_leader = on_leader;
+    clo.arg = p;
+    if ((rc = tg_cluster_start(&p->cluster, err, TG_CONFIG_ERR_MAX, &clo))) goto fail;
+    tg_log("cluster: instance %s on %s", instance, label);
+  }
   if (cfg->scheme_channel && (rc = start_scheduler(p, err, cfg, &dep)) != 0) goto fail;
   if ((cfg->scheme_channel || p->passes) && (rc = tg_chain_follow(p->chain, p->ledger, p->store, 1000))) {
     snprintf(err, TG_CONFIG_ERR_MAX, "chain follower: %s", tg_strerror(rc));
@@ -192,6 +264,8 @@ fail:
 }
 
 void tg_payments_stop(tg_payments *p) {
+  tg_cluster_stop(p->cluster); /* first: hands the gateway lease over at once */
+  p->cluster = NULL;
   tg_pay_free(p->pay);
   tg_chain_free(p->chain); /* the follower first: it wakes the scheduler */
   tg_scheduler_stop(p->sched);

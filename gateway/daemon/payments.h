@@ -4,6 +4,7 @@
 
 #include "core/config.h"
 #include "daemon/chain.h"
+#include "daemon/cluster.h"
 #include "daemon/scheduler.h"
 #include "http/server.h"
 #include "pay/ledger.h"
@@ -19,6 +20,7 @@ typedef struct {
   tg_pay *pay;
   tg_passes *passes;          /* access passes (when the configuration has plans) */
   tg_scheduler *sched;        /* settlement runs and the watchtower (channel scheme) */
+  tg_cluster *cluster;        /* PostgreSQL: liveness and the gateway lease (NULL on SQLite) */
   tg_http_payhooks hooks;
 } tg_payments;
 
@@ -31,5 +33,13 @@ typedef struct {
  */
 TG_WARN_UNUSED_RESULT int tg_payments_start(tg_payments *p, char *err, tg_config *cfg);
 void tg_payments_stop(tg_payments *p);
+
+/*
+ * The store URI of a configuration ("sqlite:PATH", or the PostgreSQL URI as
+ * written) into `out` (cap bytes); TG_ETOOBIG when it does not fit.
+ */
+TG_WARN_UNUSED_RESULT int tg_payments_store_uri(char *out, size_t cap, const tg_config *cfg);
+/* A printable name of the store (a PostgreSQL URI without its password). */
+void tg_payments_store_label(char *out, size_t cap, const tg_config *cfg);
 
 #endif

@@ -25,6 +25,8 @@ struct tg_scheduler {
   tg_settle_policy policy;
   int64_t interval_ms;
   unsigned check_ms;
+  int (*may_run)(void *arg);
+  void *may_run_arg;
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -124,6 +126,7 @@ static void *sched_main(void *arg) {
       if (s->stop) break;
     }
     s->kicked = 0;
+    if (s->may_run && !s->may_run(s->may_run_arg)) continue; /* another instance's turn */
     pthread_mutex_unlock(&s->mu);
 
     scan_ctx x;
@@ -176,6 +179,8 @@ int tg_scheduler_start(tg_scheduler **out, char *err, size_t err_len, const tg_s
   s->policy.near_balance_pct = o->near_balance_pct ? o->near_balance_pct : TG_SCHED_NEAR_BALANCE_PCT;
   s->interval_ms = (int64_t)o->interval_s * 1000;
   s->check_ms = o->check_ms ? o->check_ms : 1000;
+  s->may_run = o->may_run;
+  s->may_run_arg = o->may_run_arg;
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   tg_rpc_opts ro;

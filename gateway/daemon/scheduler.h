@@ -29,6 +29,10 @@ typedef struct {
   tg_u256 max_gas_price;           /* 0: no ceiling */
   unsigned near_balance_pct;       /* 0: TG_SCHED_NEAR_BALANCE_PCT */
   unsigned check_ms;               /* how often the store is looked at for deadlines (0: 1000) */
+  /* Several instances on one store: runs (and the watchtower) only while this returns 1
+   * (the instance holds the gateway lease). NULL: always. */
+  int (*may_run)(void *arg);
+  void *may_run_arg;
 } tg_scheduler_opts;
 
 /*

@@ -1,6 +1,7 @@
 /* The payment layer: x402 admission and charging of calls, over the channel ledger and the store. */
 #include <event2/event.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,10 @@ struct tg_pay {
   pthread_mutex_t inflight_mu;
   struct inflight *inflight[256];
   tg_pay_stats stats;
+  /* several gateways on one store: shared holds (NULL instance: the ledger alone) */
+  char *instance;
+  int64_t reserve_ttl_ms;
+  atomic_int exact_owner;
 };
 
 /* An EIP-3009 authorization between admission and its charge (or release). */
@@ -90,6 +95,12 @@ struct tg_pay_call {
   /* payment-identifier: its key is in the in-flight set until the call is recorded or released */
   int payid_held;
   tg_hash payid_key;
+  /* channel admission with a shared hold: what the refusal needs once the store answered */
+  int shared_held;          /* the store holds this call's maximum price */
+  char *resource_url;
+  tg_u256 max;
+  tg_pay_admit_cb admit_cb;
+  void *admit_arg;
   /*
    * exact: what the store knew of this authorization at admission. The intent
    * (status VERIFIED) is recorded before the transaction is submitted; a record
@@ -315,6 +326,7 @@ static const tg_address zero_address;
 static void call_abort(tg_pay *p, tg_pay_call *call) {
   if (call->payid_held) inflight_drop(p, &zero_address, &call->payid_key);
   tg_config_unref(call->cfg);
+  free(call->resource_url);
   free(call);
 }
 
@@ -469,6 +481,10 @@ static int check_voucher(tg_pay *p, const tg_x402_channel *ch, const tg_hash *id
   return valid ? TG_OK : TG_ESIG_MISMATCH;
 }
 
+static void shared_reserve(tg_pay *p, const tg_pay_request *req, tg_pay_call *call,
+                           const tg_x402_channel *ch, const tg_u256 *max, struct event_base *base,
+                           tg_pay_admit_cb cb, void *arg);
+
 /* Seconds an authorization must stay valid after admission, for its submission. */
 #define EXACT_VALIDITY_MARGIN 6
 
@@ -507,6 +523,10 @@ static void admit_reserve(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
     goto fail;
   }
   call->payer = ch->config.payer;
+  if (p->instance) {
+    shared_reserve(p, req, call, ch, max, call->base, cb, arg);
+    return;
+  }
   tg_pay_decision d;
   memset(&d, 0, sizeof d);
   d.admitted = 1;
@@ -635,6 +655,7 @@ static void admit_channel(tg_pay *p, tg_config *cfg, struct event_base *base,
                           const tg_pay_request *req, const tg_x402_payment *pm, const tg_u256 *max,
                           tg_pay_call *call, tg_pay_admit_cb cb, void *arg) {
   const tg_x402_channel *ch = &pm->u.channel;
+  call->base = base; /* the loop a shared hold's answer comes back on */
   const char *why = terms_mismatch(p, &pm->accepted, max);
   if (why) goto refuse402;
   if (ch->type == TG_X402_CHANNEL_REFUND ||
@@ -715,6 +736,119 @@ fail:
   call_abort(p, call);
 }
 
+/*
+ * Several gateways on one store: the hold the ledger just took in memory is
+ * taken in the store as well, under the channel's row lock, so that holds and
+ * charges of every instance together stay within min(ceiling, balance) +
+ * credit limit (docs/STORE.md, "Shared admission"). The voucher goes first in
+ * the same submission: the store must know the ceiling the hold is checked
+ * against. The submission rides the group commit with the other calls'.
+ */
+static void ledger_raise_charged(tg_pay *p, const tg_hash *id, const tg_u256 *charged) {
+  tg_ledger_channel lc;
+  if (tg_ledger_get(p->ledger, id, &lc) != 0 || tg_u256_cmp(charged, &lc.charged) <= 0) return;
+  lc.charged = *charged;
+  if (tg_ledger_put(p->ledger, &lc) != 0) return; /* only raises: nothing to undo */
+}
+
+static void on_reserved(void *arg, int err, const tg_store_op *ops, size_t n) {
+  tg_pay_call *c = arg;
+  tg_pay *p = c->pay;
+  const tg_store_op_reserve *r = &ops[n - 1].u.reserve;
+  if (err == 0) {
+    c->shared_held = 1;
+    ledger_raise_charged(p, &c->hold.channel_id, &r->out_charged);
+    tg_pay_decision d;
+    memset(&d, 0, sizeof d);
+    d.admitted = 1;
+    d.call = c;
+    stat_add(p, &p->stats.admitted);
+    c->admit_cb(c->admit_arg, &d);
+    return;
+  }
+  tg_ledger_release(p->ledger, &c->hold);
+  tg_pay_request req;
+  memset(&req, 0, sizeof req);
+  req.resource_url = c->resource_url;
+  req.request_id = c->request_id;
+  if (err == TG_ECHANNEL_SHORT) {
+    ledger_raise_charged(p, &c->hold.channel_id, &r->out_charged);
+    tg_ledger_channel snap;
+    if (tg_ledger_get(p->ledger, &c->hold.channel_id, &snap) != 0) memset(&snap, 0, sizeof snap);
+    snap.id = c->hold.channel_id;
+    snap.charged = r->out_charged;
+    snap.balance = r->out_balance;
+    snap.total_claimed = r->out_total_claimed;
+    snap.withdraw_requested_at = r->out_withdraw_requested_at;
+    refuse(p, c->cfg, &req, 402, "invalid_batch_settlement_evm_cumulative_amount_mismatch", &c->max,
+           &snap, c->admit_cb, c->admit_arg);
+  } else if (err == TG_ECHANNEL_WITHDRAWING) {
+    refuse(p, c->cfg, &req, 402, "invalid_batch_settlement_evm_channel_withdrawing", &c->max, NULL,
+           c->admit_cb, c->admit_arg);
+  } else if (err == TG_ENOTFOUND || err == TG_ESTORE_CHANNEL_CLOSED) {
+    refuse(p, c->cfg, &req, 402, "invalid_batch_settlement_evm_channel_not_found", &c->max, NULL,
+           c->admit_cb, c->admit_arg);
+  } else {
+    refuse(p, c->cfg, &req, 503, "invalid_batch_settlement_evm_channel_state_read_failed", NULL,
+           NULL, c->admit_cb, c->admit_arg);
+  }
+  call_abort(p, c);
+}
+
+static void shared_reserve(tg_pay *p, const tg_pay_request *req, tg_pay_call *call,
+                           const tg_x402_channel *ch, const tg_u256 *max, struct event_base *base,
+                           tg_pay_admit_cb cb, void *arg) {
+  call->admit_cb = cb;
+  call->admit_arg = arg;
+  call->max = *max;
+  call->resource_url = strdup(req->resource_url ? req->resource_url : "");
+  if (!call->resource_url) abort();
+  tg_store_op ops[2];
+  memset(ops, 0, sizeof ops);
+  ops[0].kind = TG_STORE_OP_VOUCHER;
+  ops[0].u.voucher.channel_id = call->hold.channel_id;
+  ops[0].u.voucher.max_claimable = ch->max_claimable;
+  ops[0].u.voucher.sig = TG_BYTES(ch->voucher_signature.b, ch->voucher_signature.len);
+  ops[1].kind = TG_STORE_OP_RESERVE;
+  ops[1].u.reserve.channel_id = call->hold.channel_id;
+  ops[1].u.reserve.request_id = call->request_id;
+  ops[1].u.reserve.instance = p->instance;
+  ops[1].u.reserve.amount = call->hold.max_price;
+  ops[1].u.reserve.credit_limit = call->credit_limit;
+  ops[1].u.reserve.ttl_ms = p->reserve_ttl_ms;
+  int rc = tg_store_submit_evbase(p->store, ops, 2, base, on_reserved, call);
+  if (rc) {
+    tg_ledger_release(p->ledger, &call->hold);
+    refuse(p, call->cfg, req, 503, rc == TG_EBUSY ? "store_busy"
+                                                  : "invalid_batch_settlement_evm_channel_state_read_failed",
+           NULL, NULL, cb, arg);
+    call_abort(p, call);
+  }
+}
+
+/* Gives a call's shared hold back (its charge failed or there was none); nothing waits. */
+static void on_unreserved(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  (void)err; /* a hold not given back lapses by itself (reservation ttl, or its instance's lease) */
+  free(arg);
+}
+
+static void shared_unreserve(tg_pay *p, tg_pay_call *c) {
+  if (!c->shared_held) return;
+  c->shared_held = 0;
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = TG_STORE_OP_UNRESERVE;
+  op.u.reserve.channel_id = c->hold.channel_id;
+  op.u.reserve.request_id = c->request_id;
+  char *rid = strdup(c->request_id);
+  if (!rid) abort();
+  if (tg_store_submit(p->store, &op, 1, on_unreserved, rid) != 0) free(rid);
+}
+
+/* Seconds an authorization must stay valid after admission, for its submission. */
+#define EXACT_VALIDITY_MARGIN 6
 
 /*
  * The off-chain checks of an EIP-3009 authorization against the terms (payee,
@@ -747,6 +881,8 @@ static const char *exact_offchain(tg_pay *p, const tg_x402_exact *a, const tg_ad
   return NULL;
 }
 
+void tg_pay_set_exact_owner(tg_pay *p, int owner) { atomic_store(&p->exact_owner, owner ? 1 : 0); }
+
 static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
                         const tg_x402_payment *pm, const tg_u256 *max, tg_pay_call *call,
                         tg_pay_admit_cb cb, void *arg) {
@@ -754,6 +890,12 @@ static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
   const char *why = terms_mismatch(p, &pm->accepted, max);
   int status = 402;
   if (why) goto refuse;
+  if (!atomic_load(&p->exact_owner)) {
+    /* Another instance holds the gateway lease and submits for the account (contiguous
+     * nonces); nothing was taken, the client may retry (another instance, or later). */
+    refuse(p, cfg, req, 503, "exact_submitter_elsewhere", NULL, NULL, cb, arg);
+    goto fail;
+  }
   if ((why = exact_offchain(p, a, &p->pay_to, max, 1))) goto refuse;
   /* Replays: the in-flight set covers calls admitted and not yet recorded, the store every
    * authorization recorded (looked up once the key is held, so that a call finishing
@@ -1058,6 +1200,7 @@ done:
 /* ---- completion ----------------------------------------------------------- */
 
 static void call_free(tg_pay_call *c) {
+  free(c->resource_url);
   if (c->auth_held) inflight_drop(c->pay, &c->auth.from, &c->auth.nonce);
   if (c->payid_held) inflight_drop(c->pay, &zero_address, &c->payid_key);
   tg_buf_cleanup(&c->header);
@@ -1097,6 +1240,8 @@ static void finish(tg_pay_call *c, int charged, int err) {
   call_free(c);
 }
 
+static int build_response(tg_pay_call *c);
+
 static void on_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
   (void)ops;
   (void)n;
@@ -1104,9 +1249,22 @@ static void on_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
   tg_pay *p = c->pay;
   if (err) {
     tg_ledger_uncharge(p->ledger, &c->plan);
+    shared_unreserve(p, c); /* nothing of the submission was written: the hold is still there */
     stat_add(p, &p->stats.failed_commits);
     finish(c, 0, err);
     return;
+  }
+  if (c->shared_held) {
+    /* Other instances charge the channel too: the answer carries the store's total. */
+    for (size_t i = 0; i < n; i++)
+      if (ops[i].kind == TG_STORE_OP_CHARGE) {
+        c->plan.charged = ops[i].u.charge.out_charged;
+        ledger_raise_charged(p, &c->plan.channel_id, &c->plan.charged);
+        tg_buf_reset(&c->header);
+        tg_buf_reset(&c->trailer);
+        if (build_response(c) != 0) tg_buf_reset(&c->header);
+      }
+    c->shared_held = 0;
   }
   pthread_mutex_lock(&p->mu);
   p->stats.charged_calls++;
@@ -1338,6 +1496,7 @@ void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
   }
   if (!o->ok) {
     tg_ledger_release(p->ledger, &c->hold);
+    shared_unreserve(p, c);
     if (event_base_once(base, -1, EV_TIMEOUT, on_release_ev, c, NULL) != 0) finish(c, 0, 0);
     return;
   }
@@ -1373,6 +1532,7 @@ void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
   ops[n].u.charge.has_channel = 1;
   ops[n].u.charge.channel_id = c->plan.channel_id;
   ops[n].u.charge.credit_limit = c->credit_limit;
+  ops[n].u.charge.release_reservation = c->shared_held;
   n++;
   if (c->payment_id[0]) {
     ops[n].kind = TG_STORE_OP_PAYID_PUT;
@@ -1387,6 +1547,7 @@ void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
   rc = tg_store_submit_evbase(p->store, ops, n, base, on_commit, c);
   if (rc) {
     tg_ledger_uncharge(p->ledger, &c->plan);
+    shared_unreserve(p, c);
     stat_add(p, &p->stats.failed_commits);
     finish(c, 0, rc);
   }
@@ -1445,6 +1606,12 @@ int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
   p->min_deposit = o->min_deposit;
   p->exact = o->exact;
   p->passes = o->passes;
+  atomic_init(&p->exact_owner, 1);
+  if (o->instance) {
+    p->instance = strdup(o->instance);
+    if (!p->instance) abort();
+  }
+  p->reserve_ttl_ms = o->reserve_ttl_ms > 0 ? o->reserve_ttl_ms : 15 * 60 * 1000;
   pthread_mutex_init(&p->inflight_mu, NULL);
   if (o->cfg->scheme_exact && (!o->exact.check || !o->exact.submit)) {
     snprintf(err, TG_CONFIG_ERR_MAX, "the `exact` scheme needs the transaction manager");
@@ -1483,6 +1650,7 @@ void tg_pay_free(tg_pay *p) {
   }
   pthread_mutex_destroy(&p->inflight_mu);
   pthread_mutex_destroy(&p->mu);
+  free(p->instance);
   free(p);
 }
 
@@ -1653,6 +1821,11 @@ void tg_pay_fac_settle(tg_pay *p, struct event_base *base, const tg_x402_exact *
   const char *why = exact_offchain(p, a, pay_to, amount, 0);
   if (why) {
     res.reason = why;
+    cb(arg, &res);
+    return;
+  }
+  if (!atomic_load(&p->exact_owner)) {
+    res.reason = "exact_submitter_elsewhere"; /* another instance submits for the account */
     cb(arg, &res);
     return;
   }

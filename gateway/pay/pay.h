@@ -165,11 +165,29 @@ typedef struct {
   uint64_t withdraw_delay;       /* the channel withdrawDelay offered, seconds */
   tg_u256 min_deposit;           /* offered as extra.minDeposit (0: none) */
   struct tg_passes *passes;      /* access passes (borrowed); NULL: sessions are not accepted */
+  /*
+   * Several gateways on one store (PostgreSQL): this instance's name. When set,
+   * every channel admission also holds its maximum price in the store
+   * (TG_STORE_OP_RESERVE, through the group commit), so that holds from all
+   * instances together never pass a channel's ceiling plus credit limit; the
+   * charge ends the hold in the same submission. NULL: the in-memory ledger is
+   * the only admission (one gateway per store, e.g. SQLite).
+   */
+  const char *instance;
+  int64_t reserve_ttl_ms;        /* a hold lapses after this (0: 15 minutes) */
 } tg_pay_opts;
 
 /* Creates the payment layer; `err` (TG_CONFIG_ERR_MAX bytes) says what is missing. */
 TG_WARN_UNUSED_RESULT int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *opts);
 void tg_pay_free(tg_pay *p);
+/*
+ * Whether this instance may submit `exact` transactions (default 1). With
+ * several gateways on one store only the holder of the gateway lease submits,
+ * so that the account's nonces stay contiguous; the others refuse `exact`
+ * calls and facilitator settlements with 503 (reason
+ * "exact_submitter_elsewhere"). Thread-safe.
+ */
+void tg_pay_set_exact_owner(tg_pay *p, int owner);
 /* Swaps in a reloaded configuration (prices, credit limits) for new calls. */
 void tg_pay_set_config(tg_pay *p, tg_config *cfg);
 

@@ -60,9 +60,9 @@ export function harness(name, watchdogMs) {
     chmodSync(dst, 0o755);
     return dst;
   };
-  h.start = (pname, cmd, args, env = {}) => {
+  h.start = (pname, cmd, args, env = {}, opts = {}) => {
     const log = join(scratch, `${pname}.log`);
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HOME: scratch, ...env } });
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HOME: scratch, ...env }, ...opts });
     p.logText = '';
     const add = (b) => { p.logText += b.toString(); if (p.logText.length > 4e6) p.logText = p.logText.slice(-2e6); };
     p.stdout.on('data', add);
