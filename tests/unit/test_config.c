@@ -171,6 +171,31 @@ static void test_errors_name_line_and_key(void) {
   expect_error("asset decimals=6\ncredit 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 1\n"
                "credit 0x70997970c51812dc3a010c7d01b50e0d17dc79c8 2\n",
                TG_ECONFIG_DUP, "t.conf:3: credit: payer");
+  /* store: postgres needs a local state_dir for its journals; sqlite takes neither key */
+  expect_error("store postgres \"postgres://u@127.0.0.1:5432/d\"\n", TG_ECONFIG_MISSING,
+               "t.conf:1: store: key \"state_dir\": missing");
+  expect_error("store postgres postgres://u@h/d state_dir=rel\n", TG_ECONFIG_VALUE,
+               "key \"state_dir\": \"rel\" is not an absolute path");
+  expect_error("store sqlite /x.db state_dir=/v\n", TG_ECONFIG_VALUE, "key \"state_dir\": only for postgres");
+  expect_error("store postgres postgres://u@h/d state_dir=/v instance=a/b\n", TG_ECONFIG_VALUE,
+               "instance name \"a/b\"");
+  expect_error("store postgres postgres://u@h/d state_dir=/v instance="
+               "a123456789b123456789c123456789d123456789e123456789\n",
+               TG_ECONFIG_VALUE, "longer than 48");
+  {
+    tg_config *c = NULL;
+    char err[TG_CONFIG_ERR_MAX];
+    const char *t = "store postgres \"postgres://u@127.0.0.1:5432/d?sslmode=disable\" "
+                    "state_dir=/var/lib/tg instance=gw-1\n";
+    CHECK_OK(tg_config_parse(&c, err, "t.conf", t, strlen(t)));
+    if (c) {
+      CHECK_INT(c->store_kind, TG_STORE_POSTGRES);
+      CHECK_STR(c->store_conninfo, "postgres://u@127.0.0.1:5432/d?sslmode=disable");
+      CHECK_STR(c->store_state_dir, "/var/lib/tg");
+      CHECK_STR(c->store_instance, "gw-1");
+    }
+    tg_config_unref(c);
+  }
   expect_error("keystore /k.json\n", TG_ECONFIG_MISSING, "key \"password_file\": missing");
   expect_error("keystore /k.json password_file=/p password_env=P\n", TG_ECONFIG_VALUE,
                "either password_file or password_env");

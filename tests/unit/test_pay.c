@@ -513,8 +513,20 @@ static void test_exact(void) {
   CHECK_INT(r.status, 409);
   free(h);
 
-  /* A failed call submits nothing, and the same authorization works afterwards. */
+  /* Another instance holds the gateway lease: `exact` is refused before anything is taken,
+   * and the same authorization works once this instance submits again. */
   h = exact_header(1000, to, now - 10, now + 120, 0x22, F.payer_key);
+  tg_pay_set_exact_owner(F.pay, 0);
+  admit(&r, "ping", NULL, h, "x-3e");
+  CHECK_INT(r.status, 503);
+  CHECK_STR(r.reason, "exact_submitter_elsewhere");
+  CHECK_INT(F.submits, 1);
+  tg_hash n22;
+  memset(n22.b, 0x22, 32);
+  CHECK_ERR(tg_store_exact_get(F.store, &F.cfg->asset_address, &n22, &ex), TG_ENOTFOUND);
+  tg_pay_set_exact_owner(F.pay, 1);
+
+  /* A failed call submits nothing, and the same authorization works afterwards. */
   admit(&r, "ping", NULL, h, "x-3");
   CHECK(r.admitted);
   complete(&r, 0, 0, 0, 0);
