@@ -1243,8 +1243,6 @@ static void finish(tg_pay_call *c, int charged, int err) {
 static int build_response(tg_pay_call *c);
 
 static void on_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
-  (void)ops;
-  (void)n;
   tg_pay_call *c = arg;
   tg_pay *p = c->pay;
   if (err) {
@@ -1508,6 +1506,7 @@ void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
   if (c->price->kind == TG_PRICE_CALL) price = c->price->per_call;
   int rc = tg_ledger_charge(p->ledger, &c->plan, &c->hold, &price);
   if (rc) {
+    shared_unreserve(p, c);
     finish(c, 0, rc);
     return;
   }
