@@ -306,12 +306,13 @@ int tgt_pg_newdb(tgt_pg *pg, char *uri, size_t uri_cap) {
   return 0;
 }
 
-/* Fast shutdown (SIGINT) of the server, waited for; 0 when it exited. */
+/* Fast shutdown (SIGINT) of the server, waited for; 0 when it exited. The shutdown checkpoint
+ * fsyncs: on a shared, busy disk it has been seen to take more than 10 s, so wait up to 60 s. */
 static int shutdown_server(tgt_pg *pg) {
   if (pg->pid <= 0) return 0;
   kill(pg->pid, SIGINT);
   int status;
-  for (int i = 0; i < 500; i++) {
+  for (int i = 0; i < 3000; i++) {
     if (waitpid(pg->pid, &status, WNOHANG) == pg->pid) {
       pg->pid = 0;
       return 0;
