@@ -94,9 +94,10 @@ async function main() {
     `upstream llm http://127.0.0.1:${upPort} timeout=30s`,
     'route chat  POST /v1/chat/completions upstream=llm price=chat',
     'route paid  *    /paid/v1/*           upstream=llm price=flat strip_prefix=/paid',
+    'route echo  *    /pe/*                upstream=llm price=flat strip_prefix=/pe',
     'price flat call 0.001',
     'price chat token model=* input_per_mtok=2.50 output_per_mtok=10 max_per_call=0.01',
-    'plan pro   id=1 routes=chat quota=1000 unit=calls period=1h',
+    'plan pro   id=1 routes=chat,echo quota=1000 unit=calls period=1h',
     'plan small id=2 routes=paid quota=2    unit=calls period=1h overage=0.002',
     'passes session_ttl=1h nonce_ttl=5m',
     'schemes channel',
@@ -192,6 +193,10 @@ async function main() {
   const bCall = bIn.status === 200 ? await chatCall(bIn.body.token) : null;
   check('b: bob (new holder) signs in and is admitted', bCall?.status === 200 && bCall.pass.includes(bob.address), `${bIn.status} ${bCall?.status} ${bCall?.text}`);
   const bobToken = bIn.body?.token;
+  const echo = await fetch(`${GW}/pe/echo`, { headers: { authorization: `Bearer ${bobToken}`, 'x-keep': 'yes' } });
+  const echoed = echo.status === 200 ? JSON.stringify(await echo.json()) : await echo.text();
+  check('b: the session token is not forwarded upstream (the upstream sees other headers, no Authorization)',
+    echo.status === 200 && !echoed.includes('tgs_') && !/authorization/i.test(echoed) && /x-keep/i.test(echoed), echoed.slice(0, 300));
 
   // ================= (c) delegation: admitted until its end, then refused; revocation
   const now0 = Number((await pub.getBlock()).timestamp);
@@ -291,6 +296,9 @@ async function main() {
   const ag1 = await agentCall(ah), ag2 = await agentCall(ah);
   check('f: an agent\'s per-request signed message (X-Tollgate-Auth) is admitted on bob\'s pass', ag1.status === 200, ag1.text);
   check('f: the same signed message replayed is refused 401 (nonce used)', ag2.status === 401 && /used already/.test(ag2.text), ag2.text);
+  const agEcho = await fetch(`${GW}/pe/echo`, { headers: { 'x-tollgate-auth': await agentHeader(bob), 'x-keep': 'yes' } });
+  const agEchoed = await agEcho.text();
+  check('f: X-Tollgate-Auth is not forwarded upstream', agEcho.status === 200 && !/x-tollgate-auth/i.test(agEchoed) && /x-keep/i.test(agEchoed), agEchoed.slice(0, 300));
   const ag3 = await agentCall(await agentHeader(bob, { expirationTime: new Date(Date.now() + 3600000) }));
   check('f: a signed message valid for longer than 5 minutes is refused 401', ag3.status === 401 && /Expiration Time within 5 minutes/.test(ag3.text), ag3.text);
 
