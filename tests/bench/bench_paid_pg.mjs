@@ -1,6 +1,6 @@
 // Paid calls/s through tollgated: SQLite (one instance) beside PostgreSQL (one and three
 // instances on one server), channel scheme, wrk with one voucher header per wrk process (a
-// ceiling signed far ahead), against anvil and the stand-in upstream's GET /v1/models.
+// ceiling signed far ahead; three channels, each of its own payer), against anvil and the stand-in upstream's GET /v1/models.
 //
 //   node tests/bench/bench_paid_pg.mjs              # 64 connections, 10 s per case
 //   CONNS=32 SECS=5 node tests/bench/bench_paid_pg.mjs
@@ -55,7 +55,7 @@ async function main() {
   writeFileSync(pwFile, 'bench\n');
   h.run(TOLLGATE, ['wallet', 'import', ksDir, 'gateway', '--private-key', KEYS[1], '--password-file', pwFile]);
   const keystore = join(ksDir, readdirSync(ksDir)[0]);
-  const payer = privateKeyToAccount(KEYS[3]);
+  const payers = [KEYS[2], KEYS[3], KEYS[4]].map((k) => privateKeyToAccount(k)); // a payer per channel: no shared totals row
   const receiver = privateKeyToAccount(generatePrivateKey()).address;
   const upPort = await freePort();
   const up = h.start('upstream', UPSTREAM, [String(upPort), '2']);
@@ -64,7 +64,7 @@ async function main() {
   const chain = defineChain({ id: 31337, name: 'anvil', nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [RPC] } } });
   const pub = createPublicClient({ chain, transport: http(RPC), pollingInterval: 200 });
   const ERC20 = parseAbi(['function mint(address to, uint256 amount)', 'function approve(address spender, uint256 amount) returns (bool)']);
-  const send = async (req) => { const hash = await createWalletClient({ account: payer, chain, transport: http(RPC) }).writeContract({ gas: 400000n, ...req }); await pub.waitForTransactionReceipt({ hash }); };
+  const send = async (payer, req) => { const hash = await createWalletClient({ account: payer, chain, transport: http(RPC) }).writeContract({ gas: 400000n, ...req }); await pub.waitForTransactionReceipt({ hash }); };
 
   let n = 0;
   const runCase = async (name, kind, instances, sameChannels) => {
@@ -90,10 +90,11 @@ async function main() {
     const D = 10n ** 12n;
     const hdrs = [];
     for (let i = 0; i < 3; i++) {
+      const payer = payers[i];
       const cfg = { payer: payer.address, payerAuthorizer: '0x0000000000000000000000000000000000000000', receiver, receiverAuthorizer: req.extra.receiverAuthorizer, token: USDC, withdrawDelay: 900, salt: randSalt() };
-      await send({ address: USDC, abi: ERC20, functionName: 'mint', args: [payer.address, D] });
-      await send({ address: USDC, abi: ERC20, functionName: 'approve', args: [CHANNELS, D] });
-      await send({ address: CHANNELS, abi: CH_ABI, functionName: 'deposit', args: [cfg, D] });
+      await send(payer, { address: USDC, abi: ERC20, functionName: 'mint', args: [payer.address, D] });
+      await send(payer, { address: USDC, abi: ERC20, functionName: 'approve', args: [CHANNELS, D] });
+      await send(payer, { address: CHANNELS, abi: CH_ABI, functionName: 'deposit', args: [cfg, D] });
       const id = await pub.readContract({ address: CHANNELS, abi: CH_ABI, functionName: 'getChannelId', args: [cfg] });
       const sig = await signVoucher(payer, id, D, 31337, CHANNELS);
       hdrs.push(b64json({ x402Version: 2, resource: { url: GW(0) }, accepted: req, payload: { type: 'voucher', channelConfig: cfg, voucher: { channelId: id, maxClaimableAmount: String(D), signature: sig } } }));
