@@ -538,6 +538,56 @@ static int channel_onchain_cmd(int argc, char **argv, int what) {
   return ret;
 }
 
+/* `tollgate channel refund ID URL`: the gateway returns what it has not charged. */
+int cmd_channel_refund(int argc, char **argv) {
+  const char *cmd = argv[0];
+  payer_opts p;
+  payer_defaults(&p);
+  const char *id_s = NULL, *url = NULL;
+  int verbose = 0;
+  for (int i = 1; i < argc;) {
+    int k = payer_opt(cmd, &p, argc, argv, &i);
+    if (k < 0) return 1;
+    if (k) continue;
+    if (strcmp(argv[i], "-v") == 0) {
+      verbose = 1;
+      i++;
+    } else if (argv[i][0] == '-') {
+      return cli_fail(cmd, "unknown option '%s'", argv[i]);
+    } else if (!id_s) {
+      id_s = argv[i++];
+    } else if (!url) {
+      url = argv[i++];
+    } else {
+      return cli_fail(cmd, "unexpected argument '%s'", argv[i]);
+    }
+  }
+  if (!id_s || !url) return cli_usage(cmd);
+  tg_hash id;
+  if (parse_id(cmd, id_s, &id)) return 1;
+  if (verbose) p.o.log = stderr;
+  tg_client *c;
+  if (payer_open(cmd, &p, &c)) return 1;
+  tg_client_channel ch;
+  tg_u256 refunded;
+  tg_hash tx;
+  int ret = 0, rc = tg_client_channel_refund(c, &ch, url, &id, &refunded, &tx);
+  if (rc == TG_ENOTFOUND) ret = cli_fail(cmd, "no channel %s in %s", id_s, p.state_dir);
+  else if (rc == TG_ECHANNEL_SHORT) ret = cli_fail(cmd, "%s: nothing to refund (everything is charged)", id_s);
+  else if (rc == TG_EUNSUPPORTED)
+    ret = cli_fail(cmd, "%s does not offer refunds: use `tollgate channel withdraw` and `finalize`", url);
+  else if (rc) ret = cli_fail_err(cmd, rc, "refund of %s (-v shows the gateway's answer)", id_s);
+  else {
+    char d[TG_U256_DEC_MAX], t[67];
+    tg_u256_to_dec(&refunded, d);
+    tg_hex_encode(t, tx.b, 32, 1);
+    print_channel(&ch);
+    fprintf(stderr, "refunded %s (transaction %s)\n", d, t);
+  }
+  tg_client_close(c);
+  return ret;
+}
+
 int cmd_channel_topup(int argc, char **argv) { return channel_onchain_cmd(argc, argv, 0); }
 int cmd_channel_withdraw(int argc, char **argv) { return channel_onchain_cmd(argc, argv, 1); }
 int cmd_channel_finalize(int argc, char **argv) { return channel_onchain_cmd(argc, argv, 2); }

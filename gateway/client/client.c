@@ -1583,3 +1583,105 @@ int tg_client__channel_update(tg_client *c, const tg_hash *id, const tg_u256 *ad
   if (out) *out = r->ch;
   return state_end(c, 1);
 }
+
+/* ---- cooperative refund ------------------------------------------------------------ */
+
+int tg_client_channel_refund(tg_client *c, tg_client_channel *out, const char *url,
+                             const tg_hash *id, tg_u256 *refunded, tg_hash *tx) {
+  if (out) memset(out, 0, sizeof *out);
+  tg_u256_zero(refunded);
+  memset(tx, 0, sizeof *tx);
+  if (!url) return TG_EINVAL;
+  /* The gateway's origin: scheme://host[:port] of the URL. */
+  const char *hs = strstr(url, "://");
+  if (!hs) return TG_EINVAL;
+  const char *pe = strchr(hs + 3, '/');
+  size_t ol = pe ? (size_t)(pe - url) : strlen(url);
+  char endpoint[1024];
+  if (ol + 16 >= sizeof endpoint) return TG_EINVAL;
+  snprintf(endpoint, sizeof endpoint, "%.*s/channel/refund", (int)ol, url);
+  int rc = state_begin(c);
+  if (rc) return rc;
+  chan_rec *r = chan_find_id(&c->st, id);
+  if (!r) {
+    (void)state_end(c, 0);
+    return TG_ENOTFOUND;
+  }
+  int save = 0;
+  if (!r->sig.len) { /* no voucher yet: sign one for what was charged (it authenticates us) */
+    tg_hash dom;
+    tg_sig sig;
+    if ((rc = channel_domain_of(&dom, &r->ch)) == 0 &&
+        (rc = tg_channel_voucher_sign(&sig, c->key, &dom, &r->ch.id, &r->ch.charged)) == 0) {
+      memcpy(r->sig.b, sig.b, 65);
+      r->sig.len = 65;
+      r->ch.signed_max = r->ch.charged;
+      save = 1;
+    }
+  }
+  tg_x402_payment *pm = calloc(1, sizeof *pm);
+  if (!pm) rc = TG_ENOMEM;
+  tg_buf hb;
+  tg_buf_init(&hb, TG_X402_HEADER_MAX);
+  if (!rc) {
+    tg_x402_requirements *t = &pm->accepted;
+    t->scheme = TG_X402_CHANNEL;
+    t->chain_id = r->ch.chain_id;
+    t->asset = r->ch.config.token;
+    t->pay_to = r->ch.config.receiver;
+    t->receiver_authorizer = r->ch.config.receiver_authorizer;
+    t->withdraw_delay = r->ch.config.withdraw_delay;
+    t->channel_contract = r->ch.contract;
+    tg_x402_channel *v = &pm->u.channel;
+    v->type = TG_X402_CHANNEL_REFUND;
+    v->config = r->ch.config;
+    v->channel_id = r->ch.id;
+    v->max_claimable = r->ch.signed_max;
+    v->voucher_signature = r->sig;
+    rc = tg_x402_payment_encode(&hb, pm);
+  }
+  free(pm);
+  int src = state_end(c, save);
+  if (!rc) rc = src;
+  if (rc) {
+    tg_buf_cleanup(&hb);
+    return rc;
+  }
+  char *header = (char *)tg_buf_steal(&hb, NULL);
+  tg_client_request req;
+  memset(&req, 0, sizeof req);
+  req.method = "POST";
+  req.url = endpoint;
+  req.body = "{}";
+  req.body_len = 2;
+  http_answer a;
+  logf_(c, "> POST %s (refund payload)", endpoint);
+  rc = http_do(c, &a, &req, header);
+  free(header);
+  if (rc) goto done;
+  logf_(c, "< %ld %.*s", a.status, (int)(a.body.len > 300 ? 300 : a.body.len), (const char *)a.body.data);
+  json_t *j = json_loadb((const char *)a.body.data, a.body.len, 0, NULL);
+  if (a.status == 409 && j && json_string_value(json_object_get(j, "error")) &&
+      strcmp(json_string_value(json_object_get(j, "error")), "nothing_to_refund") == 0) {
+    rc = TG_ECHANNEL_SHORT;
+  } else if (a.status != 200 || !j || g_u256(j, "refunded", refunded) ||
+             g_hex(j, "transaction", tx->b, 32)) {
+    rc = a.status == 503 ? TG_EUNSUPPORTED : TG_ECLIENT_REFUSED;
+  } else {
+    tg_u256 bal;
+    int has_bal = g_u256(j, "balance", &bal) == 0;
+    if ((rc = state_begin(c)) == 0) {
+      chan_rec *q = chan_find_id(&c->st, id);
+      if (q) {
+        if (has_bal) q->ch.deposit = bal;
+        else if (tg_u256_sub(&q->ch.deposit, &q->ch.deposit, refunded)) tg_u256_zero(&q->ch.deposit);
+        if (out) *out = q->ch;
+      }
+      rc = state_end(c, 1);
+    }
+  }
+  json_decref(j);
+done:
+  answer_cleanup(&a);
+  return rc;
+}

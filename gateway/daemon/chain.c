@@ -27,7 +27,9 @@ typedef struct job {
   tg_address token;          /* exact: the token; deposit: the channel contract */
   tg_x402_exact auth;
   int is_deposit;            /* a gasless channel deposit rather than an `exact` transfer */
-  tg_x402_channel dep;
+  int is_refund;             /* a cooperative refund: refund(config, amount) */
+  tg_x402_channel dep;       /* deposit: the payload; refund: the config */
+  tg_u256 refund_amount;
   int done;                  /* the worker's callback was scheduled */
 } job;
 
@@ -301,9 +303,55 @@ static void submit_deposit(tg_chain *c, job *j) {
   }
 }
 
+static void submit_refund(tg_chain *c, job *j) {
+  static const char sig_text[] =
+      "refund((address,address,address,address,address,uint40,bytes32),uint128)";
+  tg_abi_sig *sig = NULL;
+  tg_buf data;
+  tg_buf_init(&data, 4096);
+  int rc = tg_abi_sig_parse(&sig, sig_text, sizeof sig_text - 1);
+  if (!rc) {
+    const tg_channel_config *k = &j->dep.config;
+    tg_abi_value cfg[7] = {tg_abi_val_address(&k->payer),
+                           tg_abi_val_address(&k->payer_authorizer),
+                           tg_abi_val_address(&k->receiver),
+                           tg_abi_val_address(&k->receiver_authorizer),
+                           tg_abi_val_address(&k->token),
+                           tg_abi_val_u64(k->withdraw_delay),
+                           tg_abi_val_fixed(k->salt.b, 32)};
+    tg_abi_value a[2] = {tg_abi_val_list(cfg, 7), tg_abi_val_word(&j->refund_amount)};
+    tg_abi_value args = tg_abi_val_list(a, 2);
+    rc = tg_abi_encode_call(&data, sig, &args);
+  }
+  tg_abi_sig_free(sig);
+  if (rc) {
+    tg_buf_cleanup(&data);
+    deliver(j, rc, NULL);
+    free(j);
+    return;
+  }
+  tg_txm_request req;
+  memset(&req, 0, sizeof req);
+  req.has_to = 1;
+  req.to = j->token;
+  req.data = data.data;
+  req.data_len = data.len;
+  uint64_t id = 0;
+  rc = tg_txm_submit(c->txm, &req, on_final, j, &id);
+  tg_buf_cleanup(&data);
+  if (rc) {
+    deliver(j, rc, NULL);
+    free(j);
+  }
+}
+
 static void submit_one(tg_chain *c, job *j) {
   if (j->is_deposit) {
     submit_deposit(c, j);
+    return;
+  }
+  if (j->is_refund) {
+    submit_refund(c, j);
     return;
   }
   /* transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32) */
@@ -409,6 +457,28 @@ static int deposit_submit(void *ctx, struct event_base *worker, const tg_address
   j->token = *contract;
   j->is_deposit = 1;
   j->dep = *ch;
+  pthread_mutex_lock(&c->q_mu);
+  j->next = c->queue;
+  c->queue = j;
+  pthread_mutex_unlock(&c->q_mu);
+  event_active(c->wake, EV_READ, 0);
+  return TG_OK;
+}
+
+static int refund_submit(void *ctx, struct event_base *worker, const tg_address *contract,
+                         const tg_channel_config *config, const tg_u256 *amount, tg_pay_exact_cb cb,
+                         void *arg) {
+  tg_chain *c = ctx;
+  if (!c->txm) return TG_ETXM_CLOSED;
+  job *j = calloc(1, sizeof *j);
+  if (!j) abort();
+  j->worker = worker;
+  j->cb = cb;
+  j->arg = arg;
+  j->token = *contract;
+  j->is_refund = 1;
+  j->dep.config = *config;
+  j->refund_amount = *amount;
   pthread_mutex_lock(&c->q_mu);
   j->next = c->queue;
   c->queue = j;
@@ -736,5 +806,5 @@ tg_pay_chain tg_chain_pay_reader(tg_chain *c) {
 }
 
 tg_pay_exact_backend tg_chain_exact_backend(tg_chain *c) {
-  return (tg_pay_exact_backend){c, exact_check, exact_submit, deposit_submit};
+  return (tg_pay_exact_backend){c, exact_check, exact_submit, deposit_submit, refund_submit};
 }

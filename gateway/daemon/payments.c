@@ -213,7 +213,10 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   po.ledger = p->ledger;
   po.chain = tg_chain_pay_reader(p->chain);
   po.exact = tg_chain_exact_backend(p->chain);
-  if (!cfg->channel_gasless) po.exact.deposit = NULL; /* `deposit` payloads refused */
+  if (!cfg->channel_gasless) { /* the gateway sends no payer-side channel transactions */
+    po.exact.deposit = NULL;     /* `deposit` payloads refused */
+    po.exact.refund = NULL;      /* POST /channel/refund answers 503 */
+  }
   po.chain_id = cfg->chain_id;
   po.asset = cfg->has_asset_address ? cfg->asset_address : dep.c[TG_CONTRACT_USDC].address;
   po.pay_to = cfg->has_pay_to ? cfg->pay_to : gateway;

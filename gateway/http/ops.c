@@ -377,7 +377,7 @@ int tg_ops_admin(const tg_http_ops *ops, struct evhttp_request *req, const char 
 
 int tg_ops_is_facilitator(const char *path) {
   return strcmp(path, "/verify") == 0 || strcmp(path, "/settle") == 0 ||
-         strcmp(path, "/supported") == 0;
+         strcmp(path, "/supported") == 0 || strcmp(path, "/channel/refund") == 0;
 }
 
 static void network_of(char out[32], uint64_t chain_id) {
@@ -516,12 +516,46 @@ void tg_ops_facilitator(const tg_http_ops *ops, struct event_base *base, struct 
   if (st) done(arg, st);
 }
 
+/* POST /channel/refund: the payment layer's answer, sent as it is. */
+typedef struct {
+  struct evhttp_request *req;
+  void (*done)(void *arg, int status);
+  void *arg;
+} refund_req;
+
+static void on_refund(void *arg, int status, const char *body) {
+  refund_req *r = arg;
+  struct evbuffer *b = evbuffer_new();
+  if (b == NULL) abort();
+  evbuffer_add(b, body, strlen(body));
+  evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", "application/json");
+  evhttp_send_reply(r->req, status, NULL, b);
+  evbuffer_free(b);
+  r->done(r->arg, status);
+  free(r);
+}
+
 /* Returns the status sent, or 0 when the answer (and done) come later. */
 static int facilitator(const tg_http_ops *ops, struct event_base *base, struct evhttp_request *req,
                        const char *method, const char *path, const char *request_id,
                        void (*done)(void *arg, int status), void *arg) {
   if (ops == NULL || ops->pay == NULL)
     return reply_error(req, 503, "facilitator: payments not configured", request_id);
+  if (strcmp(path, "/channel/refund") == 0) {
+    if (strcmp(method, "POST") != 0) {
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+      return reply_error(req, 405, "POST only", request_id);
+    }
+    refund_req *r = malloc(sizeof *r);
+    if (r == NULL) abort();
+    r->req = req;
+    r->done = done;
+    r->arg = arg;
+    const char *ps = evhttp_find_header(evhttp_request_get_input_headers(req), "PAYMENT-SIGNATURE");
+    if (ps && strlen(ps) > TG_X402_HEADER_MAX) ps = NULL;
+    tg_pay_refund(ops->pay, base, ps, on_refund, r);
+    return 0;
+  }
   uint64_t chain_id;
   tg_address asset;
   tg_pay_fac_terms(ops->pay, &chain_id, &asset);

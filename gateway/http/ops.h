@@ -15,7 +15,7 @@ struct evhttp_request;
 int tg_ops_admin(const tg_http_ops *ops, struct evhttp_request *req, const char *method,
                  const char *sub, const char *query, const char *request_id);
 
-/* 1 when `path` is a facilitator endpoint: /verify, /settle, /supported. */
+/* 1 when `path` is a facilitator endpoint: /verify, /settle, /supported, or /channel/refund. */
 int tg_ops_is_facilitator(const char *path);
 /*
  * Answers a facilitator endpoint, then calls done(arg, status) exactly once,

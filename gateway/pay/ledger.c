@@ -140,6 +140,33 @@ int tg_ledger_mirror(tg_ledger *l, const tg_hash *id, const tg_u256 *balance,
   return rc;
 }
 
+int tg_ledger_refund_begin(tg_ledger *l, const tg_hash *id, tg_u256 *amount, uint64_t now) {
+  shard *s;
+  entry *e = lookup_locked(l, id, &s);
+  int rc = TG_ENOTFOUND;
+  tg_u256_zero(amount);
+  if (e) {
+    tg_u256 kept;
+    if (e->c.status != TG_LEDGER_OPEN) {
+      rc = TG_ECHANNEL_WITHDRAWING;
+    } else if (tg_u256_add(&kept, &e->c.charged, &e->c.reserved)) {
+      rc = TG_ERANGE;
+    } else {
+      if (tg_u256_cmp(&kept, &e->c.total_claimed) < 0) kept = e->c.total_claimed;
+      if (tg_u256_sub(amount, &e->c.balance, &kept) || tg_u256_is_zero(amount)) {
+        tg_u256_zero(amount);
+        rc = TG_ECHANNEL_SHORT;
+      } else {
+        e->c.withdraw_requested_at = now ? now : 1;
+        e->c.status = status_of(&e->c);
+        rc = TG_OK;
+      }
+    }
+  }
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
 int tg_ledger_get(tg_ledger *l, const tg_hash *id, tg_ledger_channel *out) {
   shard *s;
   entry *e = lookup_locked(l, id, &s);

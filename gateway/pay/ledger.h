@@ -84,6 +84,18 @@ TG_WARN_UNUSED_RESULT int tg_ledger_mirror(tg_ledger *l, const tg_hash *id, cons
                                            const tg_u256 *total_claimed,
                                            uint64_t withdraw_requested_at);
 
+/*
+ * A cooperative refund starts: under the channel's lock, *amount gets what
+ * can go back to the payer, balance - max(charged + reserved, total_claimed)
+ * (what the gateway charged, even unclaimed, and what calls in flight may
+ * charge stay), and the channel stops admitting calls (it reads as
+ * withdrawing) until the next mirror of its on-chain state.
+ * TG_ECHANNEL_SHORT when nothing can be refunded, TG_ECHANNEL_WITHDRAWING
+ * when a withdrawal or refund is under way.
+ */
+TG_WARN_UNUSED_RESULT int tg_ledger_refund_begin(tg_ledger *l, const tg_hash *id, tg_u256 *amount,
+                                                 uint64_t now);
+
 /* A copy of a channel's state (TG_ENOTFOUND when unknown). */
 TG_WARN_UNUSED_RESULT int tg_ledger_get(tg_ledger *l, const tg_hash *id, tg_ledger_channel *out);
 

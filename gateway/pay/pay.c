@@ -651,6 +651,137 @@ static void on_deposited(void *arg, int err, const tg_hash *tx) {
   free(w);
 }
 
+/* ---- cooperative refunds ------------------------------------------------------------ */
+
+typedef struct {
+  tg_pay *p;
+  tg_x402_channel ch;
+  tg_hash id;
+  tg_u256 amount;
+  tg_pay_refund_cb cb;
+  void *arg;
+} refund_wait;
+
+static void refund_answer(tg_pay_refund_cb cb, void *arg, int status, json_t *j) {
+  char *t = json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  cb(arg, status, t ? t : "{}");
+  free(t);
+}
+
+static void refund_error(tg_pay_refund_cb cb, void *arg, int status, const char *reason) {
+  refund_answer(cb, arg, status, json_pack("{s:s}", "error", reason));
+}
+
+static json_t *j_dec(const tg_u256 *v) {
+  char d[TG_U256_DEC_MAX];
+  tg_u256_to_dec(v, d);
+  return json_string(d);
+}
+
+static json_t *j_hex32(const tg_hash *h) {
+  char x[67];
+  tg_hex_encode(x, h->b, 32, 1);
+  return json_string(x);
+}
+
+static void on_refunded(void *arg, int err, const tg_hash *tx) {
+  refund_wait *w = arg;
+  /* Success or not, the contract is the truth: re-read it (this also reopens the channel). */
+  int rc = refresh_channel(w->p, &w->ch, &w->id);
+  if (err) {
+    refund_error(w->cb, w->arg, 502, "refund_transaction_failed");
+  } else {
+    tg_ledger_channel lc;
+    memset(&lc, 0, sizeof lc);
+    if (rc == 0) rc = tg_ledger_get(w->p->ledger, &w->id, &lc);
+    json_t *j = json_pack("{s:o, s:o, s:o}", "channelId", j_hex32(&w->id), "refunded", j_dec(&w->amount),
+                          "transaction", tx ? j_hex32(tx) : json_string(""));
+    if (rc == 0) {
+      json_object_set_new(j, "balance", j_dec(&lc.balance));
+      json_object_set_new(j, "charged", j_dec(&lc.charged));
+    }
+    refund_answer(w->cb, w->arg, 200, j);
+  }
+  free(w);
+}
+
+void tg_pay_refund(tg_pay *p, struct event_base *base, const char *payment_signature,
+                   tg_pay_refund_cb cb, void *arg) {
+  if (!p->exact.refund || !payment_signature) {
+    refund_error(cb, arg, p->exact.refund ? 400 : 503,
+                 p->exact.refund ? "PAYMENT-SIGNATURE header with a refund payload is required"
+                                 : "refunds are not offered by this gateway");
+    return;
+  }
+  tg_x402_payment *pm = malloc(sizeof *pm);
+  if (!pm) abort();
+  const char *reason = NULL;
+  int rc = tg_x402_payment_decode(pm, &reason, payment_signature, strlen(payment_signature));
+  const tg_x402_channel *ch = &pm->u.channel;
+  tg_hash id;
+  if (rc) {
+    refund_error(cb, arg, 400, reason ? reason : "invalid_payload");
+    goto done;
+  }
+  if (pm->accepted.scheme != TG_X402_CHANNEL || ch->type != TG_X402_CHANNEL_REFUND) {
+    refund_error(cb, arg, 400, "invalid_batch_settlement_evm_payload_type");
+    goto done;
+  }
+  if (!same_address(&ch->config.receiver, &p->pay_to) ||
+      !same_address(&ch->config.receiver_authorizer, &p->receiver_authorizer) ||
+      !same_address(&ch->config.token, &p->asset) || ch->config.withdraw_delay != p->withdraw_delay) {
+    refund_error(cb, arg, 402, "invalid_batch_settlement_evm_receiver_mismatch");
+    goto done;
+  }
+  if (tg_channel_id(&id, &p->channel_domain, &ch->config) || memcmp(id.b, ch->channel_id.b, 32)) {
+    refund_error(cb, arg, 400, "invalid_batch_settlement_evm_channel_id_mismatch");
+    goto done;
+  }
+  /* The voucher authenticates the payer (only its key, or its authorizer, signs for the channel). */
+  rc = check_voucher(p, ch, &id);
+  if (rc) {
+    refund_error(cb, arg, rc == TG_ERPC || rc == TG_ETIMEOUT ? 503 : 402,
+                 rc == TG_ERPC || rc == TG_ETIMEOUT ? "invalid_batch_settlement_evm_rpc_read_failed"
+                                                    : "invalid_batch_settlement_evm_voucher_signature");
+    goto done;
+  }
+  tg_ledger_channel known;
+  if (tg_ledger_get(p->ledger, &id, &known) == TG_ENOTFOUND && (rc = load_channel(p, ch)) != 0) {
+    refund_error(cb, arg, rc == TG_ECHANNEL_UNKNOWN ? 402 : 503,
+                 rc == TG_ECHANNEL_UNKNOWN ? "invalid_batch_settlement_evm_channel_not_found"
+                                           : "invalid_batch_settlement_evm_channel_state_read_failed");
+    goto done;
+  }
+  /* The freshest balance first, so that a recent deposit or claim is counted. */
+  if ((rc = refresh_channel(p, ch, &id)) != 0) {
+    refund_error(cb, arg, 503, "invalid_batch_settlement_evm_channel_state_read_failed");
+    goto done;
+  }
+  tg_u256 amount;
+  rc = tg_ledger_refund_begin(p->ledger, &id, &amount, (uint64_t)time(NULL));
+  if (rc) {
+    refund_error(cb, arg, rc == TG_ECHANNEL_SHORT || rc == TG_ECHANNEL_WITHDRAWING ? 409 : 500,
+                 rc == TG_ECHANNEL_SHORT ? "nothing_to_refund"
+                 : rc == TG_ECHANNEL_WITHDRAWING ? "invalid_batch_settlement_evm_channel_withdrawing"
+                                                 : "unexpected_refund_error");
+    goto done;
+  }
+  refund_wait *w = calloc(1, sizeof *w);
+  if (!w) abort();
+  w->p = p;
+  w->ch = *ch;
+  w->id = id;
+  w->amount = amount;
+  w->cb = cb;
+  w->arg = arg;
+  rc = p->exact.refund(p->exact.ctx, base, &p->channel_contract, &ch->config, &amount, on_refunded, w);
+  if (rc) on_refunded(w, rc, NULL);
+done:
+  sodium_memzero(pm, sizeof *pm);
+  free(pm);
+}
+
 static void admit_channel(tg_pay *p, tg_config *cfg, struct event_base *base,
                           const tg_pay_request *req, const tg_x402_payment *pm, const tg_u256 *max,
                           tg_pay_call *call, tg_pay_admit_cb cb, void *arg) {

@@ -149,6 +149,14 @@ typedef struct {
    */
   int (*deposit)(void *ctx, struct event_base *base, const tg_address *contract,
                  const tg_x402_channel *ch, tg_pay_exact_cb cb, void *arg);
+  /*
+   * Cooperative refunds: sends refund(config, amount) to the channel contract
+   * from the gateway's key (the receiver authorizer) and calls `cb` once on
+   * `base` after the receipt. NULL: refunds are not offered.
+   */
+  int (*refund)(void *ctx, struct event_base *base, const tg_address *contract,
+                const tg_channel_config *config, const tg_u256 *amount, tg_pay_exact_cb cb,
+                void *arg);
 } tg_pay_exact_backend;
 
 typedef struct {
@@ -206,6 +214,22 @@ typedef struct {
   uint64_t chain_submit_errors; /* transferWithAuthorization submissions that failed */
 } tg_pay_stats;
 void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out);
+
+/* ---- cooperative refunds (POST /channel/refund) ---- */
+/*
+ * The payer asks for what it has not spent back: `payment_signature` is a
+ * batch-settlement `refund` payload (its channel config and a voucher the
+ * payer signed, which authenticates it). The gateway computes the refundable
+ * amount (tg_ledger_refund_begin), submits refund(config, amount) itself,
+ * re-reads the channel, and calls cb once on `base` with the HTTP status and
+ * a JSON body: {"channelId","refunded","transaction","balance","charged"} on
+ * 200, {"error": reason} otherwise (400 malformed, 402 refused, 409 nothing
+ * to refund or a withdrawal under way, 502 the transaction failed, 503 not
+ * offered or a read failed).
+ */
+typedef void (*tg_pay_refund_cb)(void *arg, int status, const char *json_body);
+void tg_pay_refund(tg_pay *p, struct event_base *base, const char *payment_signature,
+                   tg_pay_refund_cb cb, void *arg);
 
 /* ---- the x402 facilitator: `exact` for other servers (POST /verify, /settle) ---- */
 

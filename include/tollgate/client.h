@@ -235,6 +235,20 @@ TG_WARN_UNUSED_RESULT int tg_client_channel_finalize(tg_client *c, tg_client_cha
                                                      const char *rpc_url, const tg_hash *id,
                                                      tg_u256 *paid);
 
+/*
+ * Cooperative refund: asks the gateway at `url` (its origin +
+ * /channel/refund; a batch-settlement `refund` payload whose voucher
+ * authenticates the payer) to return what it has not charged. The gateway
+ * sends refund(config, balance - charged) itself and answers once it is
+ * mined; *refunded and *tx say what came back, and the channel's deposit
+ * becomes the balance left. TG_ECHANNEL_SHORT: nothing to refund;
+ * TG_EUNSUPPORTED: the gateway does not offer refunds; TG_ECLIENT_REFUSED:
+ * it refused (the reason is in the -v log).
+ */
+TG_WARN_UNUSED_RESULT int tg_client_channel_refund(tg_client *c, tg_client_channel *out,
+                                                   const char *url, const tg_hash *id,
+                                                   tg_u256 *refunded, tg_hash *tx);
+
 /* Lists the known channels: up to cap records into out, their count into *n. */
 TG_WARN_UNUSED_RESULT int tg_client_channels(tg_client *c, tg_client_channel *out, size_t cap,
                                              size_t *n);

@@ -207,6 +207,22 @@ async function main() {
     const rb = run(TOLLGATE, ['pay', '--private-key', poor, '--state', PSTATE, '--no-exact', '--open-channel', '1000', '--gasless', URL]);
     check('gasless: a deposit below the gateway\'s minDeposit is refused locally, saying so, nothing signed', rb.code !== 0 && /below the gateway's minDeposit 10000/.test(rb.err) &&
       JSON.parse(readFileSync(join(PSTATE, 'state.json'), 'utf8')).channels.every((c) => c.deposit === '0' && !c.pendingDeposit), rb.err.trim());
+    // cooperative refund: the gateway returns what it has not charged, at once and gasless
+    const pb = await bal(acct.address);
+    const rf = run(TOLLGATE, ['channel', 'refund', '-v', id, URL, '--private-key', key, '--state', STATE]);
+    const [b3, claimed3] = await onchain(id);
+    const st3 = JSON.parse(readFileSync(join(STATE, 'state.json'), 'utf8'));
+    check('channel refund: the gateway refunds balance minus what it charged (200000 - 102000) in a transaction of its own; its charges stay claimable',
+      rf.code === 0 && /refunded 98000 \(transaction 0x[0-9a-f]{64}\)/.test(rf.err) && (await bal(acct.address)) - pb === 98000n && b3 === 102000n && claimed3 === 0n &&
+      st3.channels[0].deposit === '102000' && (await nonceOf(acct.address)) === 0, `${rf.code} ${rf.err.trim().slice(-600)} onchain ${b3}/${claimed3} ${st3.channels[0].deposit}`);
+    const rf2 = run(TOLLGATE, ['channel', 'refund', id, URL, '--private-key', key, '--state', STATE]);
+    check('channel refund: a second refund has nothing to return (409 nothing_to_refund), nothing sent', rf2.code === 1 && /nothing to refund/.test(rf2.err) && (await onchain(id))[0] === 102000n, rf2.err.trim());
+    const r103 = pay(URL);
+    const [b4] = await onchain(id);
+    check('channel refund: the channel reopens; the next call tops it up gasless and pays by voucher', r103.code === 0 && /cumulative 103000\)/.test(r103.err) && b4 === 202000n, `${r103.err.trim()} onchain ${b4}`);
+    const poorId = JSON.parse(readFileSync(join(PSTATE, 'state.json'), 'utf8')).channels[0]?.id;
+    const rf3 = poorId ? run(TOLLGATE, ['channel', 'refund', '-v', poorId, URL, '--private-key', poor, '--state', PSTATE]) : { code: -1, err: 'no channel' };
+    check('channel refund: a channel never funded is refused by the gateway (channel_not_found)', rf3.code === 1 && /channel_not_found/.test(rf3.err), rf3.err.trim().slice(-400));
   }
 
   // ---- on-chain channel operations: open, top up, withdraw (refused before the delay), finalize
