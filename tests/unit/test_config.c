@@ -31,6 +31,7 @@ static void test_sample_loads(void) {
   CHECK_INT(c->listen[0].port, 8402);
   CHECK_INT(c->workers, 0);
   CHECK_INT(c->max_header_bytes, 16384);
+  CHECK_INT(c->channel_gasless, 0); /* gasless deposits and refunds are opt-in */
   CHECK_INT(c->max_body_bytes, 1 << 20);
   CHECK_INT(c->max_response_bytes, 8 << 20);
   CHECK_INT(c->stream_buffer_bytes, 256 << 10);
@@ -132,6 +133,7 @@ static void test_errors_name_line_and_key(void) {
   expect_error("client_timeout forever\n", TG_ECONFIG_VALUE, "t.conf:1: client_timeout:");
   expect_error(UP "upstream u http://other\n", TG_ECONFIG_DUP, "t.conf:2: upstream: upstream \"u\" defined twice");
   expect_error("upstream u ftp://x\n", TG_ECONFIG_VALUE, "not an http:// or https:// URL");
+  expect_error("channel gasless=maybe\n", TG_ECONFIG_VALUE, "t.conf:1: channel: key \"gasless\"");
   expect_error(UP "upstream v http://x timeout=soon\n", TG_ECONFIG_VALUE,
                "t.conf:2: upstream: key \"timeout\":");
   expect_error(UP "\nroute r GET /a upstream=nope\n", TG_ECONFIG_REF,

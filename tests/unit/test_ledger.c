@@ -97,6 +97,39 @@ static void test_withdrawing_and_unknown(void) {
   tg_ledger_free(l);
 }
 
+/* A refund returns balance - max(charged + reserved, claimed) and closes admission until a mirror. */
+static void test_refund_begin(void) {
+  tg_ledger *l = tg_ledger_new();
+  tg_ledger_channel c = channel(3, 1000, 1000);
+  c.charged = U(300);
+  c.total_claimed = U(100);
+  CHECK_OK(tg_ledger_put(l, &c));
+  tg_ledger_hold h;
+  tg_u256 p = U(50), zero = U(0), amt;
+  CHECK_OK(tg_ledger_reserve(l, &h, NULL, &c.id, NULL, NULL, &p, &zero));
+  CHECK_OK(tg_ledger_refund_begin(l, &c.id, &amt, 1700000000));
+  CHECK_INT(V(&amt), 650); /* 1000 - (300 charged + 50 in flight) */
+  tg_ledger_hold h2;
+  CHECK_ERR(tg_ledger_reserve(l, &h2, NULL, &c.id, NULL, NULL, &p, &zero), TG_ECHANNEL_WITHDRAWING);
+  CHECK_ERR(tg_ledger_refund_begin(l, &c.id, &amt, 1700000000), TG_ECHANNEL_WITHDRAWING);
+  tg_ledger_release(l, &h);
+  /* The refund landed: the mirror reopens the channel with what is left. */
+  tg_u256 bal = U(300), claimed = U(100);
+  CHECK_OK(tg_ledger_mirror(l, &c.id, &bal, &claimed, 0));
+  CHECK_ERR(tg_ledger_refund_begin(l, &c.id, &amt, 1700000001), TG_ECHANNEL_SHORT);
+  CHECK_INT(V(&amt), 0);
+  /* Claimed beyond charged (a restored store): the claimed total is kept too. */
+  tg_ledger_channel d = channel(4, 1000, 1000);
+  d.charged = U(100);
+  d.total_claimed = U(400);
+  CHECK_OK(tg_ledger_put(l, &d));
+  CHECK_OK(tg_ledger_refund_begin(l, &d.id, &amt, 1700000000));
+  CHECK_INT(V(&amt), 600);
+  tg_hash other = {{9}};
+  CHECK_ERR(tg_ledger_refund_begin(l, &other, &amt, 1), TG_ENOTFOUND);
+  tg_ledger_free(l);
+}
+
 /* 64 threads hammer one channel; the invariant holds and the total is exact. */
 enum { THREADS = 64, ITERS = 2000 };
 static tg_ledger *shared;
@@ -155,6 +188,7 @@ static void test_concurrency(void) {
 int main(void) {
   RUN(test_admission);
   RUN(test_withdrawing_and_unknown);
+  RUN(test_refund_begin);
   RUN(test_concurrency);
   return tgt_done();
 }
