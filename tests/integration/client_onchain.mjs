@@ -48,7 +48,7 @@ process.on('exit', killAll);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { console.log(`FAIL interrupted by ${sig}`); failed++; summary(); finish(1); });
 process.on('uncaughtException', (e) => { console.log(`FAIL uncaught: ${e?.stack || e}`); failed++; summary(); finish(1); });
 process.on('unhandledRejection', (e) => { console.log(`FAIL unhandled rejection: ${e?.stack || e}`); failed++; summary(); finish(1); });
-setTimeout(() => { console.log('FAIL watchdog: the test took over 300 s'); failed++; summary(); finish(1); }, 300000).unref();
+setTimeout(() => { console.log('FAIL watchdog: the test took over 600 s'); failed++; summary(); finish(1); }, 600000).unref();
 
 function start(name, cmd, args) {
   const fd = openSync(join(scratch, `${name}.log`), 'a');
@@ -60,7 +60,7 @@ function start(name, cmd, args) {
   return p;
 }
 function run(cmd, args) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, HOME: scratch, ETH_RPC_URL: '' }, maxBuffer: 1 << 26, timeout: 60000 });
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, HOME: scratch, ETH_RPC_URL: '' }, maxBuffer: 1 << 26, timeout: 180000 });
   return { code: r.status, out: r.stdout || '', err: r.stderr || '' };
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -52,7 +52,7 @@ process.on('exit', killAll);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { console.log(`FAIL interrupted by ${sig}`); failed++; summary(); finish(1); });
 process.on('uncaughtException', (e) => { console.log(`FAIL uncaught: ${e?.stack || e}`); failed++; summary(); finish(1); });
 process.on('unhandledRejection', (e) => { console.log(`FAIL unhandled rejection: ${e?.stack || e}`); failed++; summary(); finish(1); });
-setTimeout(() => { console.log('FAIL watchdog: the test took over 300 s'); failed++; summary(); finish(1); }, 300000).unref();
+setTimeout(() => { console.log('FAIL watchdog: the test took over 600 s'); failed++; summary(); finish(1); }, 600000).unref();
 
 function start(name, cmd, args) {
   const fd = openSync(join(scratch, `${name}.log`), 'a');
@@ -63,8 +63,8 @@ function start(name, cmd, args) {
   procs.add(p);
   return p;
 }
-function run(cmd, args) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, HOME: scratch, ETH_RPC_URL: '' }, maxBuffer: 1 << 26, timeout: 60000 });
+function run(cmd, args, timeout = 60000) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, HOME: scratch, ETH_RPC_URL: '' }, maxBuffer: 1 << 26, timeout });
   return { code: r.status, out: r.stdout || '', err: r.stderr || '' };
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -204,7 +204,8 @@ async function main() {
   const snapshot = join(scratch, 'state-snapshot');
   cpSync(STATE, snapshot, { recursive: true });
   const t1000 = Date.now();
-  const r1000 = pay('--count', '1000', URL);
+  // (a loaded machine: up to 60 ms a call; the bound is for a hung run, not a speed check)
+  const r1000 = run(TOLLGATE, ['pay', '--private-key', KEYS[3], '--state', STATE, '--count', '1000', URL], 300000);
   check('channel: the next 1,000 calls in one process all pay with vouchers, charged 1000 x 1000', r1000.code === 0 && /calls 1000 ok 1000 failed 0 charged 1000000$/m.test(r1000.err), r1000.err);
   info(`1,000 voucher calls in ${Date.now() - t1000} ms`);
   const r64 = pay('--count', '64', '--parallel', '64', URL);
