@@ -115,7 +115,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     }
 
     /// @dev Per-batch state: domain separator, running sum, and the applied channels as packed
-    ///      `channelId(32) || totalClaimed(16)` records for the `Claimed` event; `cursor` is the
+    ///      `channelId(32) || 16 (1) || totalClaimed(16)` records for the `Claimed` event; `cursor` is the
     ///      memory address where the next record goes.
     struct Batch {
         bytes32 ds;
@@ -171,10 +171,11 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
 
     /// @notice A claim batch raised the claimed totals of channels and credited their sum,
     ///         `amount`, to the receiver's unswept balance in `token`. `claims` lists the applied
-    ///         channels as packed 48-byte records `channelId (32) || totalClaimed (uint128, 16)`,
-    ///         in batch order; skipped items are not listed (see `ClaimSkipped`). One event per
-    ///         batch, with packed records, costs 384 gas per channel instead of ~1,600 for
-    ///         a LOG2 per channel.
+    ///         channels, in batch order, as packed records `channelId (32) || W (1) ||
+    ///         totalClaimed (W bytes, big-endian)`, W in 1..16 (the claim's amount width; 16 from
+    ///         {claim} and {claimWithSignature}); skipped items are not listed (see
+    ///         `ClaimSkipped`). One event per batch, with packed records, costs 8 gas per byte
+    ///         (288 per channel for 3-byte totals) instead of ~1,600 for a LOG2 per channel.
     event Claimed(
         address indexed receiver, address indexed token, address indexed caller, uint256 amount, bytes claims
     );
@@ -288,7 +289,9 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
                                 STORAGE
     //////////////////////////////////////////////////////////////*/
 
-    mapping(bytes32 channelId => Channel) private _channels;
+    // Channels are not in a mapping: channel `id` lives in storage slot `id` itself (see
+    // {_channel}). An id is an EIP-712 hash, as unpredictable as a mapping's keccak256 slot, so it
+    // collides with no other slot; the claim loop saves one hash per item.
     mapping(bytes32 channelId => PendingWithdrawal) private _pendingWithdrawals;
     mapping(bytes32 channelId => uint256) private _refundNonces;
     mapping(address receiver => mapping(address token => ReceiverTotals)) private _receivers;
@@ -324,7 +327,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             if (msg.value != 0) revert TollgateChannels__WrongMsgValue(0, msg.value);
             _pull(config.token, msg.sender, amount);
         }
-        emit Deposited(channelId, msg.sender, amount, _channels[channelId].balance);
+        emit Deposited(channelId, msg.sender, amount, _channel(channelId).balance);
     }
 
     /// @notice Deposits on the payer's behalf with an EIP-3009 `ReceiveWithAuthorization` signed by
@@ -356,7 +359,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             token, config.payer, amount, validAfter, validBefore, depositAuthorizationNonce(channelId, salt), signature
         );
         _checkReceived(token, before, amount);
-        emit Deposited(channelId, config.payer, amount, _channels[channelId].balance);
+        emit Deposited(channelId, config.payer, amount, _channel(channelId).balance);
     }
 
     /// @notice Deposits on the payer's behalf with an EIP-2612 permit signed by the payer (gasless
@@ -393,7 +396,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         }
         _permit(token, payer, amount, deadline, permitSignature);
         _pull(token, payer, amount);
-        emit Deposited(channelId, payer, amount, _channels[channelId].balance);
+        emit Deposited(channelId, payer, amount, _channel(channelId).balance);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -510,7 +513,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         _checkPayerSide(config);
         if (amount == 0) revert TollgateChannels__ZeroAmount();
         bytes32 channelId = getChannelId(config);
-        Channel memory ch = _channels[channelId];
+        Channel memory ch = _channel(channelId);
         uint128 available = ch.balance - ch.totalClaimed;
         if (amount > available) revert TollgateChannels__InsufficientAvailable(available, amount);
         _pendingWithdrawals[channelId] = PendingWithdrawal({amount: amount, initiatedAt: uint40(block.timestamp)});
@@ -530,7 +533,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         uint256 finalizableAt = uint256(pending.initiatedAt) + config.withdrawDelay;
         if (block.timestamp < finalizableAt) revert TollgateChannels__WithdrawNotReady(finalizableAt);
 
-        Channel storage ch = _channels[channelId];
+        Channel storage ch = _channel(channelId);
         uint128 balance = ch.balance;
         uint128 available = balance - ch.totalClaimed;
         amount = pending.amount < available ? pending.amount : available;
@@ -615,7 +618,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @return balance      Current balance, claimed funds included.
     /// @return totalClaimed Cumulative claimed amount.
     function channels(bytes32 channelId) external view returns (uint128 balance, uint128 totalClaimed) {
-        Channel memory ch = _channels[channelId];
+        Channel memory ch = _channel(channelId);
         return (ch.balance, ch.totalClaimed);
     }
 
@@ -639,7 +642,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     /// @param channelId The channel id.
     /// @return state The channel's state.
     function getChannelState(bytes32 channelId) external view returns (ChannelState memory state) {
-        Channel memory ch = _channels[channelId];
+        Channel memory ch = _channel(channelId);
         PendingWithdrawal memory p = _pendingWithdrawals[channelId];
         state = ChannelState({
             balance: ch.balance,
@@ -751,6 +754,13 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
                            INTERNAL: CHANNELS
     //////////////////////////////////////////////////////////////*/
 
+    /// @dev The stored state of channel `channelId`: storage slot `channelId`.
+    function _channel(bytes32 channelId) private pure returns (Channel storage ch) {
+        assembly ("memory-safe") {
+            ch.slot := channelId
+        }
+    }
+
     /// @dev Validates the config, adds `amount` to the balance and emits ChannelOpened on first use.
     function _openOrTopUp(ChannelConfig calldata config, uint128 amount) private returns (bytes32 channelId) {
         if (config.payer == address(0)) revert TollgateChannels__InvalidPayer();
@@ -761,7 +771,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         }
         if (amount == 0) revert TollgateChannels__ZeroAmount();
         channelId = getChannelId(config);
-        Channel storage ch = _channels[channelId];
+        Channel storage ch = _channel(channelId);
         uint128 balance = ch.balance;
         if (balance == 0 && ch.totalClaimed == 0) {
             emit ChannelOpened(channelId, config.payer, config.receiver, config);
@@ -814,10 +824,10 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     }
 
     /// @dev Starts a batch: caches the domain separator and allocates the event buffer for up to
-    ///      `capacity` applied items (48 bytes each, plus 16 bytes of slack for the last write).
+    ///      `capacity` applied items (49 bytes each, plus 15 bytes of slack for the last write).
     function _newBatch(uint256 capacity) private view returns (Batch memory b) {
         b.ds = _domainSeparatorV4();
-        bytes memory claims = new bytes(capacity * 48 + 16);
+        bytes memory claims = new bytes(capacity * 49 + 15);
         b.claims = claims;
         uint256 cursor;
         assembly ("memory-safe") {
@@ -873,13 +883,13 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     ///                     then again with the voucher's struct hash for the voucher digest
     ///        0x1e0-0x23f  abi.encode(VOUCHER_TYPEHASH, channelId, maxClaimableAmount)
     ///        0x240        requested totalClaimed (for `ClaimSkipped`)
-    ///        0x260        storage slot of the channel
+    ///        0x260        the item's amount width W (bytes)
     ///        0x280        the channel's new packed value (balance | capped total << 128)
     ///        0x2a0        the amount the item adds (capped total - claimed total)
     ///        0x2c0/0x2e0  signature offset and length in calldata
     ///        0x300        cursor: where the next `Claimed` record goes
     ///        0x320-0x37f  head of the `Claimed` event data: amount, 0x40, length of `claims`
-    ///        0x380-       the records, 48 bytes each, then the free memory
+    ///        0x380-       the records, 33 + W bytes each, then the free memory
     uint256 private constant _PACKED_AREA_END = 0x380;
 
     /// @dev Sets up the {claimPacked} work area (layout above) for a batch of `group`.
@@ -909,19 +919,23 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     ///      record, rebuilds the channel id, reads the channel's slot, checks the item (same rules
     ///      and order as {_applyItem}: ceiling, balance, increase, then the signature through
     ///      OpenZeppelin's `ECDSA.tryRecover`, ERC-1271 when the signer has code) and applies it:
-    ///      one SSTORE and one 48-byte record appended for the `Claimed` event. Returns the sum of
+    ///      one SSTORE and one record appended for the `Claimed` event. Returns the sum of
     ///      the increases.
     function _claimPackedItems(bytes calldata data) private returns (uint256 amount) {
         uint256 p = _offsetOf(data);
         uint256 end = p + data.length;
+        // Per-item values, declared once: `reason` and `v` are reset for every item, the others
+        // are only read for an item that set them.
+        uint256 reason;
+        bytes32 digest;
+        address signer;
+        uint256 v;
+        bytes32 r;
+        bytes32 s;
         do {
-            uint256 reason;
-            bytes32 digest;
-            address signer;
-            uint256 v;
-            bytes32 r;
-            bytes32 s;
             assembly ("memory-safe") {
+                reason := 0
+                v := 0
                 // Decode one record (layout in {claimPacked}'s NatSpec). Reads past the record
                 // only see later calldata or zeros; the record is rejected unless it ends inside
                 // the buffer and its reserved flag bit is clear.
@@ -949,6 +963,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
                     }
                     // Both amounts are big-endian in `width` bytes (flags bits 3-6 hold width - 1).
                     let width := add(and(shr(3, flags), 15), 1)
+                    mstore(0x260, width)
                     let shift := sub(256, shl(3, width))
                     mstore(0x220, shr(shift, calldataload(q))) // maxClaimableAmount
                     mstore(0x240, shr(shift, calldataload(add(q, width)))) // totalClaimed
@@ -956,21 +971,30 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
                     // Signature: 64 bytes, or (flag bit 2) a 2-byte length and that many bytes.
                     // 64 bytes are EIP-2098 r || vs, 65 bytes r || s || v; v stays 0 for other
                     // lengths (only ERC-1271 can accept those).
-                    let sigLen := 64
-                    if and(flags, 4) {
-                        sigLen := shr(240, calldataload(q))
-                        q := add(q, 2)
-                    }
-                    mstore(0x2c0, q)
-                    mstore(0x2e0, sigLen)
-                    r := calldataload(q)
-                    s := calldataload(add(q, 0x20))
-                    if eq(sigLen, 64) {
+                    switch and(flags, 4)
+                    case 0 {
+                        mstore(0x2c0, q)
+                        mstore(0x2e0, 64)
+                        r := calldataload(q)
+                        s := calldataload(add(q, 0x20))
                         v := add(27, shr(255, s))
                         s := and(s, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
+                        q := add(q, 64)
                     }
-                    if eq(sigLen, 65) { v := byte(0, calldataload(add(q, 0x40))) }
-                    q := add(q, sigLen)
+                    default {
+                        let sigLen := shr(240, calldataload(q))
+                        q := add(q, 2)
+                        mstore(0x2c0, q)
+                        mstore(0x2e0, sigLen)
+                        r := calldataload(q)
+                        s := calldataload(add(q, 0x20))
+                        if eq(sigLen, 64) {
+                            v := add(27, shr(255, s))
+                            s := and(s, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff)
+                        }
+                        if eq(sigLen, 65) { v := byte(0, calldataload(add(q, 0x40))) }
+                        q := add(q, sigLen)
+                    }
                     switch or(gt(q, end), and(flags, 0x80))
                     case 0 { p := q }
                     default { reason := 0xff }
@@ -984,24 +1008,25 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
                         mstore(0x1c0, keccak256(0x80, 0x100))
                         let x := keccak256(0x19e, 0x42)
                         mstore(0x200, x)
-                        // The channel's slot: balance in the low 128 bits, totalClaimed high.
-                        mstore(0x00, x)
-                        mstore(0x20, _channels.slot)
-                        x := keccak256(0x00, 0x40)
-                        mstore(0x260, x)
+                        // The channel's slot is its id: balance in the low 128 bits,
+                        // totalClaimed high.
                         x := sload(x)
                         bal := and(x, 0xffffffffffffffffffffffffffffffff)
                         claimed := shr(128, x)
                     }
-                    // Same checks and reasons as {_applyItem}, by priority: above the ceiling,
-                    // then no balance, then no increase (of the total capped at the balance).
-                    if gt(total, mload(0x220)) { reason := SKIP_ABOVE_CEILING }
+                    // Same checks and reasons as {_applyItem}: the item is applied when the total
+                    // is within the ceiling and, capped at the balance, above the claimed total
+                    // (a zero balance fails the second). Otherwise the reason by priority: above
+                    // the ceiling, then no balance, then no increase.
+                    let aboveCeiling := gt(total, mload(0x220))
                     if gt(total, bal) { total := bal }
-                    if iszero(reason) {
-                        if iszero(gt(total, claimed)) { reason := SKIP_NOT_INCREASING }
+                    switch and(iszero(aboveCeiling), gt(total, claimed))
+                    case 0 {
+                        reason := SKIP_NOT_INCREASING
                         if iszero(bal) { reason := SKIP_NO_BALANCE }
+                        if aboveCeiling { reason := SKIP_ABOVE_CEILING }
                     }
-                    if iszero(reason) {
+                    default {
                         mstore(0x280, or(bal, shl(128, total)))
                         mstore(0x2a0, sub(total, claimed))
                         // digest = keccak256(0x1901 || ds || keccak256(abi.encode(
@@ -1031,18 +1056,19 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             }
             if (reason == 0) {
                 assembly ("memory-safe") {
-                    // _channels[channelId] = balance | total << 128; append channelId ||
-                    // uint128(total) at the cursor (its second word's low 16 bytes are zero: the
-                    // next record's start or the event's padding); move the free memory to 32
-                    // bytes past the records (memory an ERC-1271 check allocated above is dead by
-                    // now); add the item's increase to the sum (each is below 2^128 and there is
-                    // at most one per calldata item, so the sum cannot overflow).
+                    // The channel's slot = balance | total << 128; append the record channelId ||
+                    // W || total (W bytes) at the cursor; move the free memory to 32 bytes past
+                    // the records (memory an ERC-1271 check allocated above is dead by now); add
+                    // the item's increase to the sum (each is below 2^128 and there is at most
+                    // one per calldata item, so the sum cannot overflow).
                     let packed := mload(0x280)
-                    sstore(mload(0x260), packed)
+                    sstore(mload(0x200), packed)
                     let at := mload(0x300)
                     mstore(at, mload(0x200))
-                    mstore(add(at, 0x20), and(packed, not(0xffffffffffffffffffffffffffffffff)))
-                    at := add(at, 48)
+                    // W, then the total's low W bytes (total <= the requested total < 2^(8W)).
+                    let width := mload(0x260)
+                    mstore(add(at, 0x20), or(shl(248, width), shl(sub(248, shl(3, width)), shr(128, packed))))
+                    at := add(at, add(33, width))
                     mstore(0x300, at)
                     mstore(0x40, add(at, 0x20))
                     amount := add(amount, mload(0x2a0))
@@ -1066,7 +1092,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         // reason is one of the SKIP_* constants (1..4); requested came from at most 16 calldata
         // bytes.
         // forge-lint: disable-next-line(unsafe-typecast)
-        emit ClaimSkipped(channelId, uint8(reason), uint128(requested), _channels[channelId].totalClaimed);
+        emit ClaimSkipped(channelId, uint8(reason), uint128(requested), _channel(channelId).totalClaimed);
     }
 
     /// @dev Emits {claimPacked}'s `Claimed` straight from the work area: the records are already
@@ -1074,12 +1100,13 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     function _emitPackedClaimed(address receiver, address token, uint256 amount) private {
         bytes32 topic = Claimed.selector;
         assembly ("memory-safe") {
-            let length := sub(mload(0x300), _PACKED_AREA_END)
+            let end := mload(0x300)
+            let length := sub(end, _PACKED_AREA_END)
             mstore(0x320, amount)
             mstore(0x340, 0x40)
             mstore(0x360, length)
-            // With an odd number of records the 16 bytes after the last one are zero (see the
-            // loop), which is the ABI padding of `claims`.
+            // The ABI padding of `claims` (the free memory starts 32 bytes past `end`).
+            mstore(end, 0)
             log4(0x320, add(0x60, and(add(length, 31), not(31))), topic, receiver, token, caller())
         }
     }
@@ -1109,10 +1136,9 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
             mstore(add(m, 0x02), mload(b))
             mstore(add(m, 0x22), keccak256(f, 0x100))
             channelId := keccak256(m, 0x42)
-            // packed = _channels[channelId]: balance in the low 128 bits, totalClaimed high.
-            mstore(0x00, channelId)
-            mstore(0x20, _channels.slot)
-            let slot := keccak256(0x00, 0x40)
+            // packed = the channel's slot (slot = channelId): balance in the low 128 bits,
+            // totalClaimed high.
+            let slot := channelId
             let packed := sload(slot)
             let bal := and(packed, 0xffffffffffffffffffffffffffffffff)
             let ceiling := mload(add(f, 0x100))
@@ -1173,16 +1199,17 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         assembly ("memory-safe") {
             let packed := mload(add(f, 0x1a0))
             let total := mload(add(f, 0x1c0))
-            // _channels[channelId].totalClaimed = total (balance half unchanged).
+            // The channel's totalClaimed = total (balance half unchanged).
             sstore(mload(add(f, 0x180)), or(and(packed, 0xffffffffffffffffffffffffffffffff), shl(128, total)))
-            // Append channelId || uint128(total) at the cursor (the 16 bytes written past the
-            // record are slack or overwritten by the next record); at most one record per item
-            // fits the buffer. Add the delta to the batch sum: total - claimed is in (0, 2^128)
-            // and there is at most one per calldata item, so the sum cannot overflow.
+            // Append the record channelId || 16 || uint128(total) (W = 16 bytes: the ABI path
+            // has no width) at the cursor (the 15 bytes written past the record are slack or
+            // overwritten by the next record); at most one record per item fits the buffer. Add
+            // the delta to the batch sum: total - claimed is in (0, 2^128) and there is at most
+            // one per calldata item, so the sum cannot overflow.
             let at := mload(add(b, 0x40))
             mstore(at, channelId)
-            mstore(add(at, 0x20), shl(128, total))
-            mstore(add(b, 0x40), add(at, 48))
+            mstore(add(at, 0x20), or(shl(248, 16), shl(120, total)))
+            mstore(add(b, 0x40), add(at, 49))
             mstore(add(b, 0x20), add(mload(add(b, 0x20)), sub(total, shr(128, packed))))
         }
     }
@@ -1214,7 +1241,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
     function _skip(bytes32 channelId, uint256 reason, ClaimFields memory f) private {
         // reason is one of the SKIP_* constants (1..4).
         // forge-lint: disable-next-line(unsafe-typecast)
-        emit ClaimSkipped(channelId, uint8(reason), f.totalClaimed, _channels[channelId].totalClaimed);
+        emit ClaimSkipped(channelId, uint8(reason), f.totalClaimed, _channel(channelId).totalClaimed);
     }
 
     /// @dev Calldata position of a `bytes calldata` value.
@@ -1233,7 +1260,7 @@ contract TollgateChannels is EIP712, ReentrancyGuardTransient, Multicall {
         unchecked {
             _refundNonces[channelId] = nonce + 1;
         }
-        Channel storage ch = _channels[channelId];
+        Channel storage ch = _channel(channelId);
         uint128 balance = ch.balance;
         uint128 available = balance - ch.totalClaimed;
         refunded = amount < available ? amount : available;

@@ -538,7 +538,8 @@ contract TollgateChannelsTest is TollgateTestBase {
         _fundDefault(1_000);
         bytes memory sig = _signVoucher(PAYER_KEY, id, 300);
         vm.expectEmit(true, true, true, true, address(channels));
-        emit Claimed(receiver, address(usdc), receiver, 250, abi.encodePacked(id, uint128(250)));
+        // The ABI path writes every total in 16 bytes (W = 16).
+        emit Claimed(receiver, address(usdc), receiver, 250, abi.encodePacked(id, uint8(16), uint128(250)));
         uint256 got = _claimOne(cfg, 300, 250, sig);
         assertEq(got, 250, "returned amount");
         (uint128 bal, uint128 claimed) = channels.channels(id);
@@ -781,7 +782,10 @@ contract TollgateChannelsTest is TollgateTestBase {
         items[0] = _item(cfg, 400, 300, _signVoucher(PAYER_KEY, id1, 400));
         items[1] = _item(c2, 500, 500, _signVoucher(PAYER_AUTH_KEY, id2, 500));
         vm.expectEmit(true, true, true, true, address(channels));
-        emit Claimed(receiver, address(usdc), receiver, 800, abi.encodePacked(id1, uint128(300), id2, uint128(500)));
+        // Records carry each item's amount width: 2 bytes for 400/300 and 500/500.
+        emit Claimed(
+            receiver, address(usdc), receiver, 800, abi.encodePacked(id1, uint8(2), uint16(300), id2, uint8(2), uint16(500))
+        );
         vm.prank(receiver);
         uint256 got = channels.claimPacked(_group(cfg), _pack(items));
         assertEq(got, 800, "amount");
@@ -789,6 +793,41 @@ contract TollgateChannelsTest is TollgateTestBase {
         (, uint128 b) = channels.channels(id2);
         assertEq(a, 300, "first (flags 0)");
         assertEq(b, 500, "second (authorizer + salt flags)");
+    }
+
+    /// @dev Amount widths 1, 13 and 16 bytes (the sum stays under the receiver total's 2^128):
+    ///      each total lands exactly, and each `Claimed` record is `channelId || W || total` in
+    ///      the item's width, with the ABI padding after an odd length (expectEmit compares the
+    ///      exact data).
+    function test_claimPacked_recordWidths() public {
+        uint128[3] memory amounts = [uint128(7), 1e30 - 1, type(uint128).max - 2e30];
+        uint128[3] memory ceilings = [uint128(255), 1e30, type(uint128).max - 2e30];
+        bytes32[3] memory ids;
+        TollgateChannels.ClaimItem[] memory items = new TollgateChannels.ClaimItem[](3);
+        for (uint256 i; i < 3; ++i) {
+            TollgateChannels.ChannelConfig memory c = cfg;
+            c.salt = bytes32(i);
+            ids[i] = _depositUsdc(c, ceilings[i]);
+            items[i] = _item(c, ceilings[i], amounts[i], _signVoucher(PAYER_KEY, ids[i], ceilings[i]));
+        }
+        bytes memory data = _pack(items);
+        assertEq(uint8(data[0]) >> 3, 0, "first record: width 1");
+        bytes memory records = _widthRecords(ids, amounts);
+        uint256 sum = uint256(amounts[0]) + amounts[1] + amounts[2];
+        vm.expectEmit(true, true, true, true, address(channels));
+        emit Claimed(receiver, address(usdc), receiver, sum, records);
+        vm.prank(receiver);
+        channels.claimPacked(_group(cfg), data);
+        for (uint256 i; i < 3; ++i) {
+            (, uint128 claimed) = channels.channels(ids[i]);
+            assertEq(claimed, amounts[i], "total in its width");
+        }
+    }
+
+    function _widthRecords(bytes32[3] memory ids, uint128[3] memory amounts) internal pure returns (bytes memory) {
+        bytes memory first = abi.encodePacked(ids[0], uint8(1), uint8(amounts[0]));
+        bytes memory second = abi.encodePacked(ids[1], uint8(13), uint104(amounts[1]));
+        return bytes.concat(first, second, abi.encodePacked(ids[2], uint8(16), amounts[2]));
     }
 
     function test_claimPacked_longSignatures() public {

@@ -105,15 +105,21 @@ static int claimed_cb(void *arg, const tg_eth_log *l) {
     x->bad++;
     return 0;
   }
-  /* claims: packed records channelId (32) || totalClaimed (16) */
+  /* claims: packed records channelId (32) || W (1) || totalClaimed (W bytes, 1 <= W <= 16) */
   const tg_bytes *claims = &t->root.items[1].bytes;
-  if (claims->len % 48) x->bad++;
-  for (size_t k = 0; k + 48 <= claims->len; k += 48) {
+  size_t k = 0;
+  while (k < claims->len) {
+    size_t w = k + 33 <= claims->len ? claims->ptr[k + 32] : 0;
+    if (w < 1 || w > 16 || k + 33 + w > claims->len) {
+      x->bad++;
+      break;
+    }
     size_t i = 0;
     for (; i < x->n; i++)
       if (!memcmp(x->ch[i].id.b, claims->ptr + k, 32)) break;
     if (i < x->n) x->count[i]++;
     else x->bad++;
+    k += 33 + w;
   }
   tg_abi_tree_free(t);
   return 0;
