@@ -286,6 +286,48 @@ contract TestUSDCTest is TollgateTestBase {
         usdc.transferWithAuthorization(alice, other, 1, 0, vb, nonce, sig);
     }
 
+    function testFuzz_receiveWithAuthorization(uint256 value, bytes32 nonce) public {
+        value = bound(value, 0, 1_000e6);
+        uint256 vb = block.timestamp + 60;
+        bytes memory sig = _sign(ALICE_KEY, _receiveAuthDigest(alice, other, value, 0, vb, nonce));
+        uint256 before = usdc.balanceOf(alice);
+        vm.prank(other);
+        usdc.receiveWithAuthorization(alice, other, value, 0, vb, nonce, sig);
+        assertEq(usdc.balanceOf(other), value, "moved exactly value");
+        assertEq(usdc.balanceOf(alice), before - value, "from the authorizer");
+        assertTrue(usdc.authorizationState(alice, nonce), "nonce used");
+    }
+
+    /// @dev Random bytes as any authorization signature: every entry point refuses them and
+    ///      nothing moves or is consumed.
+    function testFuzz_authorizations_randomSignatureBytes(bytes memory sig, bytes32 nonce) public {
+        uint256 vb = block.timestamp + 60;
+        uint256 before = usdc.balanceOf(alice);
+        vm.expectRevert();
+        usdc.transferWithAuthorization(alice, other, 1, 0, vb, nonce, sig);
+        vm.prank(other);
+        vm.expectRevert();
+        usdc.receiveWithAuthorization(alice, other, 1, 0, vb, nonce, sig);
+        vm.expectRevert();
+        usdc.cancelAuthorization(alice, nonce, sig);
+        vm.expectRevert();
+        usdc.permit(alice, other, 1, vb, sig);
+        assertEq(usdc.balanceOf(alice), before, "nothing moved");
+        assertFalse(usdc.authorizationState(alice, nonce), "nonce not consumed");
+        assertEq(usdc.allowance(alice, other), 0, "no allowance");
+    }
+
+    function testFuzz_faucet(address to, uint256 amount) public {
+        vm.assume(to != address(0));
+        amount = bound(amount, 0, type(uint128).max);
+        uint256 supply = usdc.totalSupply();
+        uint256 before = usdc.balanceOf(to);
+        vm.prank(other);
+        usdc.mint(to, amount);
+        assertEq(usdc.balanceOf(to), before + amount, "minted exactly");
+        assertEq(usdc.totalSupply(), supply + amount, "supply");
+    }
+
     function testFuzz_permit(uint256 value, uint256 deadline) public {
         deadline = bound(deadline, block.timestamp, type(uint64).max);
         bytes memory sig = _sign(ALICE_KEY, _permitDigest(alice, other, value, 0, deadline));

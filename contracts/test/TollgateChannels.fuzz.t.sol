@@ -222,6 +222,66 @@ contract TollgateChannelsFuzzTest is TollgateTestBase {
         }
     }
 
+    /// @dev Random bytes as the receiver side's batch signature: the relayed claim reverts and
+    ///      nothing is claimed.
+    function testFuzz_claimWithSignature_randomSignatureBytes(bytes memory auth) public {
+        bytes32 id = _depositUsdc(cfg, 1_000);
+        TollgateChannels.ClaimItem[] memory items = _items1(_item(cfg, 500, 500, _signVoucher(PAYER_KEY, id, 500)));
+        vm.expectRevert(TollgateChannels.TollgateChannels__InvalidSignature.selector);
+        channels.claimWithSignature(_group(cfg), items, auth);
+        (, uint128 claimed) = channels.channels(id);
+        assertEq(claimed, 0, "nothing claimed");
+    }
+
+    /// @dev Random bytes as a refund signature: the refund reverts and the payer gets nothing.
+    function testFuzz_refundWithSignature_randomSignatureBytes(bytes memory sig, uint128 amount) public {
+        bytes32 id = _depositUsdc(cfg, 1_000);
+        vm.expectRevert(TollgateChannels.TollgateChannels__InvalidSignature.selector);
+        channels.refundWithSignature(cfg, amount, 0, sig);
+        (uint128 bal,) = channels.channels(id);
+        assertEq(bal, 1_000, "balance kept");
+        assertEq(channels.refundNonce(id), 0, "nonce kept");
+    }
+
+    /// @dev Random bytes as a packed voucher signature (explicit-length form): skipped, nothing
+    ///      claimed, the batch does not revert.
+    function testFuzz_claimPacked_randomSignatureBytes(bytes memory sig) public {
+        vm.assume(sig.length <= 0xffff);
+        bytes32 id = _depositUsdc(cfg, 1_000);
+        TollgateChannels.ClaimItem memory it = _item(cfg, 500, 500, sig);
+        bytes memory rec = abi.encodePacked(uint8(4 | (1 << 3)), it.payer, uint24(it.withdrawDelay));
+        rec = bytes.concat(rec, abi.encodePacked(uint16(500), uint16(500), uint16(sig.length), sig));
+        vm.prank(receiver);
+        assertEq(channels.claimPacked(_group(cfg), rec), 0, "random bytes never verify");
+        (, uint128 claimed) = channels.channels(id);
+        assertEq(claimed, 0, "nothing claimed");
+    }
+
+    /// @dev Random bytes as the payer's PermitDeposit consent: the deposit reverts before the
+    ///      permit, and no token moves.
+    function testFuzz_depositWithPermit_randomConsentBytes(bytes memory consent) public {
+        usdc.mint(payer, 1_000);
+        uint256 deadline = block.timestamp + 1 hours;
+        bytes memory p = _sign(PAYER_KEY, _permitDigest(payer, address(channels), 1_000, 0, deadline));
+        vm.prank(relayer);
+        vm.expectRevert(TollgateChannels.TollgateChannels__InvalidSignature.selector);
+        channels.depositWithPermit(cfg, 1_000, deadline, p, consent);
+        assertEq(usdc.balanceOf(payer), 1_000, "payer keeps its tokens");
+        assertEq(usdc.nonces(payer), 0, "permit not used");
+    }
+
+    /// @dev Random bytes as the EIP-3009 authorization signature: the token refuses it, the
+    ///      deposit reverts, and no token moves.
+    function testFuzz_depositWithAuthorization_randomSignatureBytes(bytes memory sig) public {
+        usdc.mint(payer, 1_000);
+        vm.prank(relayer);
+        vm.expectRevert();
+        channels.depositWithAuthorization(cfg, 1_000, 0, block.timestamp + 1 hours, 1, sig);
+        assertEq(usdc.balanceOf(payer), 1_000, "payer keeps its tokens");
+        (uint128 bal,) = channels.channels(channels.getChannelId(cfg));
+        assertEq(bal, 0, "no deposit");
+    }
+
     // ------------------------------------------------------------------ encodings
 
     /// @dev Differential: claimPacked and claim give the same state for the same items.

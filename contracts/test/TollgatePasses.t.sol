@@ -728,4 +728,53 @@ contract TollgatePassesTest is TollgateTestBase {
         passes.purchaseWithAuthorization(usdcPlan, bob, 1, alice, 0, vb, salt, sig);
         assertTrue(_entitled(bob, usdcPlan), "intended holder");
     }
+
+    function testFuzz_grant_periods(uint32 periods) public {
+        periods = uint32(bound(periods, 1, 10_000));
+        vm.prank(owner);
+        uint64 e = passes.grant(usdcPlan, bob, periods);
+        assertEq(e, T0 + uint256(periods) * 7 days, "granted periods * period");
+        assertTrue(_entitled(bob, usdcPlan), "entitled");
+        assertEq(passes.proceeds(address(usdc)), 0, "a grant is free");
+    }
+
+    function testFuzz_withdrawProceeds(uint256 amount) public {
+        _buyUsdc(alice, usdcPlan, alice, 3); // 15 USDC of proceeds
+        uint256 available = 15e6;
+        vm.prank(owner);
+        if (amount > available) {
+            vm.expectRevert(
+                abi.encodeWithSelector(TollgatePasses.TollgatePasses__InsufficientProceeds.selector, available, amount)
+            );
+            passes.withdrawProceeds(address(usdc), carol, amount);
+            assertEq(passes.proceeds(address(usdc)), available, "kept");
+        } else {
+            passes.withdrawProceeds(address(usdc), carol, amount);
+            assertEq(usdc.balanceOf(carol), amount, "paid exactly");
+            assertEq(passes.proceeds(address(usdc)), available - amount, "rest kept");
+        }
+    }
+
+    /// @dev Random bytes as the payer's PermitPurchase consent: reverts before the permit, no
+    ///      token moves, no pass.
+    function testFuzz_purchaseWithPermit_randomConsentBytes(bytes memory consent) public {
+        usdc.mint(alice, 5e6);
+        uint256 dl = block.timestamp + 1 hours;
+        bytes memory p = _sign(ALICE_KEY, _permitDigest(alice, address(passes), 5e6, 0, dl));
+        vm.prank(relayer);
+        vm.expectRevert(TollgatePasses.TollgatePasses__InvalidSignature.selector);
+        passes.purchaseWithPermit(usdcPlan, alice, 1, alice, dl, p, consent);
+        assertEq(usdc.balanceOf(alice), 5e6, "payer keeps its tokens");
+        assertFalse(_entitled(alice, usdcPlan), "no pass");
+    }
+
+    /// @dev Random bytes as the EIP-3009 authorization: the token refuses it, no token moves.
+    function testFuzz_purchaseWithAuthorization_randomSignatureBytes(bytes memory sig) public {
+        usdc.mint(alice, 5e6);
+        vm.prank(relayer);
+        vm.expectRevert();
+        passes.purchaseWithAuthorization(usdcPlan, bob, 1, alice, 0, block.timestamp + 1 hours, 1, sig);
+        assertEq(usdc.balanceOf(alice), 5e6, "payer keeps its tokens");
+        assertFalse(_entitled(bob, usdcPlan), "no pass");
+    }
 }
