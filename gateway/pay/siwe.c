@@ -348,7 +348,7 @@ int tg_siwe_format(tg_buf *out, const tg_siwe_message *m) {
 
 static int str_eq(tg_str s, const char *c) {
   size_t n = strlen(c);
-  return s.len == n && memcmp(s.ptr, c, n) == 0;
+  return s.len == n && (n == 0 || memcmp(s.ptr, c, n) == 0);
 }
 
 int tg_siwe_check(const tg_siwe_message *m, const tg_siwe_expect *e) {

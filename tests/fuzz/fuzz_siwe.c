@@ -5,7 +5,7 @@
 
 #include "tollgate/siwe.h"
 
-static int same(tg_str a, tg_str b) { return a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0; }
+static int same(tg_str a, tg_str b) { return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0); }
 
 /* The X-Tollgate-Auth header decoder: what decodes is a message and a signature within caps. */
 static void header(const uint8_t *data, size_t size) {
