@@ -18,7 +18,8 @@
 /*
  *   POST /auth/nonce    -> {nonce, expiresAt, domain, uri, chainId, version}
  *   POST /auth/siwe     {message, signature} -> {token, tokenType, expiresAt, address}
- *   GET  /auth/session  (Authorization: Bearer tgs_...) -> {address, expiresAt}
+ *   GET  /auth/session  (Authorization: Bearer tgs_...) -> {address}
+ *   POST /auth/logout   (Authorization: Bearer tgs_...) -> {revoked: true}
  * Refusals are {"error": "<TG_E... name>", "message": "<why>", "request_id"} with the
  * code's status (400 malformed, 401 domain/URI/chain/nonce/time/signature). See
  * docs/PROTOCOL.md "Access passes".
@@ -28,7 +29,7 @@
 
 int tg_signin_is_path(const char *path) {
   return strcmp(path, "/auth/nonce") == 0 || strcmp(path, "/auth/siwe") == 0 ||
-         strcmp(path, "/auth/session") == 0;
+         strcmp(path, "/auth/session") == 0 || strcmp(path, "/auth/logout") == 0;
 }
 
 static void reply(struct evhttp_request *req, int status, json_t *j) {
@@ -116,6 +117,22 @@ static void on_signin(void *arg, const tg_passes_signin_result *r) {
   free(w);
 }
 
+static void on_logout(void *arg, int err) {
+  waiter *w = arg;
+  int st;
+  if (err) {
+    st = refuse(w->req, err == TG_ESESSION_INVALID ? err : TG_ESTORE,
+                err == TG_ESESSION_INVALID ? "want Authorization: Bearer tgs_..." : "the session could not be removed; try again",
+                w->id);
+  } else {
+    json_t *j = json_pack("{s:b}", "revoked", 1);
+    reply(w->req, st = 200, j);
+    json_decref(j);
+  }
+  w->done(w->arg, st);
+  free(w);
+}
+
 /* Returns the status sent, or 0 when the answer (and done) come later. */
 static int handle(const tg_http_ops *ops, const tg_config *cfg, struct event_base *base,
                   struct evhttp_request *req, const char *method, const char *path,
@@ -145,6 +162,11 @@ static int handle(const tg_http_ops *ops, const tg_config *cfg, struct event_bas
   if (strcmp(method, "POST") != 0 && !(strcmp(method, "GET") == 0 && strcmp(path, "/auth/nonce") == 0)) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
     return refuse(req, TG_EINVAL, "POST only", id);
+  }
+  if (strcmp(path, "/auth/logout") == 0) {
+    tg_passes_logout(ops->passes, base, evhttp_find_header(in, "Authorization"), on_logout,
+                     waiter_new(req, id, done, arg));
+    return 0;
   }
   if (strcmp(path, "/auth/nonce") == 0) {
     tg_passes_nonce(ops->passes, cfg, base, host, on_nonce, waiter_new(req, id, done, arg));

@@ -37,6 +37,7 @@ typedef struct ent {
   /* K_SESSION */
   tg_address address;
   int64_t expires_at; /* ms (sessions, agent nonces) */
+  int64_t checked_at; /* ms: when the session was last read from the store */
   /* K_ENTITLED */
   int ok;
   uint64_t until;
@@ -355,6 +356,7 @@ static void on_signin(void *arg, int err, const tg_store_op *ops, size_t n) {
     if (!e) e = insert(p, K_SESSION, k, kl, now_ms());
     e->address = o->r.address;
     e->expires_at = o->r.expires_at;
+    e->checked_at = now_ms();
   }
   pthread_mutex_unlock(&p->mu);
   if (err) memset(o->r.token, 0, sizeof o->r.token);
@@ -426,6 +428,55 @@ void tg_passes_signin(tg_passes *p, const tg_config *cfg, struct event_base *bas
   }
 }
 
+/* ---- logout ----------------------------------------------------------------------------------- */
+
+typedef struct {
+  tg_passes *p;
+  tg_hash h;
+  tg_passes_logout_cb cb;
+  void *arg;
+} logout_op;
+
+static void on_logout(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  logout_op *o = arg;
+  if (!err) {
+    uint8_t k[KEY_MAX];
+    pthread_mutex_lock(&o->p->mu);
+    ent *e = find(o->p, k, key_session(k, &o->h));
+    if (e) e->expires_at = 0; /* refused here at once; elsewhere within the recheck interval */
+    pthread_mutex_unlock(&o->p->mu);
+  }
+  o->cb(o->arg, err);
+  free(o);
+}
+
+void tg_passes_logout(tg_passes *p, struct event_base *base, const char *authorization,
+                      tg_passes_logout_cb cb, void *arg) {
+  const char *t = authorization && strncasecmp(authorization, "Bearer ", 7) == 0 ? authorization + 7 : NULL;
+  while (t && *t == ' ') t++;
+  if (!t || strncmp(t, TG_PASSES_TOKEN_PREFIX, 4) != 0 || strlen(t) != TG_PASSES_TOKEN_LEN) {
+    cb(arg, TG_ESESSION_INVALID);
+    return;
+  }
+  logout_op *o = calloc(1, sizeof *o);
+  if (!o) abort();
+  o->p = p;
+  o->cb = cb;
+  o->arg = arg;
+  tg_keccak256(&o->h, t, TG_PASSES_TOKEN_LEN);
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = TG_STORE_OP_SESSION_REVOKE;
+  op.u.session.token_hash = o->h;
+  int rc = tg_store_submit_evbase(p->store, &op, 1, base, on_logout, o);
+  if (rc) {
+    free(o);
+    cb(arg, rc);
+  }
+}
+
 /* ---- who is asking -------------------------------------------------------------------------- */
 
 static int session_lookup(tg_passes *p, const char *token, tg_address *who) {
@@ -438,7 +489,7 @@ static int session_lookup(tg_passes *p, const char *token, tg_address *who) {
   int64_t now = now_ms();
   pthread_mutex_lock(&p->mu);
   ent *e = find(p, k, kl);
-  if (e) {
+  if (e && (e->expires_at <= now || now - e->checked_at < TG_PASSES_SESSION_RECHECK_MS)) {
     int ok = e->expires_at > now;
     *who = e->address;
     pthread_mutex_unlock(&p->mu);
@@ -447,12 +498,18 @@ static int session_lookup(tg_passes *p, const char *token, tg_address *who) {
   pthread_mutex_unlock(&p->mu);
   tg_store_session s;
   int rc = tg_store_session_get(p->store, &h, &s);
-  if (rc == TG_ENOTFOUND) return TG_ESESSION_INVALID;
+  if (rc == TG_ENOTFOUND) { /* never made, or revoked (possibly on another instance) */
+    pthread_mutex_lock(&p->mu);
+    if ((e = find(p, k, kl))) e->expires_at = 0;
+    pthread_mutex_unlock(&p->mu);
+    return TG_ESESSION_INVALID;
+  }
   if (rc) return rc;
   pthread_mutex_lock(&p->mu);
   if (!(e = find(p, k, kl))) e = insert(p, K_SESSION, k, kl, now);
   e->address = s.address;
   e->expires_at = s.expires_at;
+  e->checked_at = now;
   pthread_mutex_unlock(&p->mu);
   *who = s.address;
   return s.expires_at > now ? TG_OK : TG_ESESSION_INVALID;

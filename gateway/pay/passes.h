@@ -92,6 +92,14 @@ void tg_passes_signin(tg_passes *p, const tg_config *cfg, struct event_base *bas
                       const char *host, const char *message, size_t len, const uint8_t *sig,
                       size_t sig_len, tg_passes_signin_cb cb, void *arg);
 
+/* Ends the session of `authorization` ("Bearer tgs_..."): deleted from the store, then cb(err). */
+typedef void (*tg_passes_logout_cb)(void *arg, int err);
+void tg_passes_logout(tg_passes *p, struct event_base *base, const char *authorization,
+                      tg_passes_logout_cb cb, void *arg);
+
+/* A cached session is read from the store again after this long (revocations on other instances). */
+#define TG_PASSES_SESSION_RECHECK_MS 30000
+
 /*
  * Who a request speaks for: a session token (`Authorization: Bearer tgs_...`)
  * or a per-request signed message (`X-Tollgate-Auth`, see docs/PROTOCOL.md).

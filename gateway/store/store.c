@@ -172,6 +172,8 @@ static int validate(const tg_store_op *op) {
   }
   case TG_STORE_OP_SESSION_PUT:
     return op->u.session.expires_at > 0 ? 0 : TG_EINVAL;
+  case TG_STORE_OP_SESSION_REVOKE:
+    return 0;
   case TG_STORE_OP_RESERVE:
   case TG_STORE_OP_UNRESERVE:
     if ((rc = str_ok(op->u.reserve.request_id, 1, TG_STORE_REQUEST_ID_MAX, 0)) < 0) return rc;

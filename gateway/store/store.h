@@ -245,7 +245,8 @@ typedef enum {
   TG_STORE_OP_NONCE_USE,       /* consume it: TG_ESIWE_NONCE when unknown, used or expired */
   TG_STORE_OP_SESSION_PUT,     /* record a session (by the hash of its token) */
   TG_STORE_OP_RESERVE,         /* hold a call's maximum price on a channel (PostgreSQL) */
-  TG_STORE_OP_UNRESERVE        /* give a hold back (the call failed; no-op when gone) */
+  TG_STORE_OP_UNRESERVE,       /* give a hold back (the call failed; no-op when gone) */
+  TG_STORE_OP_SESSION_REVOKE   /* delete a session (by the hash of its token; no-op when gone) */
 } tg_store_op_kind;
 
 typedef struct {
@@ -391,7 +392,7 @@ typedef struct {
     tg_store_op_item item;
     tg_store_op_lease lease;     /* LEASE_ACQUIRE, LEASE_RELEASE */
     tg_store_op_nonce nonce;     /* NONCE_PUT, NONCE_USE */
-    tg_store_op_session session;
+    tg_store_op_session session; /* SESSION_PUT, SESSION_REVOKE (token_hash only) */
     tg_store_op_reserve reserve; /* RESERVE, UNRESERVE */
   } u;
 } tg_store_op;

@@ -66,6 +66,7 @@ enum {
   S_NONCE_USE,
   S_SESSION_INSERT,
   S_SESSION_PURGE,
+  S_SESSION_DELETE,
   S_RES_READ,
   S_RES_RECLAIM,
   S_RES_INSERT,
@@ -166,6 +167,7 @@ static const char *const sql_text[S_COUNT] = {
                     "AND expires_at > $2",
     [S_SESSION_INSERT] = "INSERT INTO sessions (token_hash, address, created_at, expires_at) "
                          "VALUES ($1, $2, $3, $4)",
+    [S_SESSION_DELETE] = "DELETE FROM sessions WHERE token_hash = $1",
     [S_SESSION_PURGE] = "DELETE FROM sessions WHERE expires_at < $1::bigint - 86400000",
     [S_SESSION_GET] = "SELECT address, created_at, expires_at FROM sessions WHERE token_hash = $1",
     [S_RUN_INSERT] = "INSERT INTO settle_runs (started_at, finished_at, status) "
@@ -1159,6 +1161,13 @@ static int op_session(tg__store_conn *c, tg_store_op *op) {
   return q_count(c, S_SESSION_INSERT, &p2, &n);
 }
 
+static int op_session_revoke(tg__store_conn *c, tg_store_op *op) {
+  params p = {0};
+  int64_t n = 0;
+  P_FIXED(&p, &op->u.session.token_hash);
+  return q_count(c, S_SESSION_DELETE, &p, &n);
+}
+
 static int op_run(tg__store_conn *c, tg_store_op *op) {
   PGresult *r;
   int rc;
@@ -1335,6 +1344,8 @@ static int conn_apply(tg__store_conn *c, tg_store_op *op) {
     return op_nonce(c, op);
   case TG_STORE_OP_SESSION_PUT:
     return op_session(c, op);
+  case TG_STORE_OP_SESSION_REVOKE:
+    return op_session_revoke(c, op);
   }
   return TG_EINVAL;
 }

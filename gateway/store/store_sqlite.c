@@ -47,6 +47,7 @@ enum {
   S_NONCE_USE,
   S_SESSION_INSERT,
   S_SESSION_PURGE,
+  S_SESSION_DELETE,
   /* reads */
   S_CH_GET,
   S_CH_ALL,
@@ -139,6 +140,7 @@ static const char *const sql_text[S_COUNT] = {
                     "AND expires_at > ?2",
     [S_SESSION_INSERT] = "INSERT INTO sessions (token_hash, address, created_at, expires_at) "
                          "VALUES (?1, ?2, ?3, ?4)",
+    [S_SESSION_DELETE] = "DELETE FROM sessions WHERE token_hash = ?1",
     [S_SESSION_PURGE] = "DELETE FROM sessions WHERE expires_at < ?1 - 86400000",
     [S_SESSION_GET] = "SELECT address, created_at, expires_at FROM sessions WHERE token_hash = ?1",
     [S_RUN_INSERT] = "INSERT INTO settle_runs (started_at, finished_at, status) "
@@ -856,6 +858,14 @@ static int op_session(tg__store_conn *c, tg_store_op *op) {
   return run(s);
 }
 
+static int op_session_revoke(tg__store_conn *c, tg_store_op *op) {
+  sqlite3_stmt *s;
+  int rc = stmt_get(c, S_SESSION_DELETE, &s);
+  if (rc < 0) return rc;
+  BIND_FIXED(s, 1, &op->u.session.token_hash);
+  return run(s);
+}
+
 static int conn_apply(tg__store_conn *c, tg_store_op *op) {
   switch (op->kind) {
   case TG_STORE_OP_CHANNEL_PUT:
@@ -887,6 +897,8 @@ static int conn_apply(tg__store_conn *c, tg_store_op *op) {
     return op_nonce(c, op);
   case TG_STORE_OP_SESSION_PUT:
     return op_session(c, op);
+  case TG_STORE_OP_SESSION_REVOKE:
+    return op_session_revoke(c, op);
   case TG_STORE_OP_RESERVE:
   case TG_STORE_OP_UNRESERVE:
     /* One SQLite file has one gateway: its ledger's in-memory reservations are the truth. */

@@ -385,6 +385,12 @@ async function main() {
   const fAfterRestart = fTok ? await chatCall(fTok) : null;
   check('j: after a restart erin\'s session token still works (sessions are durable); frank\'s is still refused 403',
     eAfterRestart.status === 200 && fAfterRestart?.status === 403, `${eAfterRestart.status} ${eAfterRestart.text} / ${fAfterRestart?.status}`);
+  const lo = await fetch(`${GW}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${eTok}` } });
+  const loBody = await lo.json().catch(() => null);
+  const afterLogout = await chatCall(eTok);
+  check('j: POST /auth/logout revokes erin\'s session: the token is refused 401 at once, the row is gone',
+    lo.status === 200 && loBody?.revoked === true && afterLogout.status === 401 && sql('SELECT count(*) AS n FROM sessions')[0].n === sessions - 1,
+    `${lo.status} ${JSON.stringify(loBody)} ${afterLogout.status}`);
   const san = [gw.logText, gw2.logText].filter((t) => /AddressSanitizer|LeakSanitizer|runtime error:/.test(t));
   check('tollgated logs have no sanitizer reports', san.length === 0, san.join('').slice(0, 500));
   info(`total ${h.elapsed()}`);

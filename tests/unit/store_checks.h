@@ -551,6 +551,15 @@ static void test_auth_nonces_sessions(void) {
   CHECK_INT(ss.expires_at, now + 3600000);
   memset(th.b, 0x5b, 32);
   CHECK_ERR(tg_store_session_get(st, &th, &ss), TG_ENOTFOUND);
+  /* revoked: gone; revoking again (or an unknown token) is a no-op */
+  tg_store_op rv;
+  memset(&rv, 0, sizeof rv);
+  rv.kind = TG_STORE_OP_SESSION_REVOKE;
+  memset(rv.u.session.token_hash.b, 0x5a, 32);
+  CHECK_OK(tg_store_write(st, &rv, 1));
+  CHECK_OK(tg_store_write(st, &rv, 1));
+  memset(th.b, 0x5a, 32);
+  CHECK_ERR(tg_store_session_get(st, &th, &ss), TG_ENOTFOUND);
   tg_store_close(st);
 }
 

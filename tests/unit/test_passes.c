@@ -5,6 +5,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+#include <event2/thread.h>
 #include <sodium.h>
 
 #include "core/config.h"
@@ -258,6 +260,16 @@ static void test_tokens_quota(void) {
   teardown(&x);
 }
 
+typedef struct {
+  int *done, *err;
+} logout_wait;
+
+static void on_logout_test(void *arg, int err) {
+  logout_wait *la = arg;
+  *la->done = 1;
+  *la->err = err;
+}
+
 static void test_identify(void) {
   fixture x;
   if (setup(&x)) return;
@@ -282,6 +294,21 @@ static void test_identify(void) {
   CHECK_OK(tg_passes_identify(x.p, x.cfg, "h", tok, NULL, &who, why, sizeof why));
   tg_address want = addr(0xb2);
   CHECK(tg_address_eq(&who, &want));
+  /* logout: the session is deleted from the store and refused at once */
+  struct event_base *base = event_base_new();
+  int done = 0, lerr = -999;
+  logout_wait la = {&done, &lerr};
+  tg_passes_logout(x.p, base, tok, on_logout_test, &la);
+  for (int i = 0; i < 500 && !done; i++) event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(2000);
+  CHECK(done);
+  CHECK_INT(lerr, 0);
+  CHECK_ERR(tg_passes_identify(x.p, x.cfg, "h", tok, NULL, &who, why, sizeof why), TG_ESESSION_INVALID);
+  tg_store_session ss;
+  CHECK_ERR(tg_store_session_get(x.st, &op.u.session.token_hash, &ss), TG_ENOTFOUND);
+  done = 0;
+  tg_passes_logout(x.p, base, "Bearer sk-other", on_logout_test, &la);
+  CHECK(done && lerr == TG_ESESSION_INVALID);
+  event_base_free(base);
   /* agent headers: malformed ones are refused with the reason */
   CHECK_ERR(tg_passes_identify(x.p, x.cfg, "h", NULL, "garbage", &who, why, sizeof why), TG_EPASS_AUTH);
   CHECK(strstr(why, "X-Tollgate-Auth") != NULL);
@@ -290,7 +317,7 @@ static void test_identify(void) {
 }
 
 int main(void) {
-  if (sodium_init() < 0) return 1;
+  if (sodium_init() < 0 || evthread_use_pthreads() != 0) return 1;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/tg-passes-XXXXXX");
   if (!mkdtemp(tmpdir)) return 1;
   RUN(test_cache_and_invalidation);
