@@ -45,6 +45,7 @@ typedef struct {
   tg_u256 price;        /* counted in the caps' counters */
   tg_address payee;
   int done;             /* the charge is known and counted */
+  int own_id;           /* the id was generated here: nobody can repeat it once done */
   uint64_t at;
 } payid_rec;
 
@@ -212,6 +213,7 @@ static int state_parse(state *s, const char *text, size_t len) {
       goto out;
     }
     p->done = json_is_true(json_object_get(v, "done"));
+    p->own_id = json_is_true(json_object_get(v, "ownId"));
     p->at = g_u64(v, "at");
     s->n_pid++;
   }
@@ -282,6 +284,7 @@ static json_t *state_json(const state *s) {
     json_object_set_new(o, "price", j_u256(&p->price));
     json_object_set_new(o, "payee", j_hex(p->payee.b, 20));
     json_object_set_new(o, "done", json_boolean(p->done));
+    if (p->own_id) json_object_set_new(o, "ownId", json_true());
     json_object_set_new(o, "at", json_integer((json_int_t)p->at));
     json_array_append_new(ps, o);
   }
@@ -1052,7 +1055,7 @@ typedef struct {
 
 /* Picks and signs; TG_ECLIENT_CAP / TG_ECLIENT_NO_SCHEME before anything is signed. */
 static int prepare(tg_client *c, tg_client_response *out, attempt *at, char **header,
-                   const tg_x402_required_info *info, const char *payid) {
+                   const tg_x402_required_info *info, const char *payid, int own_id) {
   *header = NULL;
   memset(at, 0, sizeof *at);
   const tg_x402_requirements *ex = NULL, *chn = NULL;
@@ -1193,6 +1196,7 @@ static int prepare(tg_client *c, tg_client_response *out, attempt *at, char **he
   p->price = t->amount;
   p->payee = t->pay_to;
   p->done = 0;
+  p->own_id = own_id;
   p->at = (uint64_t)time(NULL);
   spend_apply(&c->st, &t->pay_to, &t->amount, +1);
   at->reserved = 1;
@@ -1266,7 +1270,12 @@ static int settle(tg_client *c, const attempt *at, const char *payid, const tg_u
       spend_apply(&c->st, &payee, &held, -1);
       spend_apply(&c->st, &payee, charged, +1);
     }
-    if (p) {
+    if (p && p->own_id) {
+      /* A generated id is only ever resent within this call or, when its outcome was
+       * unknown, by a caller told the id: once the charge is known nobody can repeat it,
+       * so its record (the whole header) goes, which keeps state.json small. */
+      payid_drop(&c->st, payid);
+    } else if (p) {
       p->done = 1;
       p->price = *charged;
     }
@@ -1375,7 +1384,7 @@ again:;
   if (!rc) {
     /* TG_EBUSY: another call carries this channel's pending deposit; wait for it. */
     for (long waited = 0;; waited += 50) {
-      rc = prepare(c, out, &at, &header, info, out->payment_id);
+      rc = prepare(c, out, &at, &header, info, out->payment_id, req->payment_id == NULL);
       if (rc != TG_EBUSY || waited >= c->o.timeout_ms) break;
       usleep(50 * 1000);
     }

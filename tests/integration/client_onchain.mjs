@@ -133,6 +133,8 @@ async function main() {
     `upstream llm http://127.0.0.1:${upPort} timeout=30s`,
     'route paid  *    /paid/v1/*           upstream=llm price=flat strip_prefix=/paid',
     'route models GET /v1/models           upstream=llm',
+    'route chat  POST /v1/chat/completions upstream=llm price=flat',
+    'plan pro id=1 routes=chat quota=1000 unit=calls period=1h', 'passes session_ttl=1h nonce_ttl=5m',
     'price flat call 0.001',
     'schemes exact channel', 'chain_id 31337', `rpc_url ${RPC}`, `deployment ${depFile}`,
     `keystore ${keystore} password_file=${pwFile}`, `pay_to ${receiver}`,
@@ -273,7 +275,13 @@ async function main() {
       args: [{ token: USDC, price: 1_000_000n, period: 3600, quota: 100n, maxSupply: 0, transferable: true, active: true }], gas: 500000n }) });
     const planId = await pub.readContract({ address: PASSES, abi: PA, functionName: 'planCount' });
     const A = privateKeyToAccount(KEYS[2]);
-    const B = privateKeyToAccount(generatePrivateKey()).address;
+    const Bkey = generatePrivateKey();
+    const B = privateKeyToAccount(Bkey).address;
+    const chatCall = async (token) => {
+      const r = await fetch(`${GW}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hello pass' }], max_tokens: 3 }) });
+      return { status: r.status, pass: r.headers.get('x-tollgate-pass') || '', text: await r.text() };
+    };
     const D = privateKeyToAccount(generatePrivateKey()).address;
     await mint(A.address, 5_000_000n);
     const pass = (...a) => run(TOLLGATE, ['pass', ...a, '--plan', String(planId), '--deployment', depFile, '--rpc-url', RPC, '--private-key', KEYS[2]]);
@@ -287,6 +295,12 @@ async function main() {
     check('pass buy: approve + purchase from C; the pass is minted, valid one period from the purchase, paid the plan price',
       buy.code === 0 && ok1 && h1 === A.address && e1 > blk.timestamp && e1 <= blk.timestamp + 3600n && a0 - (await bal(A.address)) === 1_000_000n &&
       buy.out.includes(`expires_at=${e1} entitled=yes`), `${buy.code} ${buy.err} ${buy.out} expiry ${e1} block ${blk.timestamp}`);
+    // the pass through the gateway: tollgate login (SIWE) gives a session token, a plain API key
+    const loginA = run(TOLLGATE, ['login', '--private-key', KEYS[2], GW]);
+    const tokA = loginA.out.trim();
+    const useA = loginA.code === 0 ? await chatCall(tokA) : { status: 0, pass: '', text: loginA.err };
+    check('pass through the gateway: the buyer signs in with tollgate login and its token is admitted on the pass (no payment)',
+      useA.status === 200 && useA.pass.includes(A.address), `${loginA.code} ${loginA.err} ${useA.status} ${useA.pass} ${useA.text.slice(0, 200)}`);
     const show = run(TOLLGATE, ['pass', 'show', A.address, '--plan', String(planId), '--deployment', depFile, '--rpc-url', RPC]);
     check('pass show: the holder\'s expiry as the contract has it, and the plan\'s terms', show.code === 0 && show.out.includes(`holds=yes expires_at=${e1} entitled=yes`) &&
       /price=1000000 period=3600 quota=100 .*transferable=yes active=yes/.test(show.out), show.out + show.err);
@@ -304,6 +318,14 @@ async function main() {
     const [okB, , hB] = await ent(B);
     check('pass transfer: the pass and its expiry move to the new holder; the old holder is no longer entitled',
       tr.code === 0 && !okA && okB && hB === B && (await exp(B)) === e2 && (await exp(A.address)) === 0n && tr.out.includes(`holds=yes expires_at=${e2} entitled=yes`), `${tr.code} ${tr.err} ${tr.out}`);
+    let lastA = null;
+    for (let i = 0; i < 50; i++) { lastA = await chatCall(tokA); if (lastA.status === 403) break; await sleep(100); }
+    check('pass through the gateway: after tollgate pass transfer the old holder\'s token is refused (403 with a reason)',
+      lastA?.status === 403 && /no live pass/.test(lastA.text), `${lastA?.status} ${lastA?.text}`);
+    const loginB = run(TOLLGATE, ['login', '--private-key', Bkey, GW]);
+    const useB = loginB.code === 0 ? await chatCall(loginB.out.trim()) : { status: 0, pass: '', text: loginB.err };
+    check('pass through the gateway: the new holder signs in and is admitted on the transferred pass',
+      useB.status === 200 && useB.pass.includes(B), `${loginB.code} ${useB.status} ${useB.pass} ${useB.text.slice(0, 200)}`);
     const nA = await nonceOf(A.address);
     const again = pass('transfer', '--to', D);
     check('pass transfer: a key without the pass is refused with the contract\'s reason, nothing sent', again.code === 1 && /refuses: ERC1155InsufficientBalance/.test(again.err) && (await nonceOf(A.address)) === nA, again.err.trim());
