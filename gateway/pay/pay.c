@@ -1038,11 +1038,11 @@ static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
   }
   call->auth_held = 1;
   tg_store_exact prev;
-  int rc = tg_store_exact_get(p->store, &p->asset, &a->nonce, &prev);
+  int rc = tg_store_exact_get(p->store, &p->asset, &a->from, &a->nonce, &prev);
   call->exact_prev = EXACT_NONE;
   if (rc == 0) {
-    /* The store keys authorizations by (token, nonce): another payer's nonce is refused
-     * as used, never resumed or overwritten. */
+    /* The store keys authorizations by (token, payer, nonce) as EIP-3009 does: the row
+     * found is this payer's (the payer comparison is a second guard). */
     if ((prev.status != TG_EXACT_FAILED && prev.status != TG_EXACT_VERIFIED) ||
         !same_address(&prev.payer, &a->from)) {
       inflight_drop(p, &a->from, &a->nonce);
@@ -1478,6 +1478,7 @@ static void exact_record_failed(tg_pay_call *c, int why) {
   op.kind = TG_STORE_OP_EXACT_UPDATE;
   op.u.exact.token = p->asset;
   op.u.exact.nonce = c->auth.nonce;
+  op.u.exact.payer = c->auth.from;
   op.u.exact.status = TG_EXACT_FAILED;
   if (tg_store_submit_evbase(p->store, &op, 1, c->base, on_exact_failed_commit, c) != 0)
     finish(c, 0, why);
@@ -1510,6 +1511,7 @@ static void on_exact_submitted(void *arg, int err, const tg_hash *tx) {
   ops[n].kind = TG_STORE_OP_EXACT_UPDATE;
   ops[n].u.exact.token = p->asset;
   ops[n].u.exact.nonce = c->auth.nonce;
+  ops[n].u.exact.payer = c->auth.from;
   ops[n].u.exact.status = TG_EXACT_SUBMITTED;
   ops[n].u.exact.has_tx = 1;
   ops[n].u.exact.tx_hash = *tx;
@@ -1586,13 +1588,13 @@ static void complete_exact(tg_pay *p, tg_pay_call *c, const tg_pay_outcome *o) {
   memset(&op, 0, sizeof op);
   op.u.exact.token = p->asset;
   op.u.exact.nonce = c->auth.nonce;
+  op.u.exact.payer = c->auth.from;
   op.u.exact.status = TG_EXACT_VERIFIED;
   if (c->exact_prev == TG_EXACT_FAILED) {
     op.kind = TG_STORE_OP_EXACT_UPDATE; /* a failed earlier attempt: its row and request id stay */
   } else {
     copy_cstr(c->exact_rid, sizeof c->exact_rid, c->request_id);
     op.kind = TG_STORE_OP_EXACT_PUT;
-    op.u.exact.payer = c->auth.from;
     op.u.exact.to = c->auth.to;
     op.u.exact.amount = c->auth.value;
     op.u.exact.valid_after = c->auth.valid_after;
@@ -1841,7 +1843,7 @@ int tg_pay_fac_verify(tg_pay *p, const tg_x402_exact *a, const tg_address *pay_t
     return 0;
   }
   tg_store_exact prev;
-  int rc = tg_store_exact_get(p->store, &p->asset, &a->nonce, &prev);
+  int rc = tg_store_exact_get(p->store, &p->asset, &a->from, &a->nonce, &prev);
   if (rc == 0 && prev.status != TG_EXACT_FAILED) {
     out->reason = "invalid_exact_evm_nonce_already_used";
     return 0;
@@ -1905,6 +1907,7 @@ static void fac_on_submitted(void *arg, int err, const tg_hash *tx) {
   op.kind = TG_STORE_OP_EXACT_UPDATE;
   op.u.exact.token = p->asset;
   op.u.exact.nonce = f->auth.nonce;
+  op.u.exact.payer = f->auth.from;
   if (err) {
     stat_add(p, &p->stats.chain_submit_errors);
     op.u.exact.status = TG_EXACT_FAILED; /* nothing moved: the authorization stays usable */
@@ -1974,7 +1977,7 @@ void tg_pay_fac_settle(tg_pay *p, struct event_base *base, const tg_x402_exact *
   f->res = res;
   copy_cstr(f->rid, sizeof f->rid, request_id);
   tg_store_exact prev;
-  int rc = tg_store_exact_get(p->store, &p->asset, &a->nonce, &prev);
+  int rc = tg_store_exact_get(p->store, &p->asset, &a->from, &a->nonce, &prev);
   if (rc && rc != TG_ENOTFOUND) {
     fac_done(f, "unexpected_settle_error");
     return;
@@ -2010,12 +2013,12 @@ void tg_pay_fac_settle(tg_pay *p, struct event_base *base, const tg_x402_exact *
   memset(&op, 0, sizeof op);
   op.u.exact.token = p->asset;
   op.u.exact.nonce = a->nonce;
+  op.u.exact.payer = a->from;
   op.u.exact.status = TG_EXACT_VERIFIED;
   if (found) {
     op.kind = TG_STORE_OP_EXACT_UPDATE;
   } else {
     op.kind = TG_STORE_OP_EXACT_PUT;
-    op.u.exact.payer = a->from;
     op.u.exact.to = a->to;
     op.u.exact.amount = a->value;
     op.u.exact.valid_after = a->valid_after;

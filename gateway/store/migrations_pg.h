@@ -148,6 +148,11 @@ static const char *const pg_migrations[] = {
     " expires_at bigint NOT NULL,"
     " created_at bigint NOT NULL);\n"
     "CREATE INDEX reservations_channel ON reservations (channel_id, expires_at);\n",
+
+    /* 5: exact payments keyed by (token, payer, nonce): EIP-3009's authorizationState is per
+     * authorizer, so two payers may use the same nonce. */
+    "ALTER TABLE exact_payments DROP CONSTRAINT exact_payments_pkey,"
+    " ADD PRIMARY KEY (token, payer, nonce);\n",
 };
 
 #define PG_SCHEMA_LATEST ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))

@@ -149,6 +149,31 @@ static const char *const sqlite_migrations[] = {
     " expires_at INTEGER NOT NULL,"
     " created_at INTEGER NOT NULL);\n"
     "CREATE INDEX reservations_channel ON reservations (channel_id, expires_at);\n",
+
+    /* 5: exact payments keyed by (token, payer, nonce): EIP-3009's authorizationState is per
+     * authorizer, so two payers may use the same nonce. SQLite cannot change a primary key in
+     * place: the table is rebuilt, rows copied as they are. */
+    "CREATE TABLE exact_payments_v5 ("
+    " token BLOB NOT NULL CHECK (length(token) = 20),"
+    " nonce BLOB NOT NULL CHECK (length(nonce) = 32),"
+    " payer BLOB NOT NULL CHECK (length(payer) = 20),"
+    " to_addr BLOB NOT NULL CHECK (length(to_addr) = 20),"
+    " amount BLOB NOT NULL CHECK (length(amount) = 32),"
+    " valid_after INTEGER NOT NULL CHECK (valid_after >= 0),"
+    " valid_before INTEGER NOT NULL CHECK (valid_before >= 0),"
+    " tx_hash BLOB CHECK (tx_hash IS NULL OR length(tx_hash) = 32),"
+    " status INTEGER NOT NULL CHECK (status BETWEEN 0 AND 4),"
+    " request_id TEXT NOT NULL CHECK (length(request_id) <= 128),"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY (token, payer, nonce));\n"
+    "INSERT INTO exact_payments_v5 (token, nonce, payer, to_addr, amount, valid_after,"
+    " valid_before, tx_hash, status, request_id, created_at, updated_at)"
+    " SELECT token, nonce, payer, to_addr, amount, valid_after, valid_before, tx_hash, status,"
+    " request_id, created_at, updated_at FROM exact_payments;\n"
+    "DROP TABLE exact_payments;\n"
+    "ALTER TABLE exact_payments_v5 RENAME TO exact_payments;\n"
+    "CREATE INDEX exact_status ON exact_payments (status);\n",
 };
 
 #define SQLITE_SCHEMA_LATEST ((int)(sizeof(sqlite_migrations) / sizeof(sqlite_migrations[0])))

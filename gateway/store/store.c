@@ -765,10 +765,10 @@ int tg_store_totals_get(tg_store *st, const tg_address *payer, tg_store_scheme s
   WITH_READ(st, totals_get(c_, payer, scheme, out));
 }
 
-int tg_store_exact_get(tg_store *st, const tg_address *token, const tg_hash *nonce,
-                       tg_store_exact *out) {
+int tg_store_exact_get(tg_store *st, const tg_address *token, const tg_address *payer,
+                       const tg_hash *nonce, tg_store_exact *out) {
   memset(out, 0, sizeof(*out));
-  WITH_READ(st, exact_get(c_, token, nonce, out));
+  WITH_READ(st, exact_get(c_, token, payer, nonce, out));
 }
 
 int tg_store_payid_get(tg_store *st, const char *id, tg_store_payid *out) {

@@ -288,7 +288,7 @@ typedef struct {
 
 typedef struct {
   tg_address token;
-  tg_hash nonce;               /* (token, nonce) is unique: replays are refused */
+  tg_hash nonce;               /* (token, payer, nonce) is unique: replays are refused */
   tg_address payer;
   tg_address to;
   tg_u256 amount;
@@ -385,7 +385,7 @@ typedef struct {
     tg_store_op_voucher voucher;
     tg_store_op_charge charge;
     tg_store_op_settle settle;
-    tg_store_op_exact exact;     /* EXACT_PUT, EXACT_UPDATE (token, nonce, status, tx) */
+    tg_store_op_exact exact;     /* EXACT_PUT, EXACT_UPDATE (token, payer, nonce, status, tx) */
     tg_store_op_payid payid;
     tg_store_op_pass pass;
     tg_store_op_run run;         /* RUN_BEGIN, RUN_END */
@@ -513,8 +513,10 @@ TG_WARN_UNUSED_RESULT int tg_store_charge_get(tg_store *st, const char *request_
 /* The running totals of a payer for one scheme (zero totals when none). */
 TG_WARN_UNUSED_RESULT int tg_store_totals_get(tg_store *st, const tg_address *payer,
                                               tg_store_scheme scheme, tg_store_totals *out);
+/* EIP-3009 nonces are per authorizer: a row is named by (token, payer, nonce). */
 TG_WARN_UNUSED_RESULT int tg_store_exact_get(tg_store *st, const tg_address *token,
-                                             const tg_hash *nonce, tg_store_exact *out);
+                                             const tg_address *payer, const tg_hash *nonce,
+                                             tg_store_exact *out);
 TG_WARN_UNUSED_RESULT int tg_store_payid_get(tg_store *st, const char *id, tg_store_payid *out);
 TG_WARN_UNUSED_RESULT int tg_store_pass_usage_get(tg_store *st, const tg_u256 *pass_id,
                                                   const tg_address *holder, int64_t period_start,

@@ -61,8 +61,8 @@ typedef struct {
   int (*charge_get)(tg__store_conn *c, const char *request_id, tg_store_charge *out);
   int (*totals_get)(tg__store_conn *c, const tg_address *payer, tg_store_scheme scheme,
                     tg_store_totals *out);
-  int (*exact_get)(tg__store_conn *c, const tg_address *token, const tg_hash *nonce,
-                   tg_store_exact *out);
+  int (*exact_get)(tg__store_conn *c, const tg_address *token, const tg_address *payer,
+                   const tg_hash *nonce, tg_store_exact *out);
   int (*payid_get)(tg__store_conn *c, const char *id, tg_store_payid *out);
   int (*pass_get)(tg__store_conn *c, const tg_u256 *pass_id, const tg_address *holder,
                   int64_t period_start, tg_store_pass_usage *out);

@@ -146,10 +146,10 @@ static const char *const sql_text[S_COUNT] = {
                        "valid_after, valid_before, tx_hash, status, request_id, created_at, "
                        "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
     [S_EXACT_UPDATE] = "UPDATE exact_payments SET status = $3, tx_hash = coalesce($4, tx_hash), "
-                       "updated_at = $5 WHERE token = $1 AND nonce = $2",
+                       "updated_at = $5 WHERE token = $1 AND nonce = $2 AND payer = $6",
     [S_EXACT_SETTLE_CHARGE] = "UPDATE charges SET settled = 1 WHERE request_id = (SELECT "
                               "request_id FROM exact_payments WHERE token = $1 AND nonce = $2 "
-                              "AND request_id <> '')",
+                              "AND payer = $3 AND request_id <> '')",
     [S_PAYID_INSERT] = "INSERT INTO payment_ids (id, payer, request_hash, status, "
                        "response_header, request_id, created_at) VALUES ($1, $2, $3, $4, $5, "
                        "$6, $7)",
@@ -223,7 +223,7 @@ static const char *const sql_text[S_COUNT] = {
     [S_CHARGE_GET] = "SELECT " CHARGE_COLS " FROM charges WHERE request_id = $1",
     [S_EXACT_GET] = "SELECT token, nonce, payer, to_addr, amount, valid_after, valid_before, "
                     "tx_hash, status, request_id, created_at, updated_at FROM exact_payments "
-                    "WHERE token = $1 AND nonce = $2",
+                    "WHERE token = $1 AND nonce = $2 AND payer = $3",
     [S_PAYID_GET] = "SELECT id, payer, request_hash, status, response_header, request_id, "
                     "created_at FROM payment_ids WHERE id = $1",
     [S_PASS_READ] = "SELECT calls, tokens FROM pass_usage WHERE pass_id = $1 AND holder = $2 "
@@ -1084,6 +1084,7 @@ static int op_exact(tg__store_conn *c, tg_store_op *op) {
   p_i64(&p, (int64_t)o->status);
   p_opt_hash(&p, o->has_tx, &o->tx_hash);
   p_i64(&p, op->now);
+  P_FIXED(&p, &o->payer);
   int64_t n;
   if ((rc = q_count(c, S_EXACT_UPDATE, &p, &n)) < 0) return rc;
   if (n == 0) return TG_ENOTFOUND;
@@ -1091,6 +1092,7 @@ static int op_exact(tg__store_conn *c, tg_store_op *op) {
     params ps = {0};
     P_FIXED(&ps, &o->token);
     P_FIXED(&ps, &o->nonce);
+    P_FIXED(&ps, &o->payer);
     return q(c, S_EXACT_SETTLE_CHARGE, &ps, NULL);
   }
   return 0;
@@ -1520,13 +1522,14 @@ static int conn_totals_get(tg__store_conn *c, const tg_address *payer, tg_store_
   return rc;
 }
 
-static int conn_exact_get(tg__store_conn *c, const tg_address *token, const tg_hash *nonce,
-                          tg_store_exact *out) {
+static int conn_exact_get(tg__store_conn *c, const tg_address *token, const tg_address *payer,
+                          const tg_hash *nonce, tg_store_exact *out) {
   PGresult *r;
   int64_t status;
   params p = {0};
   P_FIXED(&p, token);
   P_FIXED(&p, nonce);
+  P_FIXED(&p, payer);
   int rc = q(c, S_EXACT_GET, &p, &r);
   if (rc < 0) return rc;
   if (PQntuples(r) != 1) {

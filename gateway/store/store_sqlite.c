@@ -120,10 +120,10 @@ static const char *const sql_text[S_COUNT] = {
                        "valid_after, valid_before, tx_hash, status, request_id, created_at, "
                        "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
     [S_EXACT_UPDATE] = "UPDATE exact_payments SET status = ?3, tx_hash = coalesce(?4, tx_hash), "
-                       "updated_at = ?5 WHERE token = ?1 AND nonce = ?2",
+                       "updated_at = ?5 WHERE token = ?1 AND nonce = ?2 AND payer = ?6",
     [S_EXACT_SETTLE_CHARGE] = "UPDATE charges SET settled = 1 WHERE request_id = (SELECT "
                               "request_id FROM exact_payments WHERE token = ?1 AND nonce = ?2 "
-                              "AND request_id <> '')",
+                              "AND payer = ?3 AND request_id <> '')",
     [S_PAYID_INSERT] = "INSERT INTO payment_ids (id, payer, request_hash, status, "
                        "response_header, request_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, "
                        "?6, ?7)",
@@ -169,7 +169,7 @@ static const char *const sql_text[S_COUNT] = {
     [S_CHARGE_GET] = "SELECT " CHARGE_COLS " FROM charges WHERE request_id = ?1",
     [S_EXACT_GET] = "SELECT token, nonce, payer, to_addr, amount, valid_after, valid_before, "
                     "tx_hash, status, request_id, created_at, updated_at FROM exact_payments "
-                    "WHERE token = ?1 AND nonce = ?2",
+                    "WHERE token = ?1 AND nonce = ?2 AND payer = ?3",
     [S_PAYID_GET] = "SELECT id, payer, request_hash, status, response_header, request_id, "
                     "created_at FROM payment_ids WHERE id = ?1",
     [S_RUN_OPEN] = "SELECT id, started_at, finished_at, status FROM settle_runs WHERE status = 0 "
@@ -695,12 +695,14 @@ static int op_exact(tg__store_conn *c, tg_store_op *op) {
   sqlite3_bind_int(s, 3, (int)o->status);
   bind_opt_hash(s, 4, o->has_tx, &o->tx_hash);
   sqlite3_bind_int64(s, 5, op->now);
+  BIND_FIXED(s, 6, &o->payer);
   if ((rc = run(s)) < 0) return rc;
   if (sqlite3_changes(c->db) == 0) return TG_ENOTFOUND;
   if (o->status == TG_EXACT_CONFIRMED) {
     if ((rc = stmt_get(c, S_EXACT_SETTLE_CHARGE, &s)) < 0) return rc;
     BIND_FIXED(s, 1, &o->token);
     BIND_FIXED(s, 2, &o->nonce);
+    BIND_FIXED(s, 3, &o->payer);
     return run(s);
   }
   return 0;
@@ -1049,14 +1051,15 @@ static int conn_totals_get(tg__store_conn *c, const tg_address *payer, tg_store_
   return rc;
 }
 
-static int conn_exact_get(tg__store_conn *c, const tg_address *token, const tg_hash *nonce,
-                          tg_store_exact *out) {
+static int conn_exact_get(tg__store_conn *c, const tg_address *token, const tg_address *payer,
+                          const tg_hash *nonce, tg_store_exact *out) {
   sqlite3_stmt *s;
   int64_t status;
   int rc = stmt_get(c, S_EXACT_GET, &s);
   if (rc < 0) return rc;
   BIND_FIXED(s, 1, token);
   BIND_FIXED(s, 2, nonce);
+  BIND_FIXED(s, 3, payer);
   if ((rc = step_row(s)) <= 0) return rc < 0 ? rc : TG_ENOTFOUND;
   if ((rc = COL_FIXED(s, 0, &out->token)) < 0 || (rc = COL_FIXED(s, 1, &out->nonce)) < 0 ||
       (rc = COL_FIXED(s, 2, &out->payer)) < 0 || (rc = COL_FIXED(s, 3, &out->to)) < 0 ||

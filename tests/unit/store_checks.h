@@ -402,11 +402,24 @@ static void test_exact(void) {
   /* Same nonce on another token is another authorization. */
   replay.u.exact.token = addr(0x71);
   CHECK_OK(tg_store_write(st, &replay, 1));
+  /* So is the same nonce from another payer on the same token: EIP-3009's
+   * authorizationState is per authorizer (schema 3). */
+  tg_store_op other = ops[1];
+  other.u.exact.payer = addr(0xb2);
+  other.u.exact.request_id = "ex-3";
+  other.u.exact.amount = u(7);
+  CHECK_OK(tg_store_write(st, &other, 1));
+  CHECK_ERR(tg_store_write(st, &other, 1), TG_EEXISTS);
 
   tg_store_exact got;
   tg_address tok = addr(0x70);
   tg_hash nonce = hash(0x42);
-  CHECK_OK(tg_store_exact_get(st, &tok, &nonce, &got));
+  tg_address payer = addr(0xb1), payer2 = addr(0xb2), nobody = addr(0xb3);
+  CHECK_OK(tg_store_exact_get(st, &tok, &payer2, &nonce, &got));
+  CHECK_INT(u64(&got.amount), 7);
+  CHECK_STR(got.request_id, "ex-3");
+  CHECK_ERR(tg_store_exact_get(st, &tok, &nobody, &nonce, &got), TG_ENOTFOUND);
+  CHECK_OK(tg_store_exact_get(st, &tok, &payer, &nonce, &got));
   CHECK_INT(got.status, TG_EXACT_VERIFIED);
   CHECK_INT(u64(&got.amount), 1500);
   CHECK_INT(got.valid_after, 100);
@@ -418,6 +431,7 @@ static void test_exact(void) {
   memset(&upd, 0, sizeof(upd));
   upd.kind = TG_STORE_OP_EXACT_UPDATE;
   upd.u.exact.token = tok;
+  upd.u.exact.payer = payer;
   upd.u.exact.nonce = nonce;
   upd.u.exact.status = TG_EXACT_SUBMITTED;
   upd.u.exact.has_tx = 1;
@@ -426,17 +440,86 @@ static void test_exact(void) {
   upd.u.exact.status = TG_EXACT_CONFIRMED;
   upd.u.exact.has_tx = 0; /* keeps the stored hash */
   CHECK_OK(tg_store_write(st, &upd, 1));
-  CHECK_OK(tg_store_exact_get(st, &tok, &nonce, &got));
+  CHECK_OK(tg_store_exact_get(st, &tok, &payer, &nonce, &got));
   CHECK_INT(got.status, TG_EXACT_CONFIRMED);
   CHECK(got.has_tx && got.tx_hash.b[31] == 0x99);
+  /* The other payer's row with the same nonce was not touched. */
+  CHECK_OK(tg_store_exact_get(st, &tok, &payer2, &nonce, &got));
+  CHECK_INT(got.status, TG_EXACT_VERIFIED);
+  CHECK(!got.has_tx);
+  upd.u.exact.payer = nobody; /* an update names the payer's row: none for this one */
+  CHECK_ERR(tg_store_write(st, &upd, 1), TG_ENOTFOUND);
+  upd.u.exact.payer = payer;
   tg_store_charge c;
   CHECK_OK(tg_store_charge_get(st, "ex-1", &c));
   CHECK(c.settled && !c.has_channel && c.scheme == TG_SCHEME_EXACT);
   upd.u.exact.nonce = hash(0x43);
   CHECK_ERR(tg_store_write(st, &upd, 1), TG_ENOTFOUND);
   nonce = hash(0x43);
-  CHECK_ERR(tg_store_exact_get(st, &tok, &nonce, &got), TG_ENOTFOUND);
+  CHECK_ERR(tg_store_exact_get(st, &tok, &payer, &nonce, &got), TG_ENOTFOUND);
   tg_store_close(st);
+}
+
+/*
+ * Upgrading a schema-2 database (exact payments keyed by (token, nonce)) to schema 3
+ * ((token, payer, nonce)): `exact_v2_row_sql` writes the INSERT of a row as schema 2 held
+ * it (pg: bytea literals, else SQLite blob literals), `exact_v3_checks` runs on the
+ * migrated store.
+ */
+static void hexlit(char *out, int is_pg, const uint8_t *b, size_t n) {
+  out += sprintf(out, is_pg ? "'\\x" : "X'");
+  for (size_t i = 0; i < n; i++) out += sprintf(out, "%02x", b[i]);
+  sprintf(out, is_pg ? "'::bytea" : "'");
+}
+
+static void exact_v2_row_sql(char *out, size_t cap, int is_pg) {
+  tg_address tok = addr(0x70), payer = addr(0xb1), to = addr(0xee);
+  tg_hash nonce = hash(0x42);
+  tg_u256 amount = u(1500);
+  char t[80], pa[80], n[100], a[100], h[100];
+  hexlit(t, is_pg, tok.b, 20);
+  hexlit(pa, is_pg, payer.b, 20);
+  hexlit(n, is_pg, nonce.b, 32);
+  hexlit(a, is_pg, amount.b, 32);
+  hexlit(h, is_pg, to.b, 20);
+  snprintf(out, cap,
+           "INSERT INTO exact_payments (token, nonce, payer, to_addr, amount, valid_after, "
+           "valid_before, tx_hash, status, request_id, created_at, updated_at) VALUES "
+           "(%s, %s, %s, %s, %s, 100, 200, NULL, %d, 'ex-old', 5, 6)",
+           t, n, pa, h, a, (int)TG_EXACT_SUBMITTED);
+}
+
+static void exact_v3_checks(tg_store *st) {
+  tg_address tok = addr(0x70), payer = addr(0xb1), payer2 = addr(0xb2);
+  tg_hash nonce = hash(0x42);
+  tg_store_exact got;
+  /* The row from schema 2 is there, unchanged, under its payer. */
+  CHECK_OK(tg_store_exact_get(st, &tok, &payer, &nonce, &got));
+  CHECK_INT(got.status, TG_EXACT_SUBMITTED);
+  CHECK_INT(u64(&got.amount), 1500);
+  CHECK_INT(got.valid_after, 100);
+  CHECK_INT(got.valid_before, 200);
+  CHECK_STR(got.request_id, "ex-old");
+  CHECK(got.created_at == 5 && got.updated_at == 6 && !got.has_tx);
+  CHECK_ERR(tg_store_exact_get(st, &tok, &payer2, &nonce, &got), TG_ENOTFOUND);
+  /* Another payer may now use the same nonce; the first payer still may not. */
+  tg_store_op op;
+  memset(&op, 0, sizeof(op));
+  op.kind = TG_STORE_OP_EXACT_PUT;
+  op.u.exact.token = tok;
+  op.u.exact.nonce = nonce;
+  op.u.exact.payer = payer2;
+  op.u.exact.to = addr(0xee);
+  op.u.exact.amount = u(9);
+  op.u.exact.request_id = "ex-new";
+  op.u.exact.status = TG_EXACT_VERIFIED;
+  CHECK_OK(tg_store_write(st, &op, 1));
+  op.u.exact.payer = payer;
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_EEXISTS);
+  CHECK_OK(tg_store_exact_get(st, &tok, &payer2, &nonce, &got));
+  CHECK_INT(u64(&got.amount), 9);
+  CHECK_OK(tg_store_exact_get(st, &tok, &payer, &nonce, &got));
+  CHECK_STR(got.request_id, "ex-old");
 }
 
 static void test_payid(void) {

@@ -239,7 +239,7 @@ static void test_settle_once(void) {
   CHECK(s1.done == 1 && s1.r.valid && s1.r.has_tx && !s1.r.duplicate);
   CHECK(F.submits == before + 1);
   tg_store_exact row;
-  CHECK_OK(tg_store_exact_get(F.store, &F.cfg->asset_address, &a.nonce, &row));
+  CHECK_OK(tg_store_exact_get(F.store, &F.cfg->asset_address, &a.from, &a.nonce, &row));
   CHECK(row.status == TG_EXACT_SUBMITTED && row.has_tx && memcmp(row.tx_hash.b, s1.r.tx.b, 32) == 0);
   CHECK(memcmp(row.to.b, F.other_server.b, 20) == 0);
   CHECK_STR(row.request_id, "facilitator-test");
@@ -266,7 +266,7 @@ static void test_failed_submission_can_retry(void) {
   CHECK(s.done == 1 && !s.r.valid && !s.r.has_tx);
   CHECK_STR(s.r.reason, "unexpected_settle_error");
   tg_store_exact row;
-  CHECK_OK(tg_store_exact_get(F.store, &F.cfg->asset_address, &a.nonce, &row));
+  CHECK_OK(tg_store_exact_get(F.store, &F.cfg->asset_address, &a.from, &a.nonce, &row));
   CHECK(row.status == TG_EXACT_FAILED);
   tg_pay_stats st;
   tg_pay_stats_get(F.pay, &st);

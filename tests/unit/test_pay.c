@@ -502,7 +502,7 @@ static void test_exact(void) {
   tg_store_exact ex;
   tg_hash nonce;
   memset(nonce.b, 0x11, 32);
-  CHECK_OK(tg_store_exact_get(F.store, &F.cfg->asset_address, &nonce, &ex));
+  CHECK_OK(tg_store_exact_get(F.store, &F.cfg->asset_address, &F.ch.payer, &nonce, &ex));
   CHECK_INT(ex.status, TG_EXACT_SUBMITTED);
   CHECK(ex.has_tx && ex.tx_hash.b[31] == 0xab);
   tg_store_charge ch;

@@ -14,6 +14,7 @@
 #include <event2/thread.h>
 #include <sqlite3.h>
 
+#include "store/migrations_sqlite.h"
 #include "store/store.h"
 #include "store/store_int.h"
 #include "tg_test.h"
@@ -69,15 +70,16 @@ static void test_migrations(void) {
   db_path(uri, sizeof(uri), path, sizeof(path));
   int applied = -1;
   CHECK_OK(tg_store_migrate(uri, &applied));
-  CHECK_INT(applied, 4);
+  CHECK_INT(applied, SQLITE_SCHEMA_LATEST);
+  CHECK(SQLITE_SCHEMA_LATEST >= 5);
   CHECK_OK(tg_store_migrate(uri, &applied));
   CHECK_INT(applied, 0); /* re-running is a no-op */
   tg_store *st;
   CHECK_OK(tg_store_open(&st, uri, NULL));
   int cur, latest;
   CHECK_OK(tg_store_schema_version(st, &cur, &latest));
-  CHECK_INT(cur, 4);
-  CHECK_INT(latest, 4);
+  CHECK_INT(cur, SQLITE_SCHEMA_LATEST);
+  CHECK_INT(latest, SQLITE_SCHEMA_LATEST);
   tg_store_close(st);
 
   /* One row per migration, each applied once. */
@@ -87,9 +89,9 @@ static void test_migrations(void) {
   CHECK(sqlite3_prepare_v2(db, "SELECT count(*), min(version), max(version) FROM schema_version",
                            -1, &s, NULL) == SQLITE_OK);
   CHECK(sqlite3_step(s) == SQLITE_ROW);
-  CHECK_INT(sqlite3_column_int(s, 0), 4);
+  CHECK_INT(sqlite3_column_int(s, 0), SQLITE_SCHEMA_LATEST);
   CHECK_INT(sqlite3_column_int(s, 1), 1);
-  CHECK_INT(sqlite3_column_int(s, 2), 4);
+  CHECK_INT(sqlite3_column_int(s, 2), SQLITE_SCHEMA_LATEST);
   sqlite3_finalize(s);
   /* WAL mode is persistent in the file. */
   CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL) == SQLITE_OK);
@@ -133,6 +135,32 @@ static void test_migrations(void) {
   CHECK_ERR(tg_store_open(&st, uri4, &oe), TG_ESTORE_SCHEMA_OLD);
 }
 
+/* A database left at schema 2 by an older build: migration 3 rekeys exact payments by payer. */
+static void test_migrate_exact_key(void) {
+  char uri[300], path[256];
+  db_path(uri, sizeof(uri), path, sizeof(path));
+  sqlite3 *db;
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                         "applied_at INTEGER NOT NULL)", NULL, NULL, NULL) == SQLITE_OK);
+  for (int v = 1; v <= 2; v++) {
+    CHECK(sqlite3_exec(db, sqlite_migrations[v - 1], NULL, NULL, NULL) == SQLITE_OK);
+    char q[96];
+    snprintf(q, sizeof(q), "INSERT INTO schema_version VALUES (%d, 0)", v);
+    CHECK(sqlite3_exec(db, q, NULL, NULL, NULL) == SQLITE_OK);
+  }
+  char row[1024];
+  exact_v2_row_sql(row, sizeof(row), 0);
+  CHECK(sqlite3_exec(db, row, NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  int applied = -1;
+  CHECK_OK(tg_store_migrate(uri, &applied));
+  CHECK_INT(applied, SQLITE_SCHEMA_LATEST - 2);
+  tg_store *st;
+  CHECK_OK(tg_store_open(&st, uri, NULL));
+  exact_v3_checks(st);
+  tg_store_close(st);
+}
 
 /* The database itself refuses a channel row with charged > ceiling + credit limit. */
 static void test_db_enforces_invariant(void) {
@@ -495,6 +523,7 @@ int main(void) {
   }
   RUN(test_uri);
   RUN(test_migrations);
+  RUN(test_migrate_exact_key);
   RUN(test_channel_put_sync);
   RUN(test_voucher_monotonic);
   RUN(test_charge_ceiling);

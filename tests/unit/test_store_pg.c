@@ -14,6 +14,7 @@
 #include <event2/thread.h>
 #include <libpq-fe.h>
 
+#include "store/migrations_pg.h"
 #include "store/store.h"
 #include "store/store_int.h"
 #include "tg_pg.h"
@@ -80,6 +81,30 @@ static void *migrate_thread(void *p) {
   return NULL;
 }
 
+/* A database left at schema 2 by an older build: migration 3 rekeys exact payments by payer. */
+static void test_pg_migrate_exact_key(void) {
+  char uri[256], err[512];
+  CHECK_OK(tgt_pg_newdb(pg, uri, sizeof(uri)));
+  CHECK_OK(sql(uri, "CREATE TABLE schema_version (version bigint PRIMARY KEY, "
+                    "applied_at bigint NOT NULL)", err, sizeof(err)));
+  for (int v = 1; v <= 2; v++) {
+    CHECKF(sql(uri, pg_migrations[v - 1], err, sizeof(err)) == 0, "migration %d: %s", v, err);
+    char q[96];
+    snprintf(q, sizeof(q), "INSERT INTO schema_version VALUES (%d, 0)", v);
+    CHECK_OK(sql(uri, q, err, sizeof(err)));
+  }
+  char row[1024];
+  exact_v2_row_sql(row, sizeof(row), 1);
+  CHECKF(sql(uri, row, err, sizeof(err)) == 0, "%s", err);
+  int applied = -1;
+  CHECK_OK(tg_store_migrate(uri, &applied));
+  CHECK_INT(applied, PG_SCHEMA_LATEST - 2);
+  tg_store *st;
+  CHECK_OK(tg_store_open(&st, uri, NULL));
+  exact_v3_checks(st);
+  tg_store_close(st);
+}
+
 static void test_pg_migrations(void) {
   char uri[256], err[512];
   CHECK_OK(tgt_pg_newdb(pg, uri, sizeof(uri)));
@@ -93,7 +118,7 @@ static void test_pg_migrations(void) {
     CHECK_OK(a[i].rc);
     total += a[i].applied;
   }
-  CHECK_INT(total, 4);
+  CHECK_INT(total, PG_SCHEMA_LATEST);
   int applied = -1;
   CHECK_OK(tg_store_migrate(uri, &applied));
   CHECK_INT(applied, 0);
@@ -101,14 +126,16 @@ static void test_pg_migrations(void) {
   CHECK_OK(tg_store_open(&st, uri, NULL));
   int cur, latest;
   CHECK_OK(tg_store_schema_version(st, &cur, &latest));
-  CHECK_INT(cur, 4);
-  CHECK_INT(latest, 4);
+  CHECK_INT(cur, PG_SCHEMA_LATEST);
+  CHECK_INT(latest, PG_SCHEMA_LATEST);
   tg_store_close(st);
   /* One row per migration. */
-  CHECK_OK(sql(uri,
-               "DO $$ BEGIN IF (SELECT count(*) FROM schema_version) <> 4 OR (SELECT min(version) "
-               "FROM schema_version) <> 1 THEN RAISE EXCEPTION 'bad versions'; END IF; END $$",
-               err, sizeof(err)));
+  char check[256];
+  snprintf(check, sizeof(check),
+           "DO $$ BEGIN IF (SELECT count(*) FROM schema_version) <> %d OR (SELECT min(version) "
+           "FROM schema_version) <> 1 THEN RAISE EXCEPTION 'bad versions'; END IF; END $$",
+           PG_SCHEMA_LATEST);
+  CHECK_OK(sql(uri, check, err, sizeof(err)));
   /* A newer schema is refused, not trampled. */
   CHECK_OK(sql(uri, "INSERT INTO schema_version VALUES (99, 0)", err, sizeof(err)));
   CHECK_ERR(tg_store_migrate(uri, &applied), TG_ESTORE_SCHEMA);
@@ -121,7 +148,7 @@ static void test_pg_migrations(void) {
   tg_store_options o = {.no_migrate = 1};
   CHECK_ERR(tg_store_open(&st, uri2, &o), TG_ESTORE_SCHEMA_OLD);
   CHECK_OK(tg_store_migrate(uri2, &applied));
-  CHECK_INT(applied, 4);
+  CHECK_INT(applied, PG_SCHEMA_LATEST);
   CHECK_OK(tg_store_open(&st, uri2, &o));
   tg_store_close(st);
   /* A failed migration leaves nothing half-done: the table it would create is absent. */
@@ -856,6 +883,7 @@ int main(void) {
   }
   RUN(test_pg_uri);
   RUN(test_pg_migrations);
+  RUN(test_pg_migrate_exact_key);
   RUN(test_channel_put_sync);
   RUN(test_voucher_monotonic);
   RUN(test_charge_ceiling);
