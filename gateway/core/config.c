@@ -39,7 +39,7 @@ typedef struct {
   unsigned first_priced_line;
   const char *first_priced_route;
   unsigned seen_workers, seen_asset, seen_store, seen_keystore, seen_pay_to, seen_chain_id,
-      seen_schemes, seen_settle, seen_channel, seen_admin, seen_exact_wait, seen_log_format, seen_access_log,
+      seen_schemes, seen_settle, seen_channel, seen_admin, seen_facilitator, seen_exact_wait, seen_log_format, seen_access_log,
       seen_public_url, seen_deployment, seen_passes;
   unsigned *plan_lines;
 } parser_t;
@@ -413,6 +413,14 @@ static int d_admin(parser_t *p, line_t *l) {
   }
   return val_secret_src(p, l, "token_file", "token_env", &p->cfg->admin_token_kind,
                         &p->cfg->admin_token_src, 1);
+}
+
+/* facilitator token_file=PATH | token_env=VAR: POST /verify and /settle need the bearer token. */
+static int d_facilitator(parser_t *p, line_t *l) {
+  int rc = once(p, l, &p->seen_facilitator);
+  if (rc || (rc = want_pos(p, l, 0, 0, "token_file=PATH | token_env=VAR"))) return rc;
+  return val_secret_src(p, l, "token_file", "token_env", &p->cfg->facilitator_token_kind,
+                        &p->cfg->facilitator_token_src, 1);
 }
 
 static int d_upstream(parser_t *p, line_t *l) {
@@ -985,6 +993,7 @@ static int dispatch(parser_t *p, line_t *l) {
   if (strcmp(d, "shutdown_timeout") == 0) return d_duration(p, l, &c->shutdown_timeout_ms, 3600000);
   if (strcmp(d, "public_url") == 0) return d_public_url(p, l);
   if (strcmp(d, "admin") == 0) return d_admin(p, l);
+  if (strcmp(d, "facilitator") == 0) return d_facilitator(p, l);
   if (strcmp(d, "upstream") == 0) return d_upstream(p, l);
   if (strcmp(d, "price") == 0) return d_price(p, l);
   if (strcmp(d, "route") == 0) return d_route(p, l);
@@ -1151,6 +1160,7 @@ static void free_cfg(tg_config *c) {
   free(c->public_url);
   free(c->admin_prefix);
   free(c->admin_token_src);
+  free(c->facilitator_token_src);
   for (size_t i = 0; i < c->n_upstreams; i++) {
     free(c->upstreams[i].name);
     free(c->upstreams[i].url);

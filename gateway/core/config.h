@@ -124,6 +124,8 @@ typedef struct tg_config {
   char *admin_prefix;     /* "/admin/" */
   int admin_token_kind;   /* TG_SECRET_FILE / TG_SECRET_ENV / NONE (admin API off) */
   char *admin_token_src;  /* the path or the variable name */
+  int facilitator_token_kind; /* NONE: /verify and /settle open; else they need this bearer token */
+  char *facilitator_token_src;
 
   tg_config_upstream *upstreams;
   size_t n_upstreams;

@@ -2,6 +2,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +54,8 @@ struct tg_chain {
   tg_store *store;
   unsigned follow_ms;
   pthread_t follow_thread;
-  int following, follow_stop;
+  _Atomic int following;     /* read by the chain thread's snapshot */
+  int follow_stop;
   pthread_mutex_t follow_mu;
   pthread_cond_t follow_cv;
   tg_hash topics[4];         /* Deposited, WithdrawInitiated, Withdrawn, Refunded */
@@ -64,7 +66,43 @@ struct tg_chain {
   uint8_t sel_entitled[4];
   tg_chain_pass_hooks pass_hooks;
   uint64_t pass_next;        /* the next block whose pass logs are read */
+  /* /metrics: per client (reads, follower, manager), written by the client's owner */
+  _Atomic uint64_t st_calls[3], st_errors[3];
+  _Atomic uint64_t st_in_flight, st_block;
+  struct event *stats_ev;    /* the chain thread's 500 ms snapshot */
+  int block_pending;         /* an eth_blockNumber of the snapshot is out */
 };
+
+enum { CLIENT_READS, CLIENT_FOLLOW, CLIENT_TXM };
+
+/* Copies a client's counters into the atomics; on the thread that owns the client. */
+static void stats_snap(tg_chain *c, tg_rpc *rpc, int which) {
+  uint64_t calls = 0, errors = 0;
+  for (size_t i = 0; rpc && i < tg_rpc_endpoint_count(rpc); i++) {
+    tg_rpc_endpoint_stats s;
+    if (tg_rpc_endpoint_stats_get(rpc, i, &s) != 0) continue;
+    calls += s.calls_ok + s.calls_failed;
+    errors += s.calls_failed;
+  }
+  atomic_store(&c->st_calls[which], calls);
+  atomic_store(&c->st_errors[which], errors);
+}
+
+static void stats_block(tg_chain *c, uint64_t block) {
+  uint64_t cur = atomic_load(&c->st_block);
+  while (block > cur && !atomic_compare_exchange_weak(&c->st_block, &cur, block)) {
+  }
+}
+
+void tg_chain_stats_get(tg_chain *c, tg_chain_stats *out) {
+  memset(out, 0, sizeof *out);
+  for (int i = 0; i < 3; i++) {
+    out->rpc_calls += atomic_load(&c->st_calls[i]);
+    out->rpc_errors += atomic_load(&c->st_errors[i]);
+  }
+  out->tx_in_flight = atomic_load(&c->st_in_flight);
+  out->last_block = atomic_load(&c->st_block);
+}
 
 /* ---- blocking reads ----------------------------------------------------------- */
 
@@ -76,6 +114,7 @@ static int call_view(tg_chain *c, tg_buf *out, const tg_address *to, const uint8
   m.data_len = len;
   pthread_mutex_lock(&c->read_mu);
   int rc = tg_eth_call(c->reads, out, NULL, &m, "latest");
+  stats_snap(c, c->reads, CLIENT_READS);
   pthread_mutex_unlock(&c->read_mu);
   return rc;
 }
@@ -487,6 +526,25 @@ static int refund_submit(void *ctx, struct event_base *worker, const tg_address 
   return TG_OK;
 }
 
+static void on_block_number(void *arg, const tg_rpc_reply *r) {
+  tg_chain *c = arg;
+  c->block_pending = 0;
+  uint64_t n;
+  if (r->err == 0 && tg_rpc_parse_u64(r->result, &n) == 0) stats_block(c, n);
+}
+
+/* Every 500 ms on the chain thread: the manager's figures, and the head when no follower reads it. */
+static void on_stats(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  tg_chain *c = arg;
+  stats_snap(c, c->loop_rpc, CLIENT_TXM);
+  atomic_store(&c->st_in_flight, c->txm ? (uint64_t)tg_txm_pending(c->txm) : 0);
+  if (!c->following && !c->block_pending &&
+      tg_rpc_call_async(c->loop_rpc, "eth_blockNumber", NULL, on_block_number, c) == 0)
+    c->block_pending = 1;
+}
+
 static void *chain_main(void *arg) {
   tg_chain *c = arg;
   event_base_loop(c->base, EVLOOP_NO_EXIT_ON_EMPTY);
@@ -650,7 +708,9 @@ static void *follow_main(void *arg) {
   while (!c->follow_stop) {
     pthread_mutex_unlock(&c->follow_mu);
     uint64_t head;
-    if (tg_eth_block_number(c->follow_rpc, &head) == 0) {
+    int hrc = tg_eth_block_number(c->follow_rpc, &head);
+    if (hrc == 0) stats_block(c, head);
+    if (hrc == 0) {
       if (!started) {
         /* Everything stored, as of now; the logs are followed from the next block. */
         id_list all = {0};
@@ -673,6 +733,7 @@ static void *follow_main(void *arg) {
         }
       }
     }
+    stats_snap(c, c->follow_rpc, CLIENT_FOLLOW);
     pthread_mutex_lock(&c->follow_mu);
     if (c->follow_stop) break;
     struct timespec ts;
@@ -764,6 +825,10 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
     return rc;
   }
   c->wake = event_new(c->base, -1, 0, on_wake, c);
+  c->stats_ev = event_new(c->base, -1, EV_PERSIST, on_stats, c);
+  if (!c->wake || !c->stats_ev) abort();
+  struct timeval half = {0, 500000};
+  event_add(c->stats_ev, &half);
   if (pthread_create(&c->thread, NULL, chain_main, c) != 0) abort();
   c->running = 1;
   *out = c;
@@ -786,6 +851,7 @@ void tg_chain_free(tg_chain *c) {
   }
   tg_txm_free(c->txm);
   if (c->wake) event_free(c->wake);
+  if (c->stats_ev) event_free(c->stats_ev);
   tg_rpc_free(c->loop_rpc);
   tg_rpc_free(c->reads);
   if (c->base) event_base_free(c->base);

@@ -71,6 +71,19 @@ int tg_chain_pass_entitled(void *ctx, const tg_address *user, const tg_u256 *pla
 int tg_chain_erc1271(void *ctx, const tg_address *wallet, const tg_hash *digest, const uint8_t *sig,
                      size_t sig_len, int *valid);
 
+/*
+ * Figures for /metrics, readable from any thread: each client's counters are
+ * copied into atomics by the thread that owns the client (after each blocking
+ * read, after each follower poll, and every 500 ms on the chain thread).
+ */
+typedef struct {
+  uint64_t rpc_calls;          /* JSON-RPC exchanges, every client (reads, follower, manager) */
+  uint64_t rpc_errors;         /* of those, failed exchanges (transport, timeout, HTTP status) */
+  uint64_t tx_in_flight;       /* transactions sent and not yet confirmed or failed */
+  uint64_t last_block;         /* the newest block number seen (0 before the first) */
+} tg_chain_stats;
+void tg_chain_stats_get(tg_chain *c, tg_chain_stats *out);
+
 /* The payment layer's interfaces, backed by this chain. */
 tg_pay_chain tg_chain_pay_reader(tg_chain *c);
 tg_pay_exact_backend tg_chain_exact_backend(tg_chain *c);

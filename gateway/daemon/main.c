@@ -62,6 +62,28 @@ static int migrate(const tg_config *cfg) {
 }
 static tg_http_ops ops; /* admin API, facilitator endpoints, chain metrics */
 
+/* /metrics: the chain's figures (any thread). */
+static uint64_t m_txm_pending(void *ctx) {
+  tg_chain_stats s;
+  tg_chain_stats_get(ctx, &s);
+  return s.tx_in_flight;
+}
+static uint64_t m_rpc_errors(void *ctx) {
+  tg_chain_stats s;
+  tg_chain_stats_get(ctx, &s);
+  return s.rpc_errors;
+}
+static uint64_t m_rpc_calls(void *ctx) {
+  tg_chain_stats s;
+  tg_chain_stats_get(ctx, &s);
+  return s.rpc_calls;
+}
+static uint64_t m_last_block(void *ctx) {
+  tg_chain_stats s;
+  tg_chain_stats_get(ctx, &s);
+  return s.last_block;
+}
+
 static int priced(const tg_config *cfg) {
   for (size_t i = 0; i < cfg->n_routes; i++)
     if (cfg->routes[i].price >= 0) return 1;
@@ -142,7 +164,14 @@ int main(int argc, char **argv) {
       return 1;
     }
     hooks = &payments.hooks;
-    ops = (tg_http_ops){.pay = payments.pay, .store = payments.store, .passes = payments.passes};
+    ops = (tg_http_ops){.pay = payments.pay,
+                        .store = payments.store,
+                        .passes = payments.passes,
+                        .ctx = payments.chain,
+                        .txm_pending = m_txm_pending,
+                        .rpc_errors = m_rpc_errors,
+                        .rpc_calls = m_rpc_calls,
+                        .last_block = m_last_block};
     ops.has_signer = tg_seckey_address(&ops.signer, payments.key) == 0;
   }
   tg_server_opts opts = {.cfg = cfg, .hooks = hooks, .ops = &ops, .on_reload = on_reload, .on_reload_arg = &payments};

@@ -762,6 +762,14 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
     P("# HELP tollgate_rpc_errors_total Failed JSON-RPC calls.\n"
       "# TYPE tollgate_rpc_errors_total counter\ntollgate_rpc_errors_total %llu\n",
       (unsigned long long)ops->rpc_errors(ops->ctx));
+  if (ops->rpc_calls)
+    P("# HELP tollgate_rpc_calls_total JSON-RPC calls (exchanges with a node).\n"
+      "# TYPE tollgate_rpc_calls_total counter\ntollgate_rpc_calls_total %llu\n",
+      (unsigned long long)ops->rpc_calls(ops->ctx));
+  if (ops->last_block)
+    P("# HELP tollgate_chain_last_block The newest block number seen.\n"
+      "# TYPE tollgate_chain_last_block gauge\ntollgate_chain_last_block %llu\n",
+      (unsigned long long)ops->last_block(ops->ctx));
 #undef P
   return 0;
 }

@@ -58,6 +58,8 @@ struct tg_server {
   int access_fd;
   char admin_token[ADMIN_TOKEN_MAX];
   size_t admin_token_len;
+  char fac_token[ADMIN_TOKEN_MAX]; /* empty: the facilitator endpoints are open */
+  size_t fac_token_len;
   _Atomic int stop_requested, reload_requested;
   _Atomic unsigned running;
   pthread_t main_thread;
@@ -221,14 +223,19 @@ static void reply_text(struct evhttp_request *req, int status, const char *ctype
   evbuffer_free(b);
 }
 
-static int admin_authorized(tg_server *s, struct evhttp_request *req) {
-  if (s->admin_token_len == 0) return 0;
+/* 1 when the request carries `Authorization: Bearer <token>`; never with an empty token. */
+static int bearer_ok(struct evhttp_request *req, const char *token, size_t len) {
+  if (len == 0) return 0;
   const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
   if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) return 0;
   h += 7;
   size_t n = strlen(h);
-  if (n != s->admin_token_len) return 0;
-  return sodium_memcmp(h, s->admin_token, n) == 0;
+  if (n != len) return 0;
+  return sodium_memcmp(h, token, n) == 0;
+}
+
+static int admin_authorized(tg_server *s, struct evhttp_request *req) {
+  return bearer_ok(req, s->admin_token, s->admin_token_len);
 }
 
 static size_t header_bytes(struct evhttp_request *req) {
@@ -386,6 +393,14 @@ static void on_request(struct evhttp_request *req, void *arg) {
     w->inflight++;
     tg_metrics_inflight(w->metrics, w->id, 1);
     tg_signin_handle(s->ops, cfg, w->base, req, method, path, id, fac_done, fc);
+    return;
+  }
+  if (s->ops && s->ops->pay && tg_ops_is_facilitator(path) && s->fac_token_len &&
+      strcmp(path, "/supported") != 0 && !bearer_ok(req, s->fac_token, s->fac_token_len)) {
+    /* `facilitator token_...` set: settling and verifying are for the servers that hold it. */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+    tg_http_send_error(req, 401, "facilitator endpoints need a bearer token", id);
+    simple_done(w, method, id, path, "facilitator", 401, "facilitator token missing or wrong", &t0);
     return;
   }
   if (s->ops && s->ops->pay && tg_ops_is_facilitator(path)) {
@@ -581,6 +596,17 @@ int tg_server_new(tg_server **out, char *err, const tg_server_opts *opts) {
       return rc ? rc : TG_ECONFIG_VALUE;
     }
   }
+  if (cfg->facilitator_token_kind) {
+    rc = read_secret(s->fac_token, sizeof s->fac_token, &s->fac_token_len,
+                     cfg->facilitator_token_kind, cfg->facilitator_token_src);
+    if (rc || s->fac_token_len < 16) {
+      snprintf(err, TG_CONFIG_ERR_MAX, "%s: facilitator token from %s %s: %s", cfg->path,
+               cfg->facilitator_token_kind == TG_SECRET_ENV ? "variable" : "file",
+               cfg->facilitator_token_src, rc ? tg_strerror(rc) : "shorter than 16 characters");
+      tg_server_free(s);
+      return rc ? rc : TG_ECONFIG_VALUE;
+    }
+  }
   if (cfg->access_log) {
     if (strcmp(cfg->access_log, "-") == 0) {
       s->access_fd = dup(2);
@@ -765,6 +791,7 @@ void tg_server_free(tg_server *s) {
   if (s->access_fd >= 0) close(s->access_fd);
   tg_metrics_free(s->metrics);
   sodium_memzero(s->admin_token, sizeof s->admin_token);
+  sodium_memzero(s->fac_token, sizeof s->fac_token);
   tg_config_unref(s->cfg);
   free(s);
 }

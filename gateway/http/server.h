@@ -55,6 +55,8 @@ typedef struct {
   void *ctx;                   /* for the two callbacks (any thread, must not block) */
   uint64_t (*txm_pending)(void *ctx); /* transactions sent and not yet confirmed */
   uint64_t (*rpc_errors)(void *ctx);  /* failed JSON-RPC calls since start */
+  uint64_t (*rpc_calls)(void *ctx);   /* JSON-RPC calls since start */
+  uint64_t (*last_block)(void *ctx);  /* the newest block number seen, 0 before the first */
 } tg_http_ops;
 
 typedef struct {

@@ -15,6 +15,7 @@ const TOLLGATE = h.binCopy('tollgate');
 const TOLLGATED = h.binCopy('tollgated');
 const UPSTREAM = h.binCopy('tools/tg_upstream');
 const ADMIN_TOKEN = 'adm-' + generatePrivateKey().slice(2, 34);
+const FAC_TOKEN = 'fac-' + generatePrivateKey().slice(2, 34);
 
 async function main() {
   for (const f of [TOLLGATE, TOLLGATED, UPSTREAM, join(BIN, 'anvil')]) {
@@ -80,13 +81,14 @@ async function main() {
     'exact_validity 120s',
     'channel withdraw_delay=15m',
     'admin prefix=/admin/ token_env=TG_FAC_ADMIN_TOKEN',
+    'facilitator token_env=TG_FAC_TOKEN',
     `store sqlite ${storePath}`,
     `access_log ${accessLog}`,
     '',
   ].join('\n'));
-  const cc = h.run(TOLLGATED, ['--check-config', conf], { env: { ...process.env, TG_FAC_ADMIN_TOKEN: ADMIN_TOKEN } });
+  const cc = h.run(TOLLGATED, ['--check-config', conf], { env: { ...process.env, TG_FAC_ADMIN_TOKEN: ADMIN_TOKEN, TG_FAC_TOKEN: FAC_TOKEN } });
   if (!check('setup: tollgated --check-config accepts the configuration', cc.code === 0, cc.err.trim())) return;
-  const gw = h.start('tollgated', TOLLGATED, ['-c', conf], { TG_FAC_ADMIN_TOKEN: ADMIN_TOKEN });
+  const gw = h.start('tollgated', TOLLGATED, ['-c', conf], { TG_FAC_ADMIN_TOKEN: ADMIN_TOKEN, TG_FAC_TOKEN: FAC_TOKEN });
   await waitHttp(`${GW}/healthz`, gw);
   info(`setup done in ${h.elapsed()}: anvil ${RPC}, gateway ${GW}`);
 
@@ -121,8 +123,10 @@ async function main() {
     maxTimeoutSeconds: 60, extra: { name: 'USD Coin', version: '2' }, ...over });
   const body = (payload, requirements = reqs(), accepted = requirements) => ({ x402Version: 2,
     paymentPayload: { x402Version: 2, resource: { url: 'https://other.example/data' }, accepted, payload }, paymentRequirements: requirements });
-  const post = async (path, b) => {
-    const r = await fetch(`${GW}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof b === 'string' ? b : JSON.stringify(b) });
+  const post = async (path, b, token = FAC_TOKEN) => {
+    const headers = { 'content-type': 'application/json' };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const r = await fetch(`${GW}${path}`, { method: 'POST', headers, body: typeof b === 'string' ? b : JSON.stringify(b) });
     const t = await r.text();
     let j = null;
     try { j = JSON.parse(t); } catch { /* not JSON */ }
@@ -144,6 +148,19 @@ async function main() {
 
   // ================= (b) POST /verify
   const good = await signAuth();
+  {
+    // `facilitator token_env=...`: /verify and /settle need the bearer token, /supported does not.
+    const gwN = await pub.getTransactionCount({ address: gatewayAcct.address, blockTag: 'pending' });
+    const none = await post('/settle', body(good), null);
+    const wrong = await post('/settle', body(good), FAC_TOKEN.slice(0, -1) + (FAC_TOKEN.endsWith('0') ? '1' : '0'));
+    const vnone = await post('/verify', body(good), null);
+    await sleep(300);
+    check('b: facilitator token: /settle and /verify without it or with a wrong one are 401 (WWW-Authenticate: Bearer), nothing sent',
+      none.status === 401 && wrong.status === 401 && vnone.status === 401 && /bearer token/.test(none.j?.error || '') &&
+      (await pub.getTransactionCount({ address: gatewayAcct.address, blockTag: 'pending' })) === gwN, `${none.status} ${wrong.status} ${vnone.status} ${none.t}`);
+    const sup = await fetch(`${GW}/supported`);
+    check('b: facilitator token: GET /supported stays open', sup.status === 200);
+  }
   {
     const r = await post('/verify', body(good));
     check('b: /verify of a valid authorization: isValid true, payer, no invalidReason',
@@ -194,6 +211,15 @@ async function main() {
       (await pub.getTransactionCount({ address: gatewayAcct.address, blockTag: 'pending' })) === gwNonce1, bad.t);
     const poor = await post('/settle', body(await signAuth({ from: broke })));
     check('c: /settle for a payer without funds: insufficient_funds', poor.j?.success === false && poor.j?.errorReason === 'insufficient_funds', poor.t);
+    // EIP-3009 nonces are per authorizer: another payer's authorization with the same nonce is
+    // its own payment (exact_payments is keyed by (token, payer, nonce)).
+    const twin = privateKeyToAccount(generatePrivateKey());
+    await send(payer, { address: USDC, abi: ERC20, functionName: 'mint', args: [twin.address, 5000n] });
+    const same = await signAuth({ from: twin, nonce: good.authorization.nonce });
+    const t1 = await post('/settle', body(same));
+    const rt = t1.j?.transaction ? await pub.waitForTransactionReceipt({ hash: t1.j.transaction, timeout: 30000 }).catch((e) => ({ status: String(e) })) : { status: 'none' };
+    check('c: another payer\'s authorization with the same nonce settles as its own payment (its own transaction, mined, 5000 moved)',
+      t1.j?.success === true && t1.j?.transaction !== tx && rt.status === 'success' && (await bal(twin.address)) === 0n, t1.t);
   }
 
   // ================= (d) paid calls through the gateway (exact and a channel), then the admin API
@@ -285,9 +311,21 @@ async function main() {
     check('f: /metrics: store commits counted and the commit-latency histogram is consistent (+Inf bucket = count)',
       commits > 0 && val('tollgate_store_commit_duration_seconds_bucket{le="+Inf"}') === val('tollgate_store_commit_duration_seconds_count') &&
       Number(val('tollgate_store_commit_duration_seconds_count')) > 0 && /# TYPE tollgate_store_commit_duration_seconds histogram/.test(m));
-    check('f: /metrics: facilitator counters (settle ok 3, verify ok 1)',
-      val('tollgate_facilitator_requests_total{endpoint="settle",result="ok"}') === '3' && val('tollgate_facilitator_requests_total{endpoint="verify",result="ok"}') === '1',
+    check('f: /metrics: facilitator counters (settle ok 4, verify ok 1)',
+      val('tollgate_facilitator_requests_total{endpoint="settle",result="ok"}') === '4' && val('tollgate_facilitator_requests_total{endpoint="verify",result="ok"}') === '1',
       m.split('\n').filter((l) => l.startsWith('tollgate_facilitator')).join(' | '));
+    const head = Number(await pub.getBlockNumber());
+    const lastBlock = Number(val('tollgate_chain_last_block'));
+    let pend = null;
+    for (let i = 0; i < 60 && pend !== '0'; i++) {
+      if (i) await sleep(250);
+      const l = (await (await fetch(`${GW}/metrics`)).text()).split('\n').find((x) => x.startsWith('tollgate_txm_pending '));
+      pend = l ? l.split(' ')[1] : null;
+    }
+    check('f: /metrics: chain figures: RPC calls counted, no RPC errors, transactions in flight back to 0 once mined, last block seen within 3 of the node\'s head',
+      Number(val('tollgate_rpc_calls_total')) > 10 && val('tollgate_rpc_errors_total') === '0' && /^[0-9]+$/.test(val('tollgate_txm_pending') || '') && pend === '0' &&
+      lastBlock > 0 && lastBlock <= head && head - lastBlock <= 3,
+      `calls ${val('tollgate_rpc_calls_total')} errors ${val('tollgate_rpc_errors_total')} pending ${val('tollgate_txm_pending')} last ${lastBlock} head ${head}`);
     const bad = m.split('\n').filter((l) => l && !l.startsWith('#') && !/^[a-z_]+(\{[^}]*\})? [0-9.e+-]+$/.test(l));
     check('f: /metrics: every sample line is well-formed Prometheus text', bad.length === 0, bad.slice(0, 3).join(' | '));
     await sleep(300);

@@ -41,6 +41,8 @@ static void test_sample_loads(void) {
   CHECK_STR(c->admin_prefix, "/admin/");
   CHECK_INT(c->admin_token_kind, TG_SECRET_ENV);
   CHECK_STR(c->admin_token_src, "TOLLGATE_ADMIN_TOKEN");
+  CHECK_INT(c->facilitator_token_kind, TG_SECRET_ENV);
+  CHECK_STR(c->facilitator_token_src, "TOLLGATE_FACILITATOR_TOKEN");
   CHECK_INT(c->n_upstreams, 1);
   CHECK_STR(c->upstreams[0].url, "http://127.0.0.1:8000");
   CHECK_INT(c->upstreams[0].timeout_ms, 300000);
@@ -202,6 +204,13 @@ static void test_errors_name_line_and_key(void) {
   expect_error("keystore /k.json password_file=/p password_env=P\n", TG_ECONFIG_VALUE,
                "either password_file or password_env");
   expect_error("admin prefix=admin token_env=T\n", TG_ECONFIG_VALUE, "key \"prefix\"");
+  expect_error("facilitator\n", TG_ECONFIG_MISSING, "key \"token_file\": missing");
+  expect_error("facilitator token_file=/t token_env=T\n", TG_ECONFIG_VALUE,
+               "either token_file or token_env");
+  expect_error("facilitator token_env=\n", TG_ECONFIG_VALUE, "is empty");
+  expect_error("facilitator token_env=T\nfacilitator token_env=U\n", TG_ECONFIG_DUP,
+               "t.conf:2: facilitator: given twice");
+  expect_error("facilitator token_env=T open=1\n", TG_ECONFIG_KEY, "key \"open\"");
   expect_error("schemes exact upto\n", TG_ECONFIG_VALUE, "unknown scheme \"upto\"");
   expect_error("store mysql x\n", TG_ECONFIG_VALUE, "neither sqlite nor postgres");
   expect_error("exact_wait never\n", TG_ECONFIG_VALUE, "neither submission nor receipt");

@@ -8,6 +8,8 @@
 
 static uint64_t fake_pending(void *ctx) { return *(uint64_t *)ctx; }
 static uint64_t fake_errors(void *ctx) { return *(uint64_t *)ctx + 40; }
+static uint64_t fake_calls(void *ctx) { return *(uint64_t *)ctx + 1000; }
+static uint64_t fake_block(void *ctx) { return *(uint64_t *)ctx + 12345678; }
 
 /* Every sample line is `name{labels} value` with a metric name and a number. */
 static int well_formed(const char *text, size_t len) {
@@ -90,6 +92,16 @@ static void test_ops_metrics(void) {
   tg_http_ops ops = {.ctx = &pending, .txm_pending = fake_pending, .rpc_errors = fake_errors};
   out.len = 0;
   CHECK_OK(tg_ops_metrics(&ops, &out));
+  CHECK(strstr((const char *)out.data, "tollgate_rpc_calls_total") == NULL);
+  CHECK(strstr((const char *)out.data, "tollgate_chain_last_block") == NULL);
+  ops.rpc_calls = fake_calls;
+  ops.last_block = fake_block;
+  out.len = 0;
+  CHECK_OK(tg_ops_metrics(&ops, &out));
+  CHECK(has_line(&out, "tollgate_rpc_calls_total 1003"));
+  CHECK(has_line(&out, "# TYPE tollgate_rpc_calls_total counter"));
+  CHECK(has_line(&out, "tollgate_chain_last_block 12345681"));
+  CHECK(has_line(&out, "# TYPE tollgate_chain_last_block gauge"));
   CHECK(has_line(&out, "tollgate_txm_pending 3"));
   CHECK(has_line(&out, "# TYPE tollgate_txm_pending gauge"));
   CHECK(has_line(&out, "tollgate_rpc_errors_total 43"));
