@@ -34,6 +34,19 @@ typedef struct job {
   int done;                  /* the worker's callback was scheduled */
 } job;
 
+/* One `exact` admission read (authorizationState + balanceOf) on its way through the chain thread. */
+typedef struct rjob {
+  struct rjob *next;
+  struct tg_chain *c;
+  struct event_base *worker;
+  tg_pay_exact_check_cb cb;
+  void *arg;
+  tg_address token, from;
+  tg_hash nonce;
+  int err, used;
+  tg_u256 balance;
+} rjob;
+
 struct tg_chain {
   pthread_mutex_t read_mu;
   tg_rpc *reads;             /* blocking reads from worker threads, one at a time */
@@ -45,6 +58,7 @@ struct tg_chain {
   int running;
   pthread_mutex_t q_mu;
   job *queue;
+  rjob *rqueue;              /* admission reads, under q_mu like queue */
   tg_address channels;
   int wait_receipt;
   uint8_t sel_state[4], sel_auth_state[4], sel_balance[4], sel_transfer[4];
@@ -443,6 +457,101 @@ static void submit_one(tg_chain *c, job *j) {
   }
 }
 
+/* ---- admission reads without blocking a worker -------------------------------------------- */
+
+static void rjob_deliver_ev(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  rjob *r = arg;
+  r->cb(r->arg, r->err, r->err ? NULL : &r->balance, r->used);
+  free(r);
+}
+
+static void rjob_deliver(rjob *r) {
+  if (event_base_once(r->worker, -1, EV_TIMEOUT, rjob_deliver_ev, r, NULL) != 0)
+    free(r); /* the worker loop is gone (shutdown): nothing can be answered any more */
+}
+
+/* The first 32-byte word of an eth_call result in a batch item. */
+static int batch_word(tg_rpc_batch *b, size_t i, uint8_t out[32]) {
+  const tg_rpc_reply *r = tg_rpc_batch_reply(b, i);
+  if (r == NULL) return TG_ERPC_REPLY;
+  if (r->err) return r->err;
+  tg_buf buf;
+  tg_buf_init(&buf, 4096);
+  int rc = tg_rpc_parse_data(r->result, &buf);
+  if (rc == 0 && buf.len < 32) rc = TG_EABI_DATA;
+  if (rc == 0) memcpy(out, buf.data, 32);
+  else if (rc != TG_EABI_DATA) rc = TG_ERPC_REPLY;
+  tg_buf_cleanup(&buf);
+  return rc;
+}
+
+static void on_rjob_batch(void *arg, tg_rpc_batch *b, int err) {
+  rjob *r = arg;
+  uint8_t w[32];
+  r->err = err;
+  if (!r->err) r->err = batch_word(b, 0, w);
+  if (!r->err) r->used = w[31] != 0;
+  if (!r->err) r->err = batch_word(b, 1, r->balance.b);
+  tg_rpc_batch_free(b);
+  rjob_deliver(r);
+}
+
+static json_t *call_params(const tg_address *to, const uint8_t *data, size_t len) {
+  tg_eth_msg m;
+  memset(&m, 0, sizeof m);
+  m.to = to;
+  m.data = data;
+  m.data_len = len;
+  json_t *p = json_array();
+  if (!p) abort();
+  json_array_append_new(p, tg_eth_msg_json(&m));
+  json_array_append_new(p, tg_rpc_json_block(NULL));
+  return p;
+}
+
+/* On the chain thread: both reads in one JSON-RPC batch, one HTTP exchange. */
+static void rjob_start(tg_chain *c, rjob *r) {
+  uint8_t state[4 + 64], bal[4 + 32];
+  memcpy(state, c->sel_auth_state, 4);
+  tg_abi_put_address(state + 4, &r->from);
+  memcpy(state + 36, r->nonce.b, 32);
+  memcpy(bal, c->sel_balance, 4);
+  tg_abi_put_address(bal + 4, &r->from);
+  tg_rpc_batch *b = tg_rpc_batch_new();
+  if (!b) abort();
+  int rc = tg_rpc_batch_add(b, "eth_call", call_params(&r->token, state, sizeof state));
+  if (rc >= 0) rc = tg_rpc_batch_add(b, "eth_call", call_params(&r->token, bal, sizeof bal));
+  if (rc >= 0) rc = tg_rpc_batch_send(c->loop_rpc, b, on_rjob_batch, r);
+  if (rc != 0) { /* never sent: the callback will not run */
+    tg_rpc_batch_free(b);
+    r->err = rc;
+    rjob_deliver(r);
+  }
+}
+
+static int exact_check_async(void *ctx, struct event_base *base, const tg_address *token,
+                             const tg_address *from, const tg_hash *nonce, tg_pay_exact_check_cb cb,
+                             void *arg) {
+  tg_chain *c = ctx;
+  rjob *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  r->c = c;
+  r->worker = base;
+  r->cb = cb;
+  r->arg = arg;
+  r->token = *token;
+  r->from = *from;
+  r->nonce = *nonce;
+  pthread_mutex_lock(&c->q_mu);
+  r->next = c->rqueue;
+  c->rqueue = r;
+  pthread_mutex_unlock(&c->q_mu);
+  event_active(c->wake, EV_READ, 0);
+  return TG_OK;
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
@@ -450,7 +559,14 @@ static void on_wake(evutil_socket_t fd, short what, void *arg) {
   pthread_mutex_lock(&c->q_mu);
   job *list = c->queue;
   c->queue = NULL;
+  rjob *reads = c->rqueue;
+  c->rqueue = NULL;
   pthread_mutex_unlock(&c->q_mu);
+  while (reads) {
+    rjob *n = reads->next;
+    rjob_start(c, reads);
+    reads = n;
+  }
   /* The queue is LIFO; submit in arrival order. */
   job *rev = NULL;
   while (list) {
@@ -860,6 +976,11 @@ void tg_chain_free(tg_chain *c) {
     free(c->queue);
     c->queue = n;
   }
+  while (c->rqueue) {
+    rjob *n = c->rqueue->next;
+    free(c->rqueue);
+    c->rqueue = n;
+  }
   pthread_mutex_destroy(&c->read_mu);
   pthread_mutex_destroy(&c->q_mu);
   pthread_mutex_destroy(&c->follow_mu);
@@ -872,5 +993,10 @@ tg_pay_chain tg_chain_pay_reader(tg_chain *c) {
 }
 
 tg_pay_exact_backend tg_chain_exact_backend(tg_chain *c) {
-  return (tg_pay_exact_backend){c, exact_check, exact_submit, deposit_submit, refund_submit};
+  return (tg_pay_exact_backend){.ctx = c,
+                                .check = exact_check,
+                                .submit = exact_submit,
+                                .deposit = deposit_submit,
+                                .refund = refund_submit,
+                                .check_async = exact_check_async};
 }

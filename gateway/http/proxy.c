@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 /*
  * One call's life: [admit (priced routes)] -> upstream transfer -> [complete
@@ -35,12 +36,25 @@
 
 #define EASY_POOL 256
 
+/*
+ * Unpriced calls arm the EV_CLOSED watch on the client's socket only once they
+ * last this long (or start streaming): a short call is over before a client
+ * that hangs up could save anything, and the watch costs two epoll_ctl calls.
+ * Priced calls arm it at once (a client gone before the answer is not charged).
+ */
+#define LAZY_CLOSE_WATCH_MS 20
+
+typedef struct sockinfo sockinfo;
+
 struct tg_proxy {
   tg_worker *w;
   CURLM *multi;
   struct event *timer;
   CURL *pool[EASY_POOL]; /* idle easy handles: reset and reused, cheaper than new ones */
   size_t n_pool;
+  /* every upstream socket curl has open, by descriptor: active or parked in curl's pool */
+  sockinfo **socks;
+  size_t n_socks;
 };
 
 static CURL *easy_get(tg_proxy *p) { return p->n_pool ? p->pool[--p->n_pool] : curl_easy_init(); }
@@ -55,11 +69,39 @@ static void easy_put(tg_proxy *p, CURL *e) {
   p->pool[p->n_pool++] = e;
 }
 
-typedef struct {
+/*
+ * An upstream socket's event. When a transfer ends, curl forgets the socket
+ * (CURL_POLL_REMOVE) but keeps the connection in its pool; the event stays
+ * registered ("parked", read interest only), so the next transfer on that
+ * connection costs no epoll_ctl. A parked socket that turns readable (the
+ * upstream closed it) is unregistered; curl's own check before reuse then
+ * closes it. The event is freed in the close-socket callback, while the
+ * descriptor is still open.
+ */
+struct sockinfo {
   struct event *ev;
   tg_proxy *p;
   curl_socket_t fd;
-} sockinfo;
+  int parked;        /* no transfer: curl has no interest, events are ours */
+  int registered;    /* the event is added */
+};
+
+static sockinfo *sock_lookup(tg_proxy *p, curl_socket_t fd) {
+  return fd >= 0 && (size_t)fd < p->n_socks ? p->socks[fd] : NULL;
+}
+
+static void sock_store(tg_proxy *p, curl_socket_t fd, sockinfo *si) {
+  if ((size_t)fd >= p->n_socks) {
+    size_t n = p->n_socks ? p->n_socks : 64;
+    while (n <= (size_t)fd) n *= 2;
+    sockinfo **v = realloc(p->socks, n * sizeof *v);
+    if (v == NULL) abort();
+    memset(v + p->n_socks, 0, (n - p->n_socks) * sizeof *v);
+    p->socks = v;
+    p->n_socks = n;
+  }
+  p->socks[fd] = si;
+}
 
 typedef struct call {
   tg_worker *w;
@@ -77,6 +119,7 @@ typedef struct call {
   struct evhttp_request *detached; /* a request evhttp left to us to free */
   struct evhttp_connection *evcon;
   struct event *close_ev;
+  struct event *lazy_ev;           /* arms close_ev on unpriced calls that last */
 
   /* payment */
   tg_pay_call *pay;
@@ -188,7 +231,15 @@ static void check_multi(tg_proxy *p) {
 }
 
 static void on_sock_event(evutil_socket_t fd, short kind, void *arg) {
-  tg_proxy *p = arg;
+  sockinfo *si = arg;
+  tg_proxy *p = si->p;
+  if (si->parked) {
+    /* An idle pooled connection with something to read: the upstream closed it (or sent
+     * garbage). Stop watching; curl finds it dead before any reuse and closes it. */
+    event_del(si->ev);
+    si->registered = 0;
+    return;
+  }
   int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
   int running;
   curl_multi_socket_action(p->multi, fd, action, &running);
@@ -216,14 +267,28 @@ static int curl_timer_cb(CURLM *multi, long timeout_ms, void *arg) {
   return 0;
 }
 
+/* Sets the event's interest; no epoll_ctl when it is registered with that interest already. */
+static void sock_want(sockinfo *si, short kind) {
+  if (si->registered && event_get_events(si->ev) == kind) return;
+  if (si->registered) event_del(si->ev);
+  event_assign(si->ev, si->p->w->base, si->fd, kind, on_sock_event, si);
+  event_add(si->ev, NULL);
+  si->registered = 1;
+}
+
 static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *arg, void *sockp) {
   (void)easy;
   tg_proxy *p = arg;
-  sockinfo *si = sockp;
+  sockinfo *si = sockp ? sockp : sock_lookup(p, s);
   if (what == CURL_POLL_REMOVE) {
     if (si) {
-      event_free(si->ev);
-      free(si);
+      /* The transfer is over; the connection may go back to curl's pool: park the event
+       * with read interest (EOF from the upstream), or stop it if it watched writes. */
+      si->parked = 1;
+      if (si->registered && event_get_events(si->ev) != (EV_READ | EV_PERSIST)) {
+        event_del(si->ev);
+        si->registered = 0;
+      }
       curl_multi_assign(p->multi, s, NULL);
     }
     return 0;
@@ -235,16 +300,26 @@ static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *arg, void
     if (si == NULL) abort();
     si->p = p;
     si->fd = s;
-    si->ev = event_new(p->w->base, s, kind, on_sock_event, p);
+    si->ev = event_new(p->w->base, s, kind, on_sock_event, si);
     if (si->ev == NULL) abort();
-    curl_multi_assign(p->multi, s, si);
-  } else {
-    if (event_get_events(si->ev) == kind) return 0; /* no change: no epoll_ctl */
-    event_del(si->ev);
-    event_assign(si->ev, p->w->base, s, kind, on_sock_event, p);
+    sock_store(p, s, si);
   }
-  event_add(si->ev, NULL);
+  si->parked = 0;
+  curl_multi_assign(p->multi, s, si);
+  sock_want(si, kind);
   return 0;
+}
+
+/* curl closes an upstream socket (any time, pooled or not): the event goes first. */
+static int curl_close_cb(void *arg, curl_socket_t s) {
+  tg_proxy *p = arg;
+  sockinfo *si = sock_lookup(p, s);
+  if (si) {
+    event_free(si->ev); /* event_del while the descriptor is still open */
+    free(si);
+    p->socks[s] = NULL;
+  }
+  return close(s);
 }
 
 int tg_proxy_new(tg_proxy **out, tg_worker *w) {
@@ -270,7 +345,13 @@ int tg_proxy_new(tg_proxy **out, tg_worker *w) {
 void tg_proxy_free(tg_proxy *p) {
   if (p == NULL) return;
   for (size_t i = 0; i < p->n_pool; i++) curl_easy_cleanup(p->pool[i]);
-  if (p->multi) curl_multi_cleanup(p->multi);
+  if (p->multi) curl_multi_cleanup(p->multi); /* closes the pool: curl_close_cb */
+  for (size_t i = 0; i < p->n_socks; i++) {
+    if (p->socks[i] == NULL) continue;
+    event_free(p->socks[i]->ev);
+    free(p->socks[i]);
+  }
+  free(p->socks);
   if (p->timer) event_free(p->timer);
   free(p);
 }
@@ -278,6 +359,10 @@ void tg_proxy_free(tg_proxy *p) {
 /* ---------------------------------------------------------------- call lifetime */
 
 static void watch_close_stop(call *c) {
+  if (c->lazy_ev) {
+    event_free(c->lazy_ev);
+    c->lazy_ev = NULL;
+  }
   if (c->close_ev) {
     event_free(c->close_ev);
     c->close_ev = NULL;
@@ -359,16 +444,40 @@ static void on_client_rdhup(evutil_socket_t fd, short kind, void *arg) {
   if (c->evcon) evhttp_connection_free(c->evcon); /* runs on_client_close */
 }
 
-static void watch_close_start(call *c) {
-  c->evcon = evhttp_request_get_connection(c->req);
-  if (c->evcon == NULL) return;
-  evhttp_connection_set_closecb(c->evcon, on_client_close, c);
+/* Registers the EV_CLOSED watch on the client's socket (once). */
+static void watch_close_arm(call *c) {
+  if (c->lazy_ev) {
+    event_free(c->lazy_ev);
+    c->lazy_ev = NULL;
+  }
+  if (c->close_ev || c->evcon == NULL || c->req == NULL) return;
   if (!(event_base_get_features(c->w->base) & EV_FEATURE_EARLY_CLOSE)) return;
   struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
   evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
   if (fd < 0) return;
   c->close_ev = event_new(c->w->base, fd, EV_CLOSED, on_client_rdhup, c);
   if (c->close_ev) event_add(c->close_ev, NULL);
+}
+
+static void on_lazy_watch(evutil_socket_t fd, short kind, void *arg) {
+  (void)fd;
+  (void)kind;
+  watch_close_arm(arg);
+}
+
+/* The close callback at once (no system call); the EV_CLOSED watch at once or after a while. */
+static void watch_close_start(call *c, int lazy) {
+  c->evcon = evhttp_request_get_connection(c->req);
+  if (c->evcon == NULL) return;
+  evhttp_connection_set_closecb(c->evcon, on_client_close, c);
+  if (!lazy) {
+    watch_close_arm(c);
+    return;
+  }
+  c->lazy_ev = evtimer_new(c->w->base, on_lazy_watch, c);
+  if (c->lazy_ev == NULL) abort();
+  struct timeval tv = {0, LAZY_CLOSE_WATCH_MS * 1000};
+  evtimer_add(c->lazy_ev, &tv);
 }
 
 /* ---------------------------------------------------------------- usage */
@@ -456,6 +565,7 @@ static size_t client_queued(call *c) {
 }
 
 static void start_stream(call *c) {
+  watch_close_arm(c); /* streams last: notice a client that leaves */
   copy_resp_headers(c, NULL, 0);
   evhttp_send_reply_start(c->req, (int)c->status, NULL);
   c->streaming = 1;
@@ -790,6 +900,8 @@ static void start_upstream(call *c) {
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->upstream->connect_ms);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, curl_close_cb);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c->w->proxy);
   if (c->upstream->timeout_ms) {
     /* Until the answer begins; after that idle_timeout watches it (streams may last long). */
     c->ttfb_ev = evtimer_new(c->w->base, on_ttfb_timeout, c);
@@ -936,7 +1048,7 @@ void tg_proxy_handle(tg_worker *w, struct evhttp_request *req, const tg_config_r
   for (unsigned i = 0; i < 9; i++)
     if (cmd == (enum evhttp_cmd_type)(1u << i)) snprintf(c->method, sizeof c->method, "%s", names[i]);
   c->req = req;
-  watch_close_start(c);
+  watch_close_start(c, c->price == NULL);
 
   if (c->price == NULL) {
     start_upstream(c);

@@ -1014,9 +1014,70 @@ static const char *exact_offchain(tg_pay *p, const tg_x402_exact *a, const tg_ad
 
 void tg_pay_set_exact_owner(tg_pay *p, int owner) { atomic_store(&p->exact_owner, owner ? 1 : 0); }
 
-static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
-                        const tg_x402_payment *pm, const tg_u256 *max, tg_pay_call *call,
-                        tg_pay_admit_cb cb, void *arg) {
+/* The chain's answer for an `exact` admission: used? funded? Then admitted or refused. */
+static void admit_exact_chain(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
+                              const tg_u256 *max, tg_pay_call *call, int rc,
+                              const tg_u256 *balance, int used, tg_pay_admit_cb cb, void *arg) {
+  const tg_x402_exact *a = &call->auth;
+  const char *why;
+  int status = 402;
+  if (rc) {
+    stat_add(p, &p->stats.chain_check_errors);
+    inflight_drop(p, &a->from, &a->nonce);
+    refuse(p, cfg, req, 503, "unexpected_verify_error", NULL, NULL, cb, arg);
+    call_abort(p, call);
+    return;
+  }
+  if (used) {
+    inflight_drop(p, &a->from, &a->nonce);
+    why = "invalid_exact_evm_nonce_already_used";
+    status = 409;
+    goto refuse;
+  }
+  if (tg_u256_cmp(balance, &a->value) < 0) {
+    inflight_drop(p, &a->from, &a->nonce);
+    why = "insufficient_funds";
+    goto refuse;
+  }
+  call->payer = a->from;
+  tg_pay_decision d;
+  memset(&d, 0, sizeof d);
+  d.admitted = 1;
+  d.call = call;
+  stat_add(p, &p->stats.admitted);
+  cb(arg, &d);
+  return;
+refuse:
+  refuse(p, cfg, req, status, why, status == 402 ? max : NULL, NULL, cb, arg);
+  call_abort(p, call);
+}
+
+/* An `exact` admission waiting for its chain read (check_async). */
+typedef struct {
+  tg_pay *p;
+  tg_pay_call *call;  /* holds the configuration reference and the authorization */
+  tg_u256 max;
+  char *resource_url; /* the request's, copied: refusals name it */
+  tg_pay_admit_cb cb;
+  void *arg;
+} exact_wait;
+
+static void on_exact_checked(void *arg, int err, const tg_u256 *balance, int used) {
+  exact_wait *ew = arg;
+  tg_pay_request req;
+  memset(&req, 0, sizeof req);
+  req.resource_url = ew->resource_url;
+  tg_u256 zero;
+  memset(&zero, 0, sizeof zero);
+  admit_exact_chain(ew->p, ew->call->cfg, &req, &ew->max, ew->call, err, balance ? balance : &zero,
+                    used, ew->cb, ew->arg);
+  free(ew->resource_url);
+  free(ew);
+}
+
+static void admit_exact(tg_pay *p, struct event_base *base, tg_config *cfg,
+                        const tg_pay_request *req, const tg_x402_payment *pm, const tg_u256 *max,
+                        tg_pay_call *call, tg_pay_admit_cb cb, void *arg) {
   const tg_x402_exact *a = &pm->u.exact;
   const char *why = terms_mismatch(p, &pm->accepted, max);
   int status = 402;
@@ -1070,34 +1131,30 @@ static void admit_exact(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
     cb(arg, &d);
     return;
   }
+  call->auth = *a;
+  if (p->exact.check_async) {
+    /* The worker's loop goes on serving other calls while the node answers. */
+    exact_wait *ew = calloc(1, sizeof *ew);
+    if (!ew) abort();
+    ew->p = p;
+    ew->call = call;
+    ew->max = *max;
+    ew->resource_url = strdup(req->resource_url ? req->resource_url : "");
+    if (!ew->resource_url) abort();
+    ew->cb = cb;
+    ew->arg = arg;
+    if (p->exact.check_async(p->exact.ctx, base, &p->asset, &a->from, &a->nonce,
+                             on_exact_checked, ew) == 0)
+      return;
+    free(ew->resource_url);
+    free(ew);
+    admit_exact_chain(p, cfg, req, max, call, TG_EIO, NULL, 0, cb, arg);
+    return;
+  }
   tg_u256 balance;
   int used = 0;
   rc = p->exact.check(p->exact.ctx, &p->asset, &a->from, &a->nonce, &balance, &used);
-  if (rc) {
-    stat_add(p, &p->stats.chain_check_errors);
-    inflight_drop(p, &a->from, &a->nonce);
-    refuse(p, cfg, req, 503, "unexpected_verify_error", NULL, NULL, cb, arg);
-    goto fail;
-  }
-  if (used) {
-    inflight_drop(p, &a->from, &a->nonce);
-    why = "invalid_exact_evm_nonce_already_used";
-    status = 409;
-    goto refuse;
-  }
-  if (tg_u256_cmp(&balance, &a->value) < 0) {
-    inflight_drop(p, &a->from, &a->nonce);
-    why = "insufficient_funds";
-    goto refuse;
-  }
-  call->auth = *a;
-  call->payer = a->from;
-  tg_pay_decision d;
-  memset(&d, 0, sizeof d);
-  d.admitted = 1;
-  d.call = call;
-  stat_add(p, &p->stats.admitted);
-  cb(arg, &d);
+  admit_exact_chain(p, cfg, req, max, call, rc, &balance, used, cb, arg);
   return;
 refuse:
   refuse(p, cfg, req, status, why, status == 402 ? max : NULL, NULL, cb, arg);
@@ -1320,7 +1377,7 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
   if (pm->accepted.scheme == TG_X402_CHANNEL) {
     admit_channel(p, cfg, base, req, pm, &max, call, cb, arg);
   } else {
-    admit_exact(p, cfg, req, pm, &max, call, cb, arg);
+    admit_exact(p, base, cfg, req, pm, &max, call, cb, arg);
   }
 done:
   sodium_memzero(pm, sizeof *pm);

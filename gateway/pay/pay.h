@@ -132,8 +132,13 @@ typedef struct {
  * nonce) and balanceOf(from) and may block briefly; `submit` signs and sends
  * transferWithAuthorization and calls `cb` exactly once on `base` with the
  * transaction hash (after submission or after the receipt, per exact_wait).
+ * `check_async` (optional; admission uses it when set) reads the same without
+ * blocking the caller: `cb` runs exactly once on `base`, later, with err 0 and
+ * the balance and used flag, or the read's error. It returns non-zero (and
+ * never calls cb) when the read cannot be started.
  */
 typedef void (*tg_pay_exact_cb)(void *arg, int err, const tg_hash *tx_hash);
+typedef void (*tg_pay_exact_check_cb)(void *arg, int err, const tg_u256 *balance, int used);
 typedef struct {
   void *ctx;
   int (*check)(void *ctx, const tg_address *token, const tg_address *from, const tg_hash *nonce,
@@ -157,6 +162,9 @@ typedef struct {
   int (*refund)(void *ctx, struct event_base *base, const tg_address *contract,
                 const tg_channel_config *config, const tg_u256 *amount, tg_pay_exact_cb cb,
                 void *arg);
+  int (*check_async)(void *ctx, struct event_base *base, const tg_address *token,
+                     const tg_address *from, const tg_hash *nonce, tg_pay_exact_check_cb cb,
+                     void *arg);
 } tg_pay_exact_backend;
 
 typedef struct {

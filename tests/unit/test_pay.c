@@ -54,6 +54,8 @@ typedef struct {
   uint64_t payer_token_balance;
   tg_hash wallet_channel_id;
   int erc1271_calls;
+  int sync_checks, async_checks; /* exact chain reads through check / check_async */
+  int admitted_inline;           /* admissions answered before tg_pay_admit returned */
 } fixture;
 
 static fixture F;
@@ -85,9 +87,41 @@ static int fake_check(void *ctx, const tg_address *token, const tg_address *from
   (void)token;
   (void)from;
   fixture *f = ctx;
+  f->sync_checks++;
   tg_u256_from_u64(balance, f->payer_token_balance);
   *used = nonce->b[31] == 0xee; /* a nonce the chain already saw */
   return TG_OK;
+}
+
+/* The same answers as fake_check, later, on the caller's loop (as the daemon's chain thread does). */
+typedef struct {
+  tg_pay_exact_check_cb cb;
+  void *arg;
+  tg_u256 balance;
+  int used;
+} pending_check;
+
+static void fire_check(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  pending_check *pc = arg;
+  pc->cb(pc->arg, 0, &pc->balance, pc->used);
+  free(pc);
+}
+
+static int fake_check_async(void *ctx, struct event_base *base, const tg_address *token,
+                            const tg_address *from, const tg_hash *nonce, tg_pay_exact_check_cb cb,
+                            void *arg) {
+  (void)token;
+  (void)from;
+  fixture *f = ctx;
+  f->async_checks++;
+  pending_check *pc = calloc(1, sizeof *pc);
+  pc->cb = cb;
+  pc->arg = arg;
+  tg_u256_from_u64(&pc->balance, f->payer_token_balance);
+  pc->used = nonce->b[31] == 0xee;
+  return event_base_once(base, -1, EV_TIMEOUT, fire_check, pc, NULL) ? TG_EINTERNAL : TG_OK;
 }
 
 typedef struct {
@@ -117,7 +151,7 @@ static int fake_submit(void *ctx, struct event_base *base, const tg_address *tok
   return event_base_once(base, -1, EV_TIMEOUT, fire_submit, ps, NULL) ? TG_EINTERNAL : TG_OK;
 }
 
-static int setup(void) {
+static int setup(int async_check) {
   memset(&F, 0, sizeof F);
   char err[TG_CONFIG_ERR_MAX];
   int rc = tg_config_parse(&F.cfg, err, "test.conf", conf_text, sizeof conf_text - 1);
@@ -138,7 +172,10 @@ static int setup(void) {
   o.store = F.store;
   o.ledger = F.ledger;
   o.chain = (tg_pay_chain){&F, fake_chain, fake_erc1271};
-  o.exact = (tg_pay_exact_backend){&F, fake_check, fake_submit};
+  o.exact = (tg_pay_exact_backend){.ctx = &F,
+                                    .check = fake_check,
+                                    .submit = fake_submit,
+                                    .check_async = async_check ? fake_check_async : NULL};
   F.payer_token_balance = 10000000;
   o.chain_id = CHAIN;
   o.asset = F.cfg->asset_address;
@@ -291,6 +328,8 @@ static void admit(result *r, const char *route, const char *model, const char *h
                         .model = model, .payment_signature = header};
   const tg_config_price *price = tg_config_price_find(F.cfg, strcmp(route, "ping") ? "tok" : "call");
   tg_pay_admit(F.pay, F.base, &req, price, on_admit, r);
+  F.admitted_inline += r->done == 1;
+  for (int k = 0; k < 2000 && r->done == 0; k++) event_base_loop(F.base, EVLOOP_NONBLOCK);
   CHECK(r->done == 1);
 }
 
@@ -640,9 +679,37 @@ static void test_contract_wallet_voucher(void) {
   free(h);
 }
 
+/* `exact` admission with the chain read made asynchronously (the daemon's check_async): the
+ * same outcomes, and no read blocks the caller. */
+static void test_exact_async_check(void) {
+  teardown();
+  if (setup(1) != 0) {
+    CHECK(!"setup");
+    return;
+  }
+  test_exact();
+  CHECK(F.async_checks >= 5);
+  CHECK_INT(F.sync_checks, 0);
+  /* The decision comes from the loop, after tg_pay_admit returned. */
+  uint64_t now = (uint64_t)time(NULL);
+  char *h = exact_header(1000, &F.cfg->pay_to, now - 10, now + 120, 0x51, F.payer_key);
+  result r;
+  memset(&r, 0, sizeof r);
+  tg_pay_request req = {.request_id = "x-async", .method = "POST", .path = "/v1/chat/completions",
+                        .route = "ping", .resource_url = "http://127.0.0.1/v1/chat/completions",
+                        .payment_signature = h};
+  tg_pay_admit(F.pay, F.base, &req, tg_config_price_find(F.cfg, "call"), on_admit, &r);
+  CHECK_INT(r.done, 0);
+  for (int k = 0; k < 2000 && r.done == 0; k++) event_base_loop(F.base, EVLOOP_NONBLOCK);
+  CHECK(r.done == 1 && r.admitted);
+  complete(&r, 1, 0, 0, 0);
+  CHECK(r.charged);
+  free(h);
+}
+
 int main(void) {
   if (sodium_init() < 0 || evthread_use_pthreads() != 0) return 1;
-  if (setup() != 0) {
+  if (setup(0) != 0) {
     printf("FAIL setup\n");
     return 1;
   }
@@ -654,6 +721,7 @@ int main(void) {
   RUN(test_many_in_flight);
   RUN(test_exact);
   RUN(test_contract_wallet_voucher);
+  RUN(test_exact_async_check);
   teardown();
   return tgt_done();
 }

@@ -446,6 +446,54 @@ static void test_client_disconnect(void) {
   json_decref(j);
 }
 
+/* CPU time (user + system) of a process, seconds. */
+static double cpu_s(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  size_t n;
+  char *text = tgt_read_file(path, &n);
+  double s = -1;
+  const char *p = text ? strrchr(text, ')') : NULL;
+  unsigned long ut, st;
+  if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+    s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+  free(text);
+  return s;
+}
+
+/*
+ * Pooled upstream connections stay registered with the event loop between calls: when the
+ * upstream goes away (every pooled connection gets EOF) the gateway must not spin on them,
+ * and once the upstream is back calls work again on fresh connections.
+ */
+static void test_upstream_restart(void) {
+  if (!ready()) return;
+  for (int i = 0; i < 8; i++) { /* new client connections: both workers pool a connection */
+    CHECK_INT(http(NULL, "GET", gw_port, "/fast", NULL, NULL, 0, &R), CURLE_OK);
+    CHECK_INT(R.status, 200);
+  }
+  tgt_proc_kill9(up);
+  tgt_proc_free(up);
+  up = NULL;
+  usleep(200000);
+  double c0 = cpu_s(tgt_proc_pid(gw));
+  usleep(1000000);
+  double c1 = cpu_s(tgt_proc_pid(gw));
+  CHECKF(c0 >= 0 && c1 - c0 < 0.2, "tollgated used %.2fs of CPU in 1s with its upstream gone", c1 - c0);
+  CHECK_INT(http(NULL, "GET", gw_port, "/fast", NULL, NULL, 0, &R), CURLE_OK);
+  CHECK_INT(R.status, 502);
+  char port[16];
+  snprintf(port, sizeof port, "%d", up_port);
+  const char *uargv[] = {upstream_bin, port, NULL};
+  up = tgt_proc_spawn(uargv);
+  CHECK(up != NULL && tgt_wait_tcp(up, up_port, 5000) == 0);
+  for (int i = 0; i < 8; i++) {
+    CHECK_INT(http(NULL, "GET", gw_port, "/fast", NULL, NULL, 0, &R), CURLE_OK);
+    CHECK_INT(R.status, 200);
+  }
+  CHECK(tgt_proc_alive(gw));
+}
+
 static void test_check_config(void) {
   if (!ready()) return;
   char cmd[2048];
@@ -635,6 +683,7 @@ int main(void) {
   RUN(test_payhooks);
   RUN(test_backpressure);
   RUN(test_client_disconnect);
+  RUN(test_upstream_restart);
   RUN(test_check_config);
   RUN(test_sighup_reload);
   RUN(test_graceful_shutdown);
