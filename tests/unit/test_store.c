@@ -135,7 +135,7 @@ static void test_migrations(void) {
   CHECK_ERR(tg_store_open(&st, uri4, &oe), TG_ESTORE_SCHEMA_OLD);
 }
 
-/* A database left at schema 2 by an older build: migration 3 rekeys exact payments by payer. */
+/* A database left at schema 2 by an older build: migrations 3 and 4 run, and 4 rekeys exact payments by payer. */
 static void test_migrate_exact_key(void) {
   char uri[300], path[256];
   db_path(uri, sizeof(uri), path, sizeof(path));
