@@ -61,6 +61,7 @@ load() {
 per_request() {
   awk -v n="$2" '
     /^-+/ { sep++; next }
+    $NF == "rt_sigtimedwait" { next } # the main thread waiting for signals: time-based, not per request
     sep == 1 && NF >= 5 { name = $NF; calls = ($5 ~ /^[0-9]+$/) ? $4 : $4; total += calls; c[name] = calls }
     END {
       printf "  total %.2f per request\n", total / n
@@ -82,7 +83,7 @@ tg_pid=$!
 pids+=($tg_pid)
 wait_port "$tg_port"
 n_tg=$(load "$tg_port")
-kill -TERM "$tg_pid"
+kill -TERM $(pgrep -P "$tg_pid") 2>/dev/null || kill -TERM "$tg_pid" # tollgated, strace's child
 wait "$tg_pid" 2>/dev/null || true
 
 # ---- nginx (same proxy shape as bench_proxy.sh)
