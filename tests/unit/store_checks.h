@@ -403,7 +403,7 @@ static void test_exact(void) {
   replay.u.exact.token = addr(0x71);
   CHECK_OK(tg_store_write(st, &replay, 1));
   /* So is the same nonce from another payer on the same token: EIP-3009's
-   * authorizationState is per authorizer (schema 4). */
+   * authorizationState is per authorizer (schema 5). */
   tg_store_op other = ops[1];
   other.u.exact.payer = addr(0xb2);
   other.u.exact.request_id = "ex-3";
@@ -461,7 +461,7 @@ static void test_exact(void) {
 }
 
 /*
- * Upgrading a schema-2 database (exact payments keyed by (token, nonce)) to the latest (migration 4:
+ * Upgrading a schema-2 database (exact payments keyed by (token, nonce)) to the latest (migration 5:
  * (token, payer, nonce)): `exact_v2_row_sql` writes the INSERT of a row as schema 2 held
  * it (pg: bytea literals, else SQLite blob literals), `exact_v3_checks` runs on the
  * migrated store.

@@ -562,7 +562,7 @@ static void test_exact(void) {
   CHECK_INT(F.submits, 1);
   tg_hash n22;
   memset(n22.b, 0x22, 32);
-  CHECK_ERR(tg_store_exact_get(F.store, &F.cfg->asset_address, &n22, &ex), TG_ENOTFOUND);
+  CHECK_ERR(tg_store_exact_get(F.store, &F.cfg->asset_address, &F.ch.payer, &n22, &ex), TG_ENOTFOUND);
   tg_pay_set_exact_owner(F.pay, 1);
 
   /* A failed call submits nothing, and the same authorization works afterwards. */

@@ -81,7 +81,7 @@ static void *migrate_thread(void *p) {
   return NULL;
 }
 
-/* A database left at schema 2 by an older build: migrations 3 and 4 run, and 4 rekeys exact payments by payer. */
+/* A database left at schema 2 by an older build: migrations 3 to 5 run, and 5 rekeys exact payments by payer. */
 static void test_pg_migrate_exact_key(void) {
   char uri[256], err[512];
   CHECK_OK(tgt_pg_newdb(pg, uri, sizeof(uri)));
