@@ -5,6 +5,7 @@
 #   make test            installs missing dependencies, builds, runs every suite
 #   make test SANITIZE=address,undefined   the same under ASan+UBSan
 #   make bench           benchmarks (print figures; see docs/PERFORMANCE.md)
+#   make soak            memory soak: 10,000 channels, 1,000 connections, SOAK_SECS (default 600)
 #   make fuzz            libFuzzer drivers, FUZZ_SECONDS each (default 600)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make deps            only the dependency step (Debian -dev packages, npm ci)
@@ -62,7 +63,7 @@ LIBSO   := $(BUILD)/libtollgate.so.0
 CLI     := $(BUILD)/tollgate
 DAEMON  := $(if $(DMN_SRC),$(BUILD)/tollgated)
 
-.PHONY: all test unit bench fuzz fuzz-build install uninstall clean deps check-tools demo
+.PHONY: all test unit bench soak fuzz fuzz-build install uninstall clean deps check-tools demo
 .DEFAULT_GOAL := all
 
 all: $(LIBA) $(LIBSO) $(CLI) $(DAEMON)
@@ -123,6 +124,12 @@ test:
 bench: all $(BENCH_BIN) $(TOOL_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 	@for s in tests/bench/*.sh; do [ -x "$$s" ] || continue; echo "== $$s"; BUILD=$(BUILD) $$s || exit 1; done
+
+# Memory soak (not in `make test`, ~12 min): 10,000 open channels, 1,000 connections of paid calls
+# for SOAK_SECS (default 600), tollgated's resident set sampled every 10 s (docs/PERFORMANCE.md).
+SOAK_SECS ?= 600
+soak: all $(BUILD)/bench/bench_paid $(TOOL_BIN)
+	@SOAK_SECS=$(SOAK_SECS) TG_BUILD=$(BUILD) $(BUILD)/bench/bench_paid
 
 # libFuzzer builds (clang) of every driver; each runs FUZZ_SECONDS on its corpus.
 FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 $(WARN) \

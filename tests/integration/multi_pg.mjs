@@ -104,14 +104,16 @@ async function main() {
   if (!check('setup: tollgated --check-config accepts `store postgres URI state_dir=... instance=...`', cc.code === 0, cc.err.trim())) return;
 
   // ================= migrate
+  // The newest schema version: the last numbered entry of the PostgreSQL migrations.
+  const V = Math.max(...[...readFileSync(join(root, 'gateway/store/migrations_pg.h'), 'utf8').matchAll(/^\s*\/\* (\d+): /gm)].map((m) => Number(m[1])));
   const m1 = h.run(TOLLGATED, ['--migrate', '-c', confs[0]]);
-  check('migrate: tollgated --migrate applies versions 1..4 and reports them', m1.code === 0 && /applied 4 migration\(s\) \(versions 1\.\.4\); schema at version 4/.test(m1.out), m1.out + m1.err);
+  check(`migrate: tollgated --migrate applies versions 1..${V} and reports them`, m1.code === 0 && new RegExp(`applied ${V} migration\\(s\\) \\(versions 1\\.\\.${V}\\); schema at version ${V}`).test(m1.out), m1.out + m1.err);
   const m2 = h.run(TOLLGATED, ['--migrate', '-c', confs[1]]);
-  check('migrate: a second --migrate (another instance) has nothing to apply', m2.code === 0 && /schema at version 4, nothing to apply/.test(m2.out), m2.out + m2.err);
+  check('migrate: a second --migrate (another instance) has nothing to apply', m2.code === 0 && new RegExp(`schema at version ${V}, nothing to apply`).test(m2.out), m2.out + m2.err);
   check('migrate: no password in the report (URI shown as postgres ...@host)', !/postgres:\/\/postgres@/.test(m1.out), m1.out);
   const OLD = pg.newdb();
   const mo = h.run(TOLLGATED, ['--migrate', '-c', conf(3, OLD)]);
-  pg.psql(OLD, 'DELETE FROM schema_version WHERE version = 4');
+  pg.psql(OLD, `DELETE FROM schema_version WHERE version = ${V}`);
   const old = h.run(TOLLGATED, ['-c', join(h.scratch, 'gw4.conf')], { timeout: 30000 });
   check('migrate: an instance refuses a store at an older schema version and says to run --migrate',
     mo.code === 0 && old.code === 1 && /older than this build \(run tollgated --migrate\)/.test(old.err), `exit ${old.code}: ${old.err.trim()}`);
