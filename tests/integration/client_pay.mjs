@@ -352,6 +352,17 @@ async function main() {
       BigInt(stateJson().spent.total) - spent0 === expected && (await nonce()) === n0p, `spent +${BigInt(stateJson().spent.total) - spent0} vs ${expected}`);
     const capped = await fetch(`http://127.0.0.1:${pxPort}/v1/models`);
     check('proxy: a free route passes through unpaid', capped.status === 200);
+    // a stream the upstream cuts: the gateway charges nothing and cuts; the proxy passes the
+    // failure on (a broken stream, or a 502 when it broke before the first byte), never a clean end
+    const cutRows0 = sql("SELECT count(*) AS n FROM charges WHERE route = 'chat'")[0].n;
+    let cutErr = null, cutChunks = 0;
+    try {
+      const st = await openai.chat.completions.create({ model: 'cut', messages: [{ role: 'user', content: 'this stream breaks' }], max_tokens: 8, stream: true, stream_options: { include_usage: true } });
+      for await (const _ of st) cutChunks++;
+    } catch (e) { cutErr = e; }
+    await sleep(300);
+    check('proxy: a stream the upstream cuts reaches the SDK as an error, never a clean end, and nothing is charged for it',
+      !!cutErr && sql("SELECT count(*) AS n FROM charges WHERE route = 'chat'")[0].n === cutRows0, `chunks ${cutChunks} err ${cutErr?.message}`);
     px.kill('SIGTERM');
     for (let i = 0; i < 50 && !px.exited; i++) await sleep(100);
     check('proxy: stops cleanly on SIGTERM', px.exited && px.exited.code === 0, JSON.stringify(px.exited));
