@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -159,8 +160,33 @@ int cmd_settle(int argc, char **argv) {
   o.txm_journal = journal;
   o.dry_run = dry;
   if (!json && isatty(2)) o.progress = bar;
+  o.holder_kind = TG_SETTLE_HOLDER_CLI;
   tg_settle_report rep;
   rc = tg_settle_run(&rep, &o);
+  if (rc == TG_ESETTLE_RUNNING) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* the store's lease clock */
+    int64_t left = rep.lease_expires_ms - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    int daemon = !strncmp(rep.lease_holder, TG_SETTLE_HOLDER_DAEMON ":",
+                          strlen(TG_SETTLE_HOLDER_DAEMON) + 1);
+    status = cli_fail(cmd, "refused: a settlement run %s (lease holder %s, %lld s left on its lease) "
+                      "is in progress for this store; %s",
+                      daemon ? "of tollgated" : "started by hand", rep.lease_holder,
+                      (long long)(left > 0 ? (left + 999) / 1000 : 0),
+                      daemon ? "tollgated settles by itself (settle interval=, the watchtower): "
+                               "wait for it to finish, or stop tollgated to settle by hand"
+                             : "wait for it to finish (or for its lease to expire if it died)");
+    tg_settle_report_cleanup(&rep);
+    goto done;
+  }
+  if (rc == TG_EBUSY) {
+    status = cli_fail(cmd, "refused: the transaction journal %s is in use by another live process "
+                      "sending from this key (tollgated running with this store, or another "
+                      "tollgate settle); tollgated settles by itself: stop it to settle by hand",
+                      journal);
+    tg_settle_report_cleanup(&rep);
+    goto done;
+  }
   if (json) {
     tg_buf b;
     tg_buf_init(&b, (size_t)64 << 20);

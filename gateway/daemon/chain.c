@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon/chain.h"
 #include "http/server.h"
@@ -16,6 +17,7 @@
 #include "tollgate/hex.h"
 #include "tollgate/keccak.h"
 #include "tollgate/rpc.h"
+#include "tollgate/settle.h"
 #include "tollgate/txm.h"
 #include "tollgate/u256.h"
 
@@ -46,6 +48,19 @@ typedef struct rjob {
   int err, used;
   tg_u256 balance;
 } rjob;
+/* A settlement run's call into the transaction manager, made on the chain thread; the
+ * caller (the scheduler thread) waits on call_cv until `done`. */
+enum { SC_SUBMIT = 1, SC_GET, SC_IDLE };
+typedef struct scall {
+  struct scall *next;
+  int kind;
+  const tg_txm_request *req; /* SC_SUBMIT */
+  uint64_t id;               /* SC_SUBMIT (out), SC_GET (in) */
+  tg_txm_result res;         /* SC_GET */
+  size_t busy;               /* SC_IDLE: settlement transactions not final yet */
+  int rc;
+  int done;
+} scall;
 
 struct tg_chain {
   pthread_mutex_t read_mu;
@@ -85,6 +100,14 @@ struct tg_chain {
   _Atomic uint64_t st_in_flight, st_block;
   struct event *stats_ev;    /* the chain thread's 500 ms snapshot */
   int block_pending;         /* an eth_blockNumber of the snapshot is out */
+  /* settlement on this thread's manager (tg_chain_settle_sender); under q_mu: */
+  scall *calls;
+  pthread_cond_t call_cv;
+  int closing, settle_cancel;
+  /* chain thread only: */
+  uint64_t *settle_ids;      /* settlement transactions not seen final yet */
+  size_t n_settle, cap_settle;
+  size_t resumed, resumed_done; /* transactions resumed from the journal at start / finished */
 };
 
 enum { CLIENT_READS, CLIENT_FOLLOW, CLIENT_TXM };
@@ -552,6 +575,45 @@ static int exact_check_async(void *ctx, struct event_base *base, const tg_addres
   return TG_OK;
 }
 
+static int final_state(int st) { return st == TG_TXM_CONFIRMED || st == TG_TXM_FAILED; }
+
+static void settle_call(tg_chain *c, scall *s) {
+  switch (s->kind) {
+  case SC_SUBMIT:
+    s->rc = tg_txm_submit(c->txm, s->req, NULL, NULL, &s->id);
+    if (s->rc == 0) {
+      if (c->n_settle == c->cap_settle) {
+        size_t cap = c->cap_settle ? c->cap_settle * 2 : 16;
+        uint64_t *v = realloc(c->settle_ids, cap * sizeof *v);
+        if (!v) abort();
+        c->settle_ids = v;
+        c->cap_settle = cap;
+      }
+      c->settle_ids[c->n_settle++] = s->id;
+    }
+    break;
+  case SC_GET:
+    s->rc = tg_txm_get(c->txm, s->id, &s->res);
+    break;
+  default: {
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_settle; i++) {
+      tg_txm_result r;
+      if (tg_txm_get(c->txm, c->settle_ids[i], &r) == 0 && final_state(r.state)) continue;
+      c->settle_ids[k++] = c->settle_ids[i];
+    }
+    c->n_settle = k;
+    s->busy = k + (c->resumed > c->resumed_done ? c->resumed - c->resumed_done : 0);
+    s->rc = 0;
+  }
+  }
+}
+
+static void on_resumed_final(void *arg, const tg_txm_result *r) {
+  (void)r;
+  ((tg_chain *)arg)->resumed_done++;
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
@@ -561,11 +623,24 @@ static void on_wake(evutil_socket_t fd, short what, void *arg) {
   c->queue = NULL;
   rjob *reads = c->rqueue;
   c->rqueue = NULL;
+  scall *calls = c->calls;
+  c->calls = NULL;
   pthread_mutex_unlock(&c->q_mu);
   while (reads) {
     rjob *n = reads->next;
     rjob_start(c, reads);
     reads = n;
+  }
+  if (calls) {
+    for (scall *s = calls; s; s = s->next) settle_call(c, s);
+    pthread_mutex_lock(&c->q_mu);
+    while (calls) {
+      scall *n = calls->next;
+      calls->done = 1;
+      calls = n;
+    }
+    pthread_cond_broadcast(&c->call_cv);
+    pthread_mutex_unlock(&c->q_mu);
   }
   /* The queue is LIFO; submit in arrival order. */
   job *rev = NULL;
@@ -881,6 +956,78 @@ int tg_chain_follow(tg_chain *c, tg_ledger *ledger, tg_store *store, unsigned in
   return TG_OK;
 }
 
+/* ---- settlement on the chain thread's manager ------------------------------------------- */
+
+/*
+ * tg_settle_run blocks (reads, estimates, the journal of its items) on the scheduler's
+ * thread; only what touches the transaction manager comes here, so that claims, sweeps and
+ * `exact` transfers take their nonces from one sequence. Each call waits for one turn of
+ * the chain loop.
+ */
+static int settle_dispatch(tg_chain *c, scall *s) {
+  pthread_mutex_lock(&c->q_mu);
+  if (c->closing || c->settle_cancel || !c->txm) {
+    pthread_mutex_unlock(&c->q_mu);
+    return TG_ECANCELED;
+  }
+  s->next = c->calls;
+  c->calls = s;
+  pthread_mutex_unlock(&c->q_mu);
+  event_active(c->wake, EV_READ, 0);
+  pthread_mutex_lock(&c->q_mu);
+  while (!s->done) pthread_cond_wait(&c->call_cv, &c->q_mu);
+  pthread_mutex_unlock(&c->q_mu);
+  return s->rc;
+}
+
+static int sender_submit(void *ctx, const tg_txm_request *req, uint64_t *id) {
+  scall s;
+  memset(&s, 0, sizeof s);
+  s.kind = SC_SUBMIT;
+  s.req = req;
+  int rc = settle_dispatch(ctx, &s);
+  if (id) *id = s.id;
+  return rc;
+}
+
+static int sender_get(void *ctx, uint64_t id, tg_txm_result *out) {
+  scall s;
+  memset(&s, 0, sizeof s);
+  s.kind = SC_GET;
+  s.id = id;
+  int rc = settle_dispatch(ctx, &s);
+  *out = s.res;
+  return rc;
+}
+
+static int sender_wait(void *ctx, unsigned timeout_ms) {
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    scall s;
+    memset(&s, 0, sizeof s);
+    s.kind = SC_IDLE;
+    int rc = settle_dispatch(ctx, &s);
+    if (rc || s.busy == 0) return rc;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ms = (int64_t)(now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+    if (ms >= (int64_t)timeout_ms) return TG_ETIMEOUT;
+    struct timespec d = {0, 50 * 1000000L}; /* the manager polls the node far less often */
+    nanosleep(&d, NULL);
+  }
+}
+
+tg_settle_sender tg_chain_settle_sender(tg_chain *c) {
+  return (tg_settle_sender){c, sender_submit, sender_get, sender_wait};
+}
+
+void tg_chain_settle_cancel(tg_chain *c) {
+  if (!c) return;
+  pthread_mutex_lock(&c->q_mu);
+  c->settle_cancel = 1;
+  pthread_mutex_unlock(&c->q_mu);
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
 int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts *o) {
@@ -891,6 +1038,7 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
   pthread_mutex_init(&c->q_mu, NULL);
   pthread_mutex_init(&c->follow_mu, NULL);
   pthread_cond_init(&c->follow_cv, NULL);
+  pthread_cond_init(&c->call_cv, NULL);
   static const char *const events[4] = {
       "Deposited(bytes32,address,uint128,uint128)",
       "WithdrawInitiated(bytes32,address,uint128,uint40)",
@@ -933,8 +1081,20 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
     to.key = o->key;
     to.journal_path = o->journal_path;
     if (o->confirmations) to.confirmations = o->confirmations;
+    to.on_resumed = on_resumed_final;
+    to.on_resumed_arg = c;
     rc = tg_txm_open(&c->txm, &to);
-    if (rc) snprintf(err, err_len, "transaction manager (journal %s): %s", o->journal_path, tg_strerror(rc));
+    if (rc == TG_EBUSY)
+      snprintf(err, err_len, "transaction journal %s is in use by another live process (another "
+               "tollgated, or a `tollgate settle` run, with this store and key): stop it first",
+               o->journal_path);
+    else if (rc)
+      snprintf(err, err_len, "transaction manager (journal %s): %s", o->journal_path, tg_strerror(rc));
+    else
+    {
+      c->resumed = tg_txm_pending(c->txm); /* all pending at open were resumed */
+      c->resumed_done = 0;
+    }
   }
   if (rc) {
     tg_chain_free(c);
@@ -951,16 +1111,30 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
   return TG_OK;
 }
 
+void tg_chain_follow_stop(tg_chain *c) {
+  if (!c || !c->following) return;
+  pthread_mutex_lock(&c->follow_mu);
+  c->follow_stop = 1;
+  pthread_cond_signal(&c->follow_cv);
+  pthread_mutex_unlock(&c->follow_mu);
+  pthread_join(c->follow_thread, NULL);
+  c->following = 0;
+}
+
 void tg_chain_free(tg_chain *c) {
   if (!c) return;
-  if (c->following) {
-    pthread_mutex_lock(&c->follow_mu);
-    c->follow_stop = 1;
-    pthread_cond_signal(&c->follow_cv);
-    pthread_mutex_unlock(&c->follow_mu);
-    pthread_join(c->follow_thread, NULL);
-  }
+  tg_chain_follow_stop(c);
   tg_rpc_free(c->follow_rpc);
+  /* settlement calls still waiting (none when the scheduler was stopped first) */
+  pthread_mutex_lock(&c->q_mu);
+  c->closing = 1;
+  for (scall *s = c->calls; s; s = s->next) {
+    s->rc = TG_ECANCELED;
+    s->done = 1;
+  }
+  c->calls = NULL;
+  pthread_cond_broadcast(&c->call_cv);
+  pthread_mutex_unlock(&c->q_mu);
   if (c->running) {
     event_base_loopbreak(c->base);
     pthread_join(c->thread, NULL);
@@ -985,6 +1159,8 @@ void tg_chain_free(tg_chain *c) {
   pthread_mutex_destroy(&c->q_mu);
   pthread_mutex_destroy(&c->follow_mu);
   pthread_cond_destroy(&c->follow_cv);
+  pthread_cond_destroy(&c->call_cv);
+  free(c->settle_ids);
   free(c);
 }
 

@@ -4,6 +4,7 @@
 
 #include "pay/pay.h"
 #include "tollgate/secp.h"
+#include "tollgate/settle.h"
 #include "tollgate/types.h"
 
 /*
@@ -83,6 +84,19 @@ typedef struct {
   uint64_t last_block;         /* the newest block number seen (0 before the first) */
 } tg_chain_stats;
 void tg_chain_stats_get(tg_chain *c, tg_chain_stats *out);
+
+/* Stops the follower (no more tg_chain_on_withdraw calls); tg_chain_free does it too. */
+void tg_chain_follow_stop(tg_chain *c);
+
+/*
+ * Settlement runs (on another thread) send their claims and sweeps through this chain's
+ * transaction manager, so they share the gateway key's nonce sequence with `exact`
+ * transfers. wait_idle also waits for every transaction resumed from the journal at start.
+ * tg_chain_settle_cancel makes every later call return TG_ECANCELED (a run in progress
+ * then ends, and the journal resumes it): call it before stopping the scheduler.
+ */
+tg_settle_sender tg_chain_settle_sender(tg_chain *c);
+void tg_chain_settle_cancel(tg_chain *c);
 
 /* The payment layer's interfaces, backed by this chain. */
 tg_pay_chain tg_chain_pay_reader(tg_chain *c);

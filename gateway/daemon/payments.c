@@ -84,19 +84,21 @@ static void on_leader(void *arg, int leader) {
 }
 
 /*
- * The settlement scheduler and watchtower (docs/SETTLEMENT.md). Not with `exact`: the
- * `exact` submitter's transaction manager and a settlement run would both send from the
- * gateway key, each with its own idea of the next nonce.
+ * The settlement scheduler and watchtower (docs/SETTLEMENT.md). Its claims and sweeps go
+ * through the chain thread's transaction manager, the one `exact` transfers use: one key,
+ * one nonce sequence, one journal (<store>.txm).
  */
 static int start_scheduler(tg_payments *p, char *err, const tg_config *cfg, const tg_deployment *dep) {
-  if (cfg->scheme_exact || cfg->channel_gasless) {
-    tg_log("WARNING: settlement scheduler and watchtower are off: %s send from the "
-           "same key (run `tollgate settle` from cron, see docs/SETTLEMENT.md)",
-           cfg->scheme_exact ? "`exact` payments" : "gasless channel deposits");
-    return TG_OK;
+  char legacy[4300], shared[4300];
+  journal_path(legacy, sizeof legacy, cfg, ".settle.txm");
+  journal_path(shared, sizeof shared, cfg, ".txm");
+  FILE *lf = fopen(legacy, "rb");
+  if (lf) {
+    fclose(lf);
+    tg_log("WARNING: %s (the settlement journal of an earlier version) is no longer used: "
+           "settlement now shares %s; with tollgated stopped, run `tollgate settle --journal "
+           "%s` once to finish what it holds, then remove it", legacy, shared, legacy);
   }
-  char journal[4300];
-  journal_path(journal, sizeof journal, cfg, ".settle.txm");
   tg_scheduler_opts so;
   memset(&so, 0, sizeof so);
   so.store = p->store;
@@ -105,7 +107,7 @@ static int start_scheduler(tg_payments *p, char *err, const tg_config *cfg, cons
   so.rpc_urls = (const char *const *)cfg->rpc_urls;
   so.n_rpc_urls = cfg->n_rpc_urls;
   so.chain_id = cfg->chain_id;
-  so.journal_path = journal;
+  so.sender = tg_chain_settle_sender(p->chain);
   so.interval_s = cfg->settle_interval_s;
   so.min_amount = cfg->settle_min_amount;
   so.max_age_s = cfg->settle_max_age_s;
@@ -270,8 +272,10 @@ void tg_payments_stop(tg_payments *p) {
   tg_cluster_stop(p->cluster); /* first: hands the gateway lease over at once */
   p->cluster = NULL;
   tg_pay_free(p->pay);
-  tg_chain_free(p->chain); /* the follower first: it wakes the scheduler */
+  tg_chain_follow_stop(p->chain); /* the follower first: it wakes the scheduler */
+  tg_chain_settle_cancel(p->chain); /* a run in progress ends at its next transaction call */
   tg_scheduler_stop(p->sched);
+  tg_chain_free(p->chain); /* then the manager: its journal keeps what was in flight */
   tg_passes_free(p->passes);
   tg_ledger_free(p->ledger);
   tg_store_close(p->store);

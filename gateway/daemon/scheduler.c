@@ -21,7 +21,7 @@ struct tg_scheduler {
   const tg_seckey *key;
   tg_deployment dep;
   tg_rpc *rpc;               /* blocking calls, used by the scheduler thread only */
-  char *journal;
+  tg_settle_sender sender;
   tg_settle_policy policy;
   int64_t interval_ms;
   unsigned check_ms;
@@ -77,7 +77,8 @@ static int do_run(tg_scheduler *s, const char *why) {
   o.rpc = s->rpc;
   o.key = s->key;
   o.deployment = &s->dep;
-  o.txm_journal = s->journal;
+  o.sender = &s->sender;
+  o.holder_kind = TG_SETTLE_HOLDER_DAEMON;
   o.policy = s->policy;
   o.timeout_ms = RUN_TIMEOUT_MS;
   tg_settle_report rep;
@@ -161,7 +162,7 @@ static void *sched_main(void *arg) {
 
 int tg_scheduler_start(tg_scheduler **out, char *err, size_t err_len, const tg_scheduler_opts *o) {
   *out = NULL;
-  if (!o || !o->store || !o->key || !o->deployment || !o->journal_path || !o->n_rpc_urls) {
+  if (!o || !o->store || !o->key || !o->deployment || !o->sender.submit || !o->n_rpc_urls) {
     snprintf(err, err_len, "settlement scheduler: incomplete options");
     return TG_EINVAL;
   }
@@ -170,8 +171,7 @@ int tg_scheduler_start(tg_scheduler **out, char *err, size_t err_len, const tg_s
   s->store = o->store;
   s->key = o->key;
   s->dep = *o->deployment;
-  s->journal = strdup(o->journal_path);
-  if (!s->journal) abort();
+  s->sender = o->sender;
   tg_settle_policy_init(&s->policy);
   s->policy.min_amount = o->min_amount;
   s->policy.max_age_ms = (int64_t)o->max_age_s * 1000;
@@ -218,7 +218,6 @@ void tg_scheduler_stop(tg_scheduler *s) {
     pthread_join(s->thread, NULL);
   }
   tg_rpc_free(s->rpc);
-  free(s->journal);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
   free(s);

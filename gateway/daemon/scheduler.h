@@ -8,6 +8,7 @@
 #include "store/store.h"
 #include "tollgate/deploy.h"
 #include "tollgate/secp.h"
+#include "tollgate/settle.h"
 #include "tollgate/types.h"
 
 /* Unclaimed charges above this share (%) of what a channel still holds make it due at once. */
@@ -22,7 +23,7 @@ typedef struct {
   const char *const *rpc_urls;
   size_t n_rpc_urls;
   uint64_t chain_id;
-  const char *journal_path;        /* the settlement transaction manager's journal (copied) */
+  tg_settle_sender sender;         /* the chain thread's transaction manager (copied) */
   uint32_t interval_s;             /* a run every interval (0: none, only deadlines) */
   tg_u256 min_amount;
   uint32_t max_age_s;

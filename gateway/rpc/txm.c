@@ -101,6 +101,7 @@ typedef struct txm_tx {
   tg_u256 egp;
   int dirty;
   int resumed;
+  int fired;          /* its final callback (or on_resumed) ran */
   tg_txm_cb cb;
   void *arg;
   tg_txm_cb on_accepted;
@@ -419,7 +420,11 @@ static void settle(tg_txm *m) {
   size_t k = 0;
   for (size_t i = 0; i < m->txs.n; i++) {
     txm_tx *t = m->txs.v[i];
-    if (is_final(t->state) && !t->dirty && t->cb) fire(m, t);
+    /* a resumed transaction has no callback of its own: on_resumed reports it */
+    if (is_final(t->state) && !t->dirty && !t->fired && (t->cb || (t->resumed && m->o.on_resumed))) {
+      t->fired = 1;
+      fire(m, t);
+    }
     if (is_final(t->state) && !t->dirty && t->sending == 0 && !t->queued && !t->estimating) {
       if (t->state == TG_TXM_CONFIRMED) m->st.confirmed++;
       else m->st.failed++;

@@ -71,7 +71,8 @@ typedef struct {
   tg_settle_report *rep;
   tg_store *st;
   tg_rpc *rpc;
-  tg_txm *txm;
+  tg_txm *txm;               /* our own manager (no shared sender) */
+  tg_settle_sender snd;      /* where transactions go: `txm` or the caller's */
   tg_address gw;
   const tg_address *contract;
   tg_hash domain;
@@ -89,6 +90,8 @@ typedef struct {
   tg_u256 base_fee;
   int64_t now;
   struct timespec t0;
+  char holder[TG_STORE_NAME_MAX + 1];
+  int leased;          /* we hold the settlement lease: released when the run returns */
 } run;
 
 static const tg_settle_policy *pol(const run *r) { return &r->o->policy; }
@@ -184,6 +187,20 @@ static int u256_fits128(const tg_u256 *v) {
   for (int i = 0; i < 16; i++)
     if (v->b[i]) return 0;
   return 1;
+}
+
+/* ------------------------------------------- the run's own transaction manager */
+
+static int own_submit(void *ctx, const tg_txm_request *req, uint64_t *id) {
+  return tg_txm_submit(((run *)ctx)->txm, req, NULL, NULL, id);
+}
+
+static int own_get(void *ctx, uint64_t id, tg_txm_result *out) {
+  return tg_txm_get(((run *)ctx)->txm, id, out);
+}
+
+static int own_wait(void *ctx, unsigned timeout_ms) {
+  return tg_txm_run_until_idle(((run *)ctx)->txm, timeout_ms);
 }
 
 /* -------------------------------------------------------------- loading */
@@ -734,7 +751,7 @@ static int follow_batches(run *r) {
   int rc = 0;
   unsigned timeout = r->o->timeout_ms ? r->o->timeout_ms : 600000;
   for (;;) {
-    int idle = tg_txm_run_until_idle(r->txm, 250);
+    int idle = r->snd.wait_idle(r->snd.ctx, 250);
     if (idle && idle != TG_ETIMEOUT) {
       rc = idle;
       break;
@@ -744,7 +761,7 @@ static int follow_batches(run *r) {
       batch *b = &r->b[i];
       if (!b->submitted) continue;
       tg_txm_result res;
-      if ((rc = tg_txm_get(r->txm, b->txm_id, &res)) != 0) break;
+      if ((rc = r->snd.get(r->snd.ctx, b->txm_id, &res)) != 0) break;
       int step = b->step;
       if (res.state == TG_TXM_SENT) step = TG_SETTLE_SENT;
       else if (res.state == TG_TXM_MINED) step = TG_SETTLE_MINED;
@@ -856,12 +873,12 @@ static int sweeps(run *r) {
     req.to = *r->contract;
     req.data = data;
     req.data_len = sizeof data;
-    rc = tg_txm_submit(r->txm, &req, NULL, NULL, &sw[k].txm_id);
+    rc = r->snd.submit(r->snd.ctx, &req, &sw[k].txm_id);
     if (!rc) sw[k].submitted = 1;
   }
   unsigned timeout = r->o->timeout_ms ? r->o->timeout_ms : 600000;
   while (!rc) {
-    int idle = tg_txm_run_until_idle(r->txm, 250);
+    int idle = r->snd.wait_idle(r->snd.ctx, 250);
     if (idle == 0) break;
     if (idle != TG_ETIMEOUT) rc = idle;
     else if (elapsed_ms(r) > timeout) rc = TG_ETIMEOUT;
@@ -869,7 +886,7 @@ static int sweeps(run *r) {
   for (size_t k = 0; !rc && k < ns; k++) {
     if (!sw[k].submitted) continue;
     tg_txm_result res;
-    if ((rc = tg_txm_get(r->txm, sw[k].txm_id, &res)) != 0) break;
+    if ((rc = r->snd.get(r->snd.ctx, sw[k].txm_id, &res)) != 0) break;
     tg_settle_tx t = {0};
     t.is_sweep = 1;
     t.receiver = sw[k].receiver;
@@ -940,11 +957,12 @@ static int settle(run *r) {
   r->contract = &o->deployment->c[TG_CONTRACT_CHANNELS].address;
   if (tg_rpc_chain_id(r->rpc) != o->deployment->chain_id) return TG_EDEPLOY_CHAIN;
   if ((rc = init_consts(r)) != 0) return rc;
-  const char *holder_fmt = "settle:";
   char holder[TG_STORE_NAME_MAX + 1];
   char gwhex[TG_ADDRESS_HEX_LEN];
   tg_address_to_hex(&r->gw, gwhex);
-  snprintf(holder, sizeof holder, "%s%s", holder_fmt, gwhex);
+  snprintf(holder, sizeof holder, "%s:%s", o->holder_kind ? o->holder_kind : TG_SETTLE_HOLDER_CLI,
+           gwhex);
+  memcpy(r->holder, holder, sizeof r->holder);
 
   if (!dry) {
     tg_store_op lop = {0};
@@ -952,23 +970,39 @@ static int settle(run *r) {
     lop.u.lease.name = LEASE_NAME;
     lop.u.lease.holder = holder;
     lop.u.lease.ttl_ms = (int64_t)(o->timeout_ms ? o->timeout_ms : 600000) + 60000;
-    if ((rc = tg_store_write(r->st, &lop, 1)) != 0) return rc;
+    rc = tg_store_write(r->st, &lop, 1);
+    if (rc == TG_ESTORE_LEASE) {
+      /* someone else's live lease: say whose, and do nothing */
+      tg_store_lease l;
+      if (tg_store_lease_get(r->st, LEASE_NAME, &l) == 0) {
+        snprintf(rep->lease_holder, sizeof rep->lease_holder, "%s", l.holder);
+        rep->lease_expires_ms = l.expires_at;
+      }
+      return TG_ESETTLE_RUNNING;
+    }
+    if (rc) return rc;
+    r->leased = 1;
     /* 1. finish what an interrupted run signed */
-    tg_txm_opts mo;
-    tg_txm_opts_init(&mo);
-    mo.rpc = r->rpc;
-    mo.key = o->key;
-    mo.journal_path = o->txm_journal;
-    mo.confirmations = pol(r)->confirmations ? pol(r)->confirmations : 1;
-    mo.poll_ms = 250;
-    /* resend_ms: the manager default (15 s); shorter replaced big batches that were only
-     * waiting for room in a block (see docs/SETTLEMENT.md) */
-    mo.on_resumed = on_resumed;
-    mo.on_resumed_arg = r;
-    if ((rc = tg_txm_open(&r->txm, &mo)) != 0) return rc;
-    progress(r, TG_SETTLE_PHASE_RESUME, 0, tg_txm_pending(r->txm));
+    if (o->sender) {
+      r->snd = *o->sender;
+    } else {
+      tg_txm_opts mo;
+      tg_txm_opts_init(&mo);
+      mo.rpc = r->rpc;
+      mo.key = o->key;
+      mo.journal_path = o->txm_journal;
+      mo.confirmations = pol(r)->confirmations ? pol(r)->confirmations : 1;
+      mo.poll_ms = 250;
+      /* resend_ms: the manager default (15 s); shorter replaced big batches that were only
+       * waiting for room in a block (see docs/SETTLEMENT.md) */
+      mo.on_resumed = on_resumed;
+      mo.on_resumed_arg = r;
+      if ((rc = tg_txm_open(&r->txm, &mo)) != 0) return rc;
+      r->snd = (tg_settle_sender){r, own_submit, own_get, own_wait};
+      progress(r, TG_SETTLE_PHASE_RESUME, 0, tg_txm_pending(r->txm));
+    }
     for (;;) {
-      int idle = tg_txm_run_until_idle(r->txm, 250);
+      int idle = r->snd.wait_idle(r->snd.ctx, 250);
       if (idle == 0) break;
       if (idle != TG_ETIMEOUT) return idle;
       if (elapsed_ms(r) > (o->timeout_ms ? o->timeout_ms : 600000)) return TG_ETIMEOUT;
@@ -1091,7 +1125,7 @@ static int settle(run *r) {
     uint64_t gl = b->gas_estimate + b->gas_estimate / 5;
     if (r->block_gas_limit && gl > r->block_gas_limit) gl = r->block_gas_limit;
     req.gas_limit = gl;
-    rc = tg_txm_submit(r->txm, &req, NULL, NULL, &b->txm_id);
+    rc = r->snd.submit(r->snd.ctx, &req, &b->txm_id);
     if (!rc) b->submitted = 1;
   }
   tg_buf_cleanup(&cd);
@@ -1183,7 +1217,9 @@ static int settle(run *r) {
 
 int tg_settle_run(tg_settle_report *out, const tg_settle_opts *o) {
   memset(out, 0, sizeof *out);
-  if (!o || !o->store || !o->rpc || !o->key || !o->deployment || (!o->dry_run && !o->txm_journal))
+  if (!o || !o->store || !o->rpc || !o->key || !o->deployment ||
+      (!o->dry_run && !o->txm_journal && !o->sender) ||
+      (o->sender && (!o->sender->submit || !o->sender->get || !o->sender->wait_idle)))
     return TG_EINVAL;
   run r;
   memset(&r, 0, sizeof r);
@@ -1194,6 +1230,17 @@ int tg_settle_run(tg_settle_report *out, const tg_settle_opts *o) {
   r.now = o->now_ms ? o->now_ms : now_ms();
   clock_gettime(CLOCK_MONOTONIC, &r.t0);
   int rc = settle(&r);
+  if (rc && r.leased) {
+    /* a run that stops early is not running any more: let the next one (daemon or manual)
+     * start at once; the journal and the open run make it resume exactly */
+    tg_store_op op = {0};
+    op.kind = TG_STORE_OP_LEASE_RELEASE;
+    op.u.lease.name = LEASE_NAME;
+    op.u.lease.holder = r.holder;
+    if (tg_store_write(r.st, &op, 1) != 0) {
+      /* the lease then expires on its own */
+    }
+  }
   tg_txm_free(r.txm);
   for (size_t i = 0; i < r.n; i++) free(r.ch[i].sig);
   free(r.ch);

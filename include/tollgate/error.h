@@ -178,6 +178,7 @@ extern "C" {
   XX(SETTLE_BATCH, -904, 500, "a single claim does not fit in a block")        \
   XX(SETTLE_REVERTED, -905, 500, "settlement transaction reverted")            \
   XX(SETTLE_NOT_RECEIVER, -906, 403, "gateway key is neither receiver nor receiver authorizer") \
+  XX(SETTLE_RUNNING, -907, 409, "another settlement run holds the lease for this key") \
   /* contracts and deployment */                                               \
   XX(DEPLOY_ARTIFACT, -1100, 500, "contract artifact missing or malformed")     \
   XX(DEPLOY_EXISTS, -1101, 409, "contracts already deployed on this chain (use --force)") \

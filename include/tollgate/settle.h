@@ -9,6 +9,7 @@
 #include "tollgate/deploy.h"
 #include "tollgate/rpc.h"
 #include "tollgate/secp.h"
+#include "tollgate/txm.h"
 #include "tollgate/types.h"
 
 #ifdef __cplusplus
@@ -80,12 +81,40 @@ typedef enum {
 
 typedef void (*tg_settle_progress_fn)(void *arg, tg_settle_phase phase, size_t done, size_t total);
 
+/*
+ * Where a run's claims and sweeps go. Without one (submit == NULL) the run opens a
+ * transaction manager of its own on `txm_journal` and drives it. A process that already
+ * sends from the gateway key (tollgated's `exact` submitter) passes its own manager through
+ * this, so one nonce sequence serves both (docs/SETTLEMENT.md). The calls are made from the
+ * thread running tg_settle_run; the implementation hands them to the manager's loop.
+ */
+typedef struct {
+  void *ctx;
+  /* tg_txm_submit without callback; *id receives the journal id. */
+  int (*submit)(void *ctx, const tg_txm_request *req, uint64_t *id);
+  /* tg_txm_get. */
+  int (*get)(void *ctx, uint64_t id, tg_txm_result *out);
+  /* Waits at most timeout_ms until every transaction submitted through it, and every one
+   * the manager resumed from its journal, is final: 0, TG_ETIMEOUT, or TG_ECANCELED when
+   * the owner is stopping (the run then ends; the journal resumes it). */
+  int (*wait_idle)(void *ctx, unsigned timeout_ms);
+} tg_settle_sender;
+
+/* Who runs settlement, in the lease holder's name: a daemon and a manual run with the same
+ * key are told apart (a manual run is refused while the daemon's lease is live). */
+#define TG_SETTLE_HOLDER_CLI "tollgate-settle"
+#define TG_SETTLE_HOLDER_DAEMON "tollgated"
+
 typedef struct {
   struct tg_store *store;
   tg_rpc *rpc;
   const tg_seckey *key;          /* the gateway's key (receiver or receiver authorizer) */
   const tg_deployment *deployment;
-  const char *txm_journal;       /* the transaction manager's journal (required unless dry_run) */
+  const char *txm_journal;       /* the transaction manager's journal (required unless dry_run
+                                    or sender) */
+  const tg_settle_sender *sender;/* optional: a shared transaction manager (see above) */
+  const char *holder_kind;       /* the lease holder is "<kind>:<gateway address>"
+                                    (default TG_SETTLE_HOLDER_CLI) */
   tg_settle_policy policy;
   int dry_run;                   /* plan and estimate only: nothing is written or sent */
   unsigned timeout_ms;           /* the whole run (default 600000) */
@@ -137,6 +166,9 @@ typedef struct {
   size_t n_txs;
   tg_settle_problem *problems;
   size_t n_problems;
+  /* TG_ESETTLE_RUNNING: who holds the settlement lease, and until when (ms since the epoch) */
+  char lease_holder[65];
+  int64_t lease_expires_ms;
 } tg_settle_report;
 
 void tg_settle_report_cleanup(tg_settle_report *r);
@@ -145,8 +177,10 @@ void tg_settle_report_cleanup(tg_settle_report *r);
  * Runs one settlement (see above). Returns 0 when every due channel was
  * claimed or reported as a problem and sweeps are done; an error leaves the
  * run open for the next call to resume. *out is filled in both cases (clean
- * it up). Errors: TG_EINVAL, TG_ESETTLE, TG_ETIMEOUT, store, RPC and
- * transaction-manager errors.
+ * it up). Errors: TG_EINVAL, TG_ESETTLE, TG_ETIMEOUT, TG_ESETTLE_RUNNING (another
+ * holder's lease is live: out->lease_holder and lease_expires_ms say whose; nothing was
+ * done), TG_EBUSY (the journal is managed by another live process), TG_ECANCELED (the
+ * sender is stopping), store, RPC and transaction-manager errors.
  */
 TG_WARN_UNUSED_RESULT int tg_settle_run(tg_settle_report *out, const tg_settle_opts *opts);
 

@@ -1,4 +1,4 @@
-/* Settlement against anvil: 200+ channels in a handful of transactions, SIGKILL at random points, a bad voucher skipped. */
+/* Settlement against anvil: 1,000 channels in a handful of transactions, SIGKILL at random points, a bad voucher skipped. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,7 +152,8 @@ static void check_claimed_once(sfx *f, const sfx_chan *ch, size_t n) {
   free(x.count);
 }
 
-/* (a) 210 channels, 3 receivers, 3 charges each: a dry run, then one run, then nothing left. */
+/* (a) 1,000 channels, 3 receivers, 3 charges each: a dry run, then one run (a handful of
+ * transactions: one claim and one sweep per receiver), then nothing left. */
 static void test_settle_many(void) {
   sfx f;
   int rc = sfx_start(&f, 1, NULL);
@@ -161,11 +162,11 @@ static void test_settle_many(void) {
     sfx_stop(&f);
     return;
   }
-  enum { N = 210 };
+  enum { N = 1000 };
   tg_address rs[3];
   receivers(&f, rs);
   sfx_chan *ch = calloc(N, sizeof *ch);
-  CHECK_OK(sfx_open_channels(&f, ch, N, rs, 3, 105));
+  CHECK_OK(sfx_open_channels(&f, ch, N, rs, 3, 150));
   tg_u256 before[3];
   for (int r = 0; r < 3; r++) CHECK_OK(sfx_balance_of(&f, &rs[r], &before[r]));
   tg_store *st = NULL;
@@ -646,6 +647,42 @@ static void test_settle_cli(void) {
   CHECK_STR(json_string_value(json_object_get(j, "amountPlanned")), want);
   CHECK_INT(json_array_size(json_object_get(j, "transactions")), 3);
   json_decref(j);
+  /* A live lease of tollgated with the same key: the manual run is refused, says so, and
+   * neither writes nor sends anything; once that lease has expired, it goes. */
+  {
+    char gwhex[TG_ADDRESS_HEX_LEN], holder[80], out[4096];
+    tg_address_to_hex(&f.gw, gwhex);
+    snprintf(holder, sizeof holder, "%s:%s", TG_SETTLE_HOLDER_DAEMON, gwhex);
+    CHECK_OK(tg_store_open(&st, f.store_uri, NULL));
+    tg_store_op lop = {0};
+    lop.kind = TG_STORE_OP_LEASE_ACQUIRE;
+    lop.u.lease.name = "settlement";
+    lop.u.lease.holder = holder;
+    lop.u.lease.ttl_ms = 60000;
+    CHECK_OK(tg_store_write(st, &lop, 1));
+    uint64_t nonce0 = 0, nonce1 = 0;
+    CHECK_OK(tg_eth_get_transaction_count(f.rpc, &nonce0, &f.gw, "pending"));
+    snprintf(cmd, sizeof cmd, "%s settle --store %s --deployment %s --rpc-url %s 2>&1",
+             tollgate_bin(), f.store_uri, f.deployment_path, f.anvil->url);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+    out[n] = 0;
+    int st2 = p ? pclose(p) : -1;
+    CHECKF(WIFEXITED(st2) && WEXITSTATUS(st2) == 1, "exit status %d", st2);
+    CHECKF(strstr(out, "refused") && strstr(out, "of tollgated") && strstr(out, holder), "message: %s", out);
+    tg_store_settle_run sr0;
+    CHECK_ERR(tg_store_run_open_get(st, &sr0), TG_ENOTFOUND); /* no run was opened */
+    CHECK_OK(tg_eth_get_transaction_count(f.rpc, &nonce1, &f.gw, "pending"));
+    CHECK(nonce1 == nonce0);
+    tg_store_lease l;
+    CHECK_OK(tg_store_lease_get(st, "settlement", &l));
+    CHECK_STR(l.holder, holder); /* the daemon's lease is untouched */
+    lop.u.lease.ttl_ms = 1; /* renewed to expire at once: as if the daemon had died */
+    CHECK_OK(tg_store_write(st, &lop, 1));
+    tg_store_close(st);
+    st = NULL;
+    usleep(20000);
+  }
   snprintf(cmd, sizeof cmd, "%s settle --store %s --deployment %s --rpc-url %s --json",
            tollgate_bin(), f.store_uri, f.deployment_path, f.anvil->url);
   j = run_json(cmd, &status);
