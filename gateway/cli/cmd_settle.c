@@ -217,26 +217,55 @@ static const char *dec(const tg_u256 *v, char b[TG_U256_DEC_MAX]) {
 }
 
 static void report_csv(const tg_recon *r) {
-  char a[TG_ADDRESS_HEX_LEN], h[67], d1[TG_U256_DEC_MAX], d2[TG_U256_DEC_MAX],
-      d3[TG_U256_DEC_MAX], d4[TG_U256_DEC_MAX];
-  printf("kind,id,payer,charged,claimed,onchain_claimed,outstanding,charges,unsettled_charges,rows_match\n");
+  char a[TG_ADDRESS_HEX_LEN], t[TG_ADDRESS_HEX_LEN], h[67], x[67], d1[TG_U256_DEC_MAX],
+      d2[TG_U256_DEC_MAX], d3[TG_U256_DEC_MAX], d4[TG_U256_DEC_MAX], d5[TG_U256_DEC_MAX];
+  printf("kind,id,payer,charged,claimed,onchain_claimed,outstanding,charges,unsettled_charges,"
+         "rows_match,exact_charged,exact_charges,exact_confirmed,exact_pending,exact_failed,"
+         "token,pay_to,status,tx_hash,request_id\n");
   for (size_t i = 0; i < r->n_ch; i++) {
     const tg_recon_channel *c = &r->ch[i];
     tg_hex_encode(h, c->id.b, 32, 1);
     tg_address_to_checksum(&c->payer, a);
-    printf("channel,%s,%s,%s,%s,%s,%s,%llu,%llu,%s\n", h, a, dec(&c->charged, d1),
+    tg_address_to_checksum(&c->token, t);
+    printf("channel,%s,%s,%s,%s,%s,%s,%llu,%llu,%s,,,,,,%s,,,,\n", h, a, dec(&c->charged, d1),
            dec(&c->claimed, d2), c->has_onchain ? dec(&c->onchain_claimed, d3) : "",
            dec(&c->outstanding, d4), (unsigned long long)c->charges,
            (unsigned long long)c->charges_unsettled,
-           tg_u256_cmp(&c->charged, &c->charged_rows) == 0 ? "yes" : "NO");
+           tg_u256_cmp(&c->charged, &c->charged_rows) == 0 ? "yes" : "NO", t);
   }
   for (size_t i = 0; i < r->n_payers; i++) {
     const tg_recon_payer *p = &r->payers[i];
     tg_address_to_checksum(&p->payer, a);
-    printf("payer,,%s,%s,%s,%s,%s,%llu,,%s\n", a, dec(&p->charged, d1), dec(&p->claimed, d2),
+    int ok = tg_u256_cmp(&p->charged, &p->totals_channel) == 0 &&
+             tg_u256_cmp(&p->exact_rows, &p->totals_exact) == 0 && p->exact_row_count == p->count_exact;
+    printf("payer,,%s,%s,%s,%s,%s,%llu,,%s,", a, dec(&p->charged, d1), dec(&p->claimed, d2),
            r->has_onchain ? dec(&p->onchain_claimed, d3) : "", dec(&p->outstanding, d4),
-           (unsigned long long)p->count_channel,
-           tg_u256_cmp(&p->charged, &p->totals_channel) == 0 ? "yes" : "NO");
+           (unsigned long long)p->count_channel, ok ? "yes" : "NO");
+    printf("%s,%llu,%s,%s,%s,,,,,\n", dec(&p->totals_exact, d1), (unsigned long long)p->count_exact,
+           dec(&p->exact_confirmed, d2), dec(&p->exact_pending, d3), dec(&p->exact_failed, d5));
+  }
+  for (size_t i = 0; i < r->n_exact; i++) {
+    const tg_recon_exact *e = &r->exact[i];
+    tg_hex_encode(h, e->nonce.b, 32, 1);
+    tg_address_to_checksum(&e->payer, a);
+    tg_address_to_checksum(&e->token, t);
+    char to[TG_ADDRESS_HEX_LEN];
+    tg_address_to_checksum(&e->to, to);
+    if (e->has_tx) tg_hex_encode(x, e->tx_hash.b, 32, 1);
+    else x[0] = 0;
+    printf("exact,%s,%s,%s,,,,1,,,,,,,,%s,%s,%s,%s,", h, a, dec(&e->amount, d1), t, to,
+           tg_recon_exact_status_name(e->status), x);
+    if (strpbrk(e->request_id, ",\"\r\n")) { /* RFC 4180 quoting */
+      putchar('"');
+      for (const char *c = e->request_id; *c; c++) {
+        if (*c == '"') putchar('"');
+        putchar(*c);
+      }
+      putchar('"');
+    } else {
+      fputs(e->request_id, stdout);
+    }
+    putchar('\n');
   }
 }
 
@@ -287,10 +316,42 @@ static void report_json(const tg_recon *r) {
     json_object_set_new(x, "channelCharges", json_integer((json_int_t)p->count_channel));
     json_object_set_new(x, "exactTotal", jd(&p->totals_exact));
     json_object_set_new(x, "exactCharges", json_integer((json_int_t)p->count_exact));
+    json_object_set_new(x, "exactChargedRows", jd(&p->exact_rows));
+    json_object_set_new(x, "exactPayments", json_integer((json_int_t)p->exact_payments));
+    json_object_set_new(x, "exactConfirmed", jd(&p->exact_confirmed));
+    json_object_set_new(x, "exactPending", jd(&p->exact_pending));
+    json_object_set_new(x, "exactFailed", jd(&p->exact_failed));
+    if (r->has_onchain) json_object_set_new(x, "exactOnchain", jd(&p->exact_onchain));
     json_array_append_new(ps, x);
+  }
+  json_t *ex = json_array();
+  for (size_t i = 0; i < r->n_exact; i++) {
+    const tg_recon_exact *e = &r->exact[i];
+    json_t *x = json_object();
+    tg_address_to_checksum(&e->payer, a);
+    json_object_set_new(x, "payer", json_string(a));
+    tg_address_to_checksum(&e->to, a);
+    json_object_set_new(x, "payTo", json_string(a));
+    tg_address_to_checksum(&e->token, a);
+    json_object_set_new(x, "token", json_string(a));
+    tg_hex_encode(h, e->nonce.b, 32, 1);
+    json_object_set_new(x, "nonce", json_string(h));
+    json_object_set_new(x, "amount", jd(&e->amount));
+    json_object_set_new(x, "status", json_string(tg_recon_exact_status_name(e->status)));
+    if (e->has_tx) tg_hex_encode(h, e->tx_hash.b, 32, 1);
+    json_object_set_new(x, "txHash", e->has_tx ? json_string(h) : json_null());
+    json_object_set_new(x, "requestId", json_string(e->request_id));
+    json_object_set_new(x, "createdAt", json_integer((json_int_t)e->created_at));
+    if (e->onchain >= 0) {
+      static const char *const names[] = {"not mined", "success", "reverted"};
+      json_object_set_new(x, "onchain", json_string(names[e->onchain]));
+      if (e->onchain) json_object_set_new(x, "blockNumber", json_integer((json_int_t)e->block_number));
+    }
+    json_array_append_new(ex, x);
   }
   json_object_set_new(o, "channels", chs);
   json_object_set_new(o, "payers", ps);
+  json_object_set_new(o, "exactPayments", ex);
   json_object_set_new(o, "mismatches", json_integer((json_int_t)r->mismatches));
   char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
   if (s) printf("%s\n", s);
@@ -317,11 +378,23 @@ static void report_table(const tg_recon *r) {
   for (size_t i = 0; i < r->n_payers; i++) {
     const tg_recon_payer *p = &r->payers[i];
     tg_address_to_checksum(&p->payer, a);
-    printf("%-42s %-8zu %-20s %-20s %-20s %s\n", a, p->channels, dec(&p->charged, d1),
+    printf("%-42s %-8zu %-20s %-20s %-20s %s (%llu)%s\n", a, p->channels, dec(&p->charged, d1),
            dec(r->has_onchain ? &p->onchain_claimed : &p->claimed, d2), dec(&p->outstanding, d3),
-           dec(&p->totals_exact, d4));
+           dec(&p->totals_exact, d4), (unsigned long long)p->count_exact,
+           tg_u256_cmp(&p->totals_exact, &p->exact_rows) ? "  EXACT ROWS DO NOT ADD UP" : "");
   }
-  printf("\n%zu channels, %zu payers, %zu mismatches\n", r->n_ch, r->n_payers, r->mismatches);
+  if (r->n_exact) {
+    printf("\n%-42s %-20s %-10s %s\n", "exact payer", "amount", "status", "transaction");
+    for (size_t i = 0; i < r->n_exact; i++) {
+      const tg_recon_exact *e = &r->exact[i];
+      tg_address_to_checksum(&e->payer, a);
+      if (e->has_tx) tg_hex_encode(h, e->tx_hash.b, 32, 1);
+      printf("%-42s %-20s %-10s %s\n", a, dec(&e->amount, d1), tg_recon_exact_status_name(e->status),
+             e->has_tx ? h : "-");
+    }
+  }
+  printf("\n%zu channels, %zu payers, %zu exact payments, %zu mismatches\n", r->n_ch, r->n_payers,
+         r->n_exact, r->mismatches);
 }
 
 int cmd_report(int argc, char **argv) {

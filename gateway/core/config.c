@@ -777,7 +777,7 @@ static int d_credit(parser_t *p, line_t *l) {
 
 static int d_settle(parser_t *p, line_t *l) {
   int rc = once(p, l, &p->seen_settle);
-  if (rc || (rc = want_pos(p, l, 0, 0, "interval=DUR min_amount=A max_age=DUR max_gas_price_gwei=G")))
+  if (rc || (rc = want_pos(p, l, 0, 0, "interval=DUR min_amount=A max_age=DUR max_gas_price_gwei=G margin=DUR alert_after=N")))
     return rc;
   tg_config *c = p->cfg;
   const char *v;
@@ -793,6 +793,17 @@ static int d_settle(parser_t *p, line_t *l) {
   }
   if ((v = kv(l, "min_amount")) && (rc = val_amount(p, l, "min_amount", v, &c->settle_min_amount)))
     return rc;
+  if ((v = kv(l, "margin"))) {
+    if ((rc = val_duration(p, l, "margin", v, &ms, 7ull * 86400000))) return rc;
+    c->settle_margin_s = ms / 1000;
+  }
+  if ((v = kv(l, "alert_after"))) {
+    char *end = NULL;
+    unsigned long n = strtoul(v, &end, 10);
+    if (!*v || *end || *v == '-' || n < 1 || n > 1000)
+      return fail(p, l, TG_ECONFIG_VALUE, "alert_after", "\"%s\" is not a number in 1..1000", v);
+    c->settle_alert_after = (uint32_t)n;
+  }
   if ((v = kv(l, "max_gas_price_gwei"))) {
     rc = tg_config_parse_amount(&c->settle_max_gas_price_wei, v, 9);
     if (rc)
@@ -1038,6 +1049,8 @@ static void defaults(tg_config *c) {
   c->settle_interval_s = 3600;
   c->channel_withdraw_delay_s = 86400;
   c->settle_max_age_s = 86400;
+  c->settle_margin_s = 300;
+  c->settle_alert_after = 3;
   c->log_format = TG_LOG_JSON;
   c->access_log = xstrdup("-");
   c->session_ttl_s = 86400;

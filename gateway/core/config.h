@@ -168,6 +168,9 @@ typedef struct tg_config {
   tg_u256 settle_min_amount;
   uint32_t settle_max_age_s;
   tg_u256 settle_max_gas_price_wei;   /* 0: no ceiling */
+  uint32_t settle_margin_s;           /* watchtower: claims confirmed this long before a
+                                         withdrawal's delay ends (at most half of it) */
+  uint32_t settle_alert_after;        /* failed runs in a row before an ALERT */
 
   /* channels */
   uint32_t channel_withdraw_delay_s;  /* withdrawDelay offered to payers (default 1 day) */

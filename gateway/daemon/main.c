@@ -61,6 +61,7 @@ static int migrate(const tg_config *cfg) {
   return 0;
 }
 static tg_http_ops ops; /* admin API, facilitator endpoints, chain metrics */
+static void settle_stats(void *ctx, tg_http_settle_stats *out) { tg_scheduler_stats(ctx, out); }
 
 /* /metrics: the chain's figures (any thread). */
 static uint64_t m_txm_pending(void *ctx) {
@@ -173,6 +174,10 @@ int main(int argc, char **argv) {
                         .rpc_calls = m_rpc_calls,
                         .last_block = m_last_block};
     ops.has_signer = tg_seckey_address(&ops.signer, payments.key) == 0;
+    if (payments.sched) {
+      ops.settle_stats = settle_stats;
+      ops.settle_ctx = payments.sched;
+    }
   }
   tg_server_opts opts = {.cfg = cfg, .hooks = hooks, .ops = &ops, .on_reload = on_reload, .on_reload_arg = &payments};
   tg_server *s;

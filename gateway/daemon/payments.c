@@ -83,6 +83,13 @@ static void on_leader(void *arg, int leader) {
   if (leader && p->sched) tg_scheduler_trigger(p->sched, NULL);
 }
 
+/* Set before the server starts, so workers only ever read it. */
+static void on_charged(void *arg, const tg_hash *channel, const tg_u256 *charged,
+                       const tg_u256 *claimed, const tg_u256 *balance) {
+  tg_payments *p = arg;
+  tg_scheduler_charged(p->sched, channel, charged, claimed, balance);
+}
+
 /*
  * The settlement scheduler and watchtower (docs/SETTLEMENT.md). Its claims and sweeps go
  * through the chain thread's transaction manager, the one `exact` transfers use: one key,
@@ -116,6 +123,8 @@ static int start_scheduler(tg_payments *p, char *err, const tg_config *cfg, cons
     so.may_run = may_run;
     so.may_run_arg = p->cluster;
   }
+  so.margin_s = cfg->settle_margin_s;
+  so.alert_after = cfg->settle_alert_after;
   int rc = tg_scheduler_start(&p->sched, err, TG_CONFIG_ERR_MAX, &so);
   if (rc) return rc;
   tg_chain_on_withdraw(p->chain, on_withdraw, p->sched);
@@ -242,6 +251,8 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
     snprintf(lease, sizeof lease, "leader:%s", gwhex);
     po.instance = instance;
   }
+  po.on_charged = on_charged;
+  po.on_charged_arg = p;
   rc = tg_pay_new(&p->pay, err, &po);
   if (rc) goto fail;
   if (cfg->store_kind == TG_STORE_POSTGRES) {

@@ -721,6 +721,29 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
     free(u);
     if (rc) return rc;
   }
+  if (ops->settle_stats) {
+    tg_http_settle_stats s;
+    memset(&s, 0, sizeof s);
+    ops->settle_stats(ops->settle_ctx, &s);
+    P("# HELP tollgate_settlement_runs_total Settlement runs of the scheduler and watchtower, by result.\n"
+      "# TYPE tollgate_settlement_runs_total counter\n"
+      "tollgate_settlement_runs_total{result=\"ok\"} %llu\n"
+      "tollgate_settlement_runs_total{result=\"failed\"} %llu\n"
+      "# HELP tollgate_settlement_consecutive_failures Failed settlement runs in a row.\n"
+      "# TYPE tollgate_settlement_consecutive_failures gauge\ntollgate_settlement_consecutive_failures %llu\n"
+      "# HELP tollgate_settlement_last_success_timestamp_seconds End of the last good run.\n"
+      "# TYPE tollgate_settlement_last_success_timestamp_seconds gauge\n"
+      "tollgate_settlement_last_success_timestamp_seconds %lld\n"
+      "# HELP tollgate_watchtower_channels Channels the watchtower follows (in withdrawal or near their balance).\n"
+      "# TYPE tollgate_watchtower_channels gauge\ntollgate_watchtower_channels %llu\n"
+      "# HELP tollgate_watchtower_channels_at_risk Channels in withdrawal, still owed, past their claim margin.\n"
+      "# TYPE tollgate_watchtower_channels_at_risk gauge\ntollgate_watchtower_channels_at_risk %llu\n"
+      "# HELP tollgate_watchtower_alerts_total ALERT lines logged by the scheduler and watchtower.\n"
+      "# TYPE tollgate_watchtower_alerts_total counter\ntollgate_watchtower_alerts_total %llu\n",
+      (unsigned long long)s.runs_ok, (unsigned long long)s.runs_failed,
+      (unsigned long long)s.consecutive_failures, (long long)s.last_ok_unix,
+      (unsigned long long)s.watched, (unsigned long long)s.at_risk, (unsigned long long)s.alerts);
+  }
   if (ops->store) {
     tg_store_stats s;
     tg_store_get_stats(ops->store, &s);

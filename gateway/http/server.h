@@ -40,6 +40,16 @@ typedef struct tg_server tg_server;
 
 struct tg_store;
 
+/* The daemon's settlement figures for /metrics (docs/SETTLEMENT.md, "Alerts"). */
+typedef struct {
+  uint64_t runs_ok, runs_failed;     /* settlement runs since start */
+  uint64_t consecutive_failures;     /* failed runs in a row (0 after a good one) */
+  uint64_t alerts;                   /* ALERT lines logged */
+  uint64_t watched;                  /* channels the watchtower follows (withdrawing or near) */
+  uint64_t at_risk;                  /* withdrawing channels owed and past their margin */
+  int64_t last_ok_unix;              /* end of the last good run (0: none) */
+} tg_http_settle_stats;
+
 /*
  * What the operations endpoints read (gateway/http/ops.c): the admin API
  * (the store), the x402 facilitator endpoints (the payment layer) and the
@@ -57,6 +67,9 @@ typedef struct {
   uint64_t (*rpc_errors)(void *ctx);  /* failed JSON-RPC calls since start */
   uint64_t (*rpc_calls)(void *ctx);   /* JSON-RPC calls since start */
   uint64_t (*last_block)(void *ctx);  /* the newest block number seen, 0 before the first */
+  /* The settlement scheduler and watchtower (may be NULL): fills its figures. */
+  void (*settle_stats)(void *ctx, tg_http_settle_stats *out);
+  void *settle_ctx;
 } tg_http_ops;
 
 typedef struct {

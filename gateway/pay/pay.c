@@ -46,6 +46,9 @@ struct tg_pay {
   tg_hash channel_domain;
   tg_pay_exact_backend exact;
   tg_passes *passes;    /* NULL: no access passes */
+  void (*on_charged)(void *arg, const tg_hash *channel, const tg_u256 *charged,
+                     const tg_u256 *claimed, const tg_u256 *balance);
+  void *on_charged_arg;
   tg_hash token_domain; /* the asset's EIP-712 domain, for EIP-3009 */
   /* EIP-3009 authorizations admitted and not yet recorded: (from, nonce) keys. */
   pthread_mutex_t inflight_mu;
@@ -1457,6 +1460,9 @@ static void on_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
   if (tg_u256_add(&p->stats.charged_channel, &p->stats.charged_channel, &c->plan.price))
     tg_u256_zero(&p->stats.charged_channel); /* a counter past 2^256: start again */
   pthread_mutex_unlock(&p->mu);
+  if (p->on_charged)
+    p->on_charged(p->on_charged_arg, &c->plan.channel_id, &c->plan.charged, &c->plan.total_claimed,
+                  &c->plan.balance);
   finish(c, 1, 0);
 }
 
@@ -1801,6 +1807,8 @@ int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
     if (!p->instance) abort();
   }
   p->reserve_ttl_ms = o->reserve_ttl_ms > 0 ? o->reserve_ttl_ms : 15 * 60 * 1000;
+  p->on_charged = o->on_charged;
+  p->on_charged_arg = o->on_charged_arg;
   pthread_mutex_init(&p->inflight_mu, NULL);
   if (o->cfg->scheme_exact && (!o->exact.check || !o->exact.submit)) {
     snprintf(err, TG_CONFIG_ERR_MAX, "the `exact` scheme needs the transaction manager");

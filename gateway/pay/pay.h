@@ -191,6 +191,12 @@ typedef struct {
    */
   const char *instance;
   int64_t reserve_ttl_ms;        /* a hold lapses after this (0: 15 minutes) */
+  /* Optional: after each committed channel charge (on the worker; must not block), with
+   * the channel's new charged total and its mirrored claimed total and balance. The
+   * daemon's watchtower uses it for the near-balance rule. */
+  void (*on_charged)(void *arg, const tg_hash *channel, const tg_u256 *charged,
+                     const tg_u256 *claimed, const tg_u256 *balance);
+  void *on_charged_arg;
 } tg_pay_opts;
 
 /* Creates the payment layer; `err` (TG_CONFIG_ERR_MAX bytes) says what is missing. */

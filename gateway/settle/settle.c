@@ -750,6 +750,8 @@ static int follow_batches(run *r) {
   q->r = r;
   int rc = 0;
   unsigned timeout = r->o->timeout_ms ? r->o->timeout_ms : 600000;
+  uint64_t t_submit = elapsed_ms(r);
+  int accepted = 0; /* the node took at least one of the batches */
   for (;;) {
     int idle = r->snd.wait_idle(r->snd.ctx, 250);
     if (idle && idle != TG_ETIMEOUT) {
@@ -767,6 +769,7 @@ static int follow_batches(run *r) {
       else if (res.state == TG_TXM_MINED) step = TG_SETTLE_MINED;
       else if (res.state == TG_TXM_CONFIRMED) step = TG_SETTLE_MINED; /* confirmed after reading */
       else if (res.state == TG_TXM_SIGNED) step = TG_SETTLE_SIGNED;
+      if (res.state >= TG_TXM_SENT) accepted = 1;
       if (step > b->step) {
         mark_batch_items(r, b, q, step, &res.tx_hash, &rc);
         b->step = step;
@@ -782,6 +785,10 @@ static int follow_batches(run *r) {
     if (rc || idle == 0) break;
     if (elapsed_ms(r) > timeout) {
       rc = TG_ETIMEOUT;
+      break;
+    }
+    if (!accepted && pol(r)->stall_ms && elapsed_ms(r) - t_submit > pol(r)->stall_ms) {
+      rc = TG_ETIMEOUT; /* not even accepted by the node (gas money, node down): say so early */
       break;
     }
   }
@@ -1006,6 +1013,7 @@ static int settle(run *r) {
       if (idle == 0) break;
       if (idle != TG_ETIMEOUT) return idle;
       if (elapsed_ms(r) > (o->timeout_ms ? o->timeout_ms : 600000)) return TG_ETIMEOUT;
+      if (pol(r)->stall_ms && elapsed_ms(r) > pol(r)->stall_ms) return TG_ETIMEOUT;
     }
   }
   /* 2. the unsettled channels, and the open run (its channels still need their sweep) */

@@ -765,6 +765,10 @@ int tg_store_totals_get(tg_store *st, const tg_address *payer, tg_store_scheme s
   WITH_READ(st, totals_get(c_, payer, scheme, out));
 }
 
+int tg_store_exact_list(tg_store *st, tg_store_exact_fn fn, void *arg) {
+  WITH_READ(st, exact_iter(c_, fn, arg));
+}
+
 int tg_store_exact_get(tg_store *st, const tg_address *token, const tg_address *payer,
                        const tg_hash *nonce, tg_store_exact *out) {
   memset(out, 0, sizeof(*out));

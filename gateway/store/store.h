@@ -517,6 +517,10 @@ TG_WARN_UNUSED_RESULT int tg_store_totals_get(tg_store *st, const tg_address *pa
 TG_WARN_UNUSED_RESULT int tg_store_exact_get(tg_store *st, const tg_address *token,
                                              const tg_address *payer, const tg_hash *nonce,
                                              tg_store_exact *out);
+/* Every `exact` payment (oldest first, then by token, payer and nonce), with its transaction
+ * status; a non-zero return of fn stops and is returned. */
+typedef int (*tg_store_exact_fn)(void *arg, const tg_store_exact *e);
+TG_WARN_UNUSED_RESULT int tg_store_exact_list(tg_store *st, tg_store_exact_fn fn, void *arg);
 TG_WARN_UNUSED_RESULT int tg_store_payid_get(tg_store *st, const char *id, tg_store_payid *out);
 TG_WARN_UNUSED_RESULT int tg_store_pass_usage_get(tg_store *st, const tg_u256 *pass_id,
                                                   const tg_address *holder, int64_t period_start,

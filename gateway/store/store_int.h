@@ -63,6 +63,8 @@ typedef struct {
                     tg_store_totals *out);
   int (*exact_get)(tg__store_conn *c, const tg_address *token, const tg_address *payer,
                    const tg_hash *nonce, tg_store_exact *out);
+  /* every exact payment, oldest first */
+  int (*exact_iter)(tg__store_conn *c, tg_store_exact_fn fn, void *arg);
   int (*payid_get)(tg__store_conn *c, const char *id, tg_store_payid *out);
   int (*pass_get)(tg__store_conn *c, const tg_u256 *pass_id, const tg_address *holder,
                   int64_t period_start, tg_store_pass_usage *out);

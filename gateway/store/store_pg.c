@@ -81,6 +81,7 @@ enum {
   S_CHARGES_BY_PAYER,
   S_CHARGE_GET,
   S_EXACT_GET,
+  S_EXACT_ALL,
   S_PAYID_GET,
   S_PASS_READ,
   S_RUN_OPEN,
@@ -224,6 +225,9 @@ static const char *const sql_text[S_COUNT] = {
     [S_EXACT_GET] = "SELECT token, nonce, payer, to_addr, amount, valid_after, valid_before, "
                     "tx_hash, status, request_id, created_at, updated_at FROM exact_payments "
                     "WHERE token = $1 AND nonce = $2 AND payer = $3",
+    [S_EXACT_ALL] = "SELECT token, nonce, payer, to_addr, amount, valid_after, valid_before, "
+                    "tx_hash, status, request_id, created_at, updated_at FROM exact_payments "
+                    "ORDER BY created_at, token, payer, nonce",
     [S_PAYID_GET] = "SELECT id, payer, request_hash, status, response_header, request_id, "
                     "created_at FROM payment_ids WHERE id = $1",
     [S_PASS_READ] = "SELECT calls, tokens FROM pass_usage WHERE pass_id = $1 AND holder = $2 "
@@ -1522,6 +1526,39 @@ static int conn_totals_get(tg__store_conn *c, const tg_address *payer, tg_store_
   return rc;
 }
 
+static int decode_exact(PGresult *r, int i, tg_store_exact *out) {
+  int64_t status;
+  int rc;
+  memset(out, 0, sizeof(*out));
+  if ((rc = R_FIXED(r, i, 0, &out->token)) < 0 || (rc = R_FIXED(r, i, 1, &out->nonce)) < 0 ||
+      (rc = R_FIXED(r, i, 2, &out->payer)) < 0 || (rc = R_FIXED(r, i, 3, &out->to)) < 0 ||
+      (rc = R_FIXED(r, i, 4, &out->amount)) < 0 || (rc = r_u64(r, i, 5, &out->valid_after)) < 0 ||
+      (rc = r_u64(r, i, 6, &out->valid_before)) < 0 ||
+      (rc = r_fixed_opt(r, i, 7, out->tx_hash.b, 32, &out->has_tx)) < 0 ||
+      (rc = r_i64(r, i, 8, &status)) < 0 ||
+      (rc = r_text(r, i, 9, out->request_id, sizeof(out->request_id))) < 0 ||
+      (rc = r_i64(r, i, 10, &out->created_at)) < 0 || (rc = r_i64(r, i, 11, &out->updated_at)) < 0)
+    goto done;
+  if (status < 0 || status > TG_EXACT_FAILED) rc = TG_ESTORE_CORRUPT;
+  out->status = (tg_store_exact_status)status;
+done:
+  if (rc < 0) memset(out, 0, sizeof(*out));
+  return rc;
+}
+
+static int conn_exact_iter(tg__store_conn *c, tg_store_exact_fn fn, void *arg) {
+  PGresult *r;
+  params p = {0};
+  int rc = q(c, S_EXACT_ALL, &p, &r);
+  if (rc < 0) return rc;
+  tg_store_exact e;
+  int n = PQntuples(r);
+  for (int i = 0; i < n && rc == 0; i++)
+    if ((rc = decode_exact(r, i, &e)) == 0) rc = fn(arg, &e);
+  PQclear(r);
+  return rc;
+}
+
 static int conn_exact_get(tg__store_conn *c, const tg_address *token, const tg_address *payer,
                           const tg_hash *nonce, tg_store_exact *out) {
   PGresult *r;
@@ -1695,6 +1732,7 @@ static int conn_lease_get(tg__store_conn *c, const char *name, tg_store_lease *o
       .charge_get = conn_charge_get,       \
       .totals_get = conn_totals_get,       \
       .exact_get = conn_exact_get,         \
+      .exact_iter = conn_exact_iter,       \
       .payid_get = conn_payid_get,         \
       .pass_get = conn_pass_get,           \
       .session_get = conn_session_get,     \

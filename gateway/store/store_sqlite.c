@@ -57,6 +57,7 @@ enum {
   S_CHARGES_BY_PAYER,
   S_CHARGE_GET,
   S_EXACT_GET,
+  S_EXACT_ALL,
   S_PAYID_GET,
   S_RUN_OPEN,
   S_RUN_ITEMS,
@@ -170,6 +171,9 @@ static const char *const sql_text[S_COUNT] = {
     [S_EXACT_GET] = "SELECT token, nonce, payer, to_addr, amount, valid_after, valid_before, "
                     "tx_hash, status, request_id, created_at, updated_at FROM exact_payments "
                     "WHERE token = ?1 AND nonce = ?2 AND payer = ?3",
+    [S_EXACT_ALL] = "SELECT token, nonce, payer, to_addr, amount, valid_after, valid_before, "
+                    "tx_hash, status, request_id, created_at, updated_at FROM exact_payments "
+                    "ORDER BY created_at, token, payer, nonce",
     [S_PAYID_GET] = "SELECT id, payer, request_hash, status, response_header, request_id, "
                     "created_at FROM payment_ids WHERE id = ?1",
     [S_RUN_OPEN] = "SELECT id, started_at, finished_at, status FROM settle_runs WHERE status = 0 "
@@ -1051,6 +1055,40 @@ static int conn_totals_get(tg__store_conn *c, const tg_address *payer, tg_store_
   return rc;
 }
 
+static int decode_exact(sqlite3_stmt *s, tg_store_exact *out) {
+  int64_t status;
+  int rc;
+  memset(out, 0, sizeof(*out));
+  if ((rc = COL_FIXED(s, 0, &out->token)) < 0 || (rc = COL_FIXED(s, 1, &out->nonce)) < 0 ||
+      (rc = COL_FIXED(s, 2, &out->payer)) < 0 || (rc = COL_FIXED(s, 3, &out->to)) < 0 ||
+      (rc = COL_FIXED(s, 4, &out->amount)) < 0 || (rc = col_u64(s, 5, &out->valid_after)) < 0 ||
+      (rc = col_u64(s, 6, &out->valid_before)) < 0 ||
+      (rc = col_fixed_opt(s, 7, out->tx_hash.b, 32, &out->has_tx)) < 0 ||
+      (rc = col_i64(s, 8, &status)) < 0 ||
+      (rc = col_text(s, 9, out->request_id, sizeof(out->request_id))) < 0 ||
+      (rc = col_i64(s, 10, &out->created_at)) < 0 || (rc = col_i64(s, 11, &out->updated_at)) < 0)
+    goto done;
+  if (status < 0 || status > TG_EXACT_FAILED) rc = TG_ESTORE_CORRUPT;
+  out->status = (tg_store_exact_status)status;
+done:
+  if (rc < 0) memset(out, 0, sizeof(*out));
+  return rc;
+}
+
+static int conn_exact_iter(tg__store_conn *c, tg_store_exact_fn fn, void *arg) {
+  sqlite3_stmt *s;
+  int rc = stmt_get(c, S_EXACT_ALL, &s);
+  if (rc < 0) return rc;
+  tg_store_exact e;
+  while ((rc = step_row(s)) == 1) {
+    if ((rc = decode_exact(s, &e)) < 0 || (rc = fn(arg, &e)) != 0) {
+      stmt_done(s);
+      return rc;
+    }
+  }
+  return rc;
+}
+
 static int conn_exact_get(tg__store_conn *c, const tg_address *token, const tg_address *payer,
                           const tg_hash *nonce, tg_store_exact *out) {
   sqlite3_stmt *s;
@@ -1211,6 +1249,7 @@ const tg__store_backend tg__store_sqlite = {
     .charge_get = conn_charge_get,
     .totals_get = conn_totals_get,
     .exact_get = conn_exact_get,
+    .exact_iter = conn_exact_iter,
     .payid_get = conn_payid_get,
     .pass_get = conn_pass_get,
     .session_get = conn_session_get,

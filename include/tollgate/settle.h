@@ -56,6 +56,10 @@ typedef struct {
   int no_sweep;            /* leave claimed funds in the contract */
   unsigned near_balance_pct; /* 0: off; else a channel is due (like a deadline, but not above
                                 the gas ceiling) once tg_settle_near_balance says so */
+  unsigned stall_ms;       /* 0: none; else the run ends with TG_ETIMEOUT when the node has
+                              accepted none of its claims this long after they were signed, or
+                              an earlier run's transactions are still not final this long after
+                              the start (the manager keeps them; the next run resumes) */
 } tg_settle_policy;
 
 void tg_settle_policy_init(tg_settle_policy *p);
@@ -218,23 +222,51 @@ typedef struct {
   tg_u256 charged, claimed, onchain_claimed, outstanding;
   tg_u256 totals_channel;   /* payer_totals for the channel scheme (must equal charged) */
   uint64_t count_channel;
-  tg_u256 totals_exact;     /* exact payments charged to this payer */
+  tg_u256 totals_exact;     /* payer_totals for the exact scheme (must equal exact_rows) */
   uint64_t count_exact;
+  tg_u256 exact_rows;       /* the sum of its exact charge rows */
+  uint64_t exact_row_count;
+  size_t exact_payments;    /* its exact_payments rows, and their amounts by transaction status: */
+  tg_u256 exact_confirmed;  /*   confirmed on-chain */
+  tg_u256 exact_pending;    /*   verified, submitted or mined, not yet confirmed */
+  tg_u256 exact_failed;     /*   failed (the call was not charged) */
+  tg_u256 exact_onchain;    /* with an RPC endpoint: the amounts whose transaction succeeded */
 } tg_recon_payer;
+
+/* One `exact` payment (an EIP-3009 authorization) and its transaction. */
+typedef struct {
+  tg_address token, payer, to;
+  tg_hash nonce;
+  tg_u256 amount;
+  int status;               /* 0 verified, 1 submitted, 2 mined, 3 confirmed, 4 failed */
+  int has_tx;
+  tg_hash tx_hash;
+  char request_id[129];
+  int64_t created_at;       /* ms since the epoch */
+  int onchain;              /* with an RPC endpoint, its receipt: 1 success, 2 reverted,
+                               0 no receipt (not mined, or no transaction); -1 not read */
+  uint64_t block_number;    /* of the receipt */
+} tg_recon_exact;
+
+/* The name of an exact payment's status: "verified", "submitted", "mined", "confirmed", "failed". */
+const char *tg_recon_exact_status_name(int status);
 
 typedef struct {
   tg_recon_channel *ch;
   size_t n_ch;
-  tg_recon_payer *payers;
+  tg_recon_payer *payers;   /* every payer with a channel or an exact payment, by address */
   size_t n_payers;
+  tg_recon_exact *exact;    /* every exact payment, oldest first */
+  size_t n_exact;
   int has_onchain;
   size_t mismatches;        /* channels whose rows do not add up, or payers whose totals differ */
 } tg_recon;
 
 /*
  * Builds the reconciliation of every channel in the store (of the deployment's chain and
- * contract when `d` is given); with `rpc` and `d`, on-chain claimed totals are read
- * (getChannelState at the latest block). Sums are exact (256-bit, in C).
+ * contract when `d` is given) and of every exact payment; with `rpc` and `d`, on-chain claimed
+ * totals are read (getChannelState at the latest block) and the receipt of every exact
+ * payment's transaction. Sums are exact (256-bit, in C).
  */
 TG_WARN_UNUSED_RESULT int tg_recon_build(tg_recon *out, struct tg_store *st, tg_rpc *rpc,
                                          const tg_deployment *d);

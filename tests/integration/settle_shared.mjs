@@ -216,6 +216,31 @@ async function main() {
   check('every channel charge is marked settled', settledAll);
   check('the daemon logged an interval run and a watchtower run', /settlement \(interval\): done/.test(gw.logText) && /settlement \(watchtower: withdrawal\): done/.test(gw.logText), gw.logText.slice(-800));
 
+  // Reconciliation: every exact payment listed with its transaction, per payer to the unit.
+  const rep = h.run(TOLLGATE, ['report', '--store', `sqlite:${storePath}`, '--deployment', depFile, '--rpc-url', RPC, '--json']);
+  let repOk = null;
+  try { repOk = JSON.parse(rep.out); } catch { /* checked below */ }
+  const exRowsSum = sql('SELECT hex(amount) AS a FROM charges WHERE scheme = 0').reduce((a, r) => a + BigInt('0x' + r.a), 0n);
+  const exTx = new Set(exactTx.map((t) => t.hash.toLowerCase()));
+  const rp = repOk?.payers?.find((p) => p.payer.toLowerCase() === exactPayer.address.toLowerCase());
+  check('report --json lists every exact payment with the transaction the key sent, its store status and its receipt (success)',
+    rep.code === 0 && repOk && repOk.exactPayments.length === exactOk && repOk.exactPayments.every((e) => e.amount === '1000' && exTx.has(e.txHash) &&
+      ['submitted', 'mined', 'confirmed'].includes(e.status) && e.onchain === 'success' && e.payTo.toLowerCase() === receiver.toLowerCase()),
+    `exit ${rep.code} ${rep.err.trim()} ${JSON.stringify(repOk?.exactPayments?.slice(0, 2))}`);
+  check('report --json: the exact payer\'s totals equal its charge rows and its mined payments to the unit, no mismatch',
+    rp && BigInt(rp.exactTotal) === exRowsSum && exRowsSum === BigInt(exactOk) * 1000n && rp.exactChargedRows === rp.exactTotal &&
+      rp.exactCharges === exactOk && rp.exactPayments === exactOk && BigInt(rp.exactOnchain) === exRowsSum &&
+      BigInt(rp.exactConfirmed) + BigInt(rp.exactPending) === exRowsSum && rp.exactFailed === '0' && repOk.mismatches === 0,
+    JSON.stringify(rp));
+  const csv = h.run(TOLLGATE, ['report', '--store', `sqlite:${storePath}`, '--csv']);
+  const lines = csv.out.trim().split('\n');
+  const exLines = lines.filter((l) => l.startsWith('exact,'));
+  const pLine = lines.find((l) => l.startsWith('payer,') && l.toLowerCase().includes(exactPayer.address.toLowerCase()));
+  check('report --csv: one exact line per payment (status, transaction) and the payer line with its exact figures',
+    csv.code === 0 && exLines.length === exactOk && exLines.every((l) => /,(submitted|mined|confirmed),0x[0-9a-f]{64},/.test(l)) &&
+      pLine?.split(',')[10] === String(exRowsSum) && pLine?.split(',')[11] === String(exactOk),
+    `${exLines.length} lines; ${pLine}`);
+
   // A manual run next to the daemon: refused, with a message naming what holds the key.
   const man = h.run(TOLLGATE, ['settle', '--store', `sqlite:${storePath}`, '--deployment', depFile, '--rpc-url', RPC, '--keystore', keystore, '--password-file', pwFile]);
   check('tollgate settle next to the running daemon is refused (exit 1) with a message naming tollgated',

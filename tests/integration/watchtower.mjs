@@ -10,7 +10,7 @@ import { createPublicClient, createWalletClient, http, parseAbi, defineChain } f
 import { privateKeyToAccount, generatePrivateKey } from 'viem/accounts';
 import { harness, root, BIN, KEYS, sleep, freePort, waitHttp, rpc, b64json, unb64json, randSalt, signVoucher } from './lib/harness.mjs';
 
-const h = harness('watchtower', 150000);
+const h = harness('watchtower', 260000);
 const { check, info } = h;
 const TOLLGATE = h.binCopy('tollgate');
 const TOLLGATED = h.binCopy('tollgated');
@@ -209,6 +209,40 @@ async function main() {
   check('c: the runs are logged (settlement (interval): done ...)', /settlement \(interval\): done/.test(logText), logText.slice(-500));
   await h.stop(gw);
   check('c: tollgated stops cleanly on SIGTERM', gw.exited?.code === 0, JSON.stringify(gw.exited));
+
+  // ================= (d) alerts: a deadline run that keeps failing, a claim past its margin
+  writeConf('settle interval=1h min_amount=1000.00 max_age=24h margin=7m alert_after=2');
+  await startGateway(2);
+  const metric = async (name) => { const m = await (await fetch(`${GW}/metrics`)).text(); const l = m.split('\n').find((x) => x.startsWith(name + ' ')); return l ? Number(l.split(' ')[1]) : NaN; };
+  const payer3 = privateKeyToAccount(generatePrivateKey());
+  await rpc(RPC, 'anvil_setBalance', [payer3.address, '0x8ac7230489e80000']);
+  const d = await open(payer3, DEPOSIT);
+  const okD = await calls(d, 4);
+  const cD = charged(d.id);
+  const gwEth = await pub.getBalance({ address: gatewayAcct.address });
+  await rpc(RPC, 'anvil_setBalance', [gatewayAcct.address, '0x0']); // the gateway cannot pay gas
+  const wd = await send(payer3, { address: CHANNELS, abi: CH_ABI, functionName: 'initiateWithdraw', args: [d.cfg, DEPOSIT] });
+  const dInit = Number((await pub.getBlock({ blockNumber: wd.blockNumber })).timestamp);
+  const failAlert = await until(async () => /ALERT: watchtower: the claim of 1 channel\(s\) in withdrawal failed 2 times in a row/.test(gw.logText), 75000);
+  check('d: with no ETH for gas, the watchtower\'s run fails, is retried, and after 2 failures in a row an ALERT is logged',
+    okD === 4 && failAlert && (await state(d.id)).claimed === 0n, gw.logText.split('\n').filter((l) => /settlement|ALERT/.test(l)).slice(-4).join(' | '));
+  check('d: /metrics shows the failures in a row and the alert', (await metric('tollgate_settlement_consecutive_failures')) >= 2 &&
+    (await metric('tollgate_watchtower_alerts_total')) >= 1 && (await metric('tollgate_watchtower_channels')) === 1,
+    `consecutive ${await metric('tollgate_settlement_consecutive_failures')}, alerts ${await metric('tollgate_watchtower_alerts_total')}, watched ${await metric('tollgate_watchtower_channels')}`);
+  // Chain time to 6 minutes before the delay ends: inside the 7-minute margin, still owed.
+  const nowTs = Number((await pub.getBlock()).timestamp);
+  await rpc(RPC, 'evm_increaseTime', [dInit + DELAY - 360 - nowTs]);
+  await rpc(RPC, 'evm_mine');
+  const riskAlert = await until(async () => /ALERT: watchtower: channel 0x[0-9a-f]{64} still owes 4000 and its withdrawal can be finalized in \d+ s \(claim margin 420 s\)/.test(gw.logText), 15000);
+  check('d: inside the margin with the claim still missing: an ALERT names the channel, what it owes and the time left; at_risk = 1',
+    riskAlert && (await metric('tollgate_watchtower_channels_at_risk')) === 1, gw.logText.split('\n').filter((l) => /ALERT/.test(l)).slice(-2).join(' | '));
+  await rpc(RPC, 'anvil_setBalance', [gatewayAcct.address, '0x' + gwEth.toString(16)]);
+  const claimedD = await until(async () => (await state(d.id)).claimed === cD.sum, 30000);
+  const recovered = await until(async () => (await metric('tollgate_settlement_consecutive_failures')) === 0 && (await metric('tollgate_watchtower_channels_at_risk')) === 0, 15000);
+  check('d: with gas again the next retry claims everything charged before the delay ends; failures and at_risk back to 0',
+    claimedD && cD.sum === 4000n && recovered, `claimed ${(await state(d.id)).claimed}, consecutive ${await metric('tollgate_settlement_consecutive_failures')}, at risk ${await metric('tollgate_watchtower_channels_at_risk')}`);
+  await h.stop(gw);
+  check('d: tollgated stops cleanly on SIGTERM', gw.exited?.code === 0, JSON.stringify(gw.exited));
   const san = gwAll.map((p) => p.logText).join('\n').match(/^.*(runtime error|AddressSanitizer|LeakSanitizer|ThreadSanitizer).*$/m);
   check('tollgated logs have no sanitizer reports', !san, san?.[0]);
   info(`total ${h.elapsed()}`);
