@@ -375,6 +375,18 @@ static void test_validation(void) {
   tg_store_close(st);
 }
 
+typedef struct {
+  tg_store_exact rows[4];
+  size_t n, stop_after;
+} exact_list_ctx;
+
+static int exact_list_cb(void *arg, const tg_store_exact *e) {
+  exact_list_ctx *x = arg;
+  if (x->n < 4) x->rows[x->n] = *e;
+  x->n++;
+  return x->stop_after && x->n >= x->stop_after ? 7 : 0;
+}
+
 static void test_exact(void) {
   char path[256];
   tg_store *st = open_fresh(path, sizeof(path));
@@ -457,6 +469,33 @@ static void test_exact(void) {
   CHECK_ERR(tg_store_write(st, &upd, 1), TG_ENOTFOUND);
   nonce = hash(0x43);
   CHECK_ERR(tg_store_exact_get(st, &tok, &payer, &nonce, &got), TG_ENOTFOUND);
+
+  /* The list: the three authorizations, oldest first (rows of the same millisecond by token,
+   * payer, nonce), with status and transaction; a callback's non-zero return stops it and is
+   * returned. */
+  exact_list_ctx lx;
+  memset(&lx, 0, sizeof(lx));
+  CHECK_OK(tg_store_exact_list(st, exact_list_cb, &lx));
+  CHECK_INT(lx.n, 3);
+  int seen = 0;
+  for (size_t i = 0; i < lx.n && i < 4; i++) {
+    const tg_store_exact *r = &lx.rows[i];
+    if (i && r->created_at < lx.rows[i - 1].created_at) seen |= 8; /* out of order */
+    if (!strcmp(r->request_id, "ex-1") && r->token.b[19] == 0x70 && r->payer.b[19] == 0xb1 &&
+        r->status == TG_EXACT_CONFIRMED && r->has_tx && r->tx_hash.b[31] == 0x99 &&
+        u64(&r->amount) == 1500 && r->to.b[19] == 0xee)
+      seen |= 1;
+    if (!strcmp(r->request_id, "ex-2") && r->token.b[19] == 0x71 && r->status == TG_EXACT_VERIFIED &&
+        !r->has_tx)
+      seen |= 2;
+    if (!strcmp(r->request_id, "ex-3") && r->payer.b[19] == 0xb2 && u64(&r->amount) == 7)
+      seen |= 4;
+  }
+  CHECK_INT(seen, 7);
+  memset(&lx, 0, sizeof(lx));
+  lx.stop_after = 1;
+  CHECK_INT(tg_store_exact_list(st, exact_list_cb, &lx), 7);
+  CHECK_INT(lx.n, 1);
   tg_store_close(st);
 }
 

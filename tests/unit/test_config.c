@@ -94,6 +94,8 @@ static void test_sample_loads(void) {
   CHECK_INT(c->settle_max_age_s, 86400);
   check_u256(&c->settle_min_amount, "1000000");
   check_u256(&c->settle_max_gas_price_wei, "50000000000");
+  CHECK_INT(c->settle_margin_s, 300);
+  CHECK_INT(c->settle_alert_after, 3);
   CHECK_INT(c->log_format, TG_LOG_JSON);
   CHECK_STR(c->access_log, "-");
   /* Routes resolve to their upstream and price. */
@@ -216,6 +218,8 @@ static void test_errors_name_line_and_key(void) {
   expect_error("exact_wait never\n", TG_ECONFIG_VALUE, "neither submission nor receipt");
   expect_error("settle interval=0\n", TG_ECONFIG_VALUE, "key \"interval\": must be at least 1s");
   expect_error("settle max_gas_price_gwei=1.0000000001\n", TG_ECONFIG_VALUE, "key \"max_gas_price_gwei\"");
+  expect_error("settle alert_after=0\n", TG_ECONFIG_VALUE, "key \"alert_after\": \"0\" is not a number in 1..1000");
+  expect_error("settle margin=soon\n", TG_ECONFIG_VALUE, "key \"margin\"");
   expect_error("log_format xml\n", TG_ECONFIG_VALUE, "neither json nor text");
   expect_error("public_url \"https://a b\n", TG_ECONFIG, "t.conf:1: line: unterminated quoted string");
   expect_error("route r GET /a upstream=u upstream=v\n", TG_ECONFIG_DUP, "key \"upstream\": given twice");
