@@ -1,6 +1,6 @@
 // A gateway that accepts `exact` and channels at once (docs/SETTLEMENT.md, "One key, one nonce
-// sequence"): exact payments by the official x402 client keep arriving while the scheduler's
-// interval run claims one channel and the watchtower claims another that is being withdrawn.
+// sequence"): exact payments by the official x402 client keep arriving while the scheduler
+// claims one channel near its balance and the watchtower claims another being withdrawn.
 // Every transaction the gateway key sent is mined, its nonces are 0..n-1 with no gap, no
 // duplicate and no filler, and every balance is exact. A `tollgate settle` by hand next to the
 // running daemon is refused with a clear message. One PASS/FAIL line per check, then
@@ -80,8 +80,9 @@ async function main() {
     'exact_wait submission',
     'exact_validity 120s',
     `channel withdraw_delay=${DELAY / 60}m`,
-    // channel A is claimed by the interval run, channel B by the watchtower once withdrawn
-    'settle interval=4s min_amount=0.004 max_age=24h',
+    // channel A is claimed near its balance, channel B by the watchtower once withdrawn; the
+    // interval and the minimum alone would claim nothing during the test
+    'settle interval=1h min_amount=1000.00 max_age=24h',
     `store sqlite ${storePath}`,
     '',
   ].join('\n'));
@@ -135,7 +136,7 @@ async function main() {
   // The channels first (their deposits are the payers' own transactions), then exact payments
   // in flight the whole time the two settlement runs happen.
   const DEPOSIT = 1_000_000n;
-  const A = await open(payerA, DEPOSIT);
+  const A = await open(payerA, 10_500n);
   const B = await open(payerB, DEPOSIT);
   await send(exactPayer, { address: USDC, abi: ERC20, functionName: 'mint', args: [exactPayer.address, 1_000_000n] });
   const exactPayer0 = await bal(exactPayer.address);
@@ -155,14 +156,14 @@ async function main() {
   };
   const workers = [worker(), worker(), worker()];
   await sleep(1500);
-  const okA = await calls(A, 5);
   const okB = await calls(B, 3);
+  const okA = await calls(A, 10);
   const cA = charged(A.id), cB = charged(B.id);
-  check('channel calls are answered while exact payments are in flight (A: 5 x 1000, B: 3 x 1000 charged)',
-    okA === 5 && okB === 3 && cA.sum === 5000n && cB.sum === 3000n, `A ${okA} ${cA.sum}, B ${okB} ${cB.sum}`);
-  // A (5000, above min_amount 0.004 = 4000) goes with the next interval run; B (3000) waits.
+  check('channel calls are answered while exact payments are in flight (A: 10 x 1000, B: 3 x 1000 charged)',
+    okA === 10 && okB === 3 && cA.sum === 10000n && cB.sum === 3000n, `A ${okA} ${cA.sum}, B ${okB} ${cB.sum}`);
+  // A's 10th call passes 90 % of its 10,500 deposit: a settlement run claims it at once; B waits.
   const claimedA = await until(async () => (await state(A.id)).claimed === cA.sum, 30000);
-  check('the interval run claims A (on-chain totalClaimed == charged) while exact calls go on; B (under min_amount) waits',
+  check('a settlement run (near balance) claims A (on-chain totalClaimed == charged) while exact calls go on; B waits',
     claimedA && (await state(B.id)).claimed === 0n, `A claimed ${(await state(A.id)).claimed}, B claimed ${(await state(B.id)).claimed}; exact so far ${exactOk}`);
   // B's withdrawal makes it a deadline: the watchtower claims it at once.
   await send(payerB, { address: CHANNELS, abi: CH_ABI, functionName: 'initiateWithdraw', args: [B.cfg, DEPOSIT] });
@@ -212,9 +213,9 @@ async function main() {
   check('the exact payer paid exactly 1000 per call', exactPayer0 - (await bal(exactPayer.address)) === BigInt(exactOk) * 1000n);
   const exRows = sql('SELECT count(*) AS n FROM charges WHERE scheme = 0')[0].n;
   check('the store has one exact charge per paid call', exRows === exactOk, `${exRows} rows`);
-  const settledAll = await until(async () => charged(A.id).settled === 5 && charged(B.id).settled === 3, 10000);
+  const settledAll = await until(async () => charged(A.id).settled === 10 && charged(B.id).settled === 3, 10000);
   check('every channel charge is marked settled', settledAll);
-  check('the daemon logged an interval run and a watchtower run', /settlement \(interval\): done/.test(gw.logText) && /settlement \(watchtower: withdrawal\): done/.test(gw.logText), gw.logText.slice(-800));
+  check('the daemon logged a near-balance run and a watchtower run', /settlement \(near balance\): done/.test(gw.logText) && /settlement \(watchtower: withdrawal\): done/.test(gw.logText), gw.logText.slice(-800));
 
   // Reconciliation: every exact payment listed with its transaction, per payer to the unit.
   const rep = h.run(TOLLGATE, ['report', '--store', `sqlite:${storePath}`, '--deployment', depFile, '--rpc-url', RPC, '--json']);
