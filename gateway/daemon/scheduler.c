@@ -62,9 +62,7 @@ static int64_t wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void hash_add(tg_hash **v, size_t *n, size_t *cap, const tg_hash *h) {
-  for (size_t i = 0; i < *n; i++)
-    if (!memcmp((*v)[i].b, h->b, 32)) return;
+static void hash_push(tg_hash **v, size_t *n, size_t *cap, const tg_hash *h) {
   if (*n == *cap) {
     size_t c = *cap ? *cap * 2 : 16;
     tg_hash *nv = realloc(*v, c * sizeof *nv);
@@ -73,6 +71,13 @@ static void hash_add(tg_hash **v, size_t *n, size_t *cap, const tg_hash *h) {
     *cap = c;
   }
   (*v)[(*n)++] = *h;
+}
+
+/* Adds h unless present (linear: the sets it is used on are small, see look()). */
+static void hash_add(tg_hash **v, size_t *n, size_t *cap, const tg_hash *h) {
+  for (size_t i = 0; i < *n; i++)
+    if (!memcmp((*v)[i].b, h->b, 32)) return;
+  hash_push(v, n, cap, h);
 }
 
 /* ---- deadlines: the channels the watchtower follows --------------------------------------- */
@@ -114,7 +119,8 @@ static int scan_cb(void *arg, const tg_store_channel *ch) {
   int near = !wd && tg_settle_near_balance(&ch->charged, &cc->total_claimed, &cc->balance,
                                            x->s->policy.near_balance_pct);
   if (!wd && !near) return 0;
-  if (x->n_keep < WATCH_MAX) hash_add(&x->keep, &x->n_keep, &x->cap_keep, &ch->id);
+  /* ids come from one store scan or from the (duplicate-free) watch set: no check needed */
+  if (x->n_keep < WATCH_MAX) hash_push(&x->keep, &x->n_keep, &x->cap_keep, &ch->id);
   if (wd) {
     x->withdrawing++;
     if (cc->withdraw_requested_at) {
