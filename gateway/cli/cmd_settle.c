@@ -129,6 +129,10 @@ int cmd_settle(int argc, char **argv) {
   o.policy.no_sweep = no_sweep;
   o.policy.verify_vouchers = !no_verify;
   char jpath[1024];
+  if (!journal && (!strncmp(store_uri, "postgres://", 11) || !strncmp(store_uri, "postgresql://", 13)))
+    return cli_fail(cmd, "with a PostgreSQL store give --journal PATH (a journal of its own: "
+                    "each tollgated instance keeps STATE_DIR/tollgated.txm and settles itself while "
+                    "it holds the gateway lease)");
   if (!journal) {
     if (journal_for(store_uri, jpath, sizeof jpath))
       return cli_fail(cmd, "cannot derive a --journal path from --store %s", store_uri);
