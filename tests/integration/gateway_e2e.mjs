@@ -852,6 +852,18 @@ async function main() {
     const st = sql(`SELECT status, withdraw_requested_at AS w FROM channels WHERE lower(hex(id)) = '${id2.slice(2)}'`)[0];
     check('h: the store mirrors the withdrawal (status withdrawing, withdraw_requested_at set)', st && st.status === 1 && st.w > 0, JSON.stringify(st));
     info(`withdrawal seen by the gateway ${seenMs} ms after its receipt`);
+    // The watchtower runs with `exact` accepted too (one transaction manager): it claims what the
+    // store charged on the withdrawn channel and sweeps it, before (g) measures the receiver.
+    const charged2 = () => BigInt('0x' + (sql(`SELECT hex(charged) AS c FROM channels WHERE lower(hex(id)) = '${id2.slice(2)}'`)[0]?.c || '0'));
+    const claimed2 = async () => { const s = await pub.readContract({ address: CHANNELS, abi: CH_ABI, functionName: 'getChannelState', args: [id2] }); return s.totalClaimed ?? s[1]; };
+    let wt = false;
+    for (let t = 0; t < 100 && !wt; t++) {
+      wt = (await claimed2()) === charged2() && /settlement \(watchtower: withdrawal\): done/.test(gw.logText);
+      if (!wt) await sleep(200);
+    }
+    check('h: the watchtower (running beside exact) claims exactly what the store charged on the withdrawn channel',
+      wt, `claimed ${await claimed2()}, charged ${charged2()}`);
+    await chainSettled(); // and its sweep is mined
   }
 
   // ================= (g) SIGKILL while exact transactions wait for their receipts (exact_wait receipt):

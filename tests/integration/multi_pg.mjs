@@ -298,6 +298,9 @@ async function main() {
   let swept = false;
   for (const end = Date.now() + 30000; Date.now() < end; await sleep(500)) if ((await bal(receiver)) === total) { swept = true; break; }
   check(`settle: the receiver got exactly the total charged (${total})`, swept, `receiver ${await bal(receiver)}`);
+  // the run's summary line comes once its sweep is confirmed (the manager's next poll after the
+  // receipt), a moment after the balance moved
+  for (const end = Date.now() + 15000; Date.now() < end && ![1, 2].some((i) => /settlement \(/.test(gws[i].logText)); await sleep(250));
   const ran = [1, 2].filter((i) => /settlement \(/.test(gws[i].logText)).map((i) => `gw${i + 1}`);
   check('settle: exactly one instance ran settlement, the lease holder', ran.length === 1 && ran[0] === moved && !/settlement \(/.test(gws[0].logText), `ran: ${ran.join(',')}, holder ${moved}`);
 
