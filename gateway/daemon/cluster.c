@@ -20,7 +20,7 @@ struct tg_cluster {
   tg_cluster_leader_fn on_leader;
   void *arg;
   atomic_int leader;
-  int64_t leader_ok_at;      /* monotonic ms of the last successful renewal of the gateway lease */
+  _Atomic int64_t leader_ok_at; /* monotonic ms of the last successful renewal of the gateway lease */
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -135,7 +135,12 @@ int tg_cluster_start(tg_cluster **out, char *err, size_t err_len, const tg_clust
   return TG_OK;
 }
 
-int tg_cluster_leader(tg_cluster *c) { return c ? atomic_load(&c->leader) : 0; }
+/* Also by the clock: a renewal that hangs (the database unreachable) ends the holding after
+ * ttl/2 even while the cluster thread is still blocked in it. */
+int tg_cluster_leader(tg_cluster *c) {
+  if (!c || !atomic_load(&c->leader)) return 0;
+  return mono_ms() - atomic_load(&c->leader_ok_at) < c->ttl_ms / 2;
+}
 
 void tg_cluster_stop(tg_cluster *c) {
   if (!c) return;

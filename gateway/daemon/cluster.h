@@ -46,7 +46,7 @@ typedef struct {
  */
 TG_WARN_UNUSED_RESULT int tg_cluster_start(tg_cluster **out, char *err, size_t err_len,
                                            const tg_cluster_opts *o);
-/* 1 while this instance holds the gateway lease. Thread-safe. */
+/* 1 while this instance holds the gateway lease and renewed it less than ttl/2 ago. Thread-safe. */
 int tg_cluster_leader(tg_cluster *c);
 /* Stops the thread and gives both leases up, so another instance takes over at once. */
 void tg_cluster_stop(tg_cluster *c);

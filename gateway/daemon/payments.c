@@ -77,6 +77,48 @@ static void journal_path(char *out, size_t cap, const tg_config *cfg, const char
 
 static int may_run(void *arg) { return tg_cluster_leader(arg); }
 
+/*
+ * The last guard of one sender per account: `exact` and deposit submissions
+ * go through only while this instance holds the gateway lease (the pay layer
+ * already refuses them up front on the other instances; this catches a lease
+ * lost in between, e.g. while the database did not answer).
+ */
+static int guarded_submit(void *ctx, struct event_base *base, const tg_address *token,
+                          const tg_x402_exact *auth, tg_pay_exact_cb cb, void *arg) {
+  tg_payments *p = ctx;
+  if (p->cluster && !tg_cluster_leader(p->cluster)) return TG_EPAY_ELSEWHERE;
+  return p->exact.submit(p->exact.ctx, base, token, auth, cb, arg);
+}
+
+static int guarded_deposit(void *ctx, struct event_base *base, const tg_address *contract,
+                           const tg_x402_channel *ch, tg_pay_exact_cb cb, void *arg) {
+  tg_payments *p = ctx;
+  if (p->cluster && !tg_cluster_leader(p->cluster)) return TG_EPAY_ELSEWHERE;
+  return p->exact.deposit(p->exact.ctx, base, contract, ch, cb, arg);
+}
+
+static int guarded_refund(void *ctx, struct event_base *base, const tg_address *contract,
+                          const tg_channel_config *config, const tg_u256 *amount,
+                          tg_pay_exact_cb cb, void *arg) {
+  tg_payments *p = ctx;
+  if (p->cluster && !tg_cluster_leader(p->cluster)) return TG_EPAY_ELSEWHERE;
+  return p->exact.refund(p->exact.ctx, base, contract, config, amount, cb, arg);
+}
+
+/* Reads need no lease: every instance may check an authorization. */
+static int guarded_check(void *ctx, const tg_address *token, const tg_address *from,
+                         const tg_hash *nonce, tg_u256 *balance, int *used) {
+  tg_payments *p = ctx;
+  return p->exact.check(p->exact.ctx, token, from, nonce, balance, used);
+}
+
+static int guarded_check_async(void *ctx, struct event_base *base, const tg_address *token,
+                               const tg_address *from, const tg_hash *nonce,
+                               tg_pay_exact_check_cb cb, void *arg) {
+  tg_payments *p = ctx;
+  return p->exact.check_async(p->exact.ctx, base, token, from, nonce, cb, arg);
+}
+
 static void on_leader(void *arg, int leader) {
   tg_payments *p = arg;
   if (p->pay) tg_pay_set_exact_owner(p->pay, leader);
@@ -223,7 +265,16 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   po.store = p->store;
   po.ledger = p->ledger;
   po.chain = tg_chain_pay_reader(p->chain);
-  po.exact = tg_chain_exact_backend(p->chain);
+  p->exact = tg_chain_exact_backend(p->chain);
+  po.exact = p->exact;
+  if (cfg->store_kind == TG_STORE_POSTGRES) {
+    po.exact.ctx = p;
+    po.exact.check = p->exact.check ? guarded_check : NULL;
+    po.exact.check_async = p->exact.check_async ? guarded_check_async : NULL;
+    po.exact.submit = p->exact.submit ? guarded_submit : NULL;
+    po.exact.deposit = p->exact.deposit ? guarded_deposit : NULL;
+    po.exact.refund = p->exact.refund ? guarded_refund : NULL;
+  }
   if (!cfg->channel_gasless) { /* the gateway sends no payer-side channel transactions */
     po.exact.deposit = NULL;     /* `deposit` payloads refused */
     po.exact.refund = NULL;      /* POST /channel/refund answers 503 */

@@ -21,6 +21,7 @@ typedef struct {
   tg_passes *passes;          /* access passes (when the configuration has plans) */
   tg_scheduler *sched;        /* settlement runs and the watchtower (channel scheme) */
   tg_cluster *cluster;        /* PostgreSQL: liveness and the gateway lease (NULL on SQLite) */
+  tg_pay_exact_backend exact; /* the chain's, behind a check of the gateway lease */
   tg_http_payhooks hooks;
 } tg_payments;
 

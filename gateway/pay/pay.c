@@ -845,6 +845,11 @@ static void admit_channel(tg_pay *p, tg_config *cfg, struct event_base *base,
                cb, arg);
         goto fail;
       }
+    } else if (!atomic_load(&p->exact_owner)) {
+      /* The deposit is a transaction from the gateway key: only the instance holding the
+       * gateway lease submits (contiguous nonces, docs/STORE.md); nothing was taken. */
+      refuse(p, cfg, req, 503, "deposit_submitter_elsewhere", NULL, NULL, cb, arg);
+      goto fail;
     } else {
       deposit_wait *w = calloc(1, sizeof *w);
       if (!w) abort();

@@ -207,7 +207,8 @@ void tg_pay_free(tg_pay *p);
  * several gateways on one store only the holder of the gateway lease submits,
  * so that the account's nonces stay contiguous; the others refuse `exact`
  * calls and facilitator settlements with 503 (reason
- * "exact_submitter_elsewhere"). Thread-safe.
+ * "exact_submitter_elsewhere") and gasless channel deposits not yet on-chain
+ * with 503 ("deposit_submitter_elsewhere"). Thread-safe.
  */
 void tg_pay_set_exact_owner(tg_pay *p, int owner);
 /* Swaps in a reloaded configuration (prices, credit limits) for new calls. */

@@ -142,7 +142,7 @@ async function main() {
     if (r.status !== 'success') throw new Error(`${req.functionName} reverted`);
     return r;
   };
-  const unpaid = await fetch(`${GW[0]}/paid/v1/models`);
+  const unpaid = await fetch(`${GW[0]}/paid/v1/models`, { signal: AbortSignal.timeout(30000) });
   await unpaid.text();
   const req = unb64json(unpaid.headers.get('payment-required') || 'e30=').accepts?.find((a) => a.scheme === 'batch-settlement');
   if (!check('setup: the gateway offers batch-settlement', unpaid.status === 402 && !!req, JSON.stringify(req))) return;
@@ -179,11 +179,12 @@ async function main() {
         const gAt = g, killedBefore = dead.size;
         let r;
         try {
-          r = await fetch(`${GW[g]}/paid/v1/models`, { headers: { 'payment-signature': chans[ci].hdr } });
+          r = await fetch(`${GW[g]}/paid/v1/models`, { headers: { 'payment-signature': chans[ci].hdr }, signal: AbortSignal.timeout(60000) });
           await r.text();
-        } catch {
+        } catch (e) {
           st.inflight[gAt]--;
           st.lost++; // no answer: not acknowledged (its instance was killed)
+          if (e?.name === 'TimeoutError') { st.other.timeout = (st.other.timeout || 0) + 1; info(`a call to gw${gAt + 1} got no answer in 60 s; its log ends: ${gws[gAt].logText.slice(-1500)}`); continue; }
           dead.add(gAt);
           continue;
         } finally { if (r) st.inflight[gAt]--; }
@@ -279,7 +280,7 @@ async function main() {
     const sig = await signVoucher(c.acct, c.id, ceil, 31337, CHANNELS);
     const hdr = b64json({ x402Version: 2, resource: { url: `${GW[1]}/paid/v1/models` }, accepted: req,
       payload: { type: 'voucher', channelConfig: c.cfg, voucher: { channelId: c.id, maxClaimableAmount: String(ceil), signature: sig } } });
-    const r = await fetch(`${GW[1 + (i % 2)]}/paid/v1/models`, { headers: { 'payment-signature': hdr } });
+    const r = await fetch(`${GW[1 + (i % 2)]}/paid/v1/models`, { headers: { 'payment-signature': hdr }, signal: AbortSignal.timeout(60000) });
     await r.text();
     const pr = unb64json(r.headers.get('payment-response') || 'e30=');
     if (r.status === 200 && storeCharged(c.id).charged === ceil && String(pr.extra?.channelState?.chargedCumulativeAmount) === String(ceil)) topped++;
@@ -313,4 +314,5 @@ async function main() {
   info(`total ${h.elapsed()}`);
 }
 
-main().then(() => { h.summary(); h.finish(h.failed ? 1 : 0); }, (e) => { console.log(`FAIL ${e?.stack || e}`); h.failed++; h.summary(); h.finish(1); });
+const tails = () => { for (const p of h.procs) if (/^gw|postgres/.test(p.spawnargs?.[2] ?? '') || p.logText) info(`${p.spawnfile} ${p.spawnargs.slice(1, 3).join(' ')}: ...${p.logText.slice(-800)}`); };
+main().then(() => { if (h.failed) tails(); h.summary(); h.finish(h.failed ? 1 : 0); }, (e) => { console.log(`FAIL ${e?.stack || e}`); h.failed++; tails(); h.summary(); h.finish(1); });

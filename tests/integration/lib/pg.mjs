@@ -43,7 +43,7 @@ export async function startPg(h) {
     '-c', 'logging_collector=off'], { LANG: 'C', HOME: dir }, as);
   const admin = `postgresql://postgres@127.0.0.1:${port}/postgres`;
   const psql = (uri, sql) => {
-    const r = spawnSync('psql', ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-d', uri, '-c', sql], { encoding: 'utf8' });
+    const r = spawnSync('psql', ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-d', uri, '-c', sql], { encoding: 'utf8', timeout: 60000 });
     if (r.status !== 0) throw new Error(`psql: ${r.stderr.trim()}`);
     return r.stdout.trim();
   };
