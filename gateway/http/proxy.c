@@ -34,7 +34,13 @@
 #define SSE_LINE_MAX (256 << 10)
 #define MODEL_MAX 256
 
-#define EASY_POOL 256
+/*
+ * Idle easy handles kept per worker (each holds libcurl's receive buffer), and that buffer's
+ * size: 8 KiB instead of libcurl's 16 KiB halves the memory of every call in flight (1,000
+ * connections: ~8 MiB less) for one more read per 16 KiB of answer.
+ */
+#define EASY_POOL 64
+#define UPSTREAM_BUFFER (8 << 10)
 
 /*
  * Unpriced calls arm the EV_CLOSED watch on the client's socket only once they
@@ -900,6 +906,7 @@ static void start_upstream(call *c) {
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->upstream->connect_ms);
+  curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)UPSTREAM_BUFFER);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, curl_close_cb);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c->w->proxy);
   if (c->upstream->timeout_ms) {
