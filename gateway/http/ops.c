@@ -518,13 +518,31 @@ void tg_ops_facilitator(const tg_http_ops *ops, struct event_base *base, struct 
 
 /* POST /channel/refund: the payment layer's answer, sent as it is. */
 typedef struct {
-  struct evhttp_request *req;
+  struct evhttp_request *req;       /* NULL once the client is gone */
+  struct evhttp_request *detached;  /* a request evhttp left to us to free */
+  struct evhttp_connection *evcon;
   void (*done)(void *arg, int status);
   void *arg;
 } refund_req;
 
+/* The client went away while its refund was under way: the refund goes on, nobody is answered. */
+static void on_refund_client_close(struct evhttp_connection *evcon, void *arg) {
+  (void)evcon;
+  refund_req *r = arg;
+  if (r->req && evhttp_request_get_connection(r->req) == NULL) r->detached = r->req;
+  r->req = NULL;
+  r->evcon = NULL;
+}
+
 static void on_refund(void *arg, int status, const char *body) {
   refund_req *r = arg;
+  if (r->req == NULL) {
+    if (r->detached) evhttp_request_free(r->detached);
+    r->done(r->arg, 499);
+    free(r);
+    return;
+  }
+  if (r->evcon) evhttp_connection_set_closecb(r->evcon, NULL, NULL);
   struct evbuffer *b = evbuffer_new();
   if (b == NULL) abort();
   evbuffer_add(b, body, strlen(body));
@@ -546,11 +564,13 @@ static int facilitator(const tg_http_ops *ops, struct event_base *base, struct e
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
       return reply_error(req, 405, "POST only", request_id);
     }
-    refund_req *r = malloc(sizeof *r);
+    refund_req *r = calloc(1, sizeof *r);
     if (r == NULL) abort();
     r->req = req;
     r->done = done;
     r->arg = arg;
+    r->evcon = evhttp_request_get_connection(req);
+    if (r->evcon) evhttp_connection_set_closecb(r->evcon, on_refund_client_close, r);
     const char *ps = evhttp_find_header(evhttp_request_get_input_headers(req), "PAYMENT-SIGNATURE");
     if (ps && strlen(ps) > TG_X402_HEADER_MAX) ps = NULL;
     tg_pay_refund(ops->pay, base, ps, on_refund, r);

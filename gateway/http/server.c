@@ -396,7 +396,9 @@ static void on_request(struct evhttp_request *req, void *arg) {
     return;
   }
   if (s->ops && s->ops->pay && tg_ops_is_facilitator(path) && s->fac_token_len &&
-      strcmp(path, "/supported") != 0 && !bearer_ok(req, s->fac_token, s->fac_token_len)) {
+      strcmp(path, "/supported") != 0 && strcmp(path, "/channel/refund") != 0 &&
+      !bearer_ok(req, s->fac_token, s->fac_token_len)) {
+    /* (/channel/refund is the payers': its refund payload's voucher authenticates them.) */
     /* `facilitator token_...` set: settling and verifying are for the servers that hold it. */
     evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
     tg_http_send_error(req, 401, "facilitator endpoints need a bearer token", id);

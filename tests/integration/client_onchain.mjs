@@ -222,6 +222,14 @@ async function main() {
     const r103 = pay(URL);
     const [b4] = await onchain(id);
     check('channel refund: the channel reopens; the next call tops it up gasless and pays by voucher', r103.code === 0 && /cumulative 103000\)/.test(r103.err) && b4 === 202000n, `${r103.err.trim()} onchain ${b4}`);
+    // a payer that goes away while its refund is being mined: the gateway carries on, unharmed
+    const killed = spawn(TOLLGATE, ['channel', 'refund', id, URL, '--private-key', key, '--state', STATE], { stdio: 'ignore' });
+    await sleep(150);
+    killed.kill('SIGKILL');
+    let b5 = 0n;
+    for (let i = 0; i < 50; i++) { [b5] = await onchain(id); if (b5 === 103000n) break; await sleep(200); }
+    const alive = await fetch(`${GW}/healthz`).then((r) => r.status, () => 0);
+    check('channel refund: a payer that disconnects mid-refund still gets it; the gateway stays up', b5 === 103000n && alive === 200 && !gw.exited, `onchain ${b5} healthz ${alive}`);
     const poorId = JSON.parse(readFileSync(join(PSTATE, 'state.json'), 'utf8')).channels[0]?.id;
     const rf3 = poorId ? run(TOLLGATE, ['channel', 'refund', '-v', poorId, URL, '--private-key', poor, '--state', PSTATE]) : { code: -1, err: 'no channel' };
     check('channel refund: a channel never funded is refused by the gateway (channel_not_found)', rf3.code === 1 && /channel_not_found/.test(rf3.err), rf3.err.trim().slice(-400));
