@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/watch.h"
 #include "pay/passes.h"
 #include "store/store.h"
 #include "tollgate/address.h"
@@ -37,7 +38,9 @@
 static _Atomic uint64_t fac_count[3][2];
 static const char *const fac_names[3] = {"verify", "settle", "supported"};
 
+/* req NULL: the client is gone, the answer is dropped. */
 static void reply_json(struct evhttp_request *req, int status, json_t *j) {
+  if (req == NULL) return;
   char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
   struct evbuffer *b = evbuffer_new();
   if (b == NULL) abort();
@@ -477,7 +480,7 @@ out:
 }
 
 typedef struct {
-  struct evhttp_request *req;
+  tg_client_watch *cw;
   uint64_t chain_id;
   void (*done)(void *arg, int status);
   void *arg;
@@ -498,65 +501,51 @@ static json_t *settle_json(const tg_pay_fac_result *r, uint64_t chain_id, int ha
 static void on_settled(void *arg, const tg_pay_fac_result *r) {
   settle_wait *w = arg;
   json_t *o = settle_json(r, w->chain_id, 1);
-  reply_json(w->req, 200, o);
+  reply_json(tg_client_watch_take(w->cw), 200, o); /* dropped when the client is gone */
   json_decref(o);
   atomic_fetch_add(&fac_count[1][r->valid ? 1 : 0], 1);
   w->done(w->arg, 200);
   free(w);
 }
 
-static int facilitator(const tg_http_ops *ops, struct event_base *base, struct evhttp_request *req,
+static int facilitator(const tg_http_ops *ops, struct event_base *base, tg_client_watch *cw,
                        const char *method, const char *path, const char *request_id,
                        void (*done)(void *arg, int status), void *arg);
 
-void tg_ops_facilitator(const tg_http_ops *ops, struct event_base *base, struct evhttp_request *req,
+void tg_ops_facilitator(const tg_http_ops *ops, struct event_base *base, tg_client_watch *cw,
                         const char *method, const char *path, const char *request_id,
                         void (*done)(void *arg, int status), void *arg) {
-  int st = facilitator(ops, base, req, method, path, request_id, done, arg);
+  int st = facilitator(ops, base, cw, method, path, request_id, done, arg);
   if (st) done(arg, st);
 }
 
 /* POST /channel/refund: the payment layer's answer, sent as it is. */
 typedef struct {
-  struct evhttp_request *req;       /* NULL once the client is gone */
-  struct evhttp_request *detached;  /* a request evhttp left to us to free */
-  struct evhttp_connection *evcon;
+  tg_client_watch *cw;
   void (*done)(void *arg, int status);
   void *arg;
 } refund_req;
 
-/* The client went away while its refund was under way: the refund goes on, nobody is answered. */
-static void on_refund_client_close(struct evhttp_connection *evcon, void *arg) {
-  (void)evcon;
-  refund_req *r = arg;
-  if (r->req && evhttp_request_get_connection(r->req) == NULL) r->detached = r->req;
-  r->req = NULL;
-  r->evcon = NULL;
-}
-
 static void on_refund(void *arg, int status, const char *body) {
   refund_req *r = arg;
-  if (r->req == NULL) {
-    if (r->detached) evhttp_request_free(r->detached);
-    r->done(r->arg, 499);
-    free(r);
-    return;
+  struct evhttp_request *req = tg_client_watch_take(r->cw); /* NULL: the client is gone */
+  if (req) {
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) abort();
+    evbuffer_add(b, body, strlen(body));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evhttp_send_reply(req, status, NULL, b);
+    evbuffer_free(b);
   }
-  if (r->evcon) evhttp_connection_set_closecb(r->evcon, NULL, NULL);
-  struct evbuffer *b = evbuffer_new();
-  if (b == NULL) abort();
-  evbuffer_add(b, body, strlen(body));
-  evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", "application/json");
-  evhttp_send_reply(r->req, status, NULL, b);
-  evbuffer_free(b);
   r->done(r->arg, status);
   free(r);
 }
 
 /* Returns the status sent, or 0 when the answer (and done) come later. */
-static int facilitator(const tg_http_ops *ops, struct event_base *base, struct evhttp_request *req,
+static int facilitator(const tg_http_ops *ops, struct event_base *base, tg_client_watch *cw,
                        const char *method, const char *path, const char *request_id,
                        void (*done)(void *arg, int status), void *arg) {
+  struct evhttp_request *req = cw->req; /* being served: valid until this returns */
   if (ops == NULL || ops->pay == NULL)
     return reply_error(req, 503, "facilitator: payments not configured", request_id);
   if (strcmp(path, "/channel/refund") == 0) {
@@ -566,11 +555,9 @@ static int facilitator(const tg_http_ops *ops, struct event_base *base, struct e
     }
     refund_req *r = calloc(1, sizeof *r);
     if (r == NULL) abort();
-    r->req = req;
+    r->cw = cw;
     r->done = done;
     r->arg = arg;
-    r->evcon = evhttp_request_get_connection(req);
-    if (r->evcon) evhttp_connection_set_closecb(r->evcon, on_refund_client_close, r);
     const char *ps = evhttp_find_header(evhttp_request_get_input_headers(req), "PAYMENT-SIGNATURE");
     if (ps && strlen(ps) > TG_X402_HEADER_MAX) ps = NULL;
     tg_pay_refund(ops->pay, base, ps, on_refund, r);
@@ -623,7 +610,7 @@ static int facilitator(const tg_http_ops *ops, struct event_base *base, struct e
   } else if (f->reason == NULL) {
     settle_wait *w = malloc(sizeof *w);
     if (w == NULL) abort();
-    w->req = req;
+    w->cw = cw;
     w->chain_id = chain_id;
     w->done = done;
     w->arg = arg;

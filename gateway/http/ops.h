@@ -6,6 +6,7 @@
 
 struct event_base;
 struct evhttp_request;
+struct tg_client_watch;
 
 /*
  * The admin API, after the bearer token was checked: `sub` is the path after
@@ -21,8 +22,11 @@ int tg_ops_is_facilitator(const char *path);
  * Answers a facilitator endpoint, then calls done(arg, status) exactly once,
  * on `base`, possibly before it returns: POST /settle answers from the
  * payment layer's callback, once the transaction was submitted (or found).
+ * The request is cw->req, watched by the caller (http/proxy.h): an answer
+ * that comes from a callback goes to tg_client_watch_take(cw), and is
+ * dropped when the client is gone.
  */
-void tg_ops_facilitator(const tg_http_ops *ops, struct event_base *base, struct evhttp_request *req,
+void tg_ops_facilitator(const tg_http_ops *ops, struct event_base *base, struct tg_client_watch *cw,
                         const char *method, const char *path, const char *request_id,
                         void (*done)(void *arg, int status), void *arg);
 
@@ -34,10 +38,11 @@ int tg_signin_is_path(const char *path);
 /*
  * Answers a sign-in endpoint (Sign-In with Ethereum for access passes), then
  * calls done(arg, status) exactly once on `base`, possibly before it returns.
- * `cfg` is read before this returns.
+ * `cfg` is read before this returns. The request is cw->req, watched by the
+ * caller, as for tg_ops_facilitator.
  */
 void tg_signin_handle(const tg_http_ops *ops, const tg_config *cfg, struct event_base *base,
-                      struct evhttp_request *req, const char *method, const char *path,
+                      struct tg_client_watch *cw, const char *method, const char *path,
                       const char *request_id, void (*done)(void *arg, int status), void *arg);
 
 #endif

@@ -121,11 +121,7 @@ typedef struct call {
   char *path; /* without query */
   struct timespec t0;
 
-  struct evhttp_request *req;      /* NULL once the client is gone */
-  struct evhttp_request *detached; /* a request evhttp left to us to free */
-  struct evhttp_connection *evcon;
-  struct event *close_ev;
-  struct event *lazy_ev;           /* arms close_ev on unpriced calls that last */
+  tg_client_watch cw;              /* cw.req: NULL once the client is gone or answered */
 
   /* payment */
   tg_pay_call *pay;
@@ -364,18 +360,6 @@ void tg_proxy_free(tg_proxy *p) {
 
 /* ---------------------------------------------------------------- call lifetime */
 
-static void watch_close_stop(call *c) {
-  if (c->lazy_ev) {
-    event_free(c->lazy_ev);
-    c->lazy_ev = NULL;
-  }
-  if (c->close_ev) {
-    event_free(c->close_ev);
-    c->close_ev = NULL;
-  }
-  if (c->evcon) evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-}
-
 static void maybe_finish(call *c) {
   if (c->curl_active || c->pay_pending || !c->replied) return;
   tg_access a = {.request_id = c->request_id,
@@ -404,8 +388,7 @@ static void maybe_finish(call *c) {
   evhttp_clear_headers(&c->resp_headers);
   if (c->buffered) evbuffer_free(c->buffered);
   tg_buf_cleanup(&c->line);
-  if (c->detached) evhttp_request_free(c->detached);
-  watch_close_stop(c);
+  tg_client_watch_release(&c->cw);
   tg_worker_call_done(w, metric, &a);
   tg_config_unref(c->cfg);
   free(c->path);
@@ -416,19 +399,10 @@ static void maybe_finish(call *c) {
   free(c);
 }
 
-/* The client went away (connection freed by evhttp or by us). */
-static void on_client_close(struct evhttp_connection *evcon, void *arg) {
-  (void)evcon;
+/* The client went away (connection freed by evhttp or by the watch): abort the call. */
+static void on_client_gone(void *arg) {
   call *c = arg;
-  if (c->req && evhttp_request_get_connection(c->req) == NULL) c->detached = c->req;
-  if (c->req) tg_worker_request_lost(c->w);
-  c->req = NULL;
-  c->evcon = NULL;
   c->client_gone = 1;
-  if (c->close_ev) {
-    event_free(c->close_ev);
-    c->close_ev = NULL;
-  }
   if (c->status_sent == 0) c->status_sent = 499;
   if (c->error == NULL) c->error = "client closed the connection";
   if (c->curl_active) { /* never called from inside a curl callback: evhttp writes later */
@@ -440,50 +414,6 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg) {
   }
   if (!c->curl_active && !c->pay_pending) c->replied = 1;
   maybe_finish(c);
-}
-
-/* EV_CLOSED on the client's socket while its request is being served. */
-static void on_client_rdhup(evutil_socket_t fd, short kind, void *arg) {
-  (void)fd;
-  (void)kind;
-  call *c = arg;
-  if (c->evcon) evhttp_connection_free(c->evcon); /* runs on_client_close */
-}
-
-/* Registers the EV_CLOSED watch on the client's socket (once). */
-static void watch_close_arm(call *c) {
-  if (c->lazy_ev) {
-    event_free(c->lazy_ev);
-    c->lazy_ev = NULL;
-  }
-  if (c->close_ev || c->evcon == NULL || c->req == NULL) return;
-  if (!(event_base_get_features(c->w->base) & EV_FEATURE_EARLY_CLOSE)) return;
-  struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
-  evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-  if (fd < 0) return;
-  c->close_ev = event_new(c->w->base, fd, EV_CLOSED, on_client_rdhup, c);
-  if (c->close_ev) event_add(c->close_ev, NULL);
-}
-
-static void on_lazy_watch(evutil_socket_t fd, short kind, void *arg) {
-  (void)fd;
-  (void)kind;
-  watch_close_arm(arg);
-}
-
-/* The close callback at once (no system call); the EV_CLOSED watch at once or after a while. */
-static void watch_close_start(call *c, int lazy) {
-  c->evcon = evhttp_request_get_connection(c->req);
-  if (c->evcon == NULL) return;
-  evhttp_connection_set_closecb(c->evcon, on_client_close, c);
-  if (!lazy) {
-    watch_close_arm(c);
-    return;
-  }
-  c->lazy_ev = evtimer_new(c->w->base, on_lazy_watch, c);
-  if (c->lazy_ev == NULL) abort();
-  struct timeval tv = {0, LAZY_CLOSE_WATCH_MS * 1000};
-  evtimer_add(c->lazy_ev, &tv);
 }
 
 /* ---------------------------------------------------------------- usage */
@@ -540,7 +470,7 @@ static void sse_feed(call *c, const char *data, size_t len) {
 /* ---------------------------------------------------------------- answer */
 
 static void copy_resp_headers(call *c, const tg_pay_header *extra, size_t n_extra) {
-  struct evkeyvalq *out = evhttp_request_get_output_headers(c->req);
+  struct evkeyvalq *out = evhttp_request_get_output_headers(c->cw.req);
   struct evkeyval *h;
   const char *conn = evhttp_find_header(&c->resp_headers, "Connection");
   TAILQ_FOREACH(h, &c->resp_headers, next) {
@@ -565,15 +495,15 @@ static void on_drained(struct evhttp_connection *evcon, void *arg) {
 }
 
 static size_t client_queued(call *c) {
-  if (c->evcon == NULL) return 0;
-  struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+  if (c->cw.evcon == NULL) return 0;
+  struct bufferevent *bev = evhttp_connection_get_bufferevent(c->cw.evcon);
   return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
 }
 
 static void start_stream(call *c) {
-  watch_close_arm(c); /* streams last: notice a client that leaves */
+  tg_client_watch_arm(&c->cw); /* streams last: notice a client that leaves */
   copy_resp_headers(c, NULL, 0);
-  evhttp_send_reply_start(c->req, (int)c->status, NULL);
+  evhttp_send_reply_start(c->cw.req, (int)c->status, NULL);
   c->streaming = 1;
   c->status_sent = (int)c->status;
 }
@@ -582,7 +512,7 @@ static void send_chunk(call *c, const void *data, size_t len) {
   struct evbuffer *b = evbuffer_new();
   if (b == NULL) abort();
   evbuffer_add(b, data, len);
-  evhttp_send_reply_chunk_with_cb(c->req, b, on_drained, c);
+  evhttp_send_reply_chunk_with_cb(c->cw.req, b, on_drained, c);
   evbuffer_free(b);
   c->bytes_out += len;
 }
@@ -615,13 +545,13 @@ static void deliver(call *c, const tg_pay_receipt *r) {
     c->amount = r->amount;
     tg_metrics_charge(c->w->metrics, c->w->id, r->scheme, &r->amount);
   }
-  if (c->req == NULL) {
+  if (c->cw.req == NULL) {
     c->replied = 1;
     maybe_finish(c);
     return;
   }
   int upstream_ok = c->result == CURLE_OK && !c->too_big && c->status > 0;
-  watch_close_stop(c);
+  tg_client_watch_stop(&c->cw);
   if (c->streaming) {
     if (!upstream_ok) {
       /* The status went out already: cut the connection so the client sees a truncated answer. */
@@ -629,9 +559,9 @@ static void deliver(call *c, const tg_pay_receipt *r) {
       const char *msg;
       upstream_failure(c, &st, &msg);
       c->error = msg;
-      struct evhttp_connection *evcon = evhttp_request_get_connection(c->req);
-      c->req = NULL;
-      c->evcon = NULL;
+      struct evhttp_connection *evcon = evhttp_request_get_connection(c->cw.req);
+      c->cw.req = NULL;
+      c->cw.evcon = NULL;
       tg_worker_request_lost(c->w);
       if (evcon) evhttp_connection_free(evcon);
       c->replied = 1;
@@ -640,8 +570,8 @@ static void deliver(call *c, const tg_pay_receipt *r) {
     }
     if (r && r->stream_trailer && *r->stream_trailer)
       send_chunk(c, r->stream_trailer, strlen(r->stream_trailer));
-    evhttp_send_reply_end(c->req);
-    c->req = NULL;
+    evhttp_send_reply_end(c->cw.req);
+    c->cw.req = NULL;
     c->replied = 1;
     maybe_finish(c);
     return;
@@ -649,7 +579,7 @@ static void deliver(call *c, const tg_pay_receipt *r) {
   if (r && r->err) {
     c->error = "charge could not be recorded";
     c->status_sent = 503;
-    tg_http_send_error(c->req, 503, "charge could not be recorded, nothing was charged",
+    tg_http_send_error(c->cw.req, 503, "charge could not be recorded, nothing was charged",
                        c->request_id);
   } else if (!upstream_ok) {
     int st;
@@ -657,15 +587,15 @@ static void deliver(call *c, const tg_pay_receipt *r) {
     upstream_failure(c, &st, &msg);
     c->error = msg;
     c->status_sent = st;
-    tg_http_send_error(c->req, st, msg, c->request_id);
+    tg_http_send_error(c->cw.req, st, msg, c->request_id);
   } else {
     if (c->buffered == NULL && (c->buffered = evbuffer_new()) == NULL) abort();
     copy_resp_headers(c, r ? r->headers : NULL, r ? r->n_headers : 0);
     c->status_sent = (int)c->status;
     c->bytes_out += evbuffer_get_length(c->buffered);
-    evhttp_send_reply(c->req, (int)c->status, NULL, c->buffered);
+    evhttp_send_reply(c->cw.req, (int)c->status, NULL, c->buffered);
   }
-  c->req = NULL;
+  c->cw.req = NULL;
   c->replied = 1;
   maybe_finish(c);
 }
@@ -726,7 +656,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
     if (c->ttfb_ev) event_del(c->ttfb_ev);
     const char *ct = evhttp_find_header(&c->resp_headers, "Content-Type");
     c->sse = ct && strncasecmp(ct, "text/event-stream", 17) == 0;
-    if (c->req == NULL) return 0;
+    if (c->cw.req == NULL) return 0;
     if (c->sse && c->status >= 200 && c->status < 300) {
       tg_buf_init(&c->line, SSE_LINE_MAX);
       start_stream(c);
@@ -756,7 +686,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
 static size_t on_body(char *data, size_t size, size_t n, void *arg) {
   call *c = arg;
   size_t len = size * n;
-  if (c->req == NULL || c->client_gone) return 0; /* abort: nobody to answer */
+  if (c->cw.req == NULL || c->client_gone) return 0; /* abort: nobody to answer */
   if (!c->headers_done) return 0;
   if (c->streaming) {
     size_t limit = c->cfg->stream_buffer_bytes;
@@ -774,7 +704,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg) {
     start_stream(c);
     if (have) {
       c->bytes_out += have;
-      evhttp_send_reply_chunk_with_cb(c->req, c->buffered, on_drained, c);
+      evhttp_send_reply_chunk_with_cb(c->cw.req, c->buffered, on_drained, c);
     }
     send_chunk(c, data, len);
     return len;
@@ -848,7 +778,7 @@ static int build_headers(call *c, struct evhttp_request *req) {
   }
   char *peer = NULL;
   ev_uint16_t port = 0;
-  if (c->evcon) evhttp_connection_get_peer(c->evcon, &peer, &port);
+  if (c->cw.evcon) evhttp_connection_get_peer(c->cw.evcon, &peer, &port);
   char fwd[1024];
   if (xff)
     snprintf(fwd, sizeof fwd, "%s, %s", xff, peer ? peer : "unknown");
@@ -876,7 +806,7 @@ static void on_ttfb_timeout(evutil_socket_t fd, short kind, void *arg) {
 }
 
 static void start_upstream(call *c) {
-  struct evhttp_request *req = c->req;
+  struct evhttp_request *req = c->cw.req;
   const char *uri = evhttp_request_get_uri(req);
   if (c->route->strip_prefix) {
     /* The pattern starts with the prefix, so the path does too; keep a leading '/'. */
@@ -958,15 +888,15 @@ static void on_admit(void *arg, tg_pay_decision *d) {
         if (!c->admit_hdr[i][0] || !c->admit_hdr[i][1]) abort();
       }
   }
-  if (c->req == NULL) {
+  if (c->cw.req == NULL) {
     /* The client left while admission ran: release the reservation. */
     c->result = CURLE_ABORTED_BY_CALLBACK;
     upstream_done(c);
     return;
   }
   if (!d->admitted) {
-    watch_close_stop(c);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+    tg_client_watch_stop(&c->cw);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(c->cw.req);
     for (size_t i = 0; i < d->n_headers && i < TG_PAY_MAX_HEADERS; i++)
       if (d->headers[i].name && d->headers[i].value)
         evhttp_add_header(h, d->headers[i].name, d->headers[i].value);
@@ -977,9 +907,9 @@ static void on_admit(void *arg, tg_pay_decision *d) {
     if (d->body) evbuffer_add(b, d->body, d->body_len ? d->body_len : strlen(d->body));
     c->status_sent = d->status ? d->status : 402;
     c->bytes_out = evbuffer_get_length(b);
-    evhttp_send_reply(c->req, c->status_sent, NULL, b);
+    evhttp_send_reply(c->cw.req, c->status_sent, NULL, b);
     evbuffer_free(b);
-    c->req = NULL;
+    c->cw.req = NULL;
     c->replied = 1;
     maybe_finish(c);
     return;
@@ -1054,19 +984,18 @@ void tg_proxy_handle(tg_worker *w, struct evhttp_request *req, const tg_config_r
   snprintf(c->method, sizeof c->method, "OTHER");
   for (unsigned i = 0; i < 9; i++)
     if (cmd == (enum evhttp_cmd_type)(1u << i)) snprintf(c->method, sizeof c->method, "%s", names[i]);
-  c->req = req;
-  watch_close_start(c, c->price == NULL);
+  tg_client_watch_start(&c->cw, w, req, c->price == NULL ? LAZY_CLOSE_WATCH_MS : 0, on_client_gone, c);
 
   if (c->price == NULL) {
     start_upstream(c);
     return;
   }
   if (w->hooks == NULL) {
-    watch_close_stop(c);
+    tg_client_watch_stop(&c->cw);
     c->status_sent = 503;
     c->error = "payments not configured";
     tg_http_send_error(req, 503, "payments not configured", c->request_id);
-    c->req = NULL;
+    c->cw.req = NULL;
     c->replied = 1;
     maybe_finish(c);
     return;

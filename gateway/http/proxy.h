@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "http/metrics.h"
 #include "http/server.h"
+#include "http/watch.h"
 
 struct event;
 struct evhttp;

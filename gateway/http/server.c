@@ -165,6 +165,8 @@ static void on_drain_timeout(evutil_socket_t fd, short kind, void *arg) {
   (void)fd;
   (void)kind;
   tg_worker *w = arg;
+  tg_log("shutdown: worker %u: %ld answer(s) not fully written after 2 s; not waiting for them",
+         w->id, w->flushing);
   event_base_loopexit(w->base, NULL);
 }
 
@@ -298,19 +300,24 @@ typedef struct {
   char path[16];
   struct timespec t0;
   const char *route; /* static: "facilitator" or "signin" */
+  tg_client_watch cw; /* the request; its answer may come from a store or chain callback */
 } fac_call;
 
 static void fac_done(void *arg, int status) {
   fac_call *fc = arg;
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
+  /* The work was done (the store write or the transaction), only the answer was dropped. */
+  int gone = fc->cw.gone;
+  tg_client_watch_release(&fc->cw);
   tg_access a = {.request_id = fc->id,
                  .method = fc->method,
                  .path = fc->path,
                  .route = fc->route ? fc->route : "facilitator",
-                 .status = status,
+                 .status = gone ? 499 : status,
                  .latency_us = (uint64_t)(t.tv_sec - fc->t0.tv_sec) * 1000000u +
-                               (uint64_t)((t.tv_nsec - fc->t0.tv_nsec) / 1000)};
+                               (uint64_t)((t.tv_nsec - fc->t0.tv_nsec) / 1000),
+                 .error = gone ? "client closed the connection" : NULL};
   tg_worker_call_done(fc->w, 0, &a);
   free(fc);
 }
@@ -392,7 +399,8 @@ static void on_request(struct evhttp_request *req, void *arg) {
     fc->route = "signin";
     w->inflight++;
     tg_metrics_inflight(w->metrics, w->id, 1);
-    tg_signin_handle(s->ops, cfg, w->base, req, method, path, id, fac_done, fc);
+    tg_client_watch_start(&fc->cw, w, req, 0, NULL, NULL);
+    tg_signin_handle(s->ops, cfg, w->base, &fc->cw, method, path, id, fac_done, fc);
     return;
   }
   if (s->ops && s->ops->pay && tg_ops_is_facilitator(path) && s->fac_token_len &&
@@ -418,7 +426,8 @@ static void on_request(struct evhttp_request *req, void *arg) {
     fc->t0 = t0;
     w->inflight++;
     tg_metrics_inflight(w->metrics, w->id, 1);
-    tg_ops_facilitator(s->ops, w->base, req, method, path, id, fac_done, fc);
+    tg_client_watch_start(&fc->cw, w, req, 0, NULL, NULL);
+    tg_ops_facilitator(s->ops, w->base, &fc->cw, method, path, id, fac_done, fc);
     return;
   }
   if (w->draining) {

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "http/ops.h"
+#include "http/watch.h"
 #include "pay/passes.h"
 #include "tollgate/address.h"
 #include "tollgate/hex.h"
@@ -32,7 +33,9 @@ int tg_signin_is_path(const char *path) {
          strcmp(path, "/auth/session") == 0 || strcmp(path, "/auth/logout") == 0;
 }
 
+/* req NULL: the client is gone, the answer is dropped. */
 static void reply(struct evhttp_request *req, int status, json_t *j) {
+  if (req == NULL) return;
   char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
   struct evbuffer *b = evbuffer_new();
   if (b == NULL) abort();
@@ -55,7 +58,7 @@ static int refuse(struct evhttp_request *req, int err, const char *msg, const ch
   int status = tg_err_http_status(err);
   json_t *j = json_pack("{s:s, s:s, s:s}", "error", tg_err_name(err), "message",
                         msg ? msg : tg_strerror(err), "request_id", id);
-  if (status == 401)
+  if (status == 401 && req)
     evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
   reply(req, status, j);
   json_decref(j);
@@ -63,17 +66,17 @@ static int refuse(struct evhttp_request *req, int err, const char *msg, const ch
 }
 
 typedef struct {
-  struct evhttp_request *req;
+  tg_client_watch *cw; /* the request: tg_client_watch_take() when the answer is ready */
   void (*done)(void *arg, int status);
   void *arg;
   char id[17];
 } waiter;
 
-static waiter *waiter_new(struct evhttp_request *req, const char *id,
+static waiter *waiter_new(tg_client_watch *cw, const char *id,
                           void (*done)(void *, int), void *arg) {
   waiter *w = calloc(1, sizeof *w);
   if (!w) abort();
-  w->req = req;
+  w->cw = cw;
   w->done = done;
   w->arg = arg;
   snprintf(w->id, sizeof w->id, "%s", id);
@@ -82,16 +85,17 @@ static waiter *waiter_new(struct evhttp_request *req, const char *id,
 
 static void on_nonce(void *arg, const tg_passes_nonce_result *r) {
   waiter *w = arg;
+  struct evhttp_request *req = tg_client_watch_take(w->cw); /* NULL: the client is gone */
   int st;
   if (r->err) {
-    st = refuse(w->req, TG_ESTORE, "the nonce could not be recorded; try again", w->id);
+    st = refuse(req, TG_ESTORE, "the nonce could not be recorded; try again", w->id);
   } else {
     char exp[32];
     tg_rfc3339_format(exp, r->expires_at);
     json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "nonce", r->nonce, "expiresAt", exp,
                           "domain", r->domain, "uri", r->uri, "chainId", (json_int_t)r->chain_id,
                           "version", "1");
-    reply(w->req, st = 200, j);
+    reply(req, st = 200, j);
     json_decref(j);
   }
   w->done(w->arg, st);
@@ -100,9 +104,10 @@ static void on_nonce(void *arg, const tg_passes_nonce_result *r) {
 
 static void on_signin(void *arg, const tg_passes_signin_result *r) {
   waiter *w = arg;
+  struct evhttp_request *req = tg_client_watch_take(w->cw); /* NULL: the client is gone */
   int st;
   if (r->err) {
-    st = refuse(w->req, r->err, NULL, w->id);
+    st = refuse(req, r->err, NULL, w->id);
   } else {
     char exp[32], addr[TG_ADDRESS_HEX_LEN];
     tg_rfc3339_format(exp, r->expires_at);
@@ -110,7 +115,7 @@ static void on_signin(void *arg, const tg_passes_signin_result *r) {
     json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "token", r->token, "tokenType", "Bearer",
                           "expiresAt", exp, "address", addr, "signer",
                           r->contract_wallet ? "erc1271" : "eoa");
-    reply(w->req, st = 200, j);
+    reply(req, st = 200, j);
     json_decref(j);
   }
   w->done(w->arg, st);
@@ -119,14 +124,15 @@ static void on_signin(void *arg, const tg_passes_signin_result *r) {
 
 static void on_logout(void *arg, int err) {
   waiter *w = arg;
+  struct evhttp_request *req = tg_client_watch_take(w->cw); /* NULL: the client is gone */
   int st;
   if (err) {
-    st = refuse(w->req, err == TG_ESESSION_INVALID ? err : TG_ESTORE,
+    st = refuse(req, err == TG_ESESSION_INVALID ? err : TG_ESTORE,
                 err == TG_ESESSION_INVALID ? "want Authorization: Bearer tgs_..." : "the session could not be removed; try again",
                 w->id);
   } else {
     json_t *j = json_pack("{s:b}", "revoked", 1);
-    reply(w->req, st = 200, j);
+    reply(req, st = 200, j);
     json_decref(j);
   }
   w->done(w->arg, st);
@@ -135,8 +141,9 @@ static void on_logout(void *arg, int err) {
 
 /* Returns the status sent, or 0 when the answer (and done) come later. */
 static int handle(const tg_http_ops *ops, const tg_config *cfg, struct event_base *base,
-                  struct evhttp_request *req, const char *method, const char *path,
+                  tg_client_watch *cw, const char *method, const char *path,
                   const char *id, void (*done)(void *, int), void *arg) {
+  struct evhttp_request *req = cw->req; /* being served: valid until this returns */
   if (ops == NULL || ops->passes == NULL)
     return refuse(req, TG_EPAY_UNAVAILABLE, "access passes are not configured (no `plan`)", id);
   struct evkeyvalq *in = evhttp_request_get_input_headers(req);
@@ -165,11 +172,11 @@ static int handle(const tg_http_ops *ops, const tg_config *cfg, struct event_bas
   }
   if (strcmp(path, "/auth/logout") == 0) {
     tg_passes_logout(ops->passes, base, evhttp_find_header(in, "Authorization"), on_logout,
-                     waiter_new(req, id, done, arg));
+                     waiter_new(cw, id, done, arg));
     return 0;
   }
   if (strcmp(path, "/auth/nonce") == 0) {
-    tg_passes_nonce(ops->passes, cfg, base, host, on_nonce, waiter_new(req, id, done, arg));
+    tg_passes_nonce(ops->passes, cfg, base, host, on_nonce, waiter_new(cw, id, done, arg));
     return 0;
   }
   /* /auth/siwe: {"message": "...", "signature": "0x..."} */
@@ -201,15 +208,15 @@ static int handle(const tg_http_ops *ops, const tg_config *cfg, struct event_bas
     return refuse(req, TG_ESIWE_SIGNATURE, "signature: want 0x-prefixed hex bytes", id);
   }
   tg_passes_signin(ops->passes, cfg, base, host, msg, msg_len, sb.data, sb.len, on_signin,
-                   waiter_new(req, id, done, arg));
+                   waiter_new(cw, id, done, arg));
   tg_buf_cleanup(&sb);
   json_decref(root);
   return 0;
 }
 
 void tg_signin_handle(const tg_http_ops *ops, const tg_config *cfg, struct event_base *base,
-                      struct evhttp_request *req, const char *method, const char *path,
+                      tg_client_watch *cw, const char *method, const char *path,
                       const char *request_id, void (*done)(void *arg, int status), void *arg) {
-  int st = handle(ops, cfg, base, req, method, path, request_id, done, arg);
+  int st = handle(ops, cfg, base, cw, method, path, request_id, done, arg);
   if (st) done(arg, st);
 }

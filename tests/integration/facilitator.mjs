@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync, readdirSync, existsSync, mkdirSync } from 
 import { join } from 'node:path';
 import { createPublicClient, createWalletClient, http, parseAbi, defineChain } from 'viem';
 import { privateKeyToAccount, generatePrivateKey } from 'viem/accounts';
-import { harness, root, BIN, KEYS, sleep, freePort, waitHttp, rpc, b64json, unb64json, randSalt, signVoucher } from './lib/harness.mjs';
+import { harness, root, BIN, KEYS, sleep, freePort, waitHttp, rpc, b64json, unb64json, randSalt, signVoucher, hangUp } from './lib/harness.mjs';
 
 const h = harness('facilitator', 110000);
 const { check, info } = h;
@@ -334,6 +334,35 @@ async function main() {
     check('f: access log: paid calls carry payer and scheme (exact and channel)',
       paid.length === N_EXACT + N_CHAN && paid.filter((l) => l.scheme === 'exact' && l.payer === payer.address).length === N_EXACT &&
       paid.filter((l) => l.scheme === 'channel' && l.payer === chanPayer.address).length === N_CHAN, JSON.stringify(paid.slice(0, 2)));
+  }
+  // ================= (g) /settle from clients that hang up at once (FIN, RST, pipelined bytes): every
+  // authorization is still recorded and settled exactly once, the gateway stays up
+  {
+    const N = 12;
+    const p0 = await bal(payer.address), o0 = await bal(otherServer);
+    const auths = [];
+    for (let i = 0; i < N; i++) auths.push(await signAuth({ value: 5000n }));
+    const raw = (b) => { const t = JSON.stringify(b);
+      return `POST /settle HTTP/1.1\r\nHost: 127.0.0.1:${gwPort}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(t)}\r\n\r\n${t}`; };
+    const modes = ['fin', 'rst', 'pipeline'];
+    await Promise.all(auths.map((a, i) => hangUp(gwPort, raw(body(a)), modes[i % 3])));
+    const inList = auths.map((a) => `x'${a.authorization.nonce.slice(2)}'`).join(',');
+    const rows = () => {
+      const r = h.run('sqlite3', ['-json', storePath, `SELECT count(*) AS n, count(tx_hash) AS tx FROM exact_payments WHERE nonce IN (${inList})`]);
+      return r.code === 0 && r.out.trim() ? JSON.parse(r.out)[0] : { n: -1, tx: -1 };
+    };
+    let row = rows();
+    for (let i = 0; i < 100 && !(row.n === N && row.tx === N); i++) { await sleep(100); row = rows(); }
+    check(`g: ${N} /settle whose clients hung up: ${N} exact_payments rows, each with its transaction`, row.n === N && row.tx === N, JSON.stringify(row));
+    const again = await Promise.all(auths.map((a) => post('/settle', body(a))));
+    check('g: /settle again for each: success with the transaction already sent (nothing settled twice)',
+      again.every((r) => r.status === 200 && r.j?.success === true && /^0x[0-9a-f]{64}$/.test(r.j?.transaction || '')), again.map((r) => r.t).slice(0, 2).join(' '));
+    await Promise.all(again.map((r) => pub.waitForTransactionReceipt({ hash: r.j.transaction, timeout: 30000 }).catch(() => null)));
+    const p1 = await bal(payer.address), o1 = await bal(otherServer);
+    check(`g: on-chain: the payer paid exactly ${N} x 5000 once, the other server received it`,
+      p0 - p1 === BigInt(N) * 5000n && o1 - o0 === BigInt(N) * 5000n, `payer -${p0 - p1}, other +${o1 - o0}`);
+    const hz = await fetch(`${GW}/healthz`).then((r) => r.status).catch((e) => String(e));
+    check('g: the gateway is still up', !gw.exited && hz === 200, `${JSON.stringify(gw.exited)} ${hz}`);
   }
   await h.stop(gw);
   check('tollgated stops cleanly on SIGTERM', gw.exited?.code === 0, JSON.stringify(gw.exited));

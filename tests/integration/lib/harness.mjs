@@ -3,7 +3,7 @@
 // private copies of the binaries (a rebuild in the shared tree cannot swap them mid-run).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync, existsSync, mkdirSync, copyFileSync, chmodSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -102,6 +102,24 @@ export async function waitHttp(url, proc, ms = 15000) {
     try { await fetch(url, { signal: AbortSignal.timeout(1000) }); return; } catch { await sleep(100); }
   }
   throw new Error(`${url} did not answer within ${ms} ms`);
+}
+// Sends raw request bytes and hangs up without reading the answer: mode 'fin' closes at once,
+// 'rst' resets the connection (SO_LINGER 0), 'pipeline' first sends the start of a second
+// request while the first one is still being served, then closes. Resolves once the socket is
+// gone.
+export function hangUp(port, bytes, mode = 'fin') {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.on('error', () => { /* the server may reset us first */ });
+    s.on('close', () => resolve());
+    s.on('connect', () => {
+      s.write(bytes, () => {
+        if (mode === 'rst') s.resetAndDestroy();
+        else if (mode === 'pipeline') setTimeout(() => s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n', () => s.destroy()), 1);
+        else s.destroy();
+      });
+    });
+  });
 }
 export async function rpc(url, method, params = []) {
   const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) });
