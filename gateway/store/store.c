@@ -22,8 +22,10 @@ typedef struct sub {
   size_t n;
   tg_store_op *ops;
   /* delivery */
+  int folded;          /* only usage increments, applied by fold_pass_use */
   enum { DELIVER_DIRECT, DELIVER_EVBASE, DELIVER_SYNC } how;
   struct event *ev;    /* DELIVER_EVBASE: activated by the writer, runs on the base */
+  struct sub *riders;  /* DELIVER_EVBASE: later submissions of the same commit and base */
   pthread_mutex_t *sync_mu; /* DELIVER_SYNC: the waiter's */
   pthread_cond_t *sync_cv;
   int *sync_done;
@@ -339,6 +341,97 @@ static void deliver(sub *s) {
   }
 }
 
+/*
+ * Usage increments (TG_STORE_OP_PASS_USE) folded: every submission of the batch that carries
+ * nothing else (an included pass call) is applied as one increment per (pass, holder, period)
+ * with the sum of the batch's calls and tokens, all under one savepoint, instead of a savepoint,
+ * a read and an upsert per call. Each op still gets the counters after it (the row's value
+ * before the batch plus the increments up to it, in queue order), as if applied one by one. If
+ * the folded write fails, its savepoint is rolled back and those submissions go through the
+ * ordinary path, one savepoint each, so that one bad submission fails alone. Returns the number
+ * of ops folded, or -1 when the backend dropped the transaction.
+ */
+typedef struct {
+  tg_store_op *op;
+  sub *s;
+  size_t seq;
+} pass_ref;
+
+static int pass_key_cmp(const tg_store_op_pass *p, const tg_store_op_pass *q) {
+  int r = memcmp(&p->pass_id, &q->pass_id, sizeof p->pass_id);
+  if (r == 0) r = memcmp(&p->holder, &q->holder, sizeof p->holder);
+  if (r == 0) r = (p->period_start > q->period_start) - (p->period_start < q->period_start);
+  return r;
+}
+
+/* By key, then in queue order. */
+static int pass_ref_cmp(const void *a, const void *b) {
+  const pass_ref *x = a, *y = b;
+  int r = pass_key_cmp(&x->op->u.pass, &y->op->u.pass);
+  if (r == 0) r = (x->seq > y->seq) - (x->seq < y->seq);
+  return r;
+}
+
+static int fold_pass_use(const tg__store_backend *be, tg__store_conn *c, sub *list, int64_t now) {
+  size_t n = 0, subs = 0;
+  for (sub *s = list; s; s = s->next) {
+    s->folded = 1;
+    for (size_t i = 0; i < s->n && s->folded; i++)
+      if (s->ops[i].kind != TG_STORE_OP_PASS_USE) s->folded = 0;
+    if (s->folded) {
+      n += s->n;
+      subs++;
+    }
+  }
+  if (subs < 2) { /* nothing to gain */
+    for (sub *s = list; s; s = s->next) s->folded = 0;
+    return 0;
+  }
+  pass_ref *refs = malloc(n * sizeof *refs);
+  if (refs == NULL) {
+    for (sub *s = list; s; s = s->next) s->folded = 0;
+    return 0;
+  }
+  size_t k = 0;
+  for (sub *s = list; s; s = s->next)
+    for (size_t i = 0; s->folded && i < s->n; i++) {
+      refs[k] = (pass_ref){&s->ops[i], s, k};
+      if (s->ops[i].now == 0) s->ops[i].now = now;
+      k++;
+    }
+  qsort(refs, n, sizeof *refs, pass_ref_cmp);
+  int rc = be->sp_begin(c);
+  for (size_t i = 0, j; rc >= 0 && i < n; i = j) {
+    tg_store_op sum = *refs[i].op;
+    sum.u.pass.calls = sum.u.pass.tokens = 0;
+    for (j = i; j < n && pass_key_cmp(&refs[i].op->u.pass, &refs[j].op->u.pass) == 0; j++) {
+      sum.u.pass.calls += refs[j].op->u.pass.calls; /* each at most 2^40 (validate) */
+      sum.u.pass.tokens += refs[j].op->u.pass.tokens;
+    }
+    if ((rc = be->apply(c, &sum)) < 0) break;
+    uint64_t calls = sum.u.pass.out_calls - sum.u.pass.calls;
+    uint64_t tokens = sum.u.pass.out_tokens - sum.u.pass.tokens;
+    for (size_t m = i; m < j; m++) {
+      tg_store_op_pass *o = &refs[m].op->u.pass;
+      o->out_calls = calls += o->calls;
+      o->out_tokens = tokens += o->tokens;
+      refs[m].op->err = 0;
+    }
+  }
+  free(refs);
+  if (rc >= 0) rc = be->sp_release(c);
+  if (rc < 0) {
+    if (be->txn_lost(c)) return -1;
+    be->sp_rollback(c);
+    if (be->txn_lost(c)) return -1;
+    for (sub *s = list; s; s = s->next) s->folded = 0; /* one by one, below */
+    return 0;
+  }
+  for (sub *s = list; s; s = s->next)
+    if (s->folded) s->err = 0;
+  return (int)n;
+}
+
 /* Hands the batch's ops to the backend's lock_batch hook (backends shared by several
  * processes lock the rows the batch will modify, in one order, before any op runs). */
 static int lock_batch(const tg__store_backend *be, tg__store_conn *c, sub *list) {
@@ -355,10 +448,12 @@ static int lock_batch(const tg__store_backend *be, tg__store_conn *c, sub *list)
 
 /* Runs one batch in one transaction; sets each submission's err. Returns 1 when the backend
  * asks for the whole batch to be run again (a transient concurrency failure). */
-static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_ns) {
+static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_ns,
+                          uint64_t *folded_ops) {
   const tg__store_backend *be = st->be;
   tg__store_conn *c = st->wconn;
   *commit_ns = 0;
+  *folded_ops = 0;
   int rc = be->begin(c);
   if (rc == 0 && be->lock_batch) {
     if ((rc = lock_batch(be, c, list)) < 0) be->rollback(c);
@@ -369,12 +464,15 @@ static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_n
     return 0;
   }
   int64_t now = tg__store_now_ms();
-  int lost = 0;
+  int folded = fault != TG__FAULT_TXN_LOST ? fold_pass_use(be, c, list, now) : 0;
+  int lost = folded < 0;
+  *folded_ops = folded > 0 ? (uint64_t)folded : 0;
   for (sub *s = list; s; s = s->next) {
     if (lost) {
       s->err = TG_ESTORE;
       continue;
     }
+    if (s->folded) continue;
     if ((rc = be->sp_begin(c)) < 0) {
       s->err = rc;
       if (be->txn_lost(c)) lost = 1;
@@ -428,9 +526,9 @@ static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_n
 
 #define BATCH_RETRIES 8
 
-static void run_batch(tg_store *st, sub *list, int fault, uint64_t *commit_ns) {
+static void run_batch(tg_store *st, sub *list, int fault, uint64_t *commit_ns, uint64_t *folded_ops) {
   for (int attempt = 0;; attempt++) {
-    if (!run_batch_once(st, list, attempt ? TG__FAULT_NONE : fault, commit_ns)) return;
+    if (!run_batch_once(st, list, attempt ? TG__FAULT_NONE : fault, commit_ns, folded_ops)) return;
     pthread_mutex_lock(&st->mu);
     st->stats.retries++;
     pthread_mutex_unlock(&st->mu);
@@ -469,8 +567,8 @@ static void *writer_main(void *p) {
     int fault = atomic_exchange(&st->fault_where, TG__FAULT_NONE);
     pthread_mutex_unlock(&st->mu);
 
-    uint64_t commit_ns;
-    run_batch(st, list, fault, &commit_ns);
+    uint64_t commit_ns, folded_ops;
+    run_batch(st, list, fault, &commit_ns, &folded_ops);
 
     uint64_t failed = 0;
     for (sub *s = list; s; s = s->next)
@@ -481,6 +579,11 @@ static void *writer_main(void *p) {
     st->stats.submissions += k;
     st->stats.ops += nops;
     st->stats.failed += failed;
+    for (sub *s = list; s; s = s->next)
+      if (s->folded && s->err == 0) {
+        st->stats.folded_ops += folded_ops;
+        break;
+      }
     st->stats.commit_ns_total += commit_ns;
     if (commit_ns > st->stats.commit_ns_max) st->stats.commit_ns_max = commit_ns;
     for (int b = 0; b < TG_STORE_HIST_BUCKETS; b++) {
@@ -491,10 +594,35 @@ static void *writer_main(void *p) {
     }
     pthread_mutex_unlock(&st->mu);
 
+    /*
+     * One wake-up per event base per commit: the first submission of a base carries the
+     * others of this commit (riders), whose callbacks run after its own, in queue order.
+     */
+    sub *carriers[16];
+    sub *tails[16];
+    size_t nc = 0;
     for (sub *s = list, *next; s; s = next) {
       next = s->next;
+      s->next = NULL;
+      if (s->how == DELIVER_EVBASE) {
+        struct event_base *b = event_get_base(s->ev);
+        size_t i = 0;
+        while (i < nc && event_get_base(carriers[i]->ev) != b) i++;
+        if (i < nc) {
+          tails[i]->next = s;
+          tails[i] = s;
+          if (carriers[i]->riders == NULL) carriers[i]->riders = s;
+          continue;
+        }
+        if (nc < sizeof carriers / sizeof *carriers) {
+          carriers[nc] = tails[nc] = s;
+          nc++;
+          continue;
+        }
+      }
       deliver(s);
     }
+    for (size_t i = 0; i < nc; i++) deliver(carriers[i]);
   }
   return NULL;
 }
@@ -625,8 +753,15 @@ static void evbase_fire(evutil_socket_t fd, short what, void *p) {
   (void)what;
   sub *s = p;
   s->cb(s->arg, s->err, s->ops, s->n);
+  sub *r = s->riders; /* chained by next, the carrier first */
   event_free(s->ev);
   free(s);
+  for (sub *next; r; r = next) {
+    next = r->next;
+    r->cb(r->arg, r->err, r->ops, r->n);
+    event_free(r->ev);
+    free(r);
+  }
 }
 
 int tg_store_submit_evbase(tg_store *st, const tg_store_op *ops, size_t n,

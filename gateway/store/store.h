@@ -481,6 +481,7 @@ typedef struct {
   uint64_t queue_ops;       /* operations queued or being written right now */
   uint64_t commit_hist[TG_STORE_HIST_BUCKETS]; /* COMMIT durations per bucket */
   uint64_t retries;         /* batches run again after a deadlock or serialization failure */
+  uint64_t folded_ops;      /* usage increments applied folded (one write per pass per commit) */
 } tg_store_stats;
 
 void tg_store_get_stats(tg_store *st, tg_store_stats *out);

@@ -88,6 +88,11 @@ async function main() {
   console.log(`${'(a) no payment (unpriced route)'.padEnd(36)} ${best.free.rps.toFixed(0).padStart(11)} ${best.free.p50.toFixed(3).padStart(8)} ${best.free.p99.toFixed(3).padStart(8)}`);
   console.log(`${'(b) access-pass session token'.padEnd(36)} ${best.pass.rps.toFixed(0).padStart(11)} ${best.pass.p50.toFixed(3).padStart(8)} ${best.pass.p99.toFixed(3).padStart(8)}`);
   console.log(`(b)/(a) throughput: ${(best.pass.rps / best.free.rps).toFixed(2)}x (goal >= 0.90x); pass calls counted durably in the store: ${used}`);
+  const m = await (await fetch(`${GW}/metrics`)).text();
+  const val = (name) => Number((m.split('\n').find((l) => l.startsWith(name + ' ')) || ' NaN').split(' ')[1]);
+  const commits = val('tollgate_store_commits_total'), ops = val('tollgate_store_ops_total');
+  console.log(`store: ${commits} commits for ${ops} ops (${(ops / commits).toFixed(1)} per commit), ${val('tollgate_store_folded_ops_total')} usage increments folded, ` +
+    `mean COMMIT ${(1000 * val('tollgate_store_commit_duration_seconds_sum') / commits).toFixed(3)} ms`);
 }
 
 main().then(() => h.finish(0)).catch((e) => { console.log(`bench_passes failed: ${e?.stack || e}`); h.finish(1); });

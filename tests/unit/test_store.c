@@ -269,6 +269,139 @@ static void test_group_commit(void) {
   tg_store_close(st);
 }
 
+/*
+ * Included pass calls queued together are folded by the writer into one increment per (pass,
+ * holder, period); every op still reports the counters after it, as if applied one by one (for
+ * each key the outs are exactly before+1 .. before+n calls, tokens the running sums in queue
+ * order); a submission whose increment cannot be applied (a counter at its limit) fails alone.
+ */
+typedef struct {
+  atomic_int done, failed;
+  int last_err;
+  uint64_t calls[400], tokens[400];
+} fold_seen;
+
+typedef struct {
+  fold_seen *seen;
+  int i;
+} fold_arg;
+
+static fold_arg fold_args[400];
+
+static void fold_cb(void *arg, int err, const tg_store_op *ops, size_t n) {
+  fold_arg *a = arg;
+  if (err) {
+    atomic_fetch_add(&a->seen->failed, 1);
+    a->seen->last_err = err;
+  } else {
+    a->seen->calls[a->i] = ops[n - 1].u.pass.out_calls;
+    a->seen->tokens[a->i] = ops[n - 1].u.pass.out_tokens;
+  }
+  atomic_fetch_add(&a->seen->done, 1);
+}
+
+static tg_store_op pass_op(unsigned plan, uint8_t holder, uint64_t calls, uint64_t tokens) {
+  tg_store_op op;
+  memset(&op, 0, sizeof(op));
+  op.kind = TG_STORE_OP_PASS_USE;
+  op.u.pass.pass_id = u(plan);
+  op.u.pass.holder = addr(holder);
+  op.u.pass.period_start = 1700000000000LL;
+  op.u.pass.calls = calls;
+  op.u.pass.tokens = tokens;
+  return op;
+}
+
+static void test_pass_fold(void) {
+  char path[256];
+  tg_store *st = open_fresh(path, sizeof(path));
+  if (!st) return;
+  tg_store_op pre = pass_op(1, 0xa1, 5, 50); /* key A starts at 5 calls, 50 tokens */
+  CHECK_OK(tg_store_write(st, &pre, 1));
+  tg_store_op full = pass_op(3, 0xc3, 1, 0); /* key D: its calls counter at the limit */
+  CHECK_OK(tg_store_write(st, &full, 1));
+  sqlite3 *db;
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "UPDATE pass_usage SET calls = 9223372036854775807 WHERE calls = 1", NULL,
+                     NULL, NULL) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+  fold_seen *seen = calloc(1, sizeof *seen);
+  if (!seen) abort();
+  tg_store_op first = pass_op(9, 0x99, 1, 1);
+  fold_args[0] = (fold_arg){seen, 0};
+  CHECK_OK(tg_store_submit(st, &first, 1, fold_cb, &fold_args[0]));
+  usleep(50000); /* the writer holds [first] and waits for the lock */
+  tg_store_stats before;
+  tg_store_get_stats(st, &before);
+  /* 300 submissions over keys A (plan 1, 0xa1), B (plan 1, 0xb2), C (plan 2, 0xa1), interleaved;
+   * in one commit. */
+  for (int i = 1; i <= 300; i++) {
+    tg_store_op op = pass_op(i % 3 == 2 ? 2 : 1, i % 3 == 1 ? 0xb2 : 0xa1, 1, (uint64_t)i);
+    fold_args[i] = (fold_arg){seen, i};
+    CHECK_OK(tg_store_submit(st, &op, 1, fold_cb, &fold_args[i]));
+  }
+  CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  for (int i = 0; i < 20000 && atomic_load(&seen->done) < 301; i++) usleep(1000);
+  CHECK_INT(atomic_load(&seen->done), 301);
+  CHECK_INT(atomic_load(&seen->failed), 0);
+  tg_store_stats after;
+  tg_store_get_stats(st, &after);
+  CHECK(after.commits - before.commits <= 3);
+  CHECK(after.folded_ops - before.folded_ops >= 200); /* folded, not applied one by one */
+  /* Per key: calls after = before + 1, 2, .. n in queue order; tokens the running sums. */
+  struct { unsigned plan; uint8_t holder; int mod; uint64_t c0, t0; } keys[3] = {
+      {1, 0xa1, 0, 5, 50}, {1, 0xb2, 1, 0, 0}, {2, 0xa1, 2, 0, 0}};
+  for (int k = 0; k < 3; k++) {
+    uint64_t c = keys[k].c0, t = keys[k].t0;
+    int bad = 0;
+    for (int i = 1; i <= 300; i++) {
+      if (i % 3 != keys[k].mod) continue;
+      c += 1;
+      t += (uint64_t)i;
+      if (seen->calls[i] != c || seen->tokens[i] != t) bad++;
+    }
+    CHECKF(bad == 0, "key %d: %d ops with other counters than one by one", k, bad);
+    tg_store_pass_usage pu;
+    tg_u256 pid = u(keys[k].plan);
+    tg_address h = addr(keys[k].holder);
+    CHECK_OK(tg_store_pass_usage_get(st, &pid, &h, 1700000000000LL, &pu));
+    CHECK_INT(pu.calls, c);
+    CHECK_INT(pu.tokens, t);
+  }
+  /* Again with one submission (number 5) for key D, whose counter cannot grow: it fails alone,
+   * the fold falls back to one savepoint per submission, the others are applied. */
+  memset(seen, 0, sizeof *seen);
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+  fold_args[0] = (fold_arg){seen, 0};
+  CHECK_OK(tg_store_submit(st, &first, 1, fold_cb, &fold_args[0]));
+  usleep(50000);
+  for (int i = 1; i <= 10; i++) {
+    tg_store_op op = i == 5 ? pass_op(3, 0xc3, 1, 0) : pass_op(1, 0xa1, 1, 0);
+    fold_args[i] = (fold_arg){seen, i};
+    CHECK_OK(tg_store_submit(st, &op, 1, fold_cb, &fold_args[i]));
+  }
+  CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  for (int i = 0; i < 20000 && atomic_load(&seen->done) < 11; i++) usleep(1000);
+  CHECK_INT(atomic_load(&seen->done), 11);
+  CHECK_INT(atomic_load(&seen->failed), 1);
+  CHECK_ERR(seen->last_err, TG_EOVERFLOW);
+  tg_store_pass_usage pu;
+  tg_u256 pid = u(1);
+  tg_address h = addr(0xa1);
+  CHECK_OK(tg_store_pass_usage_get(st, &pid, &h, 1700000000000LL, &pu));
+  CHECK_INT(pu.calls, 5 + 100 + 9);
+  CHECK_INT(seen->calls[10], 5 + 100 + 9);
+  pid = u(3);
+  h = addr(0xc3);
+  CHECK_OK(tg_store_pass_usage_get(st, &pid, &h, 1700000000000LL, &pu));
+  CHECK(pu.calls == (uint64_t)INT64_MAX);
+  free(seen);
+  tg_store_close(st);
+}
+
 /* A batch whose COMMIT fails, or whose transaction the backend drops, reports every
  * submission failed and leaves nothing behind; the next batch works. */
 static void fault_case(int where, int err, int want) {
@@ -539,6 +672,7 @@ int main(void) {
   RUN(test_reads_and_totals);
   RUN(test_corrupt_row);
   RUN(test_group_commit);
+  RUN(test_pass_fold);
   RUN(test_fault_commit);
   RUN(test_fault_txn_lost);
   RUN(test_backpressure);
