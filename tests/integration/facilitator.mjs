@@ -343,7 +343,7 @@ async function main() {
     const auths = [];
     for (let i = 0; i < N; i++) auths.push(await signAuth({ value: 5000n }));
     const raw = (b) => { const t = JSON.stringify(b);
-      return `POST /settle HTTP/1.1\r\nHost: 127.0.0.1:${gwPort}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(t)}\r\n\r\n${t}`; };
+      return `POST /settle HTTP/1.1\r\nHost: 127.0.0.1:${gwPort}\r\nAuthorization: Bearer ${FAC_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(t)}\r\n\r\n${t}`; };
     const modes = ['fin', 'rst', 'pipeline'];
     await Promise.all(auths.map((a, i) => hangUp(gwPort, raw(body(a)), modes[i % 3])));
     const inList = auths.map((a) => `x'${a.authorization.nonce.slice(2)}'`).join(',');
