@@ -104,7 +104,9 @@ int main(int argc, char **argv) {
     double t1 = now_s();
     free(ch);
     if (rc) {
-      fprintf(stderr, "bench_settle: preparing %zu channels: %s\n", big, tg_strerror(rc));
+      fprintf(stderr, "bench_settle: preparing %zu channels: %s%s%s\n", big, tg_strerror(rc),
+              tg_rpc_last_message(f.rpc) ? "; the node's last error message: " : "",
+              tg_rpc_last_message(f.rpc) ? tg_rpc_last_message(f.rpc) : "");
     } else {
       printf("\n%zu channels opened and charged in %.1f s (setup, not measured)\n", big, t1 - t0);
       fflush(stdout);
@@ -130,6 +132,8 @@ int main(int argc, char **argv) {
                r ? ": " : "", r ? tg_strerror(r) : "");
         for (size_t i = 0; i < rep.n_problems && i < 3; i++)
           printf("  problem: %s\n", rep.problems[i].why);
+        if (r && tg_rpc_last_message(rpc) && *tg_rpc_last_message(rpc))
+          printf("  the node's last error message: %s\n", tg_rpc_last_message(rpc));
         fflush(stdout);
         _exit(r ? 1 : 0);
       }
