@@ -630,7 +630,7 @@ static int channel_add_open(int argc, char **argv, int open_it) {
     if (tg_hex_decode_exact(salt.b, 32, salt_s, strlen(salt_s)))
       return cli_fail(cmd, "--salt '%s' is not 32 bytes of hex", salt_s);
   } else {
-    randombytes_buf(salt.b, 32);
+    tg_client_channel_salt(&salt);
   }
   if (parse_amount(cmd, "--deposit", dep_s, &dep)) return 1;
   tg_client *c;

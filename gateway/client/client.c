@@ -934,6 +934,11 @@ static int deposit_sign(tg_client *c, chan_rec *r, const tg_x402_requirements *t
   return 0;
 }
 
+void tg_client_channel_salt(tg_hash *salt) {
+  memset(salt->b, 0, 24);
+  randombytes_buf(salt->b + 24, 8);
+}
+
 /* A new channel record for the terms (random salt, nothing deposited yet), in the state. */
 static chan_rec *chan_new(tg_client *c, const tg_x402_requirements *t) {
   if (c->st.n_ch == MAX_CHANNELS) return NULL;
@@ -946,7 +951,7 @@ static chan_rec *chan_new(tg_client *c, const tg_x402_requirements *t) {
   r.ch.config.receiver_authorizer = t->receiver_authorizer;
   r.ch.config.token = t->asset;
   r.ch.config.withdraw_delay = t->withdraw_delay;
-  randombytes_buf(r.ch.config.salt.b, 32);
+  tg_client_channel_salt(&r.ch.config.salt);
   tg_hash dom;
   if (channel_domain_of(&dom, &r.ch) || tg_channel_id(&r.ch.id, &dom, &r.ch.config)) return NULL;
   c->st.ch[c->st.n_ch] = r;
@@ -1323,7 +1328,7 @@ static void maybe_open(tg_client *c, const tg_x402_required_info *info) {
     }
     if (!have) {
       tg_hash salt;
-      randombytes_buf(salt.b, 32);
+      tg_client_channel_salt(&salt);
       logf_(c, "* opening a channel on-chain");
       int rc = tg_client_channel_open(c, NULL, c->rpc_url, t, &salt, &c->o.open_deposit);
       if (rc) logf_(c, "* opening the channel failed: %s", tg_strerror(rc));
