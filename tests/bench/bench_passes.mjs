@@ -88,7 +88,14 @@ async function main() {
   console.log(`${'(a) no payment (unpriced route)'.padEnd(36)} ${best.free.rps.toFixed(0).padStart(11)} ${best.free.p50.toFixed(3).padStart(8)} ${best.free.p99.toFixed(3).padStart(8)}`);
   console.log(`${'(b) access-pass session token'.padEnd(36)} ${best.pass.rps.toFixed(0).padStart(11)} ${best.pass.p50.toFixed(3).padStart(8)} ${best.pass.p99.toFixed(3).padStart(8)}`);
   console.log(`(b)/(a) throughput: ${(best.pass.rps / best.free.rps).toFixed(2)}x (goal >= 0.90x); pass calls counted durably in the store: ${used}`);
-  const m = await (await fetch(`${GW}/metrics`)).text();
+  // The store figures come from /metrics; a connection refused right after wrk's last round is
+  // retried (the gateway's listen backlog may still be full of wrk's closing connections).
+  let m = null, why = '';
+  for (let i = 0; i < 20 && m === null; i++) {
+    try { m = await (await fetch(`${GW}/metrics`, { signal: AbortSignal.timeout(2000) })).text(); }
+    catch (e) { why = String(e?.cause?.code || e?.cause || e); await new Promise((r) => setTimeout(r, 250)); }
+  }
+  if (m === null) { console.log(`store: /metrics unreachable after the run (${why})`); return; }
   const val = (name) => Number((m.split('\n').find((l) => l.startsWith(name + ' ')) || ' NaN').split(' ')[1]);
   const commits = val('tollgate_store_commits_total'), ops = val('tollgate_store_ops_total');
   console.log(`store: ${commits} commits for ${ops} ops (${(ops / commits).toFixed(1)} per commit), ${val('tollgate_store_folded_ops_total')} usage increments folded, ` +
