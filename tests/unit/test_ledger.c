@@ -72,6 +72,37 @@ static void test_admission(void) {
   tg_ledger_free(l);
 }
 
+/* The ceiling's signature is kept at its own length and follows each higher ceiling exactly. */
+static void test_ceiling_signature(void) {
+  tg_ledger *l = tg_ledger_new();
+  tg_ledger_channel c = channel(9, 1000, 10), snap;
+  for (int i = 0; i < 65; i++) c.ceiling_sig.b[i] = (uint8_t)(i + 1);
+  CHECK_OK(tg_ledger_put(l, &c));
+  CHECK_OK(tg_ledger_get(l, &c.id, &snap));
+  CHECK_INT(snap.ceiling_sig.len, 65);
+  CHECK_MEM(snap.ceiling_sig.b, c.ceiling_sig.b, 65);
+  /* an ERC-1271 wallet's longer signature, then an EOA's again, then a lower ceiling (ignored) */
+  static const size_t lens[] = {700, 65, 1024};
+  static const uint64_t ceils[] = {20, 30, 25};
+  tg_x402_sig sig, last = c.ceiling_sig;
+  tg_u256 p = U(1), zero = U(0);
+  for (int k = 0; k < 3; k++) {
+    memset(&sig, 0, sizeof sig);
+    sig.len = lens[k];
+    for (size_t i = 0; i < sig.len; i++) sig.b[i] = (uint8_t)(i * 7 + (size_t)k);
+    tg_u256 ceil = U(ceils[k]);
+    tg_ledger_hold h;
+    CHECK_OK(tg_ledger_reserve(l, &h, NULL, &c.id, &ceil, &sig, &p, &zero));
+    if (k < 2) last = sig;
+    tg_ledger_charge_plan plan;
+    CHECK_OK(tg_ledger_charge(l, &plan, &h, &p));
+    CHECK_INT(V(&plan.ceiling), k < 2 ? ceils[k] : 30);
+    CHECK_INT(plan.ceiling_sig.len, last.len);
+    CHECK_MEM(plan.ceiling_sig.b, last.b, last.len);
+  }
+  tg_ledger_free(l);
+}
+
 static void test_withdrawing_and_unknown(void) {
   tg_ledger *l = tg_ledger_new();
   tg_ledger_channel c = channel(2, 1000, 1000);
@@ -187,6 +218,7 @@ static void test_concurrency(void) {
 
 int main(void) {
   RUN(test_admission);
+  RUN(test_ceiling_signature);
   RUN(test_withdrawing_and_unknown);
   RUN(test_refund_begin);
   RUN(test_concurrency);
