@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the README's five-minute tour as written: starts the demo in serve mode (what
-# `TG_DEMO_SERVE=1 make demo` runs) in a private TMPDIR, then runs every command of the block
-# between `<!-- tour:begin -->` and `<!-- tour:end -->` in README.md with bash -e, and checks
+# Runs the README's commands as written (the utility examples and the five-minute tour):
+# starts the demo in serve mode (what `TG_DEMO_SERVE=1 make demo` runs) in a private TMPDIR,
+# then runs every command of the blocks between `<!-- tour:begin -->` and `<!-- tour:end -->`
+# in README.md with bash -e, and checks
 # what each step must show. Only two substitutions: `build/` becomes $TG_BUILD/ (a sanitizer build
 # runs its own binaries) and `build/demo.env` the file this run's demo writes.
 # One PASS/FAIL line per check, then "N passed, N failed".
@@ -58,6 +59,8 @@ if grep -q 'tollgate proxy' "$tour.raw"; then
   check "tour: the openai SDK through tollgate proxy, plain and streamed" \
     "$(grep -q 'plain: ' "$out" && grep -Eq '^streamed: .*\([0-9]+ chunks, [0-9]+ tokens\)' "$out"; echo $?)"
 fi
+check "README: the cast-like utility commands print what cast prints" \
+  "$(grep -qx '0x1c8aff950685c2ed4bc3174f3472287b56d9517b9c948127319a09a7a36deac8' "$out" && grep -qx '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed' "$out" && grep -Eq '^0x02f86a0180843b9aca00' "$out"; echo $?)"
 check "tour: tollgate settle claims and sweeps" "$(grep -Eq '^claim +[1-9]' "$out" && grep -Eq '^sweep ' "$out"; echo $?)"
 check "tour: tollgate report ends without mismatch" "$(grep -q ' 0 mismatches' "$out"; echo $?)"
 
