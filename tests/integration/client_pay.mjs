@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPublicClient, createWalletClient, http, parseAbi, defineChain } from 'viem';
 import { privateKeyToAccount, generatePrivateKey } from 'viem/accounts';
+import { KEYS, sleep, freePort, waitHttp, rpc } from './lib/harness.mjs';
 
 const root = process.env.TG_ROOT || process.cwd();
 const build = process.env.TG_BUILD || join(root, 'build');
@@ -22,12 +23,6 @@ const TOLLGATED = join(build, 'tollgated');
 const UPSTREAM = join(build, 'tools/tg_upstream');
 const T0 = Date.now();
 const elapsed = () => ((Date.now() - T0) / 1000).toFixed(1) + 's';
-const KEYS = [
-  '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80',
-  '0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d',
-  '0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a',
-  '0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6',
-];
 
 let passed = 0, failed = 0;
 function check(name, ok, detail = '') {
@@ -66,28 +61,6 @@ function start(name, cmd, args) {
 function run(cmd, args, timeout = 60000) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, HOME: scratch, ETH_RPC_URL: '' }, maxBuffer: 1 << 26, timeout });
   return { code: r.status, out: r.stdout || '', err: r.stderr || '' };
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-async function waitHttp(url, proc, ms = 15000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (proc.exited) throw new Error(`process exited: ${proc.logText.slice(-2000)}`);
-    try { await fetch(url, { signal: AbortSignal.timeout(1000) }); return; } catch { await sleep(100); }
-  }
-  throw new Error(`${url} did not answer within ${ms} ms`);
-}
-async function rpc(url, method, params = []) {
-  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) });
-  const j = await r.json();
-  if (j.error) throw new Error(`${method}: ${j.error.message}`);
-  return j.result;
 }
 
 async function main() {
