@@ -34,6 +34,7 @@ typedef struct job {
   tg_x402_channel dep;       /* deposit: the payload; refund: the config */
   tg_u256 refund_amount;
   int done;                  /* the worker's callback was scheduled */
+  struct tg_chain *chain;    /* exact: set when handed to the manager */
 } job;
 
 /* One `exact` admission read (authorizationState + balanceOf) on its way through the chain thread. */
@@ -108,6 +109,14 @@ struct tg_chain {
   uint64_t *settle_ids;      /* settlement transactions not seen final yet */
   size_t n_settle, cap_settle;
   size_t resumed, resumed_done; /* transactions resumed from the journal at start / finished */
+  /*
+   * `exact` transfers (chain thread only): the gas limit every transferWithAuthorization
+   * gets, from one eth_estimateGas (0: not known yet; docs/PERFORMANCE.md), and the jobs
+   * waiting for that estimate, in arrival order.
+   */
+  uint64_t exact_gas, exact_gas_ms;
+  int gas_estimating;
+  job *held, *held_tail;
 };
 
 enum { CLIENT_READS, CLIENT_FOLLOW, CLIENT_TXM };
@@ -421,18 +430,9 @@ static void submit_refund(tg_chain *c, job *j) {
   }
 }
 
-static void submit_one(tg_chain *c, job *j) {
-  if (j->is_deposit) {
-    submit_deposit(c, j);
-    return;
-  }
-  if (j->is_refund) {
-    submit_refund(c, j);
-    return;
-  }
-  /* transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32) */
-  uint8_t data[4 + 9 * 32];
-  const tg_x402_exact *a = &j->auth;
+/* transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32) */
+#define EXACT_CALLDATA_LEN (4 + 9 * 32)
+static void exact_calldata(const tg_chain *c, uint8_t data[EXACT_CALLDATA_LEN], const tg_x402_exact *a) {
   memcpy(data, c->sel_transfer, 4);
   uint8_t *w = data + 4;
   tg_abi_put_address(w, &a->from);
@@ -445,6 +445,23 @@ static void submit_one(tg_chain *c, job *j) {
   tg_abi_put_u64(w + 192, v < 27 ? (uint64_t)v + 27 : v);
   memcpy(w + 224, a->signature.b, 32);
   memcpy(w + 256, a->signature.b + 32, 32);
+}
+
+/*
+ * An `exact` transfer's final outcome: answers when nothing was answered yet. A transfer
+ * that reverted, or ran out of gas, makes the next one estimate its gas again.
+ */
+static void on_exact_final(void *arg, const tg_txm_result *r) {
+  job *j = arg;
+  if (r->err == 0 && r->status != 1 && j->chain) j->chain->exact_gas = 0;
+  on_final(arg, r);
+}
+
+/* Hands one `exact` job to the manager with `gas` (0: the manager estimates it). */
+static void submit_exact(tg_chain *c, job *j, uint64_t gas) {
+  uint8_t data[EXACT_CALLDATA_LEN];
+  const tg_x402_exact *a = &j->auth;
+  exact_calldata(c, data, a);
   char key[2 * 20 + 2 * 32 + 16];
   char from[43], nonce[67];
   tg_hex_encode(from, a->from.b, 20, 1);
@@ -456,13 +473,15 @@ static void submit_one(tg_chain *c, job *j) {
   req.to = j->token;
   req.data = data;
   req.data_len = sizeof data;
+  req.gas_limit = gas;
   req.key = key; /* the same authorization is never sent twice */
   if (!c->wait_receipt) {
     req.on_accepted = on_accepted;
     req.accepted_arg = j;
   }
+  j->chain = c;
   uint64_t id = 0;
-  int rc = tg_txm_submit(c->txm, &req, on_final, j, &id);
+  int rc = tg_txm_submit(c->txm, &req, on_exact_final, j, &id);
   if (rc == TG_EEXISTS) {
     /* Submitted before (by a run that crashed before the payment layer recorded it): the
      * journal has the transaction, which the manager resumed; answer with it. */
@@ -478,6 +497,90 @@ static void submit_one(tg_chain *c, job *j) {
     deliver(j, rc, NULL);
     free(j);
   }
+}
+
+/*
+ * The gas limit of a transferWithAuthorization hardly varies: the authorization's nonce
+ * slot is always new, the payer's balance is always non-zero before, and only the
+ * receiver's balance may go from zero to non-zero (17,100 gas more than otherwise). So one
+ * eth_estimateGas serves every transfer: the estimate plus 20 % plus 20,000 gas. It is
+ * made again after a transfer of ours reverted and every 10 minutes. Unused gas costs
+ * nothing (EIP-1559 charges the gas used); without this every transfer cost the node an
+ * estimate (a binary search over EVM runs) before its eth_sendRawTransaction.
+ */
+#define EXACT_GAS_HEADROOM 20000u
+#define EXACT_GAS_MAX_AGE_MS (10u * 60u * 1000u)
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void exact_pump(tg_chain *c);
+
+static void on_exact_gas(void *arg, const tg_rpc_reply *r) {
+  tg_chain *c = arg;
+  c->gas_estimating = 0;
+  uint64_t est = 0;
+  if (r->err == 0 && tg_rpc_parse_u64(r->result, &est) == 0 && est > 21000 && est < 10000000) {
+    c->exact_gas = est + est / 5 + EXACT_GAS_HEADROOM;
+    c->exact_gas_ms = mono_ms();
+  } else if (c->held) {
+    /* That authorization does not run (or the node did not answer): the manager estimates
+     * it on its own and reports why it fails; the next one is estimated again. */
+    job *j = c->held;
+    c->held = j->next;
+    if (!c->held) c->held_tail = NULL;
+    submit_exact(c, j, 0);
+  }
+  exact_pump(c);
+}
+
+/* Every `exact` job held: all submitted in this turn (one journal commit, one send batch). */
+static void exact_pump(tg_chain *c) {
+  if (!c->held || c->gas_estimating || !c->txm) return;
+  if (c->exact_gas && mono_ms() - c->exact_gas_ms > EXACT_GAS_MAX_AGE_MS) c->exact_gas = 0;
+  if (!c->exact_gas) {
+    uint8_t data[EXACT_CALLDATA_LEN];
+    exact_calldata(c, data, &c->held->auth);
+    tg_eth_msg m;
+    memset(&m, 0, sizeof m);
+    m.from = tg_txm_address(c->txm);
+    m.to = &c->held->token;
+    m.data = data;
+    m.data_len = sizeof data;
+    json_t *p = json_array();
+    if (!p) abort();
+    json_array_append_new(p, tg_eth_msg_json(&m));
+    if (tg_rpc_call_async(c->loop_rpc, "eth_estimateGas", p, on_exact_gas, c) == 0) {
+      c->gas_estimating = 1;
+      return;
+    }
+    /* not even queued: each transfer estimated by the manager */
+  }
+  job *list = c->held;
+  c->held = c->held_tail = NULL;
+  while (list) {
+    job *n = list->next;
+    submit_exact(c, list, c->exact_gas);
+    list = n;
+  }
+}
+
+static void submit_one(tg_chain *c, job *j) {
+  if (j->is_deposit) {
+    submit_deposit(c, j);
+    return;
+  }
+  if (j->is_refund) {
+    submit_refund(c, j);
+    return;
+  }
+  j->next = NULL;
+  if (c->held_tail) c->held_tail->next = j;
+  else c->held = j;
+  c->held_tail = j;
 }
 
 /* ---- admission reads without blocking a worker -------------------------------------------- */
@@ -510,17 +613,6 @@ static int batch_word(tg_rpc_batch *b, size_t i, uint8_t out[32]) {
   return rc;
 }
 
-static void on_rjob_batch(void *arg, tg_rpc_batch *b, int err) {
-  rjob *r = arg;
-  uint8_t w[32];
-  r->err = err;
-  if (!r->err) r->err = batch_word(b, 0, w);
-  if (!r->err) r->used = w[31] != 0;
-  if (!r->err) r->err = batch_word(b, 1, r->balance.b);
-  tg_rpc_batch_free(b);
-  rjob_deliver(r);
-}
-
 static json_t *call_params(const tg_address *to, const uint8_t *data, size_t len) {
   tg_eth_msg m;
   memset(&m, 0, sizeof m);
@@ -534,24 +626,97 @@ static json_t *call_params(const tg_address *to, const uint8_t *data, size_t len
   return p;
 }
 
-/* On the chain thread: both reads in one JSON-RPC batch, one HTTP exchange. */
-static void rjob_start(tg_chain *c, rjob *r) {
-  uint8_t state[4 + 64], bal[4 + 32];
-  memcpy(state, c->sel_auth_state, 4);
-  tg_abi_put_address(state + 4, &r->from);
-  memcpy(state + 36, r->nonce.b, 32);
-  memcpy(bal, c->sel_balance, 4);
-  tg_abi_put_address(bal + 4, &r->from);
-  tg_rpc_batch *b = tg_rpc_batch_new();
-  if (!b) abort();
-  int rc = tg_rpc_batch_add(b, "eth_call", call_params(&r->token, state, sizeof state));
-  if (rc >= 0) rc = tg_rpc_batch_add(b, "eth_call", call_params(&r->token, bal, sizeof bal));
-  if (rc >= 0) rc = tg_rpc_batch_send(c->loop_rpc, b, on_rjob_batch, r);
-  if (rc != 0) { /* never sent: the callback will not run */
-    tg_rpc_batch_free(b);
-    r->err = rc;
+/*
+ * The admission reads of one turn: every waiting call's authorizationState, and one
+ * balanceOf per distinct payer (every call of that payer gets the same answer), in one
+ * JSON-RPC batch, one HTTP exchange. At most READS_PER_BATCH calls per batch.
+ */
+#define READS_PER_BATCH 400
+
+typedef struct {
+  rjob **v;
+  size_t n;
+  size_t *bal; /* per call: the batch index of its payer's balanceOf */
+} rbatch;
+
+static void on_reads_batch(void *arg, tg_rpc_batch *b, int err) {
+  rbatch *rb = arg;
+  for (size_t i = 0; i < rb->n; i++) {
+    rjob *r = rb->v[i];
+    uint8_t w[32];
+    r->err = err;
+    if (!r->err) r->err = batch_word(b, i, w);
+    if (!r->err) r->used = w[31] != 0;
+    if (!r->err) r->err = batch_word(b, rb->bal[i], r->balance.b);
     rjob_deliver(r);
   }
+  tg_rpc_batch_free(b);
+  free(rb->v);
+  free(rb->bal);
+  free(rb);
+}
+
+/* On the chain thread: the calls v[0..n) in one batch (authorizationState items first). */
+static void reads_send(tg_chain *c, rjob **v, size_t n) {
+  rbatch *rb = calloc(1, sizeof *rb);
+  if (!rb) abort();
+  rb->v = v;
+  rb->n = n;
+  rb->bal = calloc(n, sizeof *rb->bal);
+  if (!rb->bal) abort();
+  tg_rpc_batch *b = tg_rpc_batch_new();
+  if (!b) abort();
+  int rc = 0;
+  for (size_t i = 0; i < n && rc >= 0; i++) {
+    uint8_t state[4 + 64];
+    memcpy(state, c->sel_auth_state, 4);
+    tg_abi_put_address(state + 4, &v[i]->from);
+    memcpy(state + 36, v[i]->nonce.b, 32);
+    rc = tg_rpc_batch_add(b, "eth_call", call_params(&v[i]->token, state, sizeof state));
+  }
+  for (size_t i = 0; i < n && rc >= 0; i++) {
+    size_t k = 0; /* an earlier call of the same payer and token already reads the balance */
+    while (k < i && (memcmp(v[k]->from.b, v[i]->from.b, 20) || memcmp(v[k]->token.b, v[i]->token.b, 20)))
+      k++;
+    if (k < i) {
+      rb->bal[i] = rb->bal[k];
+      continue;
+    }
+    uint8_t bal[4 + 32];
+    memcpy(bal, c->sel_balance, 4);
+    tg_abi_put_address(bal + 4, &v[i]->from);
+    rc = tg_rpc_batch_add(b, "eth_call", call_params(&v[i]->token, bal, sizeof bal));
+    if (rc >= 0) rb->bal[i] = (size_t)rc;
+  }
+  if (rc >= 0) rc = tg_rpc_batch_send(c->loop_rpc, b, on_reads_batch, rb);
+  if (rc != 0) { /* never sent: the callback will not run */
+    tg_rpc_batch_free(b);
+    for (size_t i = 0; i < n; i++) {
+      v[i]->err = rc < 0 ? rc : TG_EIO;
+      rjob_deliver(v[i]);
+    }
+    free(rb->v);
+    free(rb->bal);
+    free(rb);
+  }
+}
+
+/* The reads waiting (a LIFO list): in arrival order, READS_PER_BATCH per batch. */
+static void reads_start(tg_chain *c, rjob *list) {
+  size_t n = 0;
+  for (rjob *r = list; r; r = r->next) n++;
+  rjob **all = calloc(n ? n : 1, sizeof *all);
+  if (!all) abort();
+  size_t i = n;
+  for (rjob *r = list; r; r = r->next) all[--i] = r;
+  for (size_t off = 0; off < n; off += READS_PER_BATCH) {
+    size_t k = n - off < READS_PER_BATCH ? n - off : READS_PER_BATCH;
+    rjob **v = malloc(k * sizeof *v);
+    if (!v) abort();
+    memcpy(v, all + off, k * sizeof *v);
+    reads_send(c, v, k);
+  }
+  free(all);
 }
 
 static int exact_check_async(void *ctx, struct event_base *base, const tg_address *token,
@@ -626,11 +791,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg) {
   scall *calls = c->calls;
   c->calls = NULL;
   pthread_mutex_unlock(&c->q_mu);
-  while (reads) {
-    rjob *n = reads->next;
-    rjob_start(c, reads);
-    reads = n;
-  }
+  if (reads) reads_start(c, reads);
   if (calls) {
     for (scall *s = calls; s; s = s->next) settle_call(c, s);
     pthread_mutex_lock(&c->q_mu);
@@ -655,6 +816,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg) {
     submit_one(c, rev);
     rev = n;
   }
+  exact_pump(c);
 }
 
 static int exact_submit(void *ctx, struct event_base *worker, const tg_address *token,
@@ -1149,6 +1311,11 @@ void tg_chain_free(tg_chain *c) {
     job *n = c->queue->next;
     free(c->queue);
     c->queue = n;
+  }
+  while (c->held) { /* never handed to the manager: nothing was sent */
+    job *n = c->held->next;
+    free(c->held);
+    c->held = n;
   }
   while (c->rqueue) {
     rjob *n = c->rqueue->next;

@@ -25,6 +25,7 @@
  *
  *   ./build/bench/bench_paid              # 64 connections, 10 s per row
  *   CONNS=32 SECS=5 ./build/bench/bench_paid
+ *   ROWS=e ./build/bench/bench_paid       # only the rows named (a..e), with their warm-ups
  */
 
 #define PRICE 1u            /* base units per call: "price flat call 0.000001" */
@@ -32,6 +33,9 @@
 
 static char dir[160], build[256], wrk[64] = "wrk", nginx_bin[64] = "/usr/sbin/nginx";
 static unsigned conns = 64, secs = 10;
+static const char *rows = "abcde";
+
+static int want(char r) { return strchr(rows, r) != NULL; }
 
 static double now_s(void) {
   struct timespec ts;
@@ -445,6 +449,7 @@ int main(void) {
   const char *e;
   if ((e = getenv("CONNS"))) conns = (unsigned)atoi(e);
   if ((e = getenv("SECS"))) secs = (unsigned)atoi(e);
+  if ((e = getenv("ROWS")) && *e) rows = e;
   if ((e = getenv("WRK"))) snprintf(wrk, sizeof wrk, "%s", e);
   if ((e = getenv("NGINX"))) snprintf(nginx_bin, sizeof nginx_bin, "%s", e);
   snprintf(build, sizeof build, "%s", (e = getenv("TG_BUILD")) ? e : (getenv("BUILD") ? getenv("BUILD") : "build"));
@@ -565,7 +570,7 @@ int main(void) {
     return fail;
   }
   /* headers, signed before any clock starts */
-  size_t n_fresh = (size_t)secs * 20000; /* more than the gateway can take in `secs` */
+  size_t n_fresh = want('c') ? (size_t)secs * 20000 : 1; /* more than the gateway takes in `secs` */
   char **fresh = calloc(n_fresh, sizeof *fresh);
   for (size_t i = 0; i < n_fresh; i++)
     fresh[i] = voucher_header(&t, &ch.cfg, &ch.id, (uint64_t)(i + 1 + 4 * conns) * PRICE, payer0);
@@ -576,7 +581,7 @@ int main(void) {
   write_lines(fresh_path, fresh, n_fresh);
   char *ahead = voucher_header(&t, &ch.cfg, &ch.id, SFX_DEPOSIT, payer0);
   write_lines(ahead_path, &ahead, 1);
-  unsigned n_exact = EXACT_PER_S * secs;
+  unsigned n_exact = want('e') ? EXACT_PER_S * secs : 1;
   char **ex = calloc(n_exact, sizeof *ex);
   for (unsigned i = 0; i < n_exact; i++) {
     tg_x402_exact a;
@@ -596,40 +601,47 @@ int main(void) {
   /* warm-ups: connection pools, the channel loaded into the ledger from the chain */
   run_wrk(url_free, conns, 1, NULL, 0);
   run_wrk(url_paid, 4, 1, ahead_path, 1);
-  row a = {0}, b, c, d, x;
-  if (ngx) {
+  row a = {0}, b = {0}, c = {0}, d = {0}, x = {0};
+  if (ngx && want('a')) {
     run_wrk(url_ngx, conns, 1, NULL, 0);
     a = run_wrk(url_ngx, conns, secs, NULL, 0);
   }
-  b = run_wrk(url_free, conns, secs, NULL, 0);
-  c = run_wrk(url_paid, conns, secs, fresh_path, 0);
-  d = run_wrk(url_paid, conns, secs, ahead_path, 1);
+  if (want('b')) b = run_wrk(url_free, conns, secs, NULL, 0);
+  if (want('c')) c = run_wrk(url_paid, conns, secs, fresh_path, 0);
+  if (want('d')) d = run_wrk(url_paid, conns, secs, ahead_path, 1);
   /* (e): each call a fresh authorization and its own transaction; wrk's rate is only valid
    * when the authorizations signed ahead did not run out (checked). The node's rate is then
    * measured for as many pre-signed transactions as the gateway got through. */
   unsigned ec = conns < 32 ? conns : 32;
-  x = run_wrk(url_paid, ec, secs, exact_path, 0);
-  if (x.requests >= n_exact) fprintf(stderr, "bench_paid: row (e) used every authorization: its rate is a lower bound\n");
-  unsigned n_node = x.requests < 200 ? 200 : x.requests > 5000 ? 5000 : (unsigned)x.requests;
-  double node = node_rate(&f, &t, exact_payer, sender, n_node);
+  double node = 0;
+  unsigned n_node = 0;
+  if (want('e')) {
+    x = run_wrk(url_paid, ec, secs, exact_path, 0);
+    if (x.requests >= n_exact) fprintf(stderr, "bench_paid: row (e) used every authorization: its rate is a lower bound\n");
+    n_node = x.requests < 200 ? 200 : x.requests > 5000 ? 5000 : (unsigned)x.requests;
+    node = node_rate(&f, &t, exact_payer, sender, n_node);
+  }
 
   printf("%-48s %10s %9s %9s %10s %7s\n", "setup", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx");
-  if (ngx) print_row("(a) nginx reverse proxy", &a);
-  print_row("(b) tollgated, no payment", &b);
-  print_row("(c) tollgated, fresh channel voucher per call", &c);
-  print_row("(d) tollgated, one ceiling signed ahead", &d);
-  char ename[64];
-  snprintf(ename, sizeof ename, "(e) tollgated, exact (%u conns)", ec);
-  print_row(ename, &x);
-  char nname[80];
-  snprintf(nname, sizeof nname, "    anvil: %u pre-signed transactions", n_node);
-  printf("%-48s %10.0f\n", nname, node);
-  double ref = ngx ? a.rps : b.rps;
-  const char *refname = ngx ? "(a)" : "(b)";
-  printf("(c)/%s %.2fx (goal >= 0.30x), (d)/%s %.2fx (goal >= 0.60x), (e)/anvil %.2fx (goal >= 0.80x); "
-         "(d) p99 %+.3f ms beside %s\n",
-         refname, c.rps / ref, refname, d.rps / ref, x.rps / node, d.p99_ms - (ngx ? a.p99_ms : b.p99_ms),
-         refname);
+  if (ngx && want('a')) print_row("(a) nginx reverse proxy", &a);
+  if (want('b')) print_row("(b) tollgated, no payment", &b);
+  if (want('c')) print_row("(c) tollgated, fresh channel voucher per call", &c);
+  if (want('d')) print_row("(d) tollgated, one ceiling signed ahead", &d);
+  if (want('e')) {
+    char ename[64];
+    snprintf(ename, sizeof ename, "(e) tollgated, exact (%u conns)", ec);
+    print_row(ename, &x);
+    char nname[80];
+    snprintf(nname, sizeof nname, "    anvil: %u pre-signed transactions", n_node);
+    printf("%-48s %10.0f\n", nname, node);
+  }
+  double ref = ngx && want('a') ? a.rps : b.rps;
+  const char *refname = ngx && want('a') ? "(a)" : "(b)";
+  if (ref > 0 && want('c') && want('d'))
+    printf("(c)/%s %.2fx (goal >= 0.30x), (d)/%s %.2fx (goal >= 0.60x); (d) p99 %+.3f ms beside %s\n",
+           refname, c.rps / ref, refname, d.rps / ref, d.p99_ms - (ngx && want('a') ? a.p99_ms : b.p99_ms),
+           refname);
+  if (want('e') && node > 0) printf("(e)/anvil %.2fx (goal >= 0.80x)\n", x.rps / node);
   int bad = c.non2xx || d.non2xx || x.non2xx;
   if (bad) printf("bench_paid: non-2xx answers: (c) %lu, (d) %lu, (e) %lu\n", c.non2xx, d.non2xx, x.non2xx);
 
