@@ -15,7 +15,7 @@
 #include "tollgate/u256.h"
 
 #define MAX_VERSIONS 32
-#define RECEIPTS_PER_TICK 1000
+#define RECEIPTS_PER_TICK 20000
 #define MISSING_TICKS_BEFORE_RENONCE 3
 #define GWEI 1000000000ull
 
@@ -73,6 +73,7 @@ typedef struct txm_tx {
   int err;
   int cancel;
   char *key;
+  uint64_t key_h;    /* key_hash(key) */
   int has_to;
   tg_address to;
   tg_u256 value;
@@ -131,7 +132,7 @@ struct tg_txm {
   tg_address from;
   uint64_t chain_id;
   sqlite3 *db;
-  sqlite3_stmt *st_insert_tx, *st_insert_attempt, *st_update_tx, *st_get;
+  sqlite3_stmt *st_insert_tx, *st_insert_attempt, *st_update_tx, *st_get, *st_key;
   tx_vec txs;     /* not final (and final ones with sends in flight) */
   tx_vec signq;   /* to sign on the next flush */
   tx_vec sendq;   /* signed, waiting for a send slot (sendq_head: the next one) */
@@ -143,6 +144,8 @@ struct tg_txm {
   uint64_t head, mined_count;
   struct event *tick_ev, *flush_ev;
   int tick_busy;
+  unsigned rcpt_batches; /* receipt batches of this tick still out */
+  int rcpt_failed;       /* one of them failed: the tick ends without confirming */
   txm_call *calls;
   tg_txm_stats st;
   int closing;
@@ -761,6 +764,8 @@ static void resend_pass(tg_txm *m) {
   }
 }
 
+static void receipts_done(tg_txm *m);
+
 static void receipts_cb(void *arg, tg_rpc_batch *b, int err) {
   txm_call *c = arg;
   txm_tx **items = c->item_tx;
@@ -772,10 +777,12 @@ static void receipts_cb(void *arg, tg_rpc_batch *b, int err) {
     tg_rpc_batch_free(b);
     return;
   }
+  m->rcpt_batches--;
   if (err) {
     free(items);
     tg_rpc_batch_free(b);
-    tick_done(m);
+    m->rcpt_failed = 1;
+    if (m->rcpt_batches == 0) receipts_done(m);
     return;
   }
   /* First pass: which transactions have a receipt for one of their versions. */
@@ -839,6 +846,16 @@ static void receipts_cb(void *arg, tg_rpc_batch *b, int err) {
   }
   free(items);
   tg_rpc_batch_free(b);
+  if (m->rcpt_batches == 0) receipts_done(m);
+}
+
+/* After the last receipt batch of a tick: confirmations, resends, the journal. */
+static void receipts_done(tg_txm *m) {
+  if (m->rcpt_failed) {
+    m->rcpt_failed = 0;
+    tick_done(m);
+    return;
+  }
   /* Confirmations. */
   for (size_t i = 0; i < m->txs.n; i++) {
     txm_tx *t = m->txs.v[i];
@@ -853,11 +870,22 @@ static void receipts_cb(void *arg, tg_rpc_batch *b, int err) {
   tick_done(m);
 }
 
+/*
+ * The receipts of every transaction that may be mined (its nonce is below the account's
+ * mined count) or is mined and not yet confirmed, in batches of at most RECEIPTS_PER_BATCH
+ * items (a transaction's versions never split across two), RECEIPTS_PER_TICK in all: at
+ * thousands of `exact` transfers per second one batch per tick would leave most of them
+ * unconfirmed and fill max_pending.
+ */
+#define RECEIPTS_PER_BATCH 1000
+
 static void check_receipts(tg_txm *m) {
-  tg_rpc_batch *b = tg_rpc_batch_new();
-  txm_call *c = call_new(m);
-  size_t cap = 0;
-  for (size_t i = 0; i < m->txs.n && tg_rpc_batch_size(b) < RECEIPTS_PER_TICK; i++) {
+  tg_rpc_batch *b = NULL;
+  txm_call *c = NULL;
+  size_t cap = 0, total = 0;
+  m->rcpt_batches = 0;
+  m->rcpt_failed = 0;
+  for (size_t i = 0; i < m->txs.n && total < RECEIPTS_PER_TICK; i++) {
     txm_tx *t = m->txs.v[i];
     int want = 0;
     if (t->state == TG_TXM_MINED) want = 1;
@@ -865,9 +893,22 @@ static void check_receipts(tg_txm *m) {
         t->nonce < m->mined_count)
       want = 1;
     if (!want) continue;
-    size_t k0 = t->state == TG_TXM_MINED ? 0 : 0;
     size_t count = t->state == TG_TXM_MINED ? 1 : t->n_hashes;
-    for (size_t k = k0; k < count; k++) {
+    if (b && tg_rpc_batch_size(b) + count > RECEIPTS_PER_BATCH) {
+      if (tg_rpc_batch_send(m->rpc, b, receipts_cb, c) != 0) {
+        call_end(c);
+        tg_rpc_batch_free(b);
+      } else {
+        m->rcpt_batches++;
+      }
+      b = NULL;
+    }
+    if (!b) {
+      b = tg_rpc_batch_new();
+      c = call_new(m);
+      cap = 0;
+    }
+    for (size_t k = 0; k < count; k++) {
       const tg_hash *h = t->state == TG_TXM_MINED ? &t->mined_hash : &t->hashes[k];
       json_t *p = json_array();
       if (!p || json_array_append_new(p, tg_rpc_json_hash(h))) abort();
@@ -878,11 +919,16 @@ static void check_receipts(tg_txm *m) {
         if (!c->item_tx) abort();
       }
       c->item_tx[c->n_items++] = t;
+      total++;
     }
   }
-  if (c->n_items == 0 || tg_rpc_batch_send(m->rpc, b, receipts_cb, c) != 0) {
+  if (b && c->n_items > 0 && tg_rpc_batch_send(m->rpc, b, receipts_cb, c) == 0) {
+    m->rcpt_batches++;
+  } else if (b) {
     call_end(c);
     tg_rpc_batch_free(b);
+  }
+  if (m->rcpt_batches == 0) {
     resend_pass(m);
     tick_done(m);
   }
@@ -994,22 +1040,28 @@ void tg_txm_stats_get(const tg_txm *m, tg_txm_stats *out) {
   *out = m->st;
 }
 
+/* FNV-1a of an idempotency key: compared before the strings. */
+static uint64_t key_hash(const char *k) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *k; k++) h = (h ^ (uint8_t)*k) * 1099511628211ull;
+  return h;
+}
+
 static int key_used(tg_txm *m, const char *key, uint64_t *id) {
+  uint64_t h = key_hash(key);
   for (size_t i = 0; i < m->txs.n; i++)
-    if (m->txs.v[i]->key && strcmp(m->txs.v[i]->key, key) == 0) {
+    if (m->txs.v[i]->key && m->txs.v[i]->key_h == h && strcmp(m->txs.v[i]->key, key) == 0) {
       *id = m->txs.v[i]->id;
       return 1;
     }
-  sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(m->db, "SELECT id FROM txm_tx WHERE chain_id=? AND sender=? AND idem_key=?",
-                         -1, &s, NULL) != SQLITE_OK)
-    return 0;
+  sqlite3_stmt *s = m->st_key;
   sqlite3_bind_int64(s, 1, (sqlite3_int64)m->chain_id);
   sqlite3_bind_blob(s, 2, m->from.b, 20, SQLITE_STATIC);
   sqlite3_bind_text(s, 3, key, -1, SQLITE_STATIC);
   int found = sqlite3_step(s) == SQLITE_ROW;
   if (found) *id = (uint64_t)sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
   return found;
 }
 
@@ -1018,7 +1070,8 @@ int tg_txm_submit(tg_txm *m, const tg_txm_request *req, tg_txm_cb cb, void *arg,
   if (!m || !req || (req->data_len && !req->data)) return TG_EINVAL;
   if (m->closing) return TG_ETXM_CLOSED;
   if (req->data_len > ((size_t)1 << 20)) return TG_ETOOBIG;
-  if (tg_txm_pending(m) >= m->o.max_pending) return TG_ETXM_FULL;
+  /* (txs.n counts final ones not dropped yet: the exact count only near the cap) */
+  if (m->txs.n >= m->o.max_pending && tg_txm_pending(m) >= m->o.max_pending) return TG_ETXM_FULL;
   if (req->gas_limit) {
     /* Refuse now what could never be signed or mined, before it takes a nonce. */
     tg_tx probe;
@@ -1056,6 +1109,7 @@ int tg_txm_submit(tg_txm *m, const tg_txm_request *req, tg_txm_cb cb, void *arg,
   if (req->key) {
     t->key = strdup(req->key);
     if (!t->key) abort();
+    t->key_h = key_hash(t->key);
   }
   t->cb = cb;
   t->arg = arg;
@@ -1193,6 +1247,7 @@ static int load_journal(tg_txm *m) {
     if (sqlite3_column_type(s, 5) == SQLITE_TEXT) {
       t->key = strdup((const char *)sqlite3_column_text(s, 5));
       if (!t->key) abort();
+      t->key_h = key_hash(t->key);
     }
     if (sqlite3_column_bytes(s, 6) == 20) {
       t->has_to = 1;
@@ -1283,7 +1338,9 @@ static int open_db(tg_txm *m) {
   if (sqlite3_prepare_v2(m->db, ins_tx, -1, &m->st_insert_tx, NULL) != SQLITE_OK ||
       sqlite3_prepare_v2(m->db, ins_at, -1, &m->st_insert_attempt, NULL) != SQLITE_OK ||
       sqlite3_prepare_v2(m->db, upd, -1, &m->st_update_tx, NULL) != SQLITE_OK ||
-      sqlite3_prepare_v2(m->db, get, -1, &m->st_get, NULL) != SQLITE_OK)
+      sqlite3_prepare_v2(m->db, get, -1, &m->st_get, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(m->db, "SELECT id FROM txm_tx WHERE chain_id=? AND sender=? AND idem_key=?",
+                         -1, &m->st_key, NULL) != SQLITE_OK)
     return TG_ETXM_JOURNAL;
   return 0;
 }
@@ -1367,6 +1424,7 @@ void tg_txm_free(tg_txm *m) {
   sqlite3_finalize(m->st_insert_attempt);
   sqlite3_finalize(m->st_update_tx);
   sqlite3_finalize(m->st_get);
+  sqlite3_finalize(m->st_key);
   release_owner(m);
   if (m->db) sqlite3_close(m->db);
   free(m);

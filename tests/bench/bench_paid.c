@@ -29,7 +29,7 @@
  */
 
 #define PRICE 1u            /* base units per call: "price flat call 0.000001" */
-#define EXACT_PER_S 1500u  /* authorizations signed ahead per second of row (e): more than it takes */
+#define EXACT_PER_S 6000u  /* authorizations signed ahead per second of row (e): more than it takes */
 
 static char dir[160], build[256], wrk[64] = "wrk", nginx_bin[64] = "/usr/sbin/nginx";
 static unsigned conns = 64, secs = 10;
@@ -214,12 +214,62 @@ static void print_row(const char *name, const row *r) {
          r->non2xx);
 }
 
-/* ---- the node's own rate: pre-signed transferWithAuthorization transactions ------------- */
+/* ---- load-independent figures: CPU seconds of a process, counters from /metrics ------------ */
+
+/* utime + stime of a process, in seconds (/proc/<pid>/stat fields 14 and 15). */
+static double cpu_s(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *q = strrchr(buf, ')'); /* the command name may hold spaces */
+  if (!q) return 0;
+  unsigned long ut = 0, st = 0;
+  if (sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) return 0;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+typedef struct {
+  double store_commits, rpc_calls, charged;
+} counters;
+
+static size_t sink(char *d, size_t sz, size_t nm, void *arg);
 
 typedef struct {
   char *p;
   size_t n;
 } body;
+
+static double metric(const char *text, const char *name) {
+  size_t len = strlen(name);
+  for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+    if (strncmp(l, name, len) == 0 && l[len] == ' ') return atof(l + len + 1);
+  return 0;
+}
+
+static counters scrape(int port) {
+  counters k = {0, 0, 0};
+  char url[96];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+  CURL *c = curl_easy_init();
+  body b = {0};
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  if (curl_easy_perform(c) == CURLE_OK && b.p) {
+    k.store_commits = metric(b.p, "tollgate_store_commits_total");
+    k.rpc_calls = metric(b.p, "tollgate_rpc_calls_total");
+    k.charged = metric(b.p, "tollgate_pay_charged_calls_total");
+  }
+  free(b.p);
+  curl_easy_cleanup(c);
+  return k;
+}
+
+/* ---- the node's own rate: pre-signed transferWithAuthorization transactions ------------- */
 
 static size_t sink(char *d, size_t sz, size_t nm, void *arg) {
   body *b = arg;
@@ -239,7 +289,7 @@ static size_t sink(char *d, size_t sz, size_t nm, void *arg) {
  * kept-alive connection: the rate the node accepts them (the limit for row (e)).
  */
 static double node_rate(sfx *f, const terms *t, const tg_seckey *payer, const tg_seckey *sender,
-                        unsigned n) {
+                        unsigned n, double *anvil_cpu_s) {
   tg_address from;
   if (tg_seckey_address(&from, sender)) die("sender", TG_EINVAL);
   char fromhex[43];
@@ -295,6 +345,7 @@ static double node_rate(sfx *f, const terms *t, const tg_seckey *payer, const tg
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
   unsigned errors = 0;
+  double cpu0 = cpu_s(tgt_proc_pid(f->anvil->proc));
   double t0 = now_s();
   for (unsigned i = 0; i < n; i++) {
     body b = {0};
@@ -304,6 +355,7 @@ static double node_rate(sfx *f, const terms *t, const tg_seckey *payer, const tg
     free(b.p);
   }
   double dt = now_s() - t0;
+  *anvil_cpu_s = cpu_s(tgt_proc_pid(f->anvil->proc)) - cpu0;
   curl_slist_free_all(h);
   curl_easy_cleanup(c);
   for (unsigned i = 0; i < n; i++) free(bodies[i]);
@@ -444,6 +496,7 @@ static int soak(sfx *f, const terms *t, const char *url, tgt_proc *gw) {
 }
 
 int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* progress visible when piped */
   if (sodium_init() < 0) return 1;
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const char *e;
@@ -615,11 +668,18 @@ int main(void) {
   unsigned ec = conns < 32 ? conns : 32;
   double node = 0;
   unsigned n_node = 0;
+  double gw_cpu = 0, anvil_cpu_e = 0, anvil_cpu_node = 0;
+  counters k0 = {0, 0, 0}, k1 = {0, 0, 0};
   if (want('e')) {
+    k0 = scrape(gw_port);
+    double g0 = cpu_s(tgt_proc_pid(gw)), a0 = cpu_s(tgt_proc_pid(f.anvil->proc));
     x = run_wrk(url_paid, ec, secs, exact_path, 0);
+    gw_cpu = cpu_s(tgt_proc_pid(gw)) - g0;
+    anvil_cpu_e = cpu_s(tgt_proc_pid(f.anvil->proc)) - a0;
+    k1 = scrape(gw_port);
     if (x.requests >= n_exact) fprintf(stderr, "bench_paid: row (e) used every authorization: its rate is a lower bound\n");
     n_node = x.requests < 200 ? 200 : x.requests > 5000 ? 5000 : (unsigned)x.requests;
-    node = node_rate(&f, &t, exact_payer, sender, n_node);
+    node = node_rate(&f, &t, exact_payer, sender, n_node, &anvil_cpu_node);
   }
 
   printf("%-48s %10s %9s %9s %10s %7s\n", "setup", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx");
@@ -634,6 +694,14 @@ int main(void) {
     char nname[80];
     snprintf(nname, sizeof nname, "    anvil: %u pre-signed transactions", n_node);
     printf("%-48s %10.0f\n", nname, node);
+    double calls = k1.charged - k0.charged;
+    if (calls > 0)
+      printf("(e) per exact call (%.0f charged): tollgated CPU %.0f us, anvil CPU %.0f us (anvil per "
+             "pre-signed transaction alone: %.0f us), store commits %.3f, JSON-RPC exchanges %.3f "
+             "(CPU from /proc, counters from /metrics; they do not depend on the machine's load)\n",
+             calls, gw_cpu / calls * 1e6, anvil_cpu_e / calls * 1e6,
+             n_node ? anvil_cpu_node / n_node * 1e6 : 0.0, (k1.store_commits - k0.store_commits) / calls,
+             (k1.rpc_calls - k0.rpc_calls) / calls);
   }
   double ref = ngx && want('a') ? a.rps : b.rps;
   const char *refname = ngx && want('a') ? "(a)" : "(b)";
