@@ -338,6 +338,7 @@ void tg_payments_stop(tg_payments *p) {
   tg_chain_settle_cancel(p->chain); /* a run in progress ends at its next transaction call */
   tg_scheduler_stop(p->sched);
   tg_chain_free(p->chain); /* then the manager: its journal keeps what was in flight */
+  if (p->passes) tg_passes_return_leases(p->passes); /* the store is still open */
   tg_passes_free(p->passes);
   tg_ledger_free(p->ledger);
   tg_store_close(p->store);

@@ -34,7 +34,9 @@ typedef struct ent {
   uint8_t key[KEY_MAX];
   size_t klen;
   int kind;
-  /* K_SESSION */
+  /* K_SESSION (keyed by a SipHash of the token under a per-process key; the token itself is
+   * kept to be compared in constant time) */
+  char token[TG_PASSES_TOKEN_LEN];
   tg_address address;
   int64_t expires_at; /* ms (sessions, agent nonces) */
   int64_t checked_at; /* ms: when the session was last read from the store */
@@ -42,11 +44,15 @@ typedef struct ent {
   int ok;
   uint64_t until;
   tg_address holder;
+  char holder_hex[TG_ADDRESS_HEX_LEN]; /* checksummed, for X-Tollgate-Pass */
   uint64_t gen;
   /* K_USAGE */
   tg_u256 plan_id;
   int64_t period_start;
   uint64_t calls, tokens, inflight;
+  uint64_t room;             /* leased calls (counted in `calls`) not yet admitted here */
+  uint64_t lease_pending;    /* calls of a lease being written, 0 when none */
+  uint64_t tokens_unwritten; /* tokens of leased calls, written with the next lease */
   /* K_OWED */
   tg_u256 owed, reserved;
 } ent;
@@ -60,6 +66,8 @@ struct tg_passes {
   size_t n_entries;
   uint64_t gen;        /* bumped by every log of the pass contract */
   uint64_t chain_time; /* the head block's timestamp, seconds */
+  unsigned char session_key[crypto_shorthash_siphashx24_KEYBYTES]; /* of the session cache */
+  uint64_t leases_inflight; /* lease writes submitted, not yet called back */
   tg_passes_stats stats;
 };
 
@@ -76,6 +84,12 @@ static ent *find(tg_passes *p, const uint8_t *key, size_t klen) {
   return NULL;
 }
 
+/* Session entries hold their bearer token: wiped before the memory goes back. */
+static void ent_free(ent *e) {
+  if (e->kind == K_SESSION) sodium_memzero(e->token, sizeof e->token);
+  free(e);
+}
+
 /* Drops what can be read again (sessions, entitlements, idle counters). Under mu. */
 static void trim(tg_passes *p, int64_t now_ms) {
   for (size_t b = 0; b < NBUCKETS; b++) {
@@ -84,13 +98,14 @@ static void trim(tg_passes *p, int64_t now_ms) {
       ent *e = *pp;
       int keep = 0;
       if (e->kind == K_AGENT) keep = e->expires_at > now_ms; /* replay protection must stay */
-      if (e->kind == K_USAGE) keep = e->inflight > 0;
+      if (e->kind == K_USAGE)
+        keep = e->inflight > 0 || e->room > 0 || e->lease_pending > 0 || e->tokens_unwritten > 0;
       if (e->kind == K_OWED) keep = !tg_u256_is_zero(&e->reserved);
       if (keep) {
         pp = &e->next;
       } else {
         *pp = e->next;
-        free(e);
+        ent_free(e);
         p->n_entries--;
       }
     }
@@ -112,10 +127,12 @@ static ent *insert(tg_passes *p, int kind, const uint8_t *key, size_t klen, int6
   return e;
 }
 
-static size_t key_session(uint8_t *k, const tg_hash *h) {
+/* A keyed hash, not the store's keccak: one SipHash per request instead of a Keccak-f. */
+static size_t key_session(uint8_t *k, const tg_passes *p, const char *token) {
   k[0] = K_SESSION;
-  memcpy(k + 1, h->b, 32);
-  return 33;
+  crypto_shorthash_siphashx24(k + 1, (const unsigned char *)token, TG_PASSES_TOKEN_LEN,
+                              p->session_key);
+  return 1 + crypto_shorthash_siphashx24_BYTES;
 }
 
 static size_t key_entitled(uint8_t *k, const tg_address *user, const tg_u256 *plan) {
@@ -165,17 +182,26 @@ int tg_passes_new(tg_passes **out, const tg_passes_opts *o) {
   p->chain = o->chain;
   p->chain_id = o->chain_id;
   p->gen = 1;
+  randombytes_buf(p->session_key, sizeof p->session_key);
   *out = p;
   return TG_OK;
 }
 
 void tg_passes_free(tg_passes *p) {
   if (!p) return;
+  for (;;) { /* a lease's callback still to come would find p freed */
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = p->leases_inflight;
+    pthread_mutex_unlock(&p->mu);
+    if (n == 0) break;
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
   for (size_t b = 0; b < NBUCKETS; b++) {
     ent *e = p->buckets[b];
     while (e) {
       ent *n = e->next;
-      free(e);
+      ent_free(e);
       e = n;
     }
   }
@@ -215,8 +241,8 @@ void tg_passes_usage_each(tg_passes *p, tg_passes_usage_fn fn, void *arg) {
   pthread_mutex_lock(&p->mu);
   for (size_t b = 0; b < NBUCKETS; b++)
     for (ent *e = p->buckets[b]; e; e = e->next)
-      if (e->kind == K_USAGE &&
-          fn(arg, &e->plan_id, &e->holder, e->period_start, e->calls, e->tokens, e->inflight))
+      if (e->kind == K_USAGE && fn(arg, &e->plan_id, &e->holder, e->period_start,
+                                   e->calls - e->room, e->tokens + e->tokens_unwritten, e->inflight))
         goto out;
 out:
   pthread_mutex_unlock(&p->mu);
@@ -351,9 +377,10 @@ static void on_signin(void *arg, int err, const tg_store_op *ops, size_t n) {
   } else {
     p->stats.signins++;
     uint8_t k[KEY_MAX];
-    size_t kl = key_session(k, &o->token_hash);
+    size_t kl = key_session(k, p, o->r.token);
     ent *e = find(p, k, kl);
     if (!e) e = insert(p, K_SESSION, k, kl, now_ms());
+    memcpy(e->token, o->r.token, TG_PASSES_TOKEN_LEN);
     e->address = o->r.address;
     e->expires_at = o->r.expires_at;
     e->checked_at = now_ms();
@@ -433,6 +460,8 @@ void tg_passes_signin(tg_passes *p, const tg_config *cfg, struct event_base *bas
 typedef struct {
   tg_passes *p;
   tg_hash h;
+  uint8_t key[KEY_MAX];
+  size_t klen;
   tg_passes_logout_cb cb;
   void *arg;
 } logout_op;
@@ -442,9 +471,8 @@ static void on_logout(void *arg, int err, const tg_store_op *ops, size_t n) {
   (void)n;
   logout_op *o = arg;
   if (!err) {
-    uint8_t k[KEY_MAX];
     pthread_mutex_lock(&o->p->mu);
-    ent *e = find(o->p, k, key_session(k, &o->h));
+    ent *e = find(o->p, o->key, o->klen);
     if (e) e->expires_at = 0; /* refused here at once; elsewhere within the recheck interval */
     pthread_mutex_unlock(&o->p->mu);
   }
@@ -466,6 +494,7 @@ void tg_passes_logout(tg_passes *p, struct event_base *base, const char *authori
   o->cb = cb;
   o->arg = arg;
   tg_keccak256(&o->h, t, TG_PASSES_TOKEN_LEN);
+  o->klen = key_session(o->key, p, t);
   tg_store_op op;
   memset(&op, 0, sizeof op);
   op.kind = TG_STORE_OP_SESSION_REVOKE;
@@ -479,16 +508,21 @@ void tg_passes_logout(tg_passes *p, struct event_base *base, const char *authori
 
 /* ---- who is asking -------------------------------------------------------------------------- */
 
+static int session_read(tg_passes *p, const char *token, const uint8_t *k, size_t kl,
+                        tg_address *who);
+
 static int session_lookup(tg_passes *p, const char *token, tg_address *who) {
   size_t n = strlen(token);
   if (n != TG_PASSES_TOKEN_LEN) return TG_ESESSION_INVALID;
-  tg_hash h;
-  tg_keccak256(&h, token, n);
   uint8_t k[KEY_MAX];
-  size_t kl = key_session(k, &h);
+  size_t kl = key_session(k, p, token);
   int64_t now = now_ms();
   pthread_mutex_lock(&p->mu);
   ent *e = find(p, k, kl);
+  if (e && sodium_memcmp(e->token, token, TG_PASSES_TOKEN_LEN) != 0) {
+    pthread_mutex_unlock(&p->mu); /* a SipHash collision (2^-128): not cached, not cacheable */
+    return session_read(p, token, NULL, 0, who);
+  }
   if (e && (e->expires_at <= now || now - e->checked_at < TG_PASSES_SESSION_RECHECK_MS)) {
     int ok = e->expires_at > now;
     *who = e->address;
@@ -496,17 +530,36 @@ static int session_lookup(tg_passes *p, const char *token, tg_address *who) {
     return ok ? TG_OK : TG_ESESSION_INVALID;
   }
   pthread_mutex_unlock(&p->mu);
+  return session_read(p, token, k, kl, who);
+}
+
+/* Reads the session of `token` from the store; caches it under k (unless k is NULL). */
+static int session_read(tg_passes *p, const char *token, const uint8_t *k, size_t kl,
+                        tg_address *who) {
+  tg_hash h;
+  tg_keccak256(&h, token, TG_PASSES_TOKEN_LEN);
+  int64_t now = now_ms();
+  ent *e;
   tg_store_session s;
   int rc = tg_store_session_get(p->store, &h, &s);
   if (rc == TG_ENOTFOUND) { /* never made, or revoked (possibly on another instance) */
     pthread_mutex_lock(&p->mu);
-    if ((e = find(p, k, kl))) e->expires_at = 0;
+    if (k && (e = find(p, k, kl))) e->expires_at = 0;
     pthread_mutex_unlock(&p->mu);
     return TG_ESESSION_INVALID;
   }
   if (rc) return rc;
+  *who = s.address;
+  if (!k) return s.expires_at > now ? TG_OK : TG_ESESSION_INVALID;
   pthread_mutex_lock(&p->mu);
-  if (!(e = find(p, k, kl))) e = insert(p, K_SESSION, k, kl, now);
+  if (!(e = find(p, k, kl))) {
+    e = insert(p, K_SESSION, k, kl, now);
+    memcpy(e->token, token, TG_PASSES_TOKEN_LEN);
+  }
+  if (sodium_memcmp(e->token, token, TG_PASSES_TOKEN_LEN) != 0) {
+    pthread_mutex_unlock(&p->mu);
+    return s.expires_at > now ? TG_OK : TG_ESESSION_INVALID;
+  }
   e->address = s.address;
   e->expires_at = s.expires_at;
   e->checked_at = now;
@@ -604,7 +657,8 @@ int tg_passes_identify(tg_passes *p, const tg_config *cfg, const char *host,
 
 /* entitled(user, plan) from the cache, or one eth_call (cached with the generation it began in). */
 static int entitlement(tg_passes *p, const tg_address *user, const tg_u256 *plan, uint64_t now_s,
-                       int *ok, uint64_t *until, tg_address *holder) {
+                       int *ok, uint64_t *until, tg_address *holder,
+                       char holder_hex[TG_ADDRESS_HEX_LEN]) {
   uint8_t k[KEY_MAX];
   size_t kl = key_entitled(k, user, plan);
   pthread_mutex_lock(&p->mu);
@@ -614,6 +668,7 @@ static int entitlement(tg_passes *p, const tg_address *user, const tg_u256 *plan
     *ok = e->ok;
     *until = e->until;
     *holder = e->holder;
+    memcpy(holder_hex, e->holder_hex, TG_ADDRESS_HEX_LEN);
     p->stats.entitlement_hits++;
     pthread_mutex_unlock(&p->mu);
     return TG_OK;
@@ -622,11 +677,13 @@ static int entitlement(tg_passes *p, const tg_address *user, const tg_u256 *plan
   pthread_mutex_unlock(&p->mu);
   int rc = p->chain.entitled(p->chain.ctx, user, plan, ok, until, holder);
   if (rc) return rc;
+  tg_address_to_checksum(holder, holder_hex);
   pthread_mutex_lock(&p->mu);
   if (!(e = find(p, k, kl))) e = insert(p, K_ENTITLED, k, kl, now_ms());
   e->ok = *ok;
   e->until = *until;
   e->holder = *holder;
+  memcpy(e->holder_hex, holder_hex, TG_ADDRESS_HEX_LEN);
   e->gen = gen; /* a log seen meanwhile made it stale already */
   pthread_mutex_unlock(&p->mu);
   return TG_OK;
@@ -684,6 +741,114 @@ static int owed_load(tg_passes *p, const tg_address *holder) {
   return TG_OK;
 }
 
+/* ---- quota leases ------------------------------------------------------------------------- */
+
+/* A plan's lease block: 0 when its usage is written call by call (token quotas, small quotas). */
+static uint64_t lease_block(const tg_config_plan *pl) {
+  if (pl->unit != TG_QUOTA_CALLS) return 0;
+  uint64_t b = pl->quota / TG_PASSES_LEASE_SHARE;
+  if (b > TG_PASSES_LEASE_MAX) b = TG_PASSES_LEASE_MAX;
+  return b >= 2 ? b : 0;
+}
+
+typedef struct {
+  tg_passes *p;
+  uint8_t key[KEY_MAX];
+  size_t klen;
+  tg_store_op op;
+} lease_op;
+
+/* Writer thread: the lease is durable (or failed); its calls become room to admit. */
+static void on_lease(void *arg, int err, const tg_store_op *ops, size_t n) {
+  lease_op *l = arg;
+  tg_passes *p = l->p;
+  pthread_mutex_lock(&p->mu);
+  ent *u = find(p, l->key, l->klen);
+  if (u) {
+    u->lease_pending = 0;
+    if (err || n != 1) {
+      u->tokens_unwritten += l->op.u.pass.tokens; /* written with the next one */
+    } else {
+      u->room += l->op.u.pass.calls;
+      if (ops[0].u.pass.out_calls > u->calls) u->calls = ops[0].u.pass.out_calls;
+      if (ops[0].u.pass.out_tokens > u->tokens) u->tokens = ops[0].u.pass.out_tokens;
+    }
+  }
+  if (err) p->stats.lease_failures++;
+  else p->stats.leases++;
+  p->leases_inflight--;
+  pthread_mutex_unlock(&p->mu);
+  free(l);
+}
+
+/*
+ * Under mu: the next lease of `u` when half of the current one is used (none past the
+ * quota); NULL when none is due. The caller submits it (lease_submit) after unlocking.
+ */
+static lease_op *lease_take(tg_passes *p, ent *u, const tg_config_plan *pl, const uint8_t *k,
+                            size_t kl) {
+  uint64_t block = lease_block(pl);
+  if (!block || u->lease_pending || u->room > block / 2) return NULL;
+  uint64_t used = u->calls + u->inflight;
+  if (used >= pl->quota) return NULL;
+  uint64_t n = pl->quota - used < block ? pl->quota - used : block;
+  lease_op *l = calloc(1, sizeof *l);
+  if (!l) abort();
+  l->p = p;
+  memcpy(l->key, k, kl);
+  l->klen = kl;
+  l->op.kind = TG_STORE_OP_PASS_USE;
+  l->op.u.pass.pass_id = u->plan_id;
+  l->op.u.pass.holder = u->holder;
+  l->op.u.pass.period_start = u->period_start;
+  l->op.u.pass.calls = n;
+  l->op.u.pass.tokens = u->tokens_unwritten > ((uint64_t)1 << 40) ? (uint64_t)1 << 40 : u->tokens_unwritten;
+  u->tokens_unwritten -= l->op.u.pass.tokens;
+  u->lease_pending = n;
+  p->leases_inflight++;
+  return l;
+}
+
+static void lease_submit(tg_passes *p, lease_op *l) {
+  if (!l) return;
+  if (tg_store_submit(p->store, &l->op, 1, on_lease, l) == 0) return;
+  on_lease(l, TG_ESTORE, NULL, 0); /* the queue is full: the next admission tries again */
+}
+
+void tg_passes_return_leases(tg_passes *p) {
+  for (;;) { /* leases being written first: their room counts too */
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = p->leases_inflight;
+    pthread_mutex_unlock(&p->mu);
+    if (n == 0) break;
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  for (;;) {
+    tg_store_op op;
+    memset(&op, 0, sizeof op);
+    ent *found = NULL;
+    pthread_mutex_lock(&p->mu);
+    for (size_t b = 0; b < NBUCKETS && !found; b++)
+      for (ent *e = p->buckets[b]; e && !found; e = e->next)
+        if (e->kind == K_USAGE && (e->room || e->tokens_unwritten) && !e->lease_pending) found = e;
+    if (found) {
+      op.kind = TG_STORE_OP_PASS_USE;
+      op.u.pass.pass_id = found->plan_id;
+      op.u.pass.holder = found->holder;
+      op.u.pass.period_start = found->period_start;
+      op.u.pass.calls_back = found->room > ((uint64_t)1 << 40) ? (uint64_t)1 << 40 : found->room;
+      op.u.pass.tokens = found->tokens_unwritten > ((uint64_t)1 << 40) ? (uint64_t)1 << 40 : found->tokens_unwritten;
+      found->calls -= op.u.pass.calls_back < found->calls ? op.u.pass.calls_back : found->calls;
+      found->room -= op.u.pass.calls_back;
+      found->tokens_unwritten -= op.u.pass.tokens;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!found) break;
+    if (tg_store_write(p->store, &op, 1) != 0) break; /* the store is failing: kept as used */
+  }
+}
+
 static void fmt_time(char out[32], uint64_t unix_s) { tg_rfc3339_format(out, (int64_t)unix_s * 1000); }
 
 int tg_passes_admit(tg_passes *p, const tg_config *cfg, const char *route, const char *model,
@@ -699,34 +864,39 @@ int tg_passes_admit(tg_passes *p, const tg_config *cfg, const char *route, const
   uint64_t now_s = (uint64_t)(now / 1000);
   if (p->chain_time > now_s) now_s = p->chain_time; /* the chain's clock may run ahead (tests) */
   pthread_mutex_unlock(&p->mu);
-  char who_s[TG_ADDRESS_HEX_LEN];
-  tg_address_to_checksum(who, who_s);
-  int any_live = 0, rc;
+  int rc;
   const tg_config_plan *spent = NULL;
   for (size_t i = 0; i < n; i++) {
     const tg_config_plan *pl = plans[i];
     int ok = 0;
     uint64_t until = 0;
     tg_address holder;
-    if ((rc = entitlement(p, who, &pl->id, now_s, &ok, &until, &holder))) {
+    char holder_hex[TG_ADDRESS_HEX_LEN];
+    if ((rc = entitlement(p, who, &pl->id, now_s, &ok, &until, &holder, holder_hex))) {
       snprintf(reason, rn, "reading the pass contract failed: %s", tg_strerror(rc));
       return rc;
     }
     if (!ok) continue;
-    any_live = 1;
     int64_t period_ms = (int64_t)pl->period_s * 1000;
     int64_t period = now / period_ms * period_ms;
     if ((rc = usage_load(p, &pl->id, &holder, period))) return rc;
     uint8_t k[KEY_MAX];
     size_t kl = key_usage(k, &pl->id, &holder, period);
+    lease_op *lease = NULL;
     pthread_mutex_lock(&p->mu);
     ent *u = find(p, k, kl);
     int fits = 0;
     if (u) {
       if (pl->unit == TG_QUOTA_CALLS) {
-        fits = u->calls + u->inflight < pl->quota;
-        g->used_before = u->calls + u->inflight;
-        if (fits) u->inflight++;
+        g->used_before = u->calls - u->room + u->inflight;
+        if (u->room) { /* one of a durable lease's calls: nothing to write */
+          u->room--;
+          g->leased = fits = 1;
+        } else {
+          fits = u->calls + u->inflight < pl->quota;
+          if (fits) u->inflight++;
+        }
+        lease = lease_take(p, u, pl, k, kl);
       } else {
         fits = u->tokens < pl->quota;
         g->used_before = u->tokens;
@@ -735,14 +905,16 @@ int tg_passes_admit(tg_passes *p, const tg_config *cfg, const char *route, const
     }
     if (fits) p->stats.admitted_included++;
     pthread_mutex_unlock(&p->mu);
+    lease_submit(p, lease);
     g->plan = pl;
     g->plan_id = pl->id;
     g->user = *who;
     g->holder = holder;
+    memcpy(g->holder_hex, holder_hex, TG_ADDRESS_HEX_LEN);
     g->until = until;
     g->period_start = period;
     if (fits) {
-      g->calls_held = 1;
+      g->calls_held = !g->leased;
       return TG_OK;
     }
     /* Quota spent: the overage credit, if this plan has one. */
@@ -789,7 +961,8 @@ int tg_passes_admit(tg_passes *p, const tg_config *cfg, const char *route, const
              end, tg_u256_is_zero(&spent->overage) ? "" : " and its overage credit is used up");
     return TG_EPASS_QUOTA;
   }
-  (void)any_live;
+  char who_s[TG_ADDRESS_HEX_LEN];
+  tg_address_to_checksum(who, who_s);
   char id[TG_U256_DEC_MAX];
   tg_u256_to_dec(&plans[0]->id, id);
   snprintf(reason, rn,
@@ -802,14 +975,23 @@ int tg_passes_admit(tg_passes *p, const tg_config *cfg, const char *route, const
 void tg_passes_release(tg_passes *p, const tg_passes_grant *g) {
   uint8_t k[KEY_MAX];
   pthread_mutex_lock(&p->mu);
-  if (g->calls_held) {
+  if (g->calls_held || g->leased) {
     ent *u = find(p, k, key_usage(k, &g->plan_id, &g->holder, g->period_start));
-    if (u && u->inflight) u->inflight--;
+    if (u && g->leased) u->room++; /* back to its lease: still durable, still within the quota */
+    else if (u && u->inflight) u->inflight--;
   }
   if (g->overage) {
     ent *o = find(p, k, key_owed(k, &g->holder));
     if (o && tg_u256_sub(&o->reserved, &o->reserved, &g->reserved) != 0) tg_u256_zero(&o->reserved);
   }
+  pthread_mutex_unlock(&p->mu);
+}
+
+void tg_passes_done_leased(tg_passes *p, const tg_passes_grant *g, uint64_t tokens) {
+  uint8_t k[KEY_MAX];
+  pthread_mutex_lock(&p->mu);
+  ent *u = find(p, k, key_usage(k, &g->plan_id, &g->holder, g->period_start));
+  if (u && u->tokens_unwritten + tokens >= u->tokens_unwritten) u->tokens_unwritten += tokens;
   pthread_mutex_unlock(&p->mu);
 }
 

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "tollgate/address.h"
 #include "tollgate/types.h"
 
 struct event_base;
@@ -25,7 +26,8 @@ struct tg_store;
  *                 an answer whose `until` passed is read again (a renewal
  *                 made before the expiry is seen then, without a gap).
  *   usage         (plan, holder, period) -> calls/tokens committed in the
- *                 store plus calls admitted and not yet completed
+ *                 store plus calls admitted and not yet completed, and the
+ *                 calls of this instance's quota lease not yet used
  *   owed          holder -> postpaid overage charged and reserved
  *   agent nonces  per-request signed authentications seen, until they expire
  */
@@ -118,9 +120,11 @@ typedef struct {
   tg_u256 plan_id;
   tg_address user;             /* who asked (holder or delegate) */
   tg_address holder;           /* whose pass (usage and overage count against it) */
+  char holder_hex[TG_ADDRESS_HEX_LEN]; /* checksummed */
   uint64_t until;              /* entitlement end, Unix seconds */
   int64_t period_start;        /* ms: the quota window */
   int calls_held;              /* a call of a calls quota is reserved */
+  int leased;                  /* the call is one of a quota lease's (durable already) */
   int overage;                 /* past the quota: admitted as postpaid */
   tg_u256 reserved;            /* overage: the call's maximum price, reserved */
   tg_u256 owed_before;         /* overage: what the holder owed at admission */
@@ -138,11 +142,27 @@ TG_WARN_UNUSED_RESULT int tg_passes_admit(tg_passes *p, const tg_config *cfg, co
                                           const char *model, const tg_address *who,
                                           const tg_u256 *max_price, tg_passes_grant *g,
                                           char *reason, size_t reason_len);
-/* The call failed or its record did: nothing counted. */
+/*
+ * Quota leases (calls quotas of at least 2 * TG_PASSES_LEASE_SHARE calls; docs/STORE.md "Pass
+ * usage leases"): the store's counter is raised by a block of calls ahead of their use, so an
+ * included call admitted on a lease (g->leased) writes nothing and waits for nothing. A block
+ * is 1/TG_PASSES_LEASE_SHARE of the quota, at most TG_PASSES_LEASE_MAX calls; the next one is
+ * written when half of the current block is used. A crash costs the holder at most the unused
+ * part of one block per (pass, period) and instance, never money.
+ */
+#define TG_PASSES_LEASE_MAX 256
+#define TG_PASSES_LEASE_SHARE 100
+
+/* The call failed or its record did: nothing counted (a leased call goes back to its lease). */
 void tg_passes_release(tg_passes *p, const tg_passes_grant *g);
 /* The call's usage (and overage charge) is durable: counters after the store's op. */
 void tg_passes_done(tg_passes *p, const tg_passes_grant *g, uint64_t calls_after,
                     uint64_t tokens_after, const tg_u256 *charged);
+/* A leased call succeeded: its tokens are written with the next lease (no store write now). */
+void tg_passes_done_leased(tg_passes *p, const tg_passes_grant *g, uint64_t tokens);
+/* Gives the unused part of every lease back to the store and writes the tokens not yet
+ * written (graceful stop: after the last call, before the store closes). Blocks. */
+void tg_passes_return_leases(tg_passes *p);
 /* What `holder` owes for overage (charged and durable). */
 void tg_passes_owed(tg_passes *p, const tg_address *holder, tg_u256 *out);
 
@@ -153,10 +173,12 @@ typedef struct {
   uint64_t entitlement_reads, entitlement_hits, invalidations;
   uint64_t admitted_included, admitted_overage, refused_not_entitled, refused_quota;
   uint64_t chain_time;
+  uint64_t leases, lease_failures; /* quota lease writes */
 } tg_passes_stats;
 void tg_passes_stats_get(tg_passes *p, tg_passes_stats *out);
 
-/* Current-period usage of each (plan, holder) known in memory; fn returns non-zero to stop. */
+/* Current-period usage of each (plan, holder) known in memory (calls used: leased calls not yet
+ * used are not counted); fn returns non-zero to stop. */
 typedef int (*tg_passes_usage_fn)(void *arg, const tg_u256 *plan_id, const tg_address *holder,
                                   int64_t period_start, uint64_t calls, uint64_t tokens,
                                   uint64_t inflight);

@@ -1215,11 +1215,10 @@ static void admit_pass(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
   tg_buf_init(&call->header, TG_STORE_HEADER_MAX);
   tg_buf_init(&call->trailer, 4096);
   /* X-Tollgate-Pass: which plan admitted the call and until when (docs/PROTOCOL.md). */
-  char id[TG_U256_DEC_MAX], holder[TG_ADDRESS_HEX_LEN], until[32], hdr[512], ov[256];
+  char id[TG_U256_DEC_MAX], until[32], hdr[512], ov[256];
   tg_u256_to_dec(&g.plan_id, id);
-  tg_address_to_checksum(&g.holder, holder);
   tg_rfc3339_format(until, (int64_t)g.until * 1000);
-  snprintf(hdr, sizeof hdr, "plan=%s; id=%s; holder=%s; expires=%s; %s", g.plan->name, id, holder,
+  snprintf(hdr, sizeof hdr, "plan=%s; id=%s; holder=%s; expires=%s; %s", g.plan->name, id, g.holder_hex,
            until, g.overage ? "overage=postpaid" : "quota=included");
   tg_pay_decision d;
   memset(&d, 0, sizeof d);
@@ -1272,9 +1271,16 @@ static void on_pass_commit(void *arg, int err, const tg_store_op *ops, size_t n)
 /*
  * A pass call's usage (1 call, its tokens) is added to the pass's counter of
  * this period, and an overage call's price recorded as a postpaid charge, in
- * one submission, before the answer is released, as for any charge.
+ * one submission, before the answer is released, as for any charge. A call
+ * admitted on a quota lease was counted durably before it was admitted: it
+ * writes nothing and is answered at once (its tokens go with the next lease).
  */
 static void complete_pass(tg_pay *p, tg_pay_call *c, const tg_pay_outcome *o) {
+  if (c->grant.leased && o->ok) {
+    tg_passes_done_leased(p->passes, &c->grant, o->usage_known ? o->input_tokens + o->output_tokens : 0);
+    finish(c, 0, 0);
+    return;
+  }
   if (!o->ok) {
     tg_passes_release(p->passes, &c->grant);
     if (event_base_once(c->base, -1, EV_TIMEOUT, on_release_ev, c, NULL) != 0) finish(c, 0, 0);

@@ -32,7 +32,9 @@ struct tg_ledger;
  *                      layer send the bytes that depend on it.
  *
  * Both calls are asynchronous because they may wait on the store's group
- * commit or, for `exact`, on the transaction manager.
+ * commit or, for `exact`, on the transaction manager; either callback may
+ * also fire before the call returns (a refusal, a pass call admitted on a
+ * quota lease, which has nothing left to write).
  */
 
 typedef struct tg_pay tg_pay;               /* the payment layer (one per daemon) */

@@ -146,7 +146,8 @@ static int validate(const tg_store_op *op) {
   }
   case TG_STORE_OP_PASS_USE:
     /* Per-op increments are bounded so that counters cannot be pushed to overflow in one step. */
-    if (op->u.pass.calls > ((uint64_t)1 << 40) || op->u.pass.tokens > ((uint64_t)1 << 40))
+    if (op->u.pass.calls > ((uint64_t)1 << 40) || op->u.pass.tokens > ((uint64_t)1 << 40) ||
+        op->u.pass.calls_back > ((uint64_t)1 << 40))
       return TG_ERANGE;
     return 0;
   case TG_STORE_OP_RUN_BEGIN:
@@ -377,7 +378,7 @@ static int fold_pass_use(const tg__store_backend *be, tg__store_conn *c, sub *li
   for (sub *s = list; s; s = s->next) {
     s->folded = 1;
     for (size_t i = 0; i < s->n && s->folded; i++)
-      if (s->ops[i].kind != TG_STORE_OP_PASS_USE) s->folded = 0;
+      if (s->ops[i].kind != TG_STORE_OP_PASS_USE || s->ops[i].u.pass.calls_back) s->folded = 0;
     if (s->folded) {
       n += s->n;
       subs++;

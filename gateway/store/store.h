@@ -313,6 +313,8 @@ typedef struct {
   tg_address holder;
   int64_t period_start;
   uint64_t calls, tokens;      /* added to the counters */
+  uint64_t calls_back;         /* then subtracted from calls, down to 0 at most (a quota lease
+                                * given back: docs/STORE.md "Pass usage leases") */
   uint64_t out_calls, out_tokens; /* out: the counters after */
 } tg_store_op_pass;
 

@@ -157,8 +157,9 @@ static const char *const sql_text[S_COUNT] = {
     /* One atomic statement: concurrent instances add, never overwrite (bigint overflow is an
      * error, 22003). */
     [S_PASS_ADD] = "INSERT INTO pass_usage AS p (pass_id, holder, period_start, calls, tokens, "
-                   "updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pass_id, holder, "
-                   "period_start) DO UPDATE SET calls = p.calls + excluded.calls, "
+                   "updated_at) VALUES ($1, $2, $3, GREATEST($4::bigint, 0), $5, $6) ON CONFLICT "
+                   "(pass_id, holder, period_start) DO UPDATE SET "
+                   "calls = GREATEST(p.calls + $4::bigint, 0), "
                    "tokens = p.tokens + excluded.tokens, updated_at = excluded.updated_at "
                    "RETURNING calls, tokens",
     [S_NONCE_INSERT] = "INSERT INTO auth_nonces (nonce, expires_at, used_at) VALUES ($1, $2, 0)",
@@ -1122,7 +1123,7 @@ static int op_pass(tg__store_conn *c, tg_store_op *op) {
   P_FIXED(&p, &o->pass_id);
   P_FIXED(&p, &o->holder);
   p_i64(&p, o->period_start);
-  p_i64(&p, (int64_t)o->calls);
+  p_i64(&p, (int64_t)o->calls - (int64_t)o->calls_back); /* both at most 2^40 (validate) */
   p_i64(&p, (int64_t)o->tokens);
   p_i64(&p, op->now);
   int rc = q(c, S_PASS_ADD, &p, &r);

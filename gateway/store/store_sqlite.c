@@ -748,6 +748,7 @@ static int op_pass(tg__store_conn *c, tg_store_op *op) {
     return TG_EOVERFLOW;
   calls += o->calls;
   tokens += o->tokens;
+  calls = calls > o->calls_back ? calls - o->calls_back : 0;
   if ((rc = stmt_get(c, S_PASS_SET, &s)) < 0) return rc;
   BIND_FIXED(s, 1, &o->pass_id);
   BIND_FIXED(s, 2, &o->holder);

@@ -3,7 +3,7 @@
 // Sets up anvil, the contracts, a plan and a purchased pass with viem, signs in (SIWE), then
 // alternates wrk rounds on /fast (unpriced route) and /pass/fast (priced route covered by the
 // plan, `Authorization: Bearer tgs_...`); each keeps its best round. Run by bench_passes.sh.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, readdirSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createPublicClient, createWalletClient, http, defineChain, parseEther } from 'viem';
@@ -67,26 +67,44 @@ async function main() {
   if (probe.status !== 200) throw new Error(`pass call: ${probe.status}`);
 
   const toMs = (v) => (v.endsWith('us') ? parseFloat(v) / 1000 : v.endsWith('ms') ? parseFloat(v) : parseFloat(v) * 1000);
-  const wrk = (path, hdr) => {
+  // CPU time (user + system, all threads) of tollgated and of the stand-in upstream, from
+  // /proc/<pid>/stat: CPU microseconds per request do not depend on what else runs.
+  const TICK_US = 1e6 / Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
+  const cpu = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' '); return (Number(f[11]) + Number(f[12])) * TICK_US; };
+  // PROFILE=perf: `perf record -g` of tollgated during each measured round (perf.<setup>.<round>
+  // in the scratch directory, kept); PROFILE=strace: `strace -c -f` (system calls per request).
+  const PROFILE = process.env.PROFILE || '';
+  const wrk = async (path, hdr, tag) => {
     const args = ['-t2', `-c${CONNS}`, `-d${SECS}s`, '--latency', ...(hdr ? ['-H', hdr] : []), `${GW}${path}`];
     spawnSync(WRK, ['-t2', `-c${CONNS}`, '-d2s', ...(hdr ? ['-H', hdr] : []), `${GW}${path}`]); // warm-up
+    let prof = null;
+    if (PROFILE === 'perf') prof = spawn('perf', ['record', '-q', '-F', '1999', '-g', '-p', String(gw.pid), '-o', join(h.scratch, `perf.${tag}`)], { stdio: 'ignore' });
+    if (PROFILE === 'strace') prof = spawn('strace', ['-c', '-f', '-p', String(gw.pid), '-o', join(h.scratch, `strace.${tag}`)], { stdio: 'ignore' });
+    if (prof) await sleep(500);
+    const c0 = cpu(gw.pid), u0 = cpu(up.pid);
     const out = spawnSync(WRK, args, { encoding: 'utf8' }).stdout || '';
+    const c1 = cpu(gw.pid), u1 = cpu(up.pid);
+    if (prof) { const done = new Promise((res) => prof.once('exit', res)); prof.kill('SIGINT'); await done; }
     if (/Non-2xx/.test(out)) throw new Error(`non-2xx answers on ${path}:\n${out}`);
-    return { rps: parseFloat(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] || '0'), p50: toMs(/\s50%\s+(\S+)/.exec(out)?.[1] || '0'), p99: toMs(/\s99%\s+(\S+)/.exec(out)?.[1] || '0') };
+    const nreq = Number(/(\d+) requests in/.exec(out)?.[1] || '0');
+    return { nreq, gwUs: (c1 - c0) / nreq, upUs: (u1 - u0) / nreq, rps: parseFloat(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] || '0'), p50: toMs(/\s50%\s+(\S+)/.exec(out)?.[1] || '0'), p99: toMs(/\s99%\s+(\S+)/.exec(out)?.[1] || '0') };
   };
-  const best = { free: null, pass: null };
+  const best = { free: null, pass: null }, cpuMin = { free: 0, pass: 0 };
   console.log(`bench_passes: wrk -t2 -c${CONNS} -d${SECS}s, GET /fast (128 bytes) via tollgated, best of ${ROUNDS} alternating rounds`);
   for (let r = 1; r <= ROUNDS; r++) {
     for (const w of r % 2 ? ['free', 'pass'] : ['pass', 'free']) {
-      const x = w === 'free' ? wrk('/fast') : wrk('/pass/fast', `Authorization: Bearer ${s.token}`);
-      console.log(`  round ${r} ${w}: ${x.rps} req/s, p50 ${x.p50.toFixed(3)} ms, p99 ${x.p99.toFixed(3)} ms`);
+      const x = w === 'free' ? await wrk('/fast', null, `free.${r}`) : await wrk('/pass/fast', `Authorization: Bearer ${s.token}`, `pass.${r}`);
+      if (PROFILE === 'strace') console.log(`  ${w}: ${x.nreq} requests, strace summary in ${join(h.scratch, `strace.${w}.${r}`)}`);
+      console.log(`  round ${r} ${w}: ${x.rps} req/s, p50 ${x.p50.toFixed(3)} ms, p99 ${x.p99.toFixed(3)} ms, tollgated CPU ${x.gwUs.toFixed(1)} us/request (upstream ${x.upUs.toFixed(1)})`);
       if (!best[w] || x.rps > best[w].rps) best[w] = x;
+      if (!cpuMin[w] || x.gwUs < cpuMin[w]) cpuMin[w] = x.gwUs;
     }
   }
   const used = h.run('sqlite3', [join(h.scratch, 'store.db'), 'SELECT sum(calls) FROM pass_usage']).out.trim();
   console.log(`${'setup'.padEnd(36)} ${'requests/s'.padStart(11)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)}`);
   console.log(`${'(a) no payment (unpriced route)'.padEnd(36)} ${best.free.rps.toFixed(0).padStart(11)} ${best.free.p50.toFixed(3).padStart(8)} ${best.free.p99.toFixed(3).padStart(8)}`);
   console.log(`${'(b) access-pass session token'.padEnd(36)} ${best.pass.rps.toFixed(0).padStart(11)} ${best.pass.p50.toFixed(3).padStart(8)} ${best.pass.p99.toFixed(3).padStart(8)}`);
+  console.log(`tollgated CPU per request (user + system, least of the rounds): (a) ${cpuMin.free.toFixed(1)} us, (b) ${cpuMin.pass.toFixed(1)} us; (b)/(a) ${(cpuMin.pass / cpuMin.free).toFixed(2)}x`);
   console.log(`(b)/(a) throughput: ${(best.pass.rps / best.free.rps).toFixed(2)}x (goal >= 0.90x); pass calls counted durably in the store: ${used}`);
   // The store figures come from /metrics; a connection refused right after wrk's last round is
   // retried (the gateway's listen backlog may still be full of wrk's closing connections).
@@ -102,4 +120,4 @@ async function main() {
     `mean COMMIT ${(1000 * val('tollgate_store_commit_duration_seconds_sum') / commits).toFixed(3)} ms`);
 }
 
-main().then(() => h.finish(0)).catch((e) => { console.log(`bench_passes failed: ${e?.stack || e}`); h.finish(1); });
+main().then(() => { if (process.env.PROFILE) process.env.TG_E2E_KEEP = '1'; h.finish(0); }).catch((e) => { console.log(`bench_passes failed: ${e?.stack || e}`); h.finish(1); });

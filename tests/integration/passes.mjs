@@ -168,9 +168,13 @@ async function main() {
   check('a: the openai client streams a completion with the session token', chunks > 1 && streamText.length > 0, `${chunks} chunks`);
   await sleep(300);
   const use1 = sql("SELECT hex(pass_id) AS plan, lower(hex(holder)) AS holder, calls, tokens FROM pass_usage");
-  check('a: the store counts both calls against alice\'s pass of plan 1 (durable usage)',
-    use1.length === 1 && use1[0].calls === 2 && use1[0].holder === alice.address.slice(2).toLowerCase() && BigInt('0x' + use1[0].plan) === 1n && use1[0].tokens > 0,
-    JSON.stringify(use1));
+  // Plan 1 (1000 calls) counts calls by quota leases of 10 (docs/STORE.md "Pass usage leases"):
+  // the first call is written on its own and asks for a lease, the second is one of the lease's,
+  // so the row holds both calls and the unused rest of the lease, never fewer than were made.
+  const used1 = Number(/tollgate_pass_quota_used\{plan_id="1",unit="calls"\} (\d+)/.exec(await (await fetch(`${GW}/metrics`)).text())?.[1]);
+  check('a: the store counts both calls against alice\'s pass of plan 1, durably and ahead (one lease of 10); the gateway reports 2 used',
+    use1.length === 1 && use1[0].calls === 2 - 1 + 10 && used1 === 2 && use1[0].holder === alice.address.slice(2).toLowerCase() && BigInt('0x' + use1[0].plan) === 1n && use1[0].tokens > 0,
+    `${JSON.stringify(use1)} used ${used1}`);
   const noPay = await fetch(`${GW}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer sk-not-a-tollgate-token' }, body: '{"model":"m","messages":[]}' });
   await noPay.text();
   check('a: another API key (not a session) still gets the ordinary 402', noPay.status === 402 && !!noPay.headers.get('payment-required'));
@@ -379,6 +383,12 @@ async function main() {
   const usedNonces = sql('SELECT count(*) AS n FROM auth_nonces WHERE used_at > 0')[0].n;
   check('j: sessions and consumed nonces are rows in the store', sessions >= 8 && usedNonces === sessions, `${sessions} sessions, ${usedNonces} used nonces`);
   await h.stop(gw);
+  // A graceful stop gives every lease's unused calls back: the rows then hold exactly the calls made.
+  const usedAll = [...mtext.matchAll(/tollgate_pass_quota_used\{plan_id="(\d+)",unit="calls"\} (\d+)/g)].map((m) => [m[1], Number(m[2])]);
+  const rowsAll = sql('SELECT hex(pass_id) AS plan, sum(calls) AS calls FROM pass_usage GROUP BY pass_id').map((r) => [String(BigInt('0x' + r.plan)), r.calls]);
+  check('j: after SIGTERM the unused leases are given back: each plan\'s stored calls equal the calls the gateway counted',
+    usedAll.length >= 2 && usedAll.every(([p, n]) => rowsAll.some(([q, c]) => q === p && c === n)) && rowsAll.every(([q]) => usedAll.some(([p]) => p === q)),
+    `metrics ${JSON.stringify(usedAll)} rows ${JSON.stringify(rowsAll)}`);
   const gw2 = h.start('tollgated-2', TOLLGATED, ['-c', conf]);
   await waitHttp(`${GW}/healthz`, gw2);
   const eAfterRestart = await chatCall(eTok);

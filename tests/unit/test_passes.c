@@ -58,10 +58,11 @@ static tg_config *config(void) {
       "keystore /k.json password_file=/p\nstore sqlite /x.db\n"
       "upstream u http://127.0.0.1:9\nprice p call 0.001\n"
       "route a GET /a upstream=u price=p\nroute b GET /b upstream=u price=p\n"
-      "route c GET /c upstream=u price=p\n"
+      "route c GET /c upstream=u price=p\nroute d GET /d upstream=u price=p\n"
       "plan two id=7 routes=a quota=2 unit=calls period=1h\n"
       "plan credit id=8 routes=b quota=1 unit=calls period=1h overage=0.0025\n"
-      "plan tok id=9 routes=c quota=100 unit=tokens period=1h\n";
+      "plan tok id=9 routes=c quota=100 unit=tokens period=1h\n"
+      "plan big id=10 routes=d quota=1000 unit=calls period=1h\n";
   tg_config *c = NULL;
   char err[TG_CONFIG_ERR_MAX];
   int rc = tg_config_parse(&c, err, "t.conf", text, sizeof text - 1);
@@ -201,6 +202,112 @@ static void test_calls_quota(void) {
   teardown(&x);
 }
 
+static uint64_t stored_calls(fixture *x, uint64_t plan, uint64_t *tokens) {
+  tg_u256 id;
+  tg_u256_from_u64(&id, plan);
+  tg_address h = addr(0xa1);
+  int64_t now = (int64_t)time(NULL) * 1000;
+  tg_store_pass_usage u;
+  if (tg_store_pass_usage_get(x->st, &id, &h, now / 3600000 * 3600000, &u) != 0) return 0;
+  if (tokens) *tokens = u.tokens;
+  return u.calls;
+}
+
+static void wait_leases(fixture *x, uint64_t n) {
+  tg_passes_stats s;
+  for (int i = 0; i < 1000; i++) {
+    tg_passes_stats_get(x->p, &s);
+    if (s.leases + s.lease_failures >= n) return;
+    usleep(1000);
+  }
+}
+
+static int used_calls(void *arg, const tg_u256 *plan, const tg_address *holder, int64_t period,
+                      uint64_t calls, uint64_t tokens, uint64_t inflight) {
+  (void)holder, (void)period, (void)tokens, (void)inflight;
+  uint64_t id;
+  if (tg_u256_to_u64(plan, &id) == 0 && id == 10) *(uint64_t *)arg = calls;
+  return 0;
+}
+
+/* What the pay layer does for a call admitted without a lease: one PASS_USE, then done. */
+static void complete_unleased(fixture *x, const tg_passes_grant *g, uint64_t tokens) {
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = TG_STORE_OP_PASS_USE;
+  op.u.pass.pass_id = g->plan_id;
+  op.u.pass.holder = g->holder;
+  op.u.pass.period_start = g->period_start;
+  op.u.pass.calls = 1;
+  op.u.pass.tokens = tokens;
+  CHECK_OK(tg_store_write(x->st, &op, 1));
+  tg_passes_done(x->p, g, op.u.pass.out_calls, op.u.pass.out_tokens, NULL);
+}
+
+/*
+ * Quota leases (plan "big": 1000 calls, blocks of 10): the first call is written call by call
+ * and asks for a lease; once it is durable, calls are admitted on it with no write; a failed
+ * one goes back to it; the next block is written when half is used; the quota is never passed
+ * (leases are cut to what is left); a graceful stop gives the unused part back, so the
+ * store's counter is then exact.
+ */
+static void test_leases(void) {
+  fixture x;
+  if (setup(&x)) return;
+  tg_passes_grant g0, g;
+  CHECK_OK(admit(&x, "d", &g0));
+  CHECK(!g0.leased && g0.calls_held); /* no lease yet: this one is written at completion */
+  wait_leases(&x, 1);
+  CHECK_INT(stored_calls(&x, 10, NULL), 10); /* the lease is on disk before any call uses it */
+  complete_unleased(&x, &g0, 5);
+  CHECK_OK(admit(&x, "d", &g));
+  CHECK(g.leased && !g.calls_held);
+  tg_passes_release(x.p, &g);                /* failed upstream: back to the lease */
+  uint64_t used = 0;
+  tg_passes_usage_each(x.p, used_calls, &used);
+  CHECK_INT(used, 1);
+  for (int i = 0; i < 5; i++) {            /* 5 of 10 used: the next block is asked for */
+    CHECK_OK(admit(&x, "d", &g));
+    CHECK(g.leased);
+    tg_passes_done_leased(x.p, &g, 3);
+  }
+  wait_leases(&x, 2);
+  CHECK_INT(stored_calls(&x, 10, NULL), 21);
+  tg_passes_usage_each(x.p, used_calls, &used);
+  CHECK_INT(used, 6);
+  tg_passes_return_leases(x.p);
+  uint64_t tokens = 0;
+  CHECK_INT(stored_calls(&x, 10, &tokens), 6); /* exact after a graceful stop */
+  CHECK_INT(tokens, 5 + 15);
+  tg_passes_usage_each(x.p, used_calls, &used);
+  CHECK_INT(used, 6);
+  /* near the quota: leases are cut to what is left, and the quota holds */
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = TG_STORE_OP_PASS_USE;
+  tg_u256_from_u64(&op.u.pass.pass_id, 10);
+  op.u.pass.holder = addr(0xa1);
+  op.u.pass.period_start = (int64_t)time(NULL) * 1000 / 3600000 * 3600000;
+  op.u.pass.calls = 990;
+  CHECK_OK(tg_store_write(x.st, &op, 1));
+  tg_passes_free(x.p); /* a restart reads 996 */
+  tg_passes_opts o = {.store = x.st, .chain = {&x.f, fake_entitled, NULL}, .chain_id = 31337};
+  CHECK_OK(tg_passes_new(&x.p, &o));
+  CHECK_INT(stored_calls(&x, 10, NULL), 996);
+  int admitted = 0;
+  tg_passes_grant gs[8];
+  for (int i = 0; i < 8; i++) {
+    if (admit(&x, "d", &gs[i]) == 0) {
+      admitted++;
+      if (gs[i].calls_held) complete_unleased(&x, &gs[i], 0);
+    }
+    wait_leases(&x, 1);
+  }
+  CHECK_INT(admitted, 4);
+  CHECK(stored_calls(&x, 10, NULL) <= 1000);
+  teardown(&x);
+}
+
 /* Usage is loaded from the store: a restart does not reset a spent quota. */
 static void test_usage_from_store(void) {
   fixture x;
@@ -325,6 +432,7 @@ int main(void) {
   RUN(test_expiry_by_chain_time);
   RUN(test_calls_quota);
   RUN(test_usage_from_store);
+  RUN(test_leases);
   RUN(test_overage);
   RUN(test_tokens_quota);
   RUN(test_identify);
