@@ -432,20 +432,25 @@ static void usage_from_json(call *c, json_t *root) {
   c->usage_known = 1;
 }
 
+/* 1 when `s` holds the JSON key "usage": answers and events without it are not parsed. */
+static int mentions_usage(const char *s, size_t n) {
+  const char *end = s + n;
+  while (end - s >= 7) {
+    const char *q = memchr(s, '"', (size_t)(end - s) - 6); /* q + 7 <= end */
+    if (q == NULL) return 0;
+    if (memcmp(q, "\"usage\"", 7) == 0) return 1;
+    s = q + 1;
+  }
+  return 0;
+}
+
 static void sse_line(call *c, const char *s, size_t n) {
   if (n && s[n - 1] == '\r') n--;
   if (n < 5 || memcmp(s, "data:", 5) != 0) return;
   s += 5, n -= 5;
   if (n && *s == ' ') s++, n--;
   /* Only events that mention usage are parsed: the cheap test first. */
-  if (n < 8) return;
-  int has = 0;
-  for (size_t i = 0; i + 7 <= n; i++)
-    if (s[i] == '"' && memcmp(s + i, "\"usage\"", 7) == 0) {
-      has = 1;
-      break;
-    }
-  if (!has) return;
+  if (n < 8 || !mentions_usage(s, n)) return;
   json_t *root = json_loadb(s, n, 0, NULL);
   if (root) usage_from_json(c, root);
   json_decref(root);
@@ -616,7 +621,8 @@ static void upstream_done(call *c) {
     const char *ct = evhttp_find_header(&c->resp_headers, "Content-Type");
     if (ct && strstr(ct, "json")) {
       size_t n = evbuffer_get_length(c->buffered);
-      json_t *root = json_loadb((const char *)evbuffer_pullup(c->buffered, -1), n, 0, NULL);
+      const char *body = (const char *)evbuffer_pullup(c->buffered, -1);
+      json_t *root = mentions_usage(body, n) ? json_loadb(body, n, 0, NULL) : NULL;
       if (root) usage_from_json(c, root);
       json_decref(root);
     }

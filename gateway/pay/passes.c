@@ -53,6 +53,8 @@ typedef struct ent {
   uint64_t room;             /* leased calls (counted in `calls`) not yet admitted here */
   uint64_t lease_pending;    /* calls of a lease being written, 0 when none */
   uint64_t tokens_unwritten; /* tokens of leased calls, written with the next lease */
+  uint64_t lease_size;       /* the next lease's calls (adapts to the pass's rate) */
+  int64_t lease_at;          /* ms: when the last lease was asked for */
   /* K_OWED */
   tg_u256 owed, reserved;
 } ent;
@@ -743,8 +745,8 @@ static int owed_load(tg_passes *p, const tg_address *holder) {
 
 /* ---- quota leases ------------------------------------------------------------------------- */
 
-/* A plan's lease block: 0 when its usage is written call by call (token quotas, small quotas). */
-static uint64_t lease_block(const tg_config_plan *pl) {
+/* A plan's largest lease: 0 when its usage is written call by call (token quotas, small quotas). */
+static uint64_t lease_cap(const tg_config_plan *pl) {
   if (pl->unit != TG_QUOTA_CALLS) return 0;
   uint64_t b = pl->quota / TG_PASSES_LEASE_SHARE;
   if (b > TG_PASSES_LEASE_MAX) b = TG_PASSES_LEASE_MAX;
@@ -787,10 +789,21 @@ static void on_lease(void *arg, int err, const tg_store_op *ops, size_t n) {
  */
 static lease_op *lease_take(tg_passes *p, ent *u, const tg_config_plan *pl, const uint8_t *k,
                             size_t kl) {
-  uint64_t block = lease_block(pl);
-  if (!block || u->lease_pending || u->room > block / 2) return NULL;
+  uint64_t cap = lease_cap(pl);
+  if (!cap) return NULL;
+  if (!u->lease_size || u->lease_size > cap)
+    u->lease_size = cap < TG_PASSES_LEASE_FIRST ? cap : TG_PASSES_LEASE_FIRST;
+  if (u->lease_pending || u->room > u->lease_size / 2) return NULL;
   uint64_t used = u->calls + u->inflight;
   if (used >= pl->quota) return NULL;
+  /* Busy passes get larger blocks (fewer writes), quiet ones smaller (less lost to a crash). */
+  int64_t now = now_ms();
+  if (u->lease_at && now - u->lease_at < TG_PASSES_LEASE_FAST_MS)
+    u->lease_size = u->lease_size * 2 < cap ? u->lease_size * 2 : cap;
+  else if (now - u->lease_at > TG_PASSES_LEASE_SLOW_MS && u->lease_size / 2 >= TG_PASSES_LEASE_FIRST)
+    u->lease_size /= 2;
+  u->lease_at = now;
+  uint64_t block = u->lease_size;
   uint64_t n = pl->quota - used < block ? pl->quota - used : block;
   lease_op *l = calloc(1, sizeof *l);
   if (!l) abort();

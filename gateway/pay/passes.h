@@ -145,13 +145,19 @@ TG_WARN_UNUSED_RESULT int tg_passes_admit(tg_passes *p, const tg_config *cfg, co
 /*
  * Quota leases (calls quotas of at least 2 * TG_PASSES_LEASE_SHARE calls; docs/STORE.md "Pass
  * usage leases"): the store's counter is raised by a block of calls ahead of their use, so an
- * included call admitted on a lease (g->leased) writes nothing and waits for nothing. A block
- * is 1/TG_PASSES_LEASE_SHARE of the quota, at most TG_PASSES_LEASE_MAX calls; the next one is
- * written when half of the current block is used. A crash costs the holder at most the unused
- * part of one block per (pass, period) and instance, never money.
+ * included call admitted on a lease (g->leased) writes nothing and waits for nothing. The next
+ * block is written when half of the current one is used. A block starts at
+ * TG_PASSES_LEASE_FIRST calls, doubles while blocks last less than TG_PASSES_LEASE_FAST_MS,
+ * halves after a pause longer than TG_PASSES_LEASE_SLOW_MS, and is never more than
+ * 1/TG_PASSES_LEASE_SHARE of the quota nor TG_PASSES_LEASE_MAX calls. A crash costs the holder
+ * at most the unused part of its leases (under 1.5 blocks per pass, period and instance) of
+ * included calls, never money.
  */
-#define TG_PASSES_LEASE_MAX 256
+#define TG_PASSES_LEASE_FIRST 64
+#define TG_PASSES_LEASE_MAX 4096
 #define TG_PASSES_LEASE_SHARE 100
+#define TG_PASSES_LEASE_FAST_MS 250
+#define TG_PASSES_LEASE_SLOW_MS 2000
 
 /* The call failed or its record did: nothing counted (a leased call goes back to its lease). */
 void tg_passes_release(tg_passes *p, const tg_passes_grant *g);
