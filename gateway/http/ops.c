@@ -256,7 +256,8 @@ static int admin_passes(const tg_http_ops *ops, struct evhttp_request *req) {
   json_t *usage = json_array();
   tg_passes_usage_each(ops->passes, add_usage, usage);
   json_t *o = json_pack(
-      "{s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:I, s:o}",
+      "{s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I}, "
+      "s:I, s:o}",
       "passes_seen", (json_int_t)s.passes_seen, "sessions_cached", (json_int_t)s.sessions_cached,
       "signins", (json_int_t)s.signins, "signins_refused", (json_int_t)s.signins_refused,
       "nonces_issued", (json_int_t)s.nonces_issued, "entitlements", "reads",
@@ -264,7 +265,9 @@ static int admin_passes(const tg_http_ops *ops, struct evhttp_request *req) {
       "invalidations", (json_int_t)s.invalidations, "calls", "included",
       (json_int_t)s.admitted_included, "overage", (json_int_t)s.admitted_overage,
       "refused_not_entitled", (json_int_t)s.refused_not_entitled, "refused_quota",
-      (json_int_t)s.refused_quota, "chain_time", (json_int_t)s.chain_time, "usage", usage);
+      (json_int_t)s.refused_quota, "leases", "written", (json_int_t)s.leases, "failed",
+      (json_int_t)s.lease_failures, "unused_calls", (json_int_t)s.leased_unused, "chain_time",
+      (json_int_t)s.chain_time, "usage", usage);
   reply_json(req, 200, o);
   json_decref(o);
   return 200;
@@ -702,6 +705,11 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
       "tollgate_pass_calls_total{outcome=\"overage\"} %llu\n"
       "tollgate_pass_calls_total{outcome=\"not_entitled\"} %llu\n"
       "tollgate_pass_calls_total{outcome=\"quota_spent\"} %llu\n"
+"# HELP tollgate_pass_leases_total Quota lease writes (calls counted ahead in one write), by result.\n"
+      "# TYPE tollgate_pass_leases_total counter\n"
+      "tollgate_pass_leases_total{result=\"ok\"} %llu\ntollgate_pass_leases_total{result=\"failed\"} %llu\n"
+      "# HELP tollgate_pass_leased_calls Calls leased and not yet used (what a crash would cost holders).\n"
+      "# TYPE tollgate_pass_leased_calls gauge\ntollgate_pass_leased_calls %llu\n"
       "# HELP tollgate_pass_quota_used Usage of the current quota periods, summed per plan.\n"
       "# TYPE tollgate_pass_quota_used gauge\n"
       "# HELP tollgate_pass_quota_holders Holders with usage counted in the current period, per plan.\n"
@@ -711,7 +719,8 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
       (unsigned long long)s.entitlement_reads, (unsigned long long)s.entitlement_hits,
       (unsigned long long)s.invalidations, (unsigned long long)s.admitted_included,
       (unsigned long long)s.admitted_overage, (unsigned long long)s.refused_not_entitled,
-      (unsigned long long)s.refused_quota);
+      (unsigned long long)s.refused_quota, (unsigned long long)s.leases,
+      (unsigned long long)s.lease_failures, (unsigned long long)s.leased_unused);
     usage_sums *u = calloc(1, sizeof *u);
     if (!u) abort();
     tg_passes_usage_each(ops->passes, usage_add, u);

@@ -228,12 +228,14 @@ void tg_passes_stats_get(tg_passes *p, tg_passes_stats *out) {
   pthread_mutex_lock(&p->mu);
   *out = p->stats;
   out->chain_time = p->chain_time;
-  uint64_t seen = 0, sessions = 0;
+  uint64_t seen = 0, sessions = 0, unused = 0;
   for (size_t b = 0; b < NBUCKETS; b++)
     for (ent *e = p->buckets[b]; e; e = e->next) {
       if (e->kind == K_ENTITLED && e->ok) seen++;
       if (e->kind == K_SESSION) sessions++;
+      if (e->kind == K_USAGE) unused += e->room;
     }
+  out->leased_unused = unused;
   out->passes_seen = seen;
   out->sessions_cached = sessions;
   pthread_mutex_unlock(&p->mu);

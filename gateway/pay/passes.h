@@ -180,6 +180,7 @@ typedef struct {
   uint64_t admitted_included, admitted_overage, refused_not_entitled, refused_quota;
   uint64_t chain_time;
   uint64_t leases, lease_failures; /* quota lease writes */
+  uint64_t leased_unused;      /* calls leased (durably counted) and not yet used, all passes */
 } tg_passes_stats;
 void tg_passes_stats_get(tg_passes *p, tg_passes_stats *out);
 

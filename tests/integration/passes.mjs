@@ -443,6 +443,23 @@ async function main() {
     check('k: the gateway is still up and answers sign-ins', !gw2.exited && hz === 200 && again.status === 200, `${JSON.stringify(gw2.exited)} ${hz} ${again.status} ${gw2.logText.slice(-800)}`);
     await h.stop(gw2);
     check('k: tollgated stops cleanly on SIGTERM afterwards', gw2.exited?.code === 0, JSON.stringify(gw2.exited));
+
+    // ================= (l) a crash keeps every call counted; it costs the holder at most the
+    // unused part of the lease (included calls, never money)
+    const plan1Rows = () => sql('SELECT coalesce(sum(calls), 0) AS n FROM pass_usage WHERE pass_id = x\'' + '00'.repeat(31) + '01\'')[0].n;
+    const before = plan1Rows();
+    const gw3 = h.start('tollgated-3', TOLLGATED, ['-c', conf]);
+    await waitHttp(`${GW}/healthz`, gw3);
+    const made = [];
+    for (let i = 0; i < 3; i++) made.push(await chatCall(again.body?.token));
+    const m3 = await (await fetch(`${GW}/metrics`)).text();
+    const leased = Number(/tollgate_pass_leased_calls (\d+)/.exec(m3)?.[1]);
+    const leases = Number(/tollgate_pass_leases_total\{result="ok"\} (\d+)/.exec(m3)?.[1]);
+    await h.stop(gw3, 'SIGKILL');
+    const rowsAfter = plan1Rows();
+    check('l: after SIGKILL the store still counts the 3 calls made, plus exactly the unused lease the crash kept (8 of a block of 10)',
+      made.every((r) => r.status === 200) && leases === 1 && rowsAfter - before === 3 + leased && leased === 8,
+      `${made.map((r) => r.status).join(' ')}; rows ${before} -> ${rowsAfter}; ${leases} leases, ${leased} unused`);
     // The gateway notices a hang-up while the store write is pending (EV_CLOSED on the socket) and
     // logs the call as 499 with the write done; a hang-up noticed only after the answer went out
     // is a normal 200. Before the watch, every one was logged 200 and the request was left to
