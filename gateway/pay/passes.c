@@ -578,7 +578,8 @@ static int session_read(tg_passes *p, const char *token, const uint8_t *k, size_
  * At; its nonce is accepted once per signer until then.
  */
 static int agent_lookup(tg_passes *p, const tg_config *cfg, const char *host, const char *v,
-                        tg_address *who, char *reason, size_t rn) {
+                        tg_address *who, char *reason, size_t rn, char *agent_key,
+                        int64_t *agent_expires) {
   tg_buf msg, sig;
   tg_buf_init(&msg, TG_SIWE_MESSAGE_MAX);
   tg_buf_init(&sig, TG_X402_SIG_MAX);
@@ -630,6 +631,23 @@ static int agent_lookup(tg_passes *p, const tg_config *cfg, const char *host, co
     goto done;
   }
   *who = m.address;
+  if (agent_key) {
+    /* The store's key: keccak(signer || nonce) in hex, 64 characters, never a gateway-issued
+     * sign-in nonce (those are 24), recorded as used. */
+    tg_keccak_ctx kc;
+    tg_hash kh;
+    tg_keccak256_init(&kc);
+    tg_keccak256_update(&kc, m.address.b, 20);
+    tg_keccak256_update(&kc, m.nonce.ptr, m.nonce.len);
+    tg_keccak256_final(&kc, &kh);
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+      agent_key[2 * i] = hx[kh.b[i] >> 4];
+      agent_key[2 * i + 1] = hx[kh.b[i] & 15];
+    }
+    agent_key[64] = 0;
+    *agent_expires = m.expiration;
+  }
 done:
   tg_buf_cleanup(&msg);
   tg_buf_cleanup(&sig);
@@ -639,14 +657,27 @@ done:
 int tg_passes_identify(tg_passes *p, const tg_config *cfg, const char *host,
                        const char *authorization, const char *agent_auth, tg_address *who,
                        char *reason, size_t reason_len) {
+  char key[65];
+  int64_t exp;
+  return tg_passes_identify_agent(p, cfg, host, authorization, agent_auth, who, reason,
+                                  reason_len, key, &exp);
+}
+
+int tg_passes_identify_agent(tg_passes *p, const tg_config *cfg, const char *host,
+                             const char *authorization, const char *agent_auth, tg_address *who,
+                             char *reason, size_t reason_len, char agent_key[65],
+                             int64_t *agent_expires) {
   memset(who, 0, sizeof *who);
   reason[0] = 0;
+  agent_key[0] = 0;
+  *agent_expires = 0;
   if (agent_auth && *agent_auth) {
     if (!cfg->agent_auth) {
       snprintf(reason, reason_len, "per-request signed authentication is turned off here");
       return TG_EPASS_AUTH;
     }
-    return agent_lookup(p, cfg, host, agent_auth, who, reason, reason_len);
+    return agent_lookup(p, cfg, host, agent_auth, who, reason, reason_len, agent_key,
+                        agent_expires);
   }
   if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) return TG_ENOTFOUND;
   const char *t = authorization + 7;

@@ -113,6 +113,18 @@ TG_WARN_UNUSED_RESULT int tg_passes_identify(tg_passes *p, const tg_config *cfg,
                                              const char *authorization, const char *agent_auth,
                                              tg_address *who, char *reason, size_t reason_len);
 
+/*
+ * The same; for a request with X-Tollgate-Auth also the key under which its nonce must be
+ * recorded in the store before the call is admitted (`agent_key`: 64 hex digits, a hash of the
+ * signer and the nonce; `agent_expires`: the message's expiry, ms), so that a signed message is
+ * accepted once across restarts and instances sharing a store. agent_key is "" otherwise.
+ */
+TG_WARN_UNUSED_RESULT int tg_passes_identify_agent(tg_passes *p, const tg_config *cfg,
+                                                   const char *host, const char *authorization,
+                                                   const char *agent_auth, tg_address *who,
+                                                   char *reason, size_t reason_len,
+                                                   char agent_key[65], int64_t *agent_expires);
+
 /* ---- entitlement and quota ------------------------------------------------------------ */
 
 typedef struct {

@@ -1324,6 +1324,82 @@ static void complete_pass(tg_pay *p, tg_pay_call *c, const tg_pay_outcome *o) {
   }
 }
 
+/*
+ * An agent's signed request (X-Tollgate-Auth): its nonce is recorded in the store (as used)
+ * before the call is admitted, so that the message is accepted once across restarts and
+ * across instances sharing a store; the in-memory check in the pass layer only spares the
+ * write for replays this instance saw.
+ */
+typedef struct {
+  tg_pay *p;
+  tg_config *cfg;
+  const tg_config_price *price;
+  const tg_config_model_price *mp;
+  tg_u256 max;
+  tg_address who;
+  tg_pay_admit_cb cb;
+  void *arg;
+  char request_id[TG_STORE_REQUEST_ID_MAX + 1];
+  char route[TG_STORE_ROUTE_MAX + 1];
+  char model[TG_STORE_MODEL_MAX + 1];
+  char *resource_url;
+} agent_wait;
+
+static void on_agent_recorded(void *arg, int err, const tg_store_op *ops, size_t n) {
+  (void)ops;
+  (void)n;
+  agent_wait *aw = arg;
+  tg_pay_request req;
+  memset(&req, 0, sizeof req);
+  req.request_id = aw->request_id;
+  req.route = aw->route;
+  req.model = aw->model[0] ? aw->model : NULL;
+  req.resource_url = aw->resource_url;
+  if (err == TG_EEXISTS)
+    refuse(aw->p, aw->cfg, &req, tg_err_http_status(TG_ESIWE_NONCE),
+           "X-Tollgate-Auth: this signed message was used already (a fresh nonce per request)",
+           NULL, NULL, aw->cb, aw->arg);
+  else if (err)
+    refuse(aw->p, aw->cfg, &req, 503, "X-Tollgate-Auth: the nonce could not be recorded, try again",
+           NULL, NULL, aw->cb, aw->arg);
+  else
+    admit_pass(aw->p, aw->cfg, &req, aw->price, &aw->max, aw->mp, &aw->who, aw->cb, aw->arg);
+  tg_config_unref(aw->cfg);
+  free(aw->resource_url);
+  free(aw);
+}
+
+static void admit_agent(tg_pay *p, tg_config *cfg, struct event_base *base,
+                        const tg_pay_request *req, const tg_config_price *price,
+                        const tg_u256 *max, const tg_config_model_price *mp, const tg_address *who,
+                        const char *key, int64_t expires, tg_pay_admit_cb cb, void *arg) {
+  agent_wait *aw = calloc(1, sizeof *aw);
+  if (!aw) abort();
+  aw->p = p;
+  aw->cfg = tg_config_ref(cfg);
+  aw->price = price;
+  aw->mp = mp;
+  aw->max = *max;
+  aw->who = *who;
+  aw->cb = cb;
+  aw->arg = arg;
+  copy_cstr(aw->request_id, sizeof aw->request_id, req->request_id);
+  copy_cstr(aw->route, sizeof aw->route, req->route);
+  copy_cstr(aw->model, sizeof aw->model, req->model);
+  aw->resource_url = strdup(req->resource_url ? req->resource_url : "");
+  if (!aw->resource_url) abort();
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = TG_STORE_OP_NONCE_PUT;
+  copy_cstr(op.u.nonce.nonce, sizeof op.u.nonce.nonce, key);
+  op.u.nonce.expires_at = expires;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  op.u.nonce.used_at = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  int rc = tg_store_submit_evbase(p->store, &op, 1, base, on_agent_recorded, aw);
+  if (rc) on_agent_recorded(aw, rc == TG_EEXISTS ? TG_EIO : rc, NULL, 0);
+}
+
 void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
                   const tg_config_price *price, tg_pay_admit_cb cb, void *arg) {
   tg_pay *p = ctx;
@@ -1337,12 +1413,15 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
   }
   if ((req->payment_signature == NULL || req->payment_signature[0] == 0) && p->passes) {
     tg_address who;
-    char why[512];
-    int rc = tg_passes_identify(p->passes, cfg, req->host, req->authorization, req->agent_auth,
-                                &who, why, sizeof why);
+    char why[512], agent_key[65];
+    int64_t agent_exp;
+    int rc = tg_passes_identify_agent(p->passes, cfg, req->host, req->authorization,
+                                      req->agent_auth, &who, why, sizeof why, agent_key, &agent_exp);
     if (rc != TG_ENOTFOUND) {
       if (rc)
         refuse(p, cfg, req, tg_err_http_status(rc), why[0] ? why : tg_strerror(rc), NULL, NULL, cb, arg);
+      else if (agent_key[0])
+        admit_agent(p, cfg, base, req, price, &max, mp, &who, agent_key, agent_exp, cb, arg);
       else
         admit_pass(p, cfg, req, price, &max, mp, &who, cb, arg);
       tg_config_unref(cfg);

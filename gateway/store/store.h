@@ -323,6 +323,9 @@ typedef struct {
 typedef struct {
   char nonce[TG_STORE_NONCE_MAX + 1]; /* 8..64 letters and digits (EIP-4361) */
   int64_t expires_at;          /* NONCE_PUT: ms */
+  int64_t used_at;             /* NONCE_PUT: 0 (issued, to be used once by NONCE_USE), or ms:
+                                * recorded as used already (an agent's nonce). An existing
+                                * nonce fails the op with TG_EEXISTS. */
 } tg_store_op_nonce;
 
 typedef struct {

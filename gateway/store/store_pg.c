@@ -162,7 +162,7 @@ static const char *const sql_text[S_COUNT] = {
                    "calls = GREATEST(p.calls + $4::bigint, 0), "
                    "tokens = p.tokens + excluded.tokens, updated_at = excluded.updated_at "
                    "RETURNING calls, tokens",
-    [S_NONCE_INSERT] = "INSERT INTO auth_nonces (nonce, expires_at, used_at) VALUES ($1, $2, 0)",
+    [S_NONCE_INSERT] = "INSERT INTO auth_nonces (nonce, expires_at, used_at) VALUES ($1, $2, $3)",
     [S_NONCE_PURGE] = "DELETE FROM auth_nonces WHERE expires_at < $1::bigint - 86400000",
     /* one statement: of two instances consuming the same nonce, exactly one updates the row */
     [S_NONCE_USE] = "UPDATE auth_nonces SET used_at = $2 WHERE nonce = $1 AND used_at = 0 "
@@ -1145,6 +1145,7 @@ static int op_nonce(tg__store_conn *c, tg_store_op *op) {
     params p2 = {0};
     p_text(&p2, o->nonce);
     p_i64(&p2, o->expires_at);
+    p_i64(&p2, o->used_at);
     return q_count(c, S_NONCE_INSERT, &p2, &n);
   }
   p_text(&p, o->nonce);

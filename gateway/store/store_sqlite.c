@@ -134,7 +134,7 @@ static const char *const sql_text[S_COUNT] = {
                    "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (pass_id, holder, "
                    "period_start) DO UPDATE SET calls = excluded.calls, tokens = "
                    "excluded.tokens, updated_at = excluded.updated_at",
-    [S_NONCE_INSERT] = "INSERT INTO auth_nonces (nonce, expires_at, used_at) VALUES (?1, ?2, 0)",
+    [S_NONCE_INSERT] = "INSERT INTO auth_nonces (nonce, expires_at, used_at) VALUES (?1, ?2, ?3)",
     /* expired nonces are kept a day past their expiry (what was refused stays explainable) */
     [S_NONCE_PURGE] = "DELETE FROM auth_nonces WHERE expires_at < ?1 - 86400000",
     [S_NONCE_USE] = "UPDATE auth_nonces SET used_at = ?2 WHERE nonce = ?1 AND used_at = 0 "
@@ -841,6 +841,7 @@ static int op_nonce(tg__store_conn *c, tg_store_op *op) {
     if ((rc = stmt_get(c, S_NONCE_INSERT, &s)) < 0) return rc;
     bind_text(s, 1, o->nonce);
     sqlite3_bind_int64(s, 2, o->expires_at);
+    sqlite3_bind_int64(s, 3, o->used_at);
     return run(s);
   }
   if ((rc = stmt_get(c, S_NONCE_USE, &s)) < 0) return rc;

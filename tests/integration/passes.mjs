@@ -380,7 +380,7 @@ async function main() {
     /tollgate_passes_seen \d+/.test(mtext) && /tollgate_signins_total\{result="ok"\} [1-9]/.test(mtext) && /tollgate_pass_quota_used\{plan_id="2",unit="calls"\} [1-9]/.test(mtext) &&
       /tollgate_pass_calls_total\{outcome="overage"\} 2/.test(mtext), mtext.split('\n').filter((l) => l.includes('pass') || l.includes('signin')).join(' | '));
   const sessions = sql('SELECT count(*) AS n FROM sessions')[0].n;
-  const usedNonces = sql('SELECT count(*) AS n FROM auth_nonces WHERE used_at > 0')[0].n;
+  const usedNonces = sql('SELECT count(*) AS n FROM auth_nonces WHERE used_at > 0 AND length(nonce) <> 64')[0].n; // agents' nonces are 64 long
   check('j: sessions and consumed nonces are rows in the store', sessions >= 8 && usedNonces === sessions, `${sessions} sessions, ${usedNonces} used nonces`);
   await h.stop(gw);
   // A graceful stop gives every lease's unused calls back: the rows then hold exactly the calls made.
@@ -395,6 +395,12 @@ async function main() {
   const fAfterRestart = fTok ? await chatCall(fTok) : null;
   check('j: after a restart erin\'s session token still works (sessions are durable); frank\'s is still refused 403',
     eAfterRestart.status === 200 && fAfterRestart?.status === 403, `${eAfterRestart.status} ${eAfterRestart.text} / ${fAfterRestart?.status}`);
+  // An agent's signed message is recorded in the store before its call: replayed after a
+  // restart (still within its 2-minute expiry, so no in-memory trace is left to catch it) it is refused.
+  const agReplay = await agentCall(ah);
+  const agentRows = sql('SELECT count(*) AS n FROM auth_nonces WHERE length(nonce) = 64 AND used_at > 0')[0].n;
+  check('j: bob\'s signed agent message from (f), replayed after the restart, is refused 401 (its nonce is a row in the store)',
+    agReplay.status === 401 && /used already/.test(agReplay.text) && agentRows >= 2, `${agReplay.status} ${agReplay.text}; ${agentRows} agent nonce rows`);
   const lo = await fetch(`${GW}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${eTok}` } });
   const loBody = await lo.json().catch(() => null);
   const afterLogout = await chatCall(eTok);

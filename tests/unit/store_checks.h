@@ -617,6 +617,25 @@ static void test_pass_usage(void) {
   CHECK_INT(pu.calls, 2);
   CHECK_INT(pu.tokens, 600);
   CHECK_ERR(tg_store_pass_usage_get(st, &pid, &h, 1, &pu), TG_ENOTFOUND);
+  /* a lease given back (calls_back): subtracted after the increment, never below 0 */
+  op.u.pass.calls = 10;
+  op.u.pass.tokens = 0;
+  CHECK_OK(tg_store_write(st, &op, 1));
+  CHECK_INT(op.u.pass.out_calls, 12);
+  op.u.pass.calls = 0;
+  op.u.pass.calls_back = 7;
+  op.u.pass.tokens = 5;
+  CHECK_OK(tg_store_write(st, &op, 1));
+  CHECK_INT(op.u.pass.out_calls, 5);
+  CHECK_INT(op.u.pass.out_tokens, 605);
+  op.u.pass.calls_back = 9;
+  CHECK_OK(tg_store_write(st, &op, 1));
+  CHECK_INT(op.u.pass.out_calls, 0);
+  CHECK_OK(tg_store_pass_usage_get(st, &pid, &h, 1700000000000LL, &pu));
+  CHECK_INT(pu.calls, 0);
+  op.u.pass.calls_back = ((uint64_t)1 << 40) + 1;
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_ERANGE);
+  op.u.pass.calls_back = 0;
   op.u.pass.tokens = (uint64_t)1 << 41;
   CHECK_ERR(tg_store_write(st, &op, 1), TG_ERANGE);
   tg_store_close(st);
@@ -648,6 +667,17 @@ static void test_auth_nonces_sessions(void) {
   CHECK_ERR(tg_store_write(st, &op, 1), TG_ESIWE_NONCE);  /* expired */
   strcpy(op.u.nonce.nonce, "bad-nonce!");
   CHECK_ERR(tg_store_write(st, &op, 1), TG_EINVAL);
+  /* an agent's nonce, recorded as used: accepted once, never usable as a sign-in nonce */
+  op.kind = TG_STORE_OP_NONCE_PUT;
+  memset(op.u.nonce.nonce, 'a', 64);
+  op.u.nonce.nonce[64] = 0;
+  op.u.nonce.expires_at = now + 300000;
+  op.u.nonce.used_at = now;
+  CHECK_OK(tg_store_write(st, &op, 1));
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_EEXISTS); /* a replay, on this instance or another */
+  op.kind = TG_STORE_OP_NONCE_USE;
+  CHECK_ERR(tg_store_write(st, &op, 1), TG_ESIWE_NONCE);
+  op.u.nonce.used_at = 0;
   /* a session, and a nonce consumed in the same submission */
   tg_store_op two[2];
   memset(two, 0, sizeof two);
