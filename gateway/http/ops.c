@@ -772,6 +772,8 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
       "tollgate_store_failed_submissions_total %llu\n"
       "# HELP tollgate_store_folded_ops_total Pass usage increments written folded (one write per pass per commit).\n"
       "# TYPE tollgate_store_folded_ops_total counter\ntollgate_store_folded_ops_total %llu\n"
+      "# HELP tollgate_store_round_trips_total Round trips of the store's writer to the database server (0 for SQLite, in-process).\n"
+      "# TYPE tollgate_store_round_trips_total counter\ntollgate_store_round_trips_total %llu\n"
       "# HELP tollgate_store_queue_ops Store operations queued or being written.\n"
       "# TYPE tollgate_store_queue_ops gauge\ntollgate_store_queue_ops %llu\n"
       "# HELP tollgate_store_commit_max_seconds Longest COMMIT since start.\n"
@@ -779,7 +781,8 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
       "# HELP tollgate_store_commit_duration_seconds Time in COMMIT (the fsync of a group commit).\n"
       "# TYPE tollgate_store_commit_duration_seconds histogram\n",
       (unsigned long long)s.commits, (unsigned long long)s.ops, (unsigned long long)s.failed,
-      (unsigned long long)s.folded_ops, (unsigned long long)s.queue_ops, (double)s.commit_ns_max / 1e9);
+      (unsigned long long)s.folded_ops, (unsigned long long)s.round_trips,
+      (unsigned long long)s.queue_ops, (double)s.commit_ns_max / 1e9);
     uint64_t cum = 0;
     for (int b = 0; b < TG_STORE_HIST_BUCKETS; b++) {
       cum += s.commit_hist[b];

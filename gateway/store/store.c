@@ -447,6 +447,25 @@ static int lock_batch(const tg__store_backend *be, tg__store_conn *c, sub *list)
   return rc;
 }
 
+/* Offers the batch to the backend's batch hook (one pipelined transaction). Returns a
+ * TG__BATCH_ value; on TG__BATCH_GENERIC nothing was reported and the results are reset. */
+static int run_batch_hook(tg_store *st, sub *list, int64_t now, uint64_t *commit_ns) {
+  size_t n = 0, k = 0;
+  for (sub *s = list; s; s = s->next) n++;
+  tg__store_sub *v = malloc(n * sizeof(*v));
+  if (v == NULL) return TG__BATCH_GENERIC;
+  for (sub *s = list; s; s = s->next) v[k++] = (tg__store_sub){s->ops, s->n, 0};
+  int r = st->be->batch(st->wconn, v, n, now, commit_ns);
+  k = 0;
+  for (sub *s = list; s; s = s->next, k++) {
+    s->err = r == TG__BATCH_DONE ? v[k].err : 0;
+    if (r != TG__BATCH_DONE)
+      for (size_t i = 0; i < s->n; i++) s->ops[i].err = 0;
+  }
+  free(v);
+  return r;
+}
+
 /* Runs one batch in one transaction; sets each submission's err. Returns 1 when the backend
  * asks for the whole batch to be run again (a transient concurrency failure). */
 static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_ns,
@@ -455,6 +474,11 @@ static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_n
   tg__store_conn *c = st->wconn;
   *commit_ns = 0;
   *folded_ops = 0;
+  if (be->batch && fault == TG__FAULT_NONE) {
+    int r = run_batch_hook(st, list, tg__store_now_ms(), commit_ns);
+    if (r != TG__BATCH_GENERIC) return r == TG__BATCH_RETRY;
+    *commit_ns = 0;
+  }
   int rc = be->begin(c);
   if (rc == 0 && be->lock_batch) {
     if ((rc = lock_batch(be, c, list)) < 0) be->rollback(c);
@@ -585,6 +609,7 @@ static void *writer_main(void *p) {
         st->stats.folded_ops += folded_ops;
         break;
       }
+    if (st->be->round_trips) st->stats.round_trips = st->be->round_trips(st->wconn);
     st->stats.commit_ns_total += commit_ns;
     if (commit_ns > st->stats.commit_ns_max) st->stats.commit_ns_max = commit_ns;
     for (int b = 0; b < TG_STORE_HIST_BUCKETS; b++) {

@@ -487,6 +487,7 @@ typedef struct {
   uint64_t commit_hist[TG_STORE_HIST_BUCKETS]; /* COMMIT durations per bucket */
   uint64_t retries;         /* batches run again after a deadlock or serialization failure */
   uint64_t folded_ops;      /* usage increments applied folded (one write per pass per commit) */
+  uint64_t round_trips;     /* the writer's round trips to the database server (0: in-process) */
 } tg_store_stats;
 
 void tg_store_get_stats(tg_store *st, tg_store_stats *out);

@@ -21,6 +21,15 @@
  */
 typedef struct tg__store_conn tg__store_conn;
 
+/* One submission as the batch hook sees it: its ops (results filled in place) and its result. */
+typedef struct {
+  tg_store_op *ops;
+  size_t n;
+  int err;
+} tg__store_sub;
+
+enum { TG__BATCH_DONE = 0, TG__BATCH_RETRY = 1, TG__BATCH_GENERIC = 2 };
+
 typedef struct {
   const char *scheme; /* URI scheme, without the colon */
   int (*open)(tg__store_conn **out, const char *target, const tg_store_options *opts, int writer);
@@ -50,6 +59,19 @@ typedef struct {
    * batch again, from begin, is correct. Cleared by begin.
    */
   int (*txn_retry)(tg__store_conn *c);
+  /*
+   * Optional: runs a whole batch in as few round trips as the backend can (PostgreSQL:
+   * libpq pipeline mode, see store_pg.c), from BEGIN to COMMIT, setting each submission's
+   * err and its ops' results. Returns TG__BATCH_DONE (committed, or failed as a whole
+   * with every err set), TG__BATCH_RETRY (a transient failure, rolled back: run it again)
+   * or TG__BATCH_GENERIC (not handled, or rolled back before anything was reported: run
+   * the generic statement-by-statement path). *commit_ns is the time of the committing
+   * round trip.
+   */
+  int (*batch)(tg__store_conn *c, tg__store_sub *subs, size_t n, int64_t now,
+               uint64_t *commit_ns);
+  /* Optional: round trips to the database made by this connection so far. */
+  uint64_t (*round_trips)(tg__store_conn *c);
 
   int (*channel_get)(tg__store_conn *c, const tg_hash *id, tg_store_channel *out);
   /* mode 0: all (or one payer's when payer != NULL); mode 1: unsettled */

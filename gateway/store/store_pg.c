@@ -1,10 +1,12 @@
 /* The PostgreSQL store backend: libpq, prepared statements, row locks taken in one order per batch, synchronous_commit on. */
 #include "store/store_int.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -72,6 +74,11 @@ enum {
   S_RES_INSERT,
   S_RES_DELETE,
   S_RES_SET,
+  S_FAST_CHANNELS,
+  S_FAST_TOTALS,
+  S_FAST_HOLDS,
+  S_FAST_HOLD_INSERT,
+  S_FAST_CH_SET,
   /* reads */
   S_CH_GET,
   S_CH_ALL,
@@ -213,6 +220,31 @@ static const char *const sql_text[S_COUNT] = {
     [S_RES_DELETE] = "DELETE FROM reservations WHERE request_id = $1 AND channel_id = $2 "
                      "RETURNING amount",
     [S_RES_SET] = "UPDATE channels SET reserved = $2 WHERE id = $1",
+    /* The pipelined batch (conn_batch): the batch's channels locked in id order and read in
+     * the same statement; `reclaimable` only for the channels of a RESERVE ($2), whether a
+     * hold there has lapsed (the rule of S_RES_RECLAIM, at time $3). */
+    [S_FAST_CHANNELS] =
+        "SELECT c.id, c.payer, c.status, c.charged, c.ceiling, c.credit_limit, c.charge_cap, "
+        "c.balance, c.total_claimed, c.withdraw_requested_at, c.reserved, "
+        "c.first_unclaimed_at, c.updated_at, CASE WHEN c.id IN (SELECT decode(x, 'hex') FROM "
+        "unnest(string_to_array($2::text, ',')) AS x) THEN EXISTS (SELECT 1 FROM reservations r "
+        "WHERE r.channel_id = c.id AND (r.expires_at <= $3::bigint OR NOT EXISTS (SELECT 1 "
+        "FROM leases l WHERE l.name = 'instance:' || r.instance AND l.expires_at > "
+        "$3::bigint))) ELSE false END FROM channels c WHERE c.id IN " HEX_SET
+        " ORDER BY c.id FOR NO KEY UPDATE OF c",
+    [S_FAST_TOTALS] = "SELECT t.payer, t.scheme, t.charged, t.count FROM payer_totals t, "
+                      "(SELECT decode(split_part(x, ':', 1), 'hex') AS p, split_part(x, ':', "
+                      "2)::bigint AS s FROM unnest(string_to_array($1::text, ',')) AS x) k "
+                      "WHERE t.payer = k.p AND t.scheme = k.s ORDER BY t.payer, t.scheme "
+                      "FOR NO KEY UPDATE OF t",
+    [S_FAST_HOLDS] = "SELECT request_id, channel_id, amount FROM reservations "
+                     "WHERE request_id = ANY ($1::text[])",
+    [S_FAST_HOLD_INSERT] = "INSERT INTO reservations (request_id, channel_id, instance, amount, "
+                           "expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    [S_FAST_CH_SET] = "UPDATE channels SET ceiling = $2, ceiling_sig = coalesce($3, ceiling_sig), "
+                      "charge_cap = $4, charged = $5, credit_limit = $6, reserved = $7, "
+                      "charge_count = charge_count + $8, first_unclaimed_at = $9, "
+                      "updated_at = $10 WHERE id = $1",
     [S_CH_GET] = "SELECT " CH_COLS " FROM channels WHERE id = $1",
     [S_CH_ALL] = "SELECT " CH_COLS " FROM channels ORDER BY id",
     [S_CH_BY_PAYER] = "SELECT " CH_COLS " FROM channels WHERE payer = $1 ORDER BY id",
@@ -247,6 +279,7 @@ struct tg__store_conn {
   int in_sp;  /* inside the submission savepoint */
   int sp_done; /* the previous submission's savepoint awaits its RELEASE */
   int retry;  /* the last failure was transient: rerun the batch */
+  uint64_t round_trips; /* exchanges with the server (a pipeline's sync counts once) */
   uint8_t prepared[S_COUNT];
 };
 
@@ -357,6 +390,7 @@ static int q(tg__store_conn *c, int id, const params *p, PGresult **out) {
 static int q_once(tg__store_conn *c, int id, const char *name, const params *p,
                   PGresult **out) {
   if (!c->prepared[id]) {
+    c->round_trips++;
     PGresult *r = PQprepare(c->pg, name, sql_text[id], 0, NULL);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
       int rc = map_res(c, r);
@@ -366,6 +400,7 @@ static int q_once(tg__store_conn *c, int id, const char *name, const params *p,
     PQclear(r);
     c->prepared[id] = 1;
   }
+  c->round_trips++;
   PGresult *r = PQexecPrepared(c->pg, name, p ? p->n : 0, p ? p->v : NULL, p ? p->len : NULL,
                                p ? p->fmt : NULL, 1);
   ExecStatusType st = PQresultStatus(r);
@@ -399,6 +434,7 @@ static int q_count(tg__store_conn *c, int id, const params *p, int64_t *n) {
 }
 
 static int exec_simple(tg__store_conn *c, const char *sql) {
+  c->round_trips++;
   PGresult *r = PQexec(c->pg, sql);
   ExecStatusType st = PQresultStatus(r);
   int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : map_res(c, r);
@@ -654,6 +690,7 @@ static int tx_begin(tg__store_conn *c) {
 static int tx_commit(tg__store_conn *c) {
   /* COMMIT of an aborted transaction "succeeds" as a ROLLBACK: never report that as durable. */
   if (PQtransactionStatus(c->pg) != PQTRANS_INTRANS) return TG_ESTORE;
+  c->round_trips++;
   PGresult *r = PQexec(c->pg, "COMMIT");
   int rc;
   if (PQresultStatus(r) != PGRES_COMMAND_OK) rc = map_res(c, r);
@@ -1711,6 +1748,871 @@ static int conn_lease_get(tg__store_conn *c, const char *name, tg_store_lease *o
   return rc;
 }
 
+/* ------------------------------------------------------------------------- */
+/* The pipelined batch: a whole group commit in one or two round trips. */
+
+/*
+ * The generic path (store.c) runs a batch statement by statement: BEGIN, lock_batch, then
+ * for each submission SAVEPOINT, each op's reads and writes, RELEASE, and COMMIT; a paid
+ * channel call costs about 13 round trips there. conn_batch does the same work with libpq's
+ * pipeline mode (libpq >= 14):
+ *
+ *   round trip 1 (when the batch touches channels, payer totals or holds):
+ *     BEGIN; lock and read the batch's channels (id order); create, lock and read its payer
+ *     totals (key order); read the holds it ends                           -- one sync
+ *   in C: every op decided on those rows, which the transaction now holds locked, by the
+ *     same rules as op_voucher / op_charge / op_reserve; a submission that fails is undone in
+ *     memory and none of its statements is sent
+ *   round trip 2: [BEGIN;] the submissions' inserts and deletes in op order; one UPDATE per
+ *     changed channel and payer total; COMMIT                              -- one sync
+ *
+ * The locks are the generic path's (same rows, same order, same transaction), so batches of
+ * several instances still serialize per channel and never deadlock among themselves. On the
+ * server an error aborts the rest of the pipeline, COMMIT included, so a batch is never half
+ * written: a constraint violation (a duplicate request id, payment id or authorization) rolls
+ * back and hands the batch to the generic path, whose savepoints fail that submission alone;
+ * a deadlock or serialization failure asks store.c for a rerun; anything else fails the batch
+ * as the generic path would. Batches with other ops (settlement, pass usage, channel sync,
+ * ...) take the generic path. TG_STORE_PG_PIPELINE=0 turns this off (benchmarks compare).
+ */
+
+static uint64_t pg_mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+#define FB_BEGIN (-1)
+#define FB_COMMIT (-2)
+
+typedef struct {
+  tg_hash id;
+  int found, dirty, reclaimable;
+  tg_address payer;
+  int64_t status;
+  tg_u256 charged, ceiling, credit_limit, charge_cap, balance, total_claimed, reserved;
+  uint64_t withdraw_requested_at;
+  int64_t first_unclaimed_at, updated_at;
+  uint64_t charges;    /* charges this batch adds */
+  const tg_bytes *sig; /* the raised ceiling's signature (in its op); NULL: unchanged */
+} fb_channel;
+
+typedef struct {
+  totals_key k;
+  int dirty;
+  tg_u256 charged;
+  uint64_t count;
+} fb_totals;
+
+typedef struct {
+  const char *request_id;
+  tg_hash channel_id;
+  tg_u256 amount;
+  int present;
+} fb_hold;
+
+enum { FB_UNDO_CH, FB_UNDO_TOT, FB_UNDO_HOLD };
+
+typedef struct {
+  int kind;
+  void *at;
+  union {
+    fb_channel ch;
+    fb_totals t;
+    fb_hold h;
+  } old;
+} fb_undo;
+
+enum { R_IGNORE, R_CHANNELS, R_TOTALS, R_HOLDS, R_CHARGE_ID, R_LEASE, R_COMMIT };
+
+typedef struct {
+  int id;   /* statement, FB_BEGIN or FB_COMMIT */
+  int kind; /* R_: what to do with its result */
+  tg_store_op *op;
+  params p; /* may point into own and into the op */
+  tg_u256 own;
+} fb_stmt;
+
+typedef struct {
+  tg__store_conn *c;
+  fb_channel *ch;
+  size_t nch;
+  fb_totals *tot;
+  size_t ntot;
+  fb_hold *holds;
+  size_t nholds;
+  fb_stmt *st;
+  size_t nst, cap_st;
+  fb_undo *undo;
+  size_t nundo, cap_undo;
+  int err;        /* the pipeline's first failure, as a tg_err */
+  int constraint; /* ... and it was a constraint violation (SQLSTATE class 23) */
+  int handler;    /* ... and it came from decoding a result, not from the server */
+} fbatch;
+
+static int pipeline_on(void) {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("TG_STORE_PG_PIPELINE");
+    v = !(e && strcmp(e, "0") == 0);
+  }
+  return v;
+}
+
+static int fb_cmp_hold(const void *a, const void *b) {
+  const fb_hold *x = a, *y = b;
+  int d = strcmp(x->request_id, y->request_id);
+  return d ? d : memcmp(x->channel_id.b, y->channel_id.b, 32);
+}
+
+static fb_channel *fb_channel_find(fbatch *b, const tg_hash *id) {
+  fb_channel *ch = bsearch(id, b->ch, b->nch, sizeof(*b->ch), cmp_hash);
+  return ch && ch->found ? ch : NULL;
+}
+
+static fb_totals *fb_totals_find(fbatch *b, const tg_address *payer, tg_store_scheme scheme) {
+  totals_key k;
+  memcpy(k.payer, payer->b, 20);
+  k.scheme = (uint8_t)scheme;
+  return bsearch(&k, b->tot, b->ntot, sizeof(*b->tot), cmp_totals);
+}
+
+static fb_hold *fb_hold_find(fbatch *b, const char *request_id, const tg_hash *channel_id) {
+  fb_hold k;
+  k.request_id = request_id;
+  k.channel_id = *channel_id;
+  return bsearch(&k, b->holds, b->nholds, sizeof(*b->holds), fb_cmp_hold);
+}
+
+/* Saves a row's state before a submission changes it (restored if the submission fails). */
+static void fb_save(fbatch *b, int kind, void *at) {
+  assert(b->nundo < b->cap_undo);
+  fb_undo *u = &b->undo[b->nundo++];
+  u->kind = kind;
+  u->at = at;
+  if (kind == FB_UNDO_CH) u->old.ch = *(fb_channel *)at;
+  else if (kind == FB_UNDO_TOT) u->old.t = *(fb_totals *)at;
+  else u->old.h = *(fb_hold *)at;
+}
+
+static void fb_restore(fbatch *b, size_t mark) {
+  while (b->nundo > mark) {
+    fb_undo *u = &b->undo[--b->nundo];
+    if (u->kind == FB_UNDO_CH) *(fb_channel *)u->at = u->old.ch;
+    else if (u->kind == FB_UNDO_TOT) *(fb_totals *)u->at = u->old.t;
+    else *(fb_hold *)u->at = u->old.h;
+  }
+}
+
+static fb_stmt *fb_stmt_new(fbatch *b, int id, int kind, tg_store_op *op) {
+  assert(b->nst < b->cap_st);
+  fb_stmt *s = &b->st[b->nst++];
+  memset(s, 0, sizeof(*s));
+  s->id = id;
+  s->kind = kind;
+  s->op = op;
+  return s;
+}
+
+/* Decides one op on the batch's rows; queues its statements. Same rules, same errors, same
+ * results as the generic op_* functions. */
+static int fb_voucher(fbatch *b, tg_store_op *op) {
+  tg_store_op_voucher *o = &op->u.voucher;
+  o->out_raised = 0;
+  fb_channel *ch = fb_channel_find(b, &o->channel_id);
+  if (ch == NULL) return TG_ENOTFOUND;
+  if (ch->status == TG_CHANNEL_CLOSED) return TG_ESTORE_CHANNEL_CLOSED;
+  if (tg_u256_cmp(&o->max_claimable, &ch->ceiling) <= 0) return 0;
+  fb_save(b, FB_UNDO_CH, ch);
+  ch->ceiling = o->max_claimable;
+  ch->sig = &o->sig;
+  u256_add_sat(&ch->charge_cap, &o->max_claimable, &ch->credit_limit);
+  ch->updated_at = op->now;
+  ch->dirty = 1;
+  o->out_raised = 1;
+  return 0;
+}
+
+static void fb_hold_delete(fbatch *b, fb_hold *h, tg_store_op *op) {
+  fb_save(b, FB_UNDO_HOLD, h);
+  h->present = 0;
+  fb_stmt *s = fb_stmt_new(b, S_RES_DELETE, R_IGNORE, op);
+  p_text(&s->p, h->request_id);
+  P_FIXED(&s->p, &h->channel_id);
+}
+
+static int fb_charge(fbatch *b, tg_store_op *op) {
+  tg_store_op_charge *o = &op->u.charge;
+  tg_u256 charged, cap;
+  memset(&o->out_charged, 0, sizeof(o->out_charged));
+  o->out_id = 0;
+  fb_channel *ch = NULL;
+  if (o->has_channel) {
+    if ((ch = fb_channel_find(b, &o->channel_id)) == NULL) return TG_ENOTFOUND;
+    if (memcmp(ch->payer.b, o->payer.b, sizeof(ch->payer.b)) != 0) return TG_ESTORE_CONSTRAINT;
+    fb_save(b, FB_UNDO_CH, ch);
+    if (o->release_reservation) {
+      fb_hold *h = fb_hold_find(b, o->request_id, &o->channel_id);
+      if (h && h->present) {
+        u256_sub_floor(&ch->reserved, &h->amount);
+        fb_hold_delete(b, h, op);
+      }
+    }
+    if (ch->status == TG_CHANNEL_CLOSED) return TG_ESTORE_CHANNEL_CLOSED;
+    if (tg_u256_add(&charged, &ch->charged, &o->amount) < 0) return TG_ESTORE_LIMIT;
+    u256_add_sat(&cap, &ch->ceiling, &o->credit_limit);
+    if (tg_u256_cmp(&charged, &cap) > 0) return TG_ESTORE_LIMIT;
+  }
+  int64_t created = o->created_at ? o->created_at : op->now;
+  fb_stmt *s = fb_stmt_new(b, S_CHARGE_INSERT, R_CHARGE_ID, op);
+  p_text(&s->p, o->request_id);
+  P_FIXED(&s->p, &o->payer);
+  p_i64(&s->p, (int64_t)o->scheme);
+  p_text(&s->p, o->route);
+  p_text(&s->p, o->model);
+  p_i64(&s->p, (int64_t)o->input_tokens);
+  p_i64(&s->p, (int64_t)o->output_tokens);
+  P_FIXED(&s->p, &o->amount);
+  if (ch) {
+    s->own = charged;
+    P_FIXED(&s->p, &o->channel_id);
+    P_FIXED(&s->p, &s->own);
+  } else {
+    p_null(&s->p);
+    p_null(&s->p);
+  }
+  p_i64(&s->p, created);
+  if (ch) {
+    ch->charged = charged;
+    ch->credit_limit = o->credit_limit;
+    ch->charge_cap = cap;
+    ch->charges++;
+    if (ch->first_unclaimed_at == 0 && tg_u256_cmp(&charged, &ch->total_claimed) > 0)
+      ch->first_unclaimed_at = created;
+    ch->updated_at = op->now;
+    ch->dirty = 1;
+    o->out_charged = charged;
+  }
+  fb_totals *t = fb_totals_find(b, &o->payer, o->scheme);
+  assert(t != NULL);
+  fb_save(b, FB_UNDO_TOT, t);
+  if (tg_u256_add(&t->charged, &t->charged, &o->amount) < 0) return TG_EOVERFLOW;
+  t->count++;
+  t->dirty = 1;
+  return 0;
+}
+
+/* GENERIC: the op needs what only the generic path does (reclaiming lapsed holds). */
+#define FB_GENERIC 1
+
+static int fb_reserve(fbatch *b, tg_store_op *op) {
+  tg_store_op_reserve *o = &op->u.reserve;
+  o->out_reclaimed = 0;
+  fb_channel *ch = fb_channel_find(b, &o->channel_id);
+  if (ch == NULL) return TG_ENOTFOUND;
+  o->out_charged = ch->charged;
+  o->out_ceiling = ch->ceiling;
+  o->out_balance = ch->balance;
+  o->out_total_claimed = ch->total_claimed;
+  o->out_withdraw_requested_at = ch->withdraw_requested_at;
+  o->out_reserved = ch->reserved;
+  if (op->kind == TG_STORE_OP_UNRESERVE) {
+    fb_hold *h = fb_hold_find(b, o->request_id, &o->channel_id);
+    if (h == NULL || !h->present) return 0;
+    int held = !tg_u256_is_zero(&h->amount);
+    if (held) {
+      fb_save(b, FB_UNDO_CH, ch);
+      u256_sub_floor(&ch->reserved, &h->amount);
+      ch->dirty = 1;
+      o->out_reserved = ch->reserved;
+    }
+    fb_hold_delete(b, h, op);
+    return 0;
+  }
+  if (ch->status == TG_CHANNEL_CLOSED) return TG_ESTORE_CHANNEL_CLOSED;
+  if (ch->status == TG_CHANNEL_WITHDRAWING || ch->withdraw_requested_at != 0)
+    return TG_ECHANNEL_WITHDRAWING;
+  tg_u256 limit, need, reserved = ch->reserved;
+  const tg_u256 *base = tg_u256_cmp(&ch->ceiling, &ch->balance) < 0 ? &ch->ceiling : &ch->balance;
+  u256_add_sat(&limit, base, &o->credit_limit);
+  if (tg_u256_add(&need, &ch->charged, &reserved) < 0 ||
+      tg_u256_add(&need, &need, &o->amount) < 0 || tg_u256_cmp(&need, &limit) > 0)
+    return ch->reclaimable ? FB_GENERIC : TG_ECHANNEL_SHORT;
+  if (tg_u256_add(&reserved, &reserved, &o->amount) < 0) return TG_ECHANNEL_SHORT;
+  if (o->ttl_ms > INT64_MAX - op->now) return TG_ERANGE;
+  fb_hold *h = fb_hold_find(b, o->request_id, &o->channel_id);
+  assert(h != NULL);
+  fb_save(b, FB_UNDO_HOLD, h);
+  fb_save(b, FB_UNDO_CH, ch);
+  h->present = 1; /* one already there: the insert fails on the server (generic path) */
+  h->amount = o->amount;
+  fb_stmt *s = fb_stmt_new(b, S_FAST_HOLD_INSERT, R_IGNORE, op);
+  p_text(&s->p, o->request_id);
+  P_FIXED(&s->p, &o->channel_id);
+  p_text(&s->p, o->instance);
+  P_FIXED(&s->p, &o->amount);
+  p_i64(&s->p, op->now + o->ttl_ms);
+  p_i64(&s->p, op->now);
+  ch->reserved = reserved;
+  ch->dirty = 1;
+  o->out_reserved = reserved;
+  return 0;
+}
+
+static int fb_other(fbatch *b, tg_store_op *op) {
+  fb_stmt *s;
+  switch (op->kind) {
+  case TG_STORE_OP_PAYID_PUT: {
+    tg_store_op_payid *o = &op->u.payid;
+    s = fb_stmt_new(b, S_PAYID_INSERT, R_IGNORE, op);
+    p_text(&s->p, o->id);
+    P_FIXED(&s->p, &o->payer);
+    P_FIXED(&s->p, &o->request_hash);
+    p_i64(&s->p, o->status);
+    p_text(&s->p, o->response_header);
+    p_text(&s->p, o->request_id);
+    p_i64(&s->p, op->now);
+    return 0;
+  }
+  case TG_STORE_OP_EXACT_PUT: {
+    tg_store_op_exact *o = &op->u.exact;
+    s = fb_stmt_new(b, S_EXACT_INSERT, R_IGNORE, op);
+    P_FIXED(&s->p, &o->token);
+    P_FIXED(&s->p, &o->nonce);
+    P_FIXED(&s->p, &o->payer);
+    P_FIXED(&s->p, &o->to);
+    P_FIXED(&s->p, &o->amount);
+    p_i64(&s->p, (int64_t)o->valid_after);
+    p_i64(&s->p, (int64_t)o->valid_before);
+    p_opt_hash(&s->p, o->has_tx, &o->tx_hash);
+    p_i64(&s->p, (int64_t)o->status);
+    p_text(&s->p, o->request_id);
+    p_i64(&s->p, op->now);
+    return 0;
+  }
+  case TG_STORE_OP_LEASE_ACQUIRE:
+  case TG_STORE_OP_LEASE_RELEASE: {
+    tg_store_op_lease *o = &op->u.lease;
+    if (op->kind == TG_STORE_OP_LEASE_RELEASE) {
+      s = fb_stmt_new(b, S_LEASE_DELETE, R_IGNORE, op);
+      p_text(&s->p, o->name);
+      p_text(&s->p, o->holder);
+      return 0;
+    }
+    if (o->ttl_ms > INT64_MAX - op->now) return TG_ERANGE;
+    o->out_expires_at = op->now + o->ttl_ms;
+    s = fb_stmt_new(b, S_LEASE_ACQUIRE, R_LEASE, op);
+    p_text(&s->p, o->name);
+    p_text(&s->p, o->holder);
+    p_i64(&s->p, o->out_expires_at);
+    p_i64(&s->p, op->now);
+    return 0;
+  }
+  default:
+    return TG_EINVAL; /* fb_eligible let it through: a bug */
+  }
+}
+
+/* The ops the pipelined batch decides in C. A lease acquisition is decided by the server (a
+ * row or none), so it must be its submission's only op: nothing else to undo. */
+static int fb_eligible(const tg__store_sub *subs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    for (size_t j = 0; j < subs[i].n; j++) {
+      switch (subs[i].ops[j].kind) {
+      case TG_STORE_OP_VOUCHER:
+      case TG_STORE_OP_CHARGE:
+      case TG_STORE_OP_RESERVE:
+      case TG_STORE_OP_UNRESERVE:
+      case TG_STORE_OP_PAYID_PUT:
+      case TG_STORE_OP_EXACT_PUT:
+        break;
+      case TG_STORE_OP_LEASE_ACQUIRE:
+      case TG_STORE_OP_LEASE_RELEASE:
+        if (subs[i].n != 1) return 0;
+        break;
+      default:
+        return 0;
+      }
+    }
+  }
+  return 1;
+}
+
+/* ---- sending and reading ---- */
+
+static int fb_send(fbatch *b, fb_stmt *s) {
+  PGconn *pg = b->c->pg;
+  int ok;
+  if (s->id == FB_BEGIN || s->id == FB_COMMIT) {
+    ok = PQsendQueryParams(pg, s->id == FB_BEGIN ? "BEGIN" : "COMMIT", 0, NULL, NULL, NULL,
+                           NULL, 1);
+  } else {
+    char name[16];
+    snprintf(name, sizeof(name), "tg%d", s->id);
+    ok = PQsendQueryPrepared(pg, name, s->p.n, s->p.v, s->p.len, s->p.fmt, 1);
+  }
+  return ok ? 0 : TG_ESTORE;
+}
+
+static int fb_on_channels(fbatch *b, const PGresult *r) {
+  int n = PQntuples(r), rc = 0;
+  for (int i = 0; i < n && rc == 0; i++) {
+    tg_hash id;
+    if ((rc = R_FIXED(r, i, 0, &id)) < 0) break;
+    fb_channel *ch = bsearch(&id, b->ch, b->nch, sizeof(*b->ch), cmp_hash);
+    if (ch == NULL || ch->found) return TG_ESTORE_CORRUPT;
+    if ((rc = R_FIXED(r, i, 1, &ch->payer)) < 0 || (rc = r_i64(r, i, 2, &ch->status)) < 0 ||
+        (rc = R_FIXED(r, i, 3, &ch->charged)) < 0 || (rc = R_FIXED(r, i, 4, &ch->ceiling)) < 0 ||
+        (rc = R_FIXED(r, i, 5, &ch->credit_limit)) < 0 ||
+        (rc = R_FIXED(r, i, 6, &ch->charge_cap)) < 0 ||
+        (rc = R_FIXED(r, i, 7, &ch->balance)) < 0 ||
+        (rc = R_FIXED(r, i, 8, &ch->total_claimed)) < 0 ||
+        (rc = r_u64(r, i, 9, &ch->withdraw_requested_at)) < 0 ||
+        (rc = R_FIXED(r, i, 10, &ch->reserved)) < 0 ||
+        (rc = r_i64(r, i, 11, &ch->first_unclaimed_at)) < 0 ||
+        (rc = r_i64(r, i, 12, &ch->updated_at)) < 0)
+      break;
+    if (PQftype(r, 13) != OID_BOOL || PQgetisnull(r, i, 13) || PQgetlength(r, i, 13) != 1)
+      return TG_ESTORE_CORRUPT;
+    ch->reclaimable = PQgetvalue(r, i, 13)[0] != 0;
+    if (ch->status < 0 || ch->status > TG_CHANNEL_CLOSED) return TG_ESTORE_CORRUPT;
+    ch->found = 1;
+  }
+  return rc;
+}
+
+static int fb_on_totals(fbatch *b, const PGresult *r) {
+  int n = PQntuples(r), rc = 0;
+  for (int i = 0; i < n && rc == 0; i++) {
+    tg_address payer;
+    int64_t scheme;
+    if ((rc = R_FIXED(r, i, 0, &payer)) < 0 || (rc = r_i64(r, i, 1, &scheme)) < 0) break;
+    if (scheme < 0 || scheme > TG_SCHEME_PASS) return TG_ESTORE_CORRUPT;
+    fb_totals *t = fb_totals_find(b, &payer, (tg_store_scheme)scheme);
+    if (t == NULL) return TG_ESTORE_CORRUPT;
+    if ((rc = R_FIXED(r, i, 2, &t->charged)) < 0 || (rc = r_u64(r, i, 3, &t->count)) < 0) break;
+  }
+  /* Every key was created by the statement before (ON CONFLICT DO NOTHING): all must be here. */
+  return rc < 0 ? rc : (size_t)n == b->ntot ? 0 : TG_ESTORE;
+}
+
+static int fb_on_holds(fbatch *b, const PGresult *r) {
+  int n = PQntuples(r), rc = 0;
+  char rid[TG_STORE_REQUEST_ID_MAX + 1];
+  for (int i = 0; i < n && rc == 0; i++) {
+    tg_hash cid;
+    if ((rc = r_text(r, i, 0, rid, sizeof(rid))) < 0 || (rc = R_FIXED(r, i, 1, &cid)) < 0) break;
+    fb_hold *h = fb_hold_find(b, rid, &cid);
+    if (h == NULL) continue; /* the request's hold is on another channel: not this op's */
+    if ((rc = R_FIXED(r, i, 2, &h->amount)) < 0) break;
+    h->present = 1;
+  }
+  return rc;
+}
+
+static int fb_handle(fbatch *b, fb_stmt *s, const PGresult *r) {
+  switch (s->kind) {
+  case R_CHANNELS:
+    return fb_on_channels(b, r);
+  case R_TOTALS:
+    return fb_on_totals(b, r);
+  case R_HOLDS:
+    return fb_on_holds(b, r);
+  case R_CHARGE_ID:
+    return PQntuples(r) == 1 ? r_i64(r, 0, 0, &s->op->u.charge.out_id) : TG_ESTORE;
+  case R_LEASE:
+    if (PQntuples(r) != 1) {
+      s->op->u.lease.out_expires_at = 0;
+      s->op->err = TG_ESTORE_LEASE;
+    }
+    return 0;
+  case R_COMMIT:
+    return strcmp(PQcmdStatus((PGresult *)r), "COMMIT") == 0 ? 0 : TG_ESTORE;
+  default:
+    return 0;
+  }
+}
+
+/* Sends statements [from, nst) and a sync, then reads every result: one round trip. Sets
+ * b->err (and b->constraint / b->handler) on the first failure. Returns 0, or TG_ESTORE when
+ * the connection broke (the results could not all be read). */
+static int fb_round_trip(fbatch *b, size_t from) {
+  tg__store_conn *c = b->c;
+  b->err = b->constraint = b->handler = 0;
+  for (size_t i = from; i < b->nst; i++)
+    if (fb_send(b, &b->st[i]) < 0) return TG_ESTORE;
+  if (!PQpipelineSync(c->pg)) return TG_ESTORE;
+  c->round_trips++;
+  for (size_t i = from; i < b->nst; i++) {
+    PGresult *r = PQgetResult(c->pg);
+    if (r == NULL) return TG_ESTORE;
+    ExecStatusType t = PQresultStatus(r);
+    if (t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK) {
+      if (b->err == 0 && (b->err = fb_handle(b, &b->st[i], r)) < 0) b->handler = 1;
+    } else if (t != PGRES_PIPELINE_ABORTED && b->err == 0) {
+      const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      b->constraint = state && strncmp(state, "23", 2) == 0;
+      b->err = map_res(c, r);
+    }
+    PQclear(r);
+    if (PQstatus(c->pg) != CONNECTION_OK) return TG_ESTORE;
+    /* Each statement's results end with a NULL. */
+    if ((r = PQgetResult(c->pg)) != NULL) {
+      PQclear(r);
+      return TG_ESTORE;
+    }
+  }
+  PGresult *r = PQgetResult(c->pg);
+  int ok = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+  PQclear(r);
+  return ok ? 0 : TG_ESTORE;
+}
+
+static void fb_free(fbatch *b) {
+  free(b->ch);
+  free(b->tot);
+  free(b->holds);
+  free(b->st);
+  free(b->undo);
+}
+
+/* Builds the keys of the batch (sorted, unique) and the round-trip-1 statements. */
+static int fb_prepare_keys(fbatch *b, tg__store_sub *subs, size_t nsubs, size_t nops,
+                           int64_t now, char **lists) {
+  size_t nch = 0, ntot = 0, nholds = 0, nres = 0, hold_reads = 0, hold_bytes = 3;
+  b->ch = calloc(nops ? nops : 1, sizeof(*b->ch));
+  b->tot = calloc(nops ? nops : 1, sizeof(*b->tot));
+  b->holds = calloc(nops ? nops : 1, sizeof(*b->holds));
+  tg_hash *res_ids = calloc(nops ? nops : 1, sizeof(tg_hash));
+  if (!b->ch || !b->tot || !b->holds || !res_ids) {
+    free(res_ids);
+    return TG_ENOMEM;
+  }
+  for (size_t i = 0; i < nsubs; i++) {
+    for (size_t j = 0; j < subs[i].n; j++) {
+      tg_store_op *op = &subs[i].ops[j];
+      switch (op->kind) {
+      case TG_STORE_OP_VOUCHER:
+        b->ch[nch++].id = op->u.voucher.channel_id;
+        break;
+      case TG_STORE_OP_CHARGE:
+        if (op->u.charge.has_channel) {
+          b->ch[nch++].id = op->u.charge.channel_id;
+          if (op->u.charge.release_reservation) {
+            b->holds[nholds].request_id = op->u.charge.request_id;
+            b->holds[nholds++].channel_id = op->u.charge.channel_id;
+            hold_reads++;
+            hold_bytes += 2 * strlen(op->u.charge.request_id) + 3;
+          }
+        }
+        memcpy(b->tot[ntot].k.payer, op->u.charge.payer.b, 20);
+        b->tot[ntot++].k.scheme = (uint8_t)op->u.charge.scheme;
+        break;
+      case TG_STORE_OP_RESERVE:
+      case TG_STORE_OP_UNRESERVE:
+        b->ch[nch++].id = op->u.reserve.channel_id;
+        b->holds[nholds].request_id = op->u.reserve.request_id;
+        b->holds[nholds++].channel_id = op->u.reserve.channel_id;
+        if (op->kind == TG_STORE_OP_RESERVE) {
+          res_ids[nres++] = op->u.reserve.channel_id;
+        } else {
+          hold_reads++;
+          hold_bytes += 2 * strlen(op->u.reserve.request_id) + 3;
+        }
+        break;
+      default:
+        break;
+      }
+    }
+  }
+  qsort(b->ch, nch, sizeof(*b->ch), cmp_hash);
+  qsort(b->tot, ntot, sizeof(*b->tot), cmp_totals);
+  qsort(b->holds, nholds, sizeof(*b->holds), fb_cmp_hold);
+  qsort(res_ids, nres, sizeof(tg_hash), cmp_hash);
+  size_t k = 0;
+  for (size_t i = 0; i < nch; i++)
+    if (k == 0 || memcmp(b->ch[i].id.b, b->ch[k - 1].id.b, 32) != 0) b->ch[k++] = b->ch[i];
+  b->nch = k;
+  k = 0;
+  for (size_t i = 0; i < ntot; i++)
+    if (k == 0 || cmp_totals(&b->tot[i], &b->tot[k - 1]) != 0) b->tot[k++] = b->tot[i];
+  b->ntot = k;
+  k = 0;
+  for (size_t i = 0; i < nholds; i++)
+    if (k == 0 || fb_cmp_hold(&b->holds[i], &b->holds[k - 1]) != 0) b->holds[k++] = b->holds[i];
+  b->nholds = k;
+
+  /* lists[0]: channel ids; lists[1]: channels of a RESERVE; lists[2]: totals keys; lists[3]:
+   * request ids whose holds end here (a text[] literal). */
+  lists[0] = malloc(b->nch * 65 + 1);
+  lists[1] = malloc(nres * 65 + 1);
+  lists[2] = malloc(b->ntot * 44 + 1);
+  lists[3] = malloc(hold_bytes + 1);
+  if (!lists[0] || !lists[1] || !lists[2] || !lists[3]) {
+    free(res_ids);
+    return TG_ENOMEM;
+  }
+  size_t len = 0;
+  for (size_t i = 0; i < b->nch; i++) {
+    if (len) lists[0][len++] = ',';
+    hex_put(lists[0] + len, b->ch[i].id.b, 32);
+    len += 64;
+  }
+  lists[0][len] = 0;
+  len = 0;
+  for (size_t i = 0; i < nres; i++) {
+    if (i > 0 && memcmp(res_ids[i].b, res_ids[i - 1].b, 32) == 0) continue;
+    if (len) lists[1][len++] = ',';
+    hex_put(lists[1] + len, res_ids[i].b, 32);
+    len += 64;
+  }
+  lists[1][len] = 0;
+  free(res_ids);
+  len = 0;
+  for (size_t i = 0; i < b->ntot; i++) {
+    if (len) lists[2][len++] = ',';
+    hex_put(lists[2] + len, b->tot[i].k.payer, 20);
+    len += 40;
+    lists[2][len++] = ':';
+    lists[2][len++] = (char)('0' + b->tot[i].k.scheme);
+  }
+  lists[2][len] = 0;
+  len = 0;
+  lists[3][0] = 0;
+  for (size_t i = 0; i < nsubs; i++) {
+    for (size_t j = 0; j < subs[i].n; j++) {
+      const tg_store_op *op = &subs[i].ops[j];
+      const char *rid = NULL;
+      if (op->kind == TG_STORE_OP_CHARGE && op->u.charge.has_channel &&
+          op->u.charge.release_reservation)
+        rid = op->u.charge.request_id;
+      else if (op->kind == TG_STORE_OP_UNRESERVE)
+        rid = op->u.reserve.request_id;
+      if (rid == NULL) continue;
+      char sep = len ? ',' : '{';
+      lists[3][len++] = sep;
+      lists[3][len++] = '"';
+      for (const char *p = rid; *p; p++) {
+        if (*p == '"' || *p == '\\') lists[3][len++] = '\\';
+        lists[3][len++] = *p;
+      }
+      lists[3][len++] = '"';
+    }
+  }
+  if (len) {
+    lists[3][len++] = '}';
+    lists[3][len] = 0;
+  }
+
+  /* Round trip 1's statements (only what the batch needs). */
+  b->cap_st = 2 * nops + b->nch + b->ntot + 8;
+  b->st = calloc(b->cap_st, sizeof(*b->st));
+  b->cap_undo = 0;
+  for (size_t i = 0; i < nsubs; i++)
+    if (3 * subs[i].n > b->cap_undo) b->cap_undo = 3 * subs[i].n;
+  b->undo = calloc(b->cap_undo ? b->cap_undo : 1, sizeof(*b->undo));
+  if (!b->st || !b->undo) return TG_ENOMEM;
+  if (b->nch == 0 && b->ntot == 0 && hold_reads == 0) return 0;
+  fb_stmt_new(b, FB_BEGIN, R_IGNORE, NULL);
+  fb_stmt *s;
+  if (b->nch) {
+    s = fb_stmt_new(b, S_FAST_CHANNELS, R_CHANNELS, NULL);
+    p_text(&s->p, lists[0]);
+    p_text(&s->p, lists[1]);
+    p_i64(&s->p, now);
+  }
+  if (b->ntot) {
+    s = fb_stmt_new(b, S_TOTALS_ENSURE, R_IGNORE, NULL);
+    p_text(&s->p, lists[2]);
+    s = fb_stmt_new(b, S_FAST_TOTALS, R_TOTALS, NULL);
+    p_text(&s->p, lists[2]);
+  }
+  if (hold_reads) {
+    s = fb_stmt_new(b, S_FAST_HOLDS, R_HOLDS, NULL);
+    p_text(&s->p, lists[3]);
+  }
+  return 0;
+}
+
+/* Leaves pipeline mode after a round trip; rolls back when asked. A connection that broke,
+ * or whose results could not all be read, is replaced (its transaction dies with it). */
+static void fb_end(tg__store_conn *c, int rollback) {
+  if (PQstatus(c->pg) != CONNECTION_OK ||
+      (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF && !PQexitPipelineMode(c->pg))) {
+    (void)reconnect(c);
+    return;
+  }
+  if (rollback) tx_rollback(c);
+}
+
+static int conn_batch(tg__store_conn *c, tg__store_sub *subs, size_t nsubs, int64_t now,
+                      uint64_t *commit_ns) {
+  static const int stmts[] = {S_FAST_CHANNELS, S_TOTALS_ENSURE,  S_FAST_TOTALS,   S_FAST_HOLDS,
+                              S_RES_DELETE,    S_FAST_HOLD_INSERT, S_CHARGE_INSERT, S_FAST_CH_SET,
+                              S_TOTALS_SET,    S_PAYID_INSERT,   S_EXACT_INSERT,  S_LEASE_ACQUIRE,
+                              S_LEASE_DELETE};
+  *commit_ns = 0;
+  if (!pipeline_on() || !fb_eligible(subs, nsubs)) return TG__BATCH_GENERIC;
+  c->retry = 0;
+  c->in_sp = c->sp_done = 0;
+  if (PQstatus(c->pg) != CONNECTION_OK && reconnect(c) < 0) return TG__BATCH_GENERIC;
+  if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) return TG__BATCH_GENERIC;
+  /* Statements are prepared once per session, outside the pipeline. */
+  for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
+    int id = stmts[i];
+    if (c->prepared[id]) continue;
+    char name[16];
+    snprintf(name, sizeof(name), "tg%d", id);
+    c->round_trips++;
+    PGresult *r = PQprepare(c->pg, name, sql_text[id], 0, NULL);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) (void)map_res(c, r);
+    PQclear(r);
+    if (!ok) return TG__BATCH_GENERIC;
+    c->prepared[id] = 1;
+  }
+  size_t nops = 0;
+  for (size_t i = 0; i < nsubs; i++) {
+    nops += subs[i].n;
+    subs[i].err = 0;
+    for (size_t j = 0; j < subs[i].n; j++) {
+      subs[i].ops[j].err = 0;
+      if (subs[i].ops[j].now == 0) subs[i].ops[j].now = now;
+    }
+  }
+  fbatch b;
+  memset(&b, 0, sizeof(b));
+  b.c = c;
+  char *lists[4] = {NULL, NULL, NULL, NULL};
+  int ret = TG__BATCH_GENERIC, rc;
+  if (fb_prepare_keys(&b, subs, nsubs, nops, now, lists) < 0) goto out;
+  if (!PQenterPipelineMode(c->pg)) goto out;
+
+  /* Round trip 1: BEGIN and the rows, locked. */
+  int begun = b.nst > 0;
+  if (begun) {
+    if ((rc = fb_round_trip(&b, 0)) < 0 || b.err < 0) {
+      int dead = rc < 0 || PQstatus(c->pg) != CONNECTION_OK;
+      fb_end(c, 1);
+      if (dead) {
+        /* Nothing ran, or nothing that matters: the generic path begins afresh (and
+         * reconnects a connection found dead meanwhile). */
+        ret = TG__BATCH_GENERIC;
+      } else if (c->retry) {
+        ret = TG__BATCH_RETRY;
+      } else if (b.handler) {
+        ret = TG__BATCH_GENERIC; /* a bad row: let the generic path fail only its ops */
+      } else {
+        for (size_t i = 0; i < nsubs; i++) subs[i].err = b.err; /* e.g. a lock timeout */
+        ret = TG__BATCH_DONE;
+      }
+      goto out;
+    }
+  }
+
+  /* Every op, decided in C on the locked rows. */
+  size_t from = b.nst;
+  if (!begun) fb_stmt_new(&b, FB_BEGIN, R_IGNORE, NULL);
+  for (size_t i = 0; i < nsubs; i++) {
+    size_t smark = b.nst;
+    b.nundo = 0;
+    for (size_t j = 0; j < subs[i].n && subs[i].err == 0; j++) {
+      tg_store_op *op = &subs[i].ops[j];
+      switch (op->kind) {
+      case TG_STORE_OP_VOUCHER:
+        rc = fb_voucher(&b, op);
+        break;
+      case TG_STORE_OP_CHARGE:
+        rc = fb_charge(&b, op);
+        break;
+      case TG_STORE_OP_RESERVE:
+      case TG_STORE_OP_UNRESERVE:
+        rc = fb_reserve(&b, op);
+        break;
+      default:
+        rc = fb_other(&b, op);
+        break;
+      }
+      if (rc == FB_GENERIC) {
+        fb_end(c, 1);
+        ret = TG__BATCH_GENERIC;
+        goto out;
+      }
+      op->err = rc;
+      if (rc < 0) subs[i].err = rc;
+    }
+    if (subs[i].err < 0) {
+      fb_restore(&b, 0);
+      b.nst = smark;
+    }
+  }
+  for (size_t i = 0; i < b.nch; i++) {
+    fb_channel *ch = &b.ch[i];
+    if (!ch->dirty) continue;
+    fb_stmt *s = fb_stmt_new(&b, S_FAST_CH_SET, R_IGNORE, NULL);
+    P_FIXED(&s->p, &ch->id);
+    P_FIXED(&s->p, &ch->ceiling);
+    if (ch->sig) p_bin(&s->p, ch->sig->ptr, ch->sig->len);
+    else p_null(&s->p);
+    P_FIXED(&s->p, &ch->charge_cap);
+    P_FIXED(&s->p, &ch->charged);
+    P_FIXED(&s->p, &ch->credit_limit);
+    P_FIXED(&s->p, &ch->reserved);
+    p_i64(&s->p, (int64_t)ch->charges);
+    p_i64(&s->p, ch->first_unclaimed_at);
+    p_i64(&s->p, ch->updated_at);
+  }
+  for (size_t i = 0; i < b.ntot; i++) {
+    fb_totals *t = &b.tot[i];
+    if (!t->dirty) continue;
+    if (t->count > (uint64_t)INT64_MAX) {
+      fb_end(c, 1);
+      goto out; /* the generic path reports what it finds */
+    }
+    fb_stmt *s = fb_stmt_new(&b, S_TOTALS_SET, R_IGNORE, NULL);
+    p_bin(&s->p, t->k.payer, 20);
+    p_i64(&s->p, (int64_t)t->k.scheme);
+    P_FIXED(&s->p, &t->charged);
+    p_i64(&s->p, (int64_t)t->count);
+  }
+  fb_stmt_new(&b, FB_COMMIT, R_COMMIT, NULL);
+
+  /* Round trip 2: the writes and COMMIT. */
+  uint64_t t0 = pg_mono_ns();
+  rc = fb_round_trip(&b, from);
+  *commit_ns = pg_mono_ns() - t0;
+  if (rc == 0 && b.err == 0) {
+    fb_end(c, 0);
+    for (size_t i = 0; i < nsubs; i++) /* a lease not obtained fails its submission alone */
+      if (subs[i].err == 0 && subs[i].n == 1 && subs[i].ops[0].err < 0)
+        subs[i].err = subs[i].ops[0].err;
+    ret = TG__BATCH_DONE;
+    goto out;
+  }
+  int dead = rc < 0 || PQstatus(c->pg) != CONNECTION_OK;
+  fb_end(c, 1);
+  if (!dead && c->retry) {
+    ret = TG__BATCH_RETRY;
+  } else if (!dead && b.constraint) {
+    ret = TG__BATCH_GENERIC; /* rolled back: the generic path finds the culprit */
+  } else {
+    /* A lost connection (a COMMIT in doubt), a lock timeout, a bad result: nothing is
+     * reported durable. */
+    int err = dead ? TG_ESTORE : b.err;
+    for (size_t i = 0; i < nsubs; i++)
+      if (subs[i].err == 0) subs[i].err = err;
+    ret = TG__BATCH_DONE;
+  }
+out:
+  if (ret == TG__BATCH_GENERIC)
+    for (size_t i = 0; i < nsubs; i++) subs[i].err = 0;
+  for (int i = 0; i < 4; i++) free(lists[i]);
+  fb_free(&b);
+  return ret;
+}
+
+static uint64_t conn_round_trips(tg__store_conn *c) { return c->round_trips; }
+
 #define PG_BACKEND(name_, scheme_, open_)  \
   const tg__store_backend name_ = {        \
       .scheme = scheme_,                   \
@@ -1728,6 +2630,8 @@ static int conn_lease_get(tg__store_conn *c, const char *name, tg_store_lease *o
       .apply = conn_apply,                 \
       .lock_batch = lock_batch,            \
       .txn_retry = txn_retry,              \
+      .batch = conn_batch,                 \
+      .round_trips = conn_round_trips,     \
       .channel_get = conn_channel_get,     \
       .channels_iter = conn_channels_iter, \
       .charges_iter = conn_charges_iter,   \

@@ -872,6 +872,137 @@ out:
   tg_store_close(a);
 }
 
+/* ------------------------------------------------------------------------- */
+/* The pipelined batch (store_pg.c conn_batch): round trips, and the same results as the
+ * statement-by-statement path. */
+
+typedef struct {
+  atomic_int done;
+  int err;
+  tg_store_op out[2];
+} one_result;
+
+static void one_cb(void *arg, int err, const tg_store_op *ops, size_t n) {
+  one_result *r = arg;
+  r->err = err;
+  for (size_t i = 0; i < n && i < 2; i++) r->out[i] = ops[i];
+  atomic_store(&r->done, 1);
+}
+
+static void wait_one(one_result *r) {
+  for (int i = 0; i < 20000 && !atomic_load(&r->done); i++) usleep(1000);
+  CHECK(atomic_load(&r->done));
+}
+
+static uint64_t rts(tg_store *st) {
+  tg_store_stats s;
+  tg_store_get_stats(st, &s);
+  return s.round_trips;
+}
+
+static void test_pg_round_trips(void) {
+  char uri[256];
+  tg_store *st = store_with_channel(uri, sizeof(uri), 100); /* balance 1,000,000, ceiling 100 */
+  if (!st) return;
+  tg_store_op op = alive_op("gw-rt", 60000);
+  CHECK_OK(tg_store_write(st, &op, 1));
+  /* A paid call as the pay layer writes it: [VOUCHER, RESERVE] at admission, [VOUCHER,
+   * CHARGE] at completion; one round trip to lock and read the rows, one to write and
+   * COMMIT. (The first batch also prepares the statements.) */
+  for (int round = 0; round < 3; round++) {
+    char rid[32];
+    snprintf(rid, sizeof(rid), "rt-call-%d", round);
+    uint64_t r0 = rts(st);
+    tg_store_op adm[2] = {voucher(1, 100 + 10 * (uint64_t)round, 0x21), reserve_op(rid, "gw-rt", 10, 0)};
+    CHECK_OK(tg_store_write(st, adm, 2));
+    CHECK_INT(u64(&adm[1].u.reserve.out_reserved), 10);
+    uint64_t r1 = rts(st);
+    tg_store_op done[2] = {voucher(1, 100 + 10 * (uint64_t)round, 0x21), charge(rid, 0xa1, 1, 7, 0)};
+    done[1].u.charge.release_reservation = 1;
+    CHECK_OK(tg_store_write(st, done, 2));
+    CHECK_INT(u64(&done[1].u.charge.out_charged), 7 * (uint64_t)(round + 1));
+    CHECK(done[1].u.charge.out_id > 0);
+    uint64_t r2 = rts(st);
+    if (round > 0) {
+      CHECKF(r1 - r0 == 2, "admission: %llu round trips", (unsigned long long)(r1 - r0));
+      CHECKF(r2 - r1 == 2, "completion: %llu round trips", (unsigned long long)(r2 - r1));
+    }
+  }
+  char err[256];
+  /* the holds are gone and the channel's running totals agree with its rows */
+  CHECK_OK(sql(uri, "DO $$ BEGIN IF (SELECT count(*) FROM reservations) <> 0 OR (SELECT "
+                    "get_byte(reserved, 31) FROM channels) <> 0 OR (SELECT charge_count FROM "
+                    "channels) <> 3 THEN RAISE EXCEPTION 'bad'; END IF; END $$",
+               err, sizeof(err)));
+
+  /* One batch (queued behind another session's row lock) mixing accepted and refused
+   * submissions: refusals are decided in C and undo their own ops only (B's raised ceiling
+   * must not let C through), and the batch still costs two round trips. */
+  PGconn *lock = hold_channel(uri);
+  one_result gate = {0}, res[6];
+  memset(res, 0, sizeof(res));
+  tg_store_op g = charge("rt-gate", 0xa1, 1, 1, 0); /* charged 21 + 1 = 22; ceiling 120 */
+  CHECK_OK(tg_store_submit(st, &g, 1, one_cb, &gate));
+  usleep(100000);
+  uint64_t r0 = rts(st);
+  tg_store_stats s0;
+  tg_store_get_stats(st, &s0);
+  tg_store_op a = charge("rt-a", 0xa1, 1, 60, 0);                         /* 82: fits */
+  tg_store_op b[2] = {voucher(1, 150, 0x31), charge("rt-b", 0xa1, 1, 100, 0)}; /* 182 > 150 */
+  tg_store_op cc = charge("rt-c", 0xa1, 1, 50, 0);                         /* 132 > 120 */
+  tg_store_op d[2] = {voucher(1, 200, 0x41), charge("rt-d", 0xa1, 1, 50, 0)}; /* 132 <= 200 */
+  tg_store_op e = charge("rt-e", 0xa1, -1, 5, 0);                         /* exact: no channel */
+  tg_store_op f = reserve_op("rt-f", "gw-rt", 69, 0);                      /* 132 + 69 > 200 */
+  CHECK_OK(tg_store_submit(st, &a, 1, one_cb, &res[0]));
+  CHECK_OK(tg_store_submit(st, b, 2, one_cb, &res[1]));
+  CHECK_OK(tg_store_submit(st, &cc, 1, one_cb, &res[2]));
+  CHECK_OK(tg_store_submit(st, d, 2, one_cb, &res[3]));
+  CHECK_OK(tg_store_submit(st, &e, 1, one_cb, &res[4]));
+  CHECK_OK(tg_store_submit(st, &f, 1, one_cb, &res[5]));
+  release_channel(lock);
+  wait_one(&gate);
+  for (int i = 0; i < 6; i++) wait_one(&res[i]);
+  CHECK_OK(gate.err);
+  CHECK_OK(res[0].err);
+  CHECK_INT(u64(&res[0].out[0].u.charge.out_charged), 82);
+  CHECK_ERR(res[1].err, TG_ESTORE_LIMIT);
+  CHECK_ERR(res[2].err, TG_ESTORE_LIMIT);
+  CHECK_OK(res[3].err);
+  CHECK_INT(res[3].out[0].u.voucher.out_raised, 1);
+  CHECK_INT(u64(&res[3].out[1].u.charge.out_charged), 132);
+  CHECK_OK(res[4].err);
+  CHECK_ERR(res[5].err, TG_ECHANNEL_SHORT);
+  CHECK_INT(u64(&res[5].out[0].u.reserve.out_charged), 132);
+  CHECK_INT(u64(&res[5].out[0].u.reserve.out_ceiling), 200);
+  tg_store_stats s1;
+  tg_store_get_stats(st, &s1);
+  CHECKF(rts(st) - r0 <= 2 * (s1.commits - s0.commits) + 2, "%llu round trips for %llu commits",
+         (unsigned long long)(rts(st) - r0), (unsigned long long)(s1.commits - s0.commits));
+  tg_store_channel chv;
+  tg_hash id = hash(1);
+  CHECK_OK(tg_store_channel_get(st, &id, &chv));
+  CHECK_INT(u64(&chv.charged), 132);
+  CHECK_INT(u64(&chv.ceiling), 200);
+  CHECK_INT(chv.ceiling_sig_len, 65);
+  CHECK_INT(chv.ceiling_sig[0], 0x41);
+  CHECK_INT(chv.charge_count, 6);
+  tg_store_totals t;
+  CHECK_OK(tg_store_totals_get(st, &chv.cfg.payer, TG_SCHEME_CHANNEL, &t));
+  CHECK_INT(u64(&t.charged), 132);
+  CHECK_INT(t.count, 6);
+  CHECK_OK(tg_store_totals_get(st, &chv.cfg.payer, TG_SCHEME_EXACT, &t));
+  CHECK_INT(u64(&t.charged), 5);
+  CHECK_INT(t.count, 1);
+  tg_store_charge row;
+  CHECK_ERR(tg_store_charge_get(st, "rt-b", &row), TG_ENOTFOUND);
+  CHECK_ERR(tg_store_charge_get(st, "rt-c", &row), TG_ENOTFOUND);
+  CHECK_OK(tg_store_charge_get(st, "rt-d", &row));
+  CHECK_INT(u64(&row.cumulative_after), 132);
+  CHECK_OK(tg_store_charge_get(st, "rt-a", &row));
+  CHECK_INT(u64(&row.cumulative_after), 82);
+  tg_store_close(st);
+}
+
 static char skip_why[512];
 static void test_pg_server(void) { tgt_skip(skip_why); }
 
@@ -909,6 +1040,7 @@ int main(void) {
   RUN(test_evbase);
   RUN(test_pg_lease_takeover);
   RUN(test_pg_shared_reservations);
+  RUN(test_pg_round_trips);
   RUN(test_pg_server_restart);
   RUN(test_pg_multiprocess_sigkill);
   int rc = tgt_done();
