@@ -731,6 +731,13 @@ void tg_pay_refund(tg_pay *p, struct event_base *base, const char *payment_signa
     refund_error(cb, arg, 400, "invalid_batch_settlement_evm_payload_type");
     goto done;
   }
+  if (!atomic_load(&p->exact_owner)) {
+    /* The refund is a transaction from the gateway key: only the instance holding the gateway
+     * lease sends it (docs/STORE.md). Refused before anything is read or reserved, so the
+     * payer may retry at once, on any instance (a load balancer may route to the holder). */
+    refund_error(cb, arg, 503, "refund_submitter_elsewhere");
+    goto done;
+  }
   if (!same_address(&ch->config.receiver, &p->pay_to) ||
       !same_address(&ch->config.receiver_authorizer, &p->receiver_authorizer) ||
       !same_address(&ch->config.token, &p->asset) || ch->config.withdraw_delay != p->withdraw_delay) {

@@ -10,7 +10,11 @@
 // with each instance's calls on a channel of its own (what routing a payer to one instance
 // gives). Each case reports calls/s (sum over the wrk processes), p50/p99 of the slowest wrk,
 // non-2xx answers, and checks the store: charges recorded == 2xx answers counted by wrk (wrk
-// may cut a few calls at the end: the difference is printed, not hidden).
+// may cut a few calls at the end: the difference is printed, not hidden). Load-independent
+// figures from the instances' /metrics: the store writers' round trips to PostgreSQL per paid
+// call (under the case's load, and for a lone caller, one call at a time, where no group commit
+// shares them) and commits per paid call. One more case runs the single instance with the
+// pipelined batch turned off (TG_STORE_PG_PIPELINE=0), for the comparison in the same run.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, readdirSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -67,7 +71,18 @@ async function main() {
   const send = async (payer, req) => { const hash = await createWalletClient({ account: payer, chain, transport: http(RPC) }).writeContract({ gas: 400000n, ...req }); await pub.waitForTransactionReceipt({ hash }); };
 
   let n = 0;
-  const runCase = async (name, kind, instances, sameChannels) => {
+  // The store writers' counters, summed over the instances (/metrics).
+  const metrics = async (ports) => {
+    const sum = { rt: 0, commits: 0 };
+    for (const port of ports) {
+      const t = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const val = (k) => Number((t.match(new RegExp(`^${k} (\\S+)$`, 'm')) || [0, 0])[1]);
+      sum.rt += val('tollgate_store_round_trips_total');
+      sum.commits += val('tollgate_store_commits_total');
+    }
+    return sum;
+  };
+  const runCase = async (name, kind, instances, sameChannels, env = {}) => {
     const store = kind === 'sqlite' ? join(h.scratch, `case${++n}.db`) : pg.newdb();
     const ports = [], gws = [];
     for (let i = 0; i < instances; i++) {
@@ -80,7 +95,7 @@ async function main() {
         'chain_id 31337', `rpc_url ${RPC}`, `deployment ${depFile}`, `keystore ${keystore} password_file=${pwFile}`, `pay_to ${receiver}`,
         'asset decimals=6 name="USD Coin" version=2', 'channel withdraw_delay=15m', 'settle interval=1h min_amount=1000000.00 max_age=24h', 'access_log off',
         kind === 'sqlite' ? `store sqlite ${store}` : `store postgres "${store}" state_dir=${dir} instance=b${n}-${i}`, ''].join('\n'));
-      gws.push(h.start(`case${n}-gw${i}`, TOLLGATED, ['-c', f]));
+      gws.push(h.start(`case${n}-gw${i}`, TOLLGATED, ['-c', f], env));
       await waitHttp(`http://127.0.0.1:${ports[i]}/healthz`, gws[i], 30000);
     }
     const GW = (i) => `http://127.0.0.1:${ports[i]}/paid/v1/models`;
@@ -110,22 +125,33 @@ async function main() {
       ? Number(h.run('sqlite3', [store, 'SELECT count(*) FROM charges']).out.trim())
       : Number(pg.psql(store, 'SELECT count(*) FROM charges')));
     await sleep(300);
-    const c0 = countCharges();
+    // A lone caller first (one connection, one call at a time): the round trips of one paid
+    // call when no group commit shares them.
+    let c0 = countCharges(), m0 = await metrics(ports);
+    await wrk(GW(0), 1, 2, hdrs[0]);
+    await sleep(300);
+    let m1 = await metrics(ports);
+    const lone = (m1.rt - m0.rt) / Math.max(1, countCharges() - c0);
+    c0 = countCharges();
+    m0 = await metrics(ports);
     const rs = await Promise.all(jobs.map(([i, c]) => wrk(GW(i), per, SECS, hdrs[c])));
     await sleep(500);
     const charged = countCharges() - c0;
+    m1 = await metrics(ports);
     const ok = rs.reduce((a, r) => a + r.ok, 0), bad = rs.reduce((a, r) => a + r.bad, 0);
     const rps = rs.reduce((a, r) => a + r.rps, 0);
     const p50 = Math.max(...rs.map((r) => r.p50)), p99 = Math.max(...rs.map((r) => r.p99));
-    console.log(`| ${name} | ${Math.round(rps).toLocaleString('en-US')} | ${p50.toFixed(1)} ms | ${p99.toFixed(1)} ms | ${bad} | ${charged} / ${ok} |`);
+    const perCall = (x) => (kind === 'sqlite' ? '-' : (x / Math.max(1, charged)).toFixed(2));
+    console.log(`| ${name} | ${Math.round(rps).toLocaleString('en-US')} | ${p50.toFixed(1)} ms | ${p99.toFixed(1)} ms | ${bad} | ${charged} / ${ok} | ${perCall(m1.rt - m0.rt)} | ${kind === 'sqlite' ? '-' : lone.toFixed(2)} | ${((m1.commits - m0.commits) / Math.max(1, charged)).toFixed(3)} |`);
     if (bad || Math.abs(charged - ok) > jobs.length * per) console.log(`# ${name}: ${bad} non-2xx, ${charged} charges for ${ok} 2xx answers: ${rs[0].out.slice(-600)}`);
     for (const g of gws) await h.stop(g);
   };
   console.log(`# bench_paid_pg: ${cpus().length} cores, wrk ${CONNS} connections in all, ${SECS} s per case, channel scheme, flat price, GET /paid/v1/models (tg_upstream x2), PostgreSQL ${pg.port} (fsync on, synchronous_commit on), ${new Date().toISOString()}`);
-  console.log('| case | paid calls/s | p50 | p99 | non-2xx | charges recorded / 2xx answers |');
-  console.log('|---|---:|---:|---:|---:|---:|');
+  console.log('| case | paid calls/s | p50 | p99 | non-2xx | charges recorded / 2xx answers | DB round trips per paid call | ... with one caller | commits per paid call |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   await runCase('sqlite, 1 instance', 'sqlite', 1, true);
   await runCase('postgres, 1 instance', 'pg', 1, true);
+  await runCase('postgres, 1 instance, statement by statement (TG_STORE_PG_PIPELINE=0)', 'pg', 1, true, { TG_STORE_PG_PIPELINE: '0' });
   await runCase('postgres, 3 instances, same 3 channels', 'pg', 3, true);
   await runCase('postgres, 3 instances, a channel per instance', 'pg', 3, false);
   await pg.stop();

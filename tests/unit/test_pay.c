@@ -16,6 +16,7 @@
 #include "tollgate/address.h"
 #include "tollgate/channel.h"
 #include "tollgate/eip712.h"
+#include "tollgate/keccak.h"
 #include "tollgate/u256.h"
 #include "tollgate/x402.h"
 
@@ -51,8 +52,10 @@ typedef struct {
   int chain_calls;
   uint64_t chain_balance;
   int submits;
+  int deposits, refunds; /* gasless deposits and refunds sent (the gateway key's transactions) */
   uint64_t payer_token_balance;
   tg_hash wallet_channel_id;
+  tg_hash other_channel_id; /* test_non_holder_deposit_refund's channel */
   int erc1271_calls;
   int sync_checks, async_checks; /* exact chain reads through check / check_async */
   int admitted_inline;           /* admissions answered before tg_pay_admit returned */
@@ -64,7 +67,8 @@ static int fake_chain(void *ctx, const tg_hash *id, tg_u256 *balance, tg_u256 *c
                       uint64_t *withdraw_at) {
   fixture *f = ctx;
   f->chain_calls++;
-  if (memcmp(id->b, f->channel_id.b, 32) != 0 && memcmp(id->b, f->wallet_channel_id.b, 32) != 0)
+  if (memcmp(id->b, f->channel_id.b, 32) != 0 && memcmp(id->b, f->wallet_channel_id.b, 32) != 0 &&
+      memcmp(id->b, f->other_channel_id.b, 32) != 0)
     return TG_ECHANNEL_UNKNOWN;
   tg_u256_from_u64(balance, f->chain_balance);
   tg_u256_zero(claimed);
@@ -151,6 +155,32 @@ static int fake_submit(void *ctx, struct event_base *base, const tg_address *tok
   return event_base_once(base, -1, EV_TIMEOUT, fire_submit, ps, NULL) ? TG_EINTERNAL : TG_OK;
 }
 
+static int fake_deposit(void *ctx, struct event_base *base, const tg_address *contract,
+                        const tg_x402_channel *ch, tg_pay_exact_cb cb, void *arg) {
+  (void)contract;
+  (void)ch;
+  fixture *f = ctx;
+  f->deposits++;
+  pending_submit *ps = malloc(sizeof *ps);
+  ps->cb = cb;
+  ps->arg = arg;
+  return event_base_once(base, -1, EV_TIMEOUT, fire_submit, ps, NULL) ? TG_EINTERNAL : TG_OK;
+}
+
+static int fake_refund(void *ctx, struct event_base *base, const tg_address *contract,
+                       const tg_channel_config *config, const tg_u256 *amount, tg_pay_exact_cb cb,
+                       void *arg) {
+  (void)contract;
+  (void)config;
+  (void)amount;
+  fixture *f = ctx;
+  f->refunds++;
+  pending_submit *ps = malloc(sizeof *ps);
+  ps->cb = cb;
+  ps->arg = arg;
+  return event_base_once(base, -1, EV_TIMEOUT, fire_submit, ps, NULL) ? TG_EINTERNAL : TG_OK;
+}
+
 static int setup(int async_check) {
   memset(&F, 0, sizeof F);
   char err[TG_CONFIG_ERR_MAX];
@@ -175,6 +205,8 @@ static int setup(int async_check) {
   o.exact = (tg_pay_exact_backend){.ctx = &F,
                                     .check = fake_check,
                                     .submit = fake_submit,
+                                    .deposit = fake_deposit,
+                                    .refund = fake_refund,
                                     .check_async = async_check ? fake_check_async : NULL};
   F.payer_token_balance = 10000000;
   o.chain_id = CHAIN;
@@ -707,6 +739,135 @@ static void test_exact_async_check(void) {
   free(h);
 }
 
+/* A channel-scheme PAYMENT-SIGNATURE of another type than a plain voucher: a gasless deposit
+ * (a ReceiveWithAuthorization of `deposit` to the channel contract, signed by the payer) or a
+ * refund request; both carry a voucher with ceiling `max`, which authenticates the payer. */
+static char *channel_payload(tg_x402_channel_type type, const tg_channel_config *cfg, uint64_t max,
+                             uint64_t deposit) {
+  tg_x402_payment p;
+  memset(&p, 0, sizeof p);
+  p.accepted.scheme = TG_X402_CHANNEL;
+  p.accepted.chain_id = CHAIN;
+  tg_u256_from_u64(&p.accepted.amount, 1000);
+  p.accepted.asset = F.cfg->asset_address;
+  p.accepted.pay_to = F.cfg->pay_to;
+  p.accepted.max_timeout_seconds = 60;
+  tg_x402_channel *c = &p.u.channel;
+  c->type = type;
+  c->config = *cfg;
+  if (tg_channel_id(&c->channel_id, &F.domain, cfg)) return NULL;
+  tg_u256_from_u64(&c->max_claimable, max);
+  tg_sig s;
+  if (tg_channel_voucher_sign(&s, F.payer_key, &F.domain, &c->channel_id, &c->max_claimable))
+    return NULL;
+  memcpy(c->voucher_signature.b, s.b, 65);
+  c->voucher_signature.len = 65;
+  if (type == TG_X402_CHANNEL_DEPOSIT) {
+    uint64_t now = (uint64_t)time(NULL);
+    c->has_deposit = 1;
+    tg_u256_from_u64(&c->deposit_amount, deposit);
+    c->deposit_valid_after = now - 10;
+    c->deposit_valid_before = now + 3600;
+    tg_eip712_domain td;
+    memset(&td, 0, sizeof td);
+    td.fields = TG_EIP712_DOMAIN_STANDARD;
+    td.name = TG_STR_LIT("USD Coin");
+    td.version = TG_STR_LIT("2");
+    tg_u256_from_u64(&td.chain_id, CHAIN);
+    td.verifying_contract = F.cfg->asset_address;
+    tg_hash dom;
+    if (tg_eip712_domain_separator(&dom, &td)) return NULL;
+    tg_eip3009_authorization ea;
+    memset(&ea, 0, sizeof ea);
+    ea.from = cfg->payer;
+    ea.to.b[19] = 0xcc; /* the fixture's channel contract */
+    ea.value = c->deposit_amount;
+    tg_u256_from_u64(&ea.valid_after, c->deposit_valid_after);
+    tg_u256_from_u64(&ea.valid_before, c->deposit_valid_before);
+    /* The token's nonce is keccak(channel id, salt); fake_check calls a nonce ending in 0xee
+     * used: pick a salt whose nonce does not. */
+    for (uint8_t k = 1;; k++) {
+      uint8_t b[64];
+      memset(c->deposit_nonce.b, k, 32);
+      memcpy(b, c->channel_id.b, 32);
+      memcpy(b + 32, c->deposit_nonce.b, 32);
+      tg_keccak256(&ea.nonce, b, sizeof b);
+      if (ea.nonce.b[31] != 0xee) break;
+    }
+    if (tg_eip3009_receive_sign(&s, F.payer_key, &dom, &ea)) return NULL;
+    memcpy(c->deposit_signature.b, s.b, 65);
+    c->deposit_signature.len = 65;
+  }
+  tg_buf b;
+  tg_buf_init(&b, 0);
+  if (tg_x402_payment_encode(&b, &p)) return NULL;
+  return (char *)tg_buf_steal(&b, NULL);
+}
+
+typedef struct {
+  int done, status;
+  char body[1024];
+} refund_result;
+
+static void on_refund(void *arg, int status, const char *body) {
+  refund_result *r = arg;
+  r->done = 1;
+  r->status = status;
+  snprintf(r->body, sizeof r->body, "%s", body);
+}
+
+static void refund(refund_result *r, const char *header) {
+  memset(r, 0, sizeof *r);
+  tg_pay_refund(F.pay, F.base, header, on_refund, r);
+  for (int k = 0; k < 5000 && !r->done; k++) pump();
+  CHECK(r->done);
+}
+
+/* Deposits and refunds are transactions from the gateway key: an instance that does not hold
+ * the gateway lease (several instances on PostgreSQL, docs/STORE.md) refuses both with 503
+ * before sending or reserving anything; the holder sends them. */
+static void test_non_holder_deposit_refund(void) {
+  tg_channel_config d = F.ch;
+  d.salt.b[0] = 0x55;
+  CHECK_OK(tg_channel_id(&F.other_channel_id, &F.domain, &d));
+  uint64_t balance = F.chain_balance;
+  char *dep = channel_payload(TG_X402_CHANNEL_DEPOSIT, &d, 100000, 500000);
+  char *ref = channel_payload(TG_X402_CHANNEL_REFUND, &d, 100000, 0);
+  CHECK(dep != NULL && ref != NULL);
+  int deposits = F.deposits, refunds = F.refunds;
+
+  tg_pay_set_exact_owner(F.pay, 0);
+  result r;
+  admit(&r, "ping", NULL, dep, "nh-dep-1");
+  CHECK(!r.admitted);
+  CHECK_INT(r.status, 503);
+  CHECK_STR(r.reason, "deposit_submitter_elsewhere");
+  CHECK_INT(F.deposits, deposits);
+  refund_result rr;
+  refund(&rr, ref);
+  CHECK_INT(rr.status, 503);
+  CHECK(strstr(rr.body, "refund_submitter_elsewhere") != NULL);
+  CHECK_INT(F.refunds, refunds);
+  tg_store_charge ch;
+  CHECK_ERR(tg_store_charge_get(F.store, "nh-dep-1", &ch), TG_ENOTFOUND);
+
+  /* The holder: the same deposit is sent and the call it pays for is served and charged; the
+   * refund is sent too. */
+  tg_pay_set_exact_owner(F.pay, 1);
+  admit(&r, "ping", NULL, dep, "nh-dep-2");
+  CHECK(r.admitted);
+  CHECK_INT(F.deposits, deposits + 1);
+  complete(&r, 1, 0, 0, 0);
+  CHECK(r.charged);
+  CHECK_OK(tg_store_charge_get(F.store, "nh-dep-2", &ch));
+  refund(&rr, ref);
+  CHECK_INT(rr.status, 200);
+  CHECK_INT(F.refunds, refunds + 1);
+  F.chain_balance = balance;
+  free(dep);
+  free(ref);
+}
+
 int main(void) {
   if (sodium_init() < 0 || evthread_use_pthreads() != 0) return 1;
   if (setup(0) != 0) {
@@ -722,6 +883,7 @@ int main(void) {
   RUN(test_exact);
   RUN(test_contract_wallet_voucher);
   RUN(test_exact_async_check);
+  RUN(test_non_holder_deposit_refund);
   teardown();
   return tgt_done();
 }
