@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "daemon/cluster.h"
 #include "http/server.h"
@@ -14,6 +16,7 @@
 struct tg_cluster {
   tg_store *store;
   char instance[TG_STORE_INSTANCE_MAX + 1];
+  char holder[TG_STORE_NAME_MAX + 1]; /* "NAME#<8 hex digits>": this process, not only its name */
   char alive[TG_STORE_NAME_MAX + 1]; /* "instance:" + name */
   char lease[TG_STORE_NAME_MAX + 1];
   int64_t ttl_ms;
@@ -38,7 +41,7 @@ static int acquire(tg_cluster *c, const char *name) {
   memset(&op, 0, sizeof op);
   op.kind = TG_STORE_OP_LEASE_ACQUIRE;
   op.u.lease.name = name;
-  op.u.lease.holder = c->instance;
+  op.u.lease.holder = c->holder;
   op.u.lease.ttl_ms = c->ttl_ms;
   return tg_store_write(c->store, &op, 1);
 }
@@ -104,6 +107,13 @@ int tg_cluster_start(tg_cluster **out, char *err, size_t err_len, const tg_clust
   if (!c) abort();
   c->store = o->store;
   snprintf(c->instance, sizeof c->instance, "%s", o->instance);
+  /* The holder names this process: a lease renews only for the holder that took it, so a
+   * second process started with the same instance name (a copied configuration) cannot renew
+   * the first one's leases as if they were its own and act as a second gateway-lease holder. */
+  uint32_t token;
+  if (getrandom(&token, sizeof token, 0) != (ssize_t)sizeof token)
+    token = (uint32_t)getpid() ^ (uint32_t)mono_ms();
+  snprintf(c->holder, sizeof c->holder, "%s#%08x", o->instance, (unsigned)token);
   snprintf(c->alive, sizeof c->alive, "instance:%s", o->instance);
   snprintf(c->lease, sizeof c->lease, "%s", o->lease);
   c->ttl_ms = o->ttl_ms > 0 ? o->ttl_ms : DEFAULT_TTL_MS;
@@ -112,10 +122,22 @@ int tg_cluster_start(tg_cluster **out, char *err, size_t err_len, const tg_clust
   atomic_init(&c->leader, 0);
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->cv, NULL);
+  /* The name may be held by this instance's previous process, killed less than a ttl ago:
+   * wait for its liveness lease to lapse (at most ttl), then give up. */
   int rc = acquire(c, c->alive);
+  for (int64_t t0 = mono_ms(), k = 0; rc == TG_ESTORE_LEASE && mono_ms() - t0 <= c->ttl_ms; k++) {
+    if (k == 0)
+      tg_log("cluster: instance name %s is held by another process; waiting up to %lld ms for "
+             "its lease to lapse", c->instance, (long long)c->ttl_ms);
+    struct timespec ts = {(time_t)(c->ttl_ms / 4 / 1000), (long)(c->ttl_ms / 4 % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    rc = acquire(c, c->alive);
+  }
   if (rc) {
     snprintf(err, err_len, "cluster: instance name %s: %s", c->instance,
-             rc == TG_ESTORE_LEASE ? "in use by another running instance" : tg_strerror(rc));
+             rc == TG_ESTORE_LEASE ? "in use by another running instance (give each instance "
+                                     "its own name: instance=NAME on the store line)"
+                                   : tg_strerror(rc));
     tg_cluster_stop(c);
     return rc;
   }
@@ -155,10 +177,10 @@ void tg_cluster_stop(tg_cluster *c) {
   memset(ops, 0, sizeof ops);
   ops[0].kind = TG_STORE_OP_LEASE_RELEASE;
   ops[0].u.lease.name = c->lease;
-  ops[0].u.lease.holder = c->instance;
+  ops[0].u.lease.holder = c->holder;
   ops[1].kind = TG_STORE_OP_LEASE_RELEASE;
   ops[1].u.lease.name = c->alive;
-  ops[1].u.lease.holder = c->instance;
+  ops[1].u.lease.holder = c->holder;
   if (tg_store_write(c->store, ops, 2) != 0) { /* they lapse by themselves */
   }
   pthread_mutex_destroy(&c->mu);

@@ -101,6 +101,7 @@ static void run_case(int producers) {
     s0.commits += t.commits;
     s0.ops += t.ops;
     s0.commit_ns_total += t.commit_ns_total;
+    s0.round_trips += t.round_trips;
   }
   atomic_store(&stop, 0);
   atomic_store(&lat_n, 0);
@@ -117,6 +118,7 @@ static void run_case(int producers) {
     s1.commits += t.commits;
     s1.ops += t.ops;
     s1.commit_ns_total += t.commit_ns_total;
+    s1.round_trips += t.round_trips;
   }
   uint64_t commits = s1.commits - s0.commits, ops = s1.ops - s0.ops;
   long n = atomic_load(&lat_n);
@@ -124,10 +126,11 @@ static void run_case(int producers) {
   qsort(lat_ns, (size_t)n, sizeof(lat_ns[0]), cmp_u64);
   double p50 = n ? (double)lat_ns[n / 2] / 1e3 : 0, p99 = n ? (double)lat_ns[n * 99 / 100] / 1e3 : 0;
   double commit_avg = commits ? (double)(s1.commit_ns_total - s0.commit_ns_total) / commits / 1e3 : 0;
-  printf("%d x %2d producers%s: %9.0f ops/s %8.0f commits/s %6.1f ops/commit | commit avg %7.1f us | "
-         "charge latency p50 %7.1f us p99 %8.1f us\n",
+  printf("%d x %2d producers%s: %9.0f ops/s %8.0f commits/s %6.1f ops/commit | %5.2f round trips/op | "
+         "commit avg %7.1f us | charge latency p50 %7.1f us p99 %8.1f us\n",
          instances, producers, partitioned ? " (channels by instance)" : "", (double)ops / el, (double)commits / el,
-         commits ? (double)ops / (double)commits : 0, commit_avg, p50, p99);
+         commits ? (double)ops / (double)commits : 0,
+         ops ? (double)(s1.round_trips - s0.round_trips) / (double)ops : 0, commit_avg, p50, p99);
   fflush(stdout);
 }
 

@@ -125,8 +125,9 @@ async function main() {
     gws[i] = h.start(`gw${i + 1}`, TOLLGATED, ['-c', confs[i]]);
     await waitHttp(`${GW[i]}/healthz`, gws[i], 30000);
   }
-  const leader = () => pg.rows(STORE, "SELECT holder FROM leases WHERE name LIKE 'leader:%'")[0]?.[0];
-  const alive = () => pg.rows(STORE, "SELECT holder FROM leases WHERE name LIKE 'instance:%' ORDER BY 1").map((r) => r[0]).join(',');
+  // a lease's holder is "INSTANCE#<process token>"
+  const leader = () => pg.rows(STORE, "SELECT holder FROM leases WHERE name LIKE 'leader:%'")[0]?.[0]?.split('#')[0];
+  const alive = () => pg.rows(STORE, "SELECT holder FROM leases WHERE name LIKE 'instance:%' ORDER BY 1").map((r) => r[0].split('#')[0]).join(',');
   check('three instances up; each has its liveness lease; the first one started holds the gateway lease',
     alive() === 'gw1,gw2,gw3' && leader() === 'gw1', `alive ${alive()}, leader ${leader()}`);
   info(`setup done in ${h.elapsed()}: anvil ${RPC}, PostgreSQL 127.0.0.1:${pg.port}, gateways ${GW.join(' ')}`);
