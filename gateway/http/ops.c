@@ -511,6 +511,33 @@ static void on_settled(void *arg, const tg_pay_fac_result *r) {
   free(w);
 }
 
+/* A /verify waiting for the chain thread's read (the worker serves other calls meanwhile). */
+typedef struct {
+  tg_client_watch *cw;
+  void (*done)(void *arg, int status);
+  void *arg;
+} verify_wait;
+
+static void on_verified(void *arg, int rc, const tg_pay_fac_result *res) {
+  verify_wait *w = arg;
+  tg_pay_fac_result r = *res;
+  int st = 200;
+  if (rc) {
+    r.valid = 0;
+    r.reason = "unexpected_verify_error";
+    st = 500;
+  }
+  json_t *o = json_object();
+  json_object_set_new(o, "isValid", json_boolean(r.valid));
+  if (!r.valid) json_object_set_new(o, "invalidReason", json_string(r.reason));
+  json_object_set_new(o, "payer", j_addr(&r.payer));
+  reply_json(tg_client_watch_take(w->cw), st, o); /* dropped when the client is gone */
+  json_decref(o);
+  atomic_fetch_add(&fac_count[0][r.valid ? 1 : 0], 1);
+  w->done(w->arg, st);
+  free(w);
+}
+
 static int facilitator(const tg_http_ops *ops, struct event_base *base, tg_client_watch *cw,
                        const char *method, const char *path, const char *request_id,
                        void (*done)(void *arg, int status), void *arg);
@@ -596,20 +623,13 @@ static int facilitator(const tg_http_ops *ops, struct event_base *base, tg_clien
   int has_payer = f->pm.accepted.scheme == TG_X402_EXACT && !tg_address_is_zero(&f->pm.u.exact.from);
   int st = f->status;
   if (f->reason == NULL && !settle) {
-    tg_pay_fac_result r;
-    int rc = tg_pay_fac_verify(ops->pay, &f->pm.u.exact, &f->pay_to, &f->amount, &r);
-    if (rc) {
-      r.valid = 0;
-      r.reason = "unexpected_verify_error";
-      st = 500;
-    }
-    json_t *o = json_object();
-    json_object_set_new(o, "isValid", json_boolean(r.valid));
-    if (!r.valid) json_object_set_new(o, "invalidReason", json_string(r.reason));
-    json_object_set_new(o, "payer", j_addr(&r.payer));
-    reply_json(req, st, o);
-    json_decref(o);
-    atomic_fetch_add(&fac_count[0][r.valid ? 1 : 0], 1);
+    verify_wait *w = malloc(sizeof *w);
+    if (w == NULL) abort();
+    w->cw = cw;
+    w->done = done;
+    w->arg = arg;
+    st = 0;
+    tg_pay_fac_verify_async(ops->pay, base, &f->pm.u.exact, &f->pay_to, &f->amount, on_verified, w);
   } else if (f->reason == NULL) {
     settle_wait *w = malloc(sizeof *w);
     if (w == NULL) abort();

@@ -2021,6 +2021,56 @@ int tg_pay_fac_verify(tg_pay *p, const tg_x402_exact *a, const tg_address *pay_t
   return 0;
 }
 
+/* A /verify waiting for its chain read. */
+typedef struct {
+  tg_pay *p;
+  tg_u256 value;
+  tg_pay_fac_result res;
+  tg_pay_fac_verify_cb cb;
+  void *arg;
+} fac_verify;
+
+static void fac_on_verify_checked(void *arg, int err, const tg_u256 *balance, int used) {
+  fac_verify *v = arg;
+  if (err) stat_add(v->p, &v->p->stats.chain_check_errors);
+  else if (used) v->res.reason = "invalid_exact_evm_nonce_already_used";
+  else if (tg_u256_cmp(balance, &v->value) < 0) v->res.reason = "insufficient_funds";
+  else v->res.valid = 1;
+  v->cb(v->arg, err, &v->res);
+  free(v);
+}
+
+void tg_pay_fac_verify_async(tg_pay *p, struct event_base *base, const tg_x402_exact *a,
+                             const tg_address *pay_to, const tg_u256 *amount,
+                             tg_pay_fac_verify_cb cb, void *arg) {
+  tg_pay_fac_result r;
+  if (!p->exact.check_async) { /* no chain thread: the blocking read */
+    int rc = tg_pay_fac_verify(p, a, pay_to, amount, &r);
+    cb(arg, rc, &r);
+    return;
+  }
+  memset(&r, 0, sizeof r);
+  r.payer = a->from;
+  const char *why = exact_offchain(p, a, pay_to, amount, 1);
+  tg_store_exact prev;
+  int rc = why ? 0 : tg_store_exact_get(p->store, &p->asset, &a->from, &a->nonce, &prev);
+  if (!why && rc == 0 && prev.status != TG_EXACT_FAILED) why = "invalid_exact_evm_nonce_already_used";
+  if (why || (rc && rc != TG_ENOTFOUND)) {
+    r.reason = why;
+    cb(arg, why ? 0 : rc, &r);
+    return;
+  }
+  fac_verify *v = calloc(1, sizeof *v);
+  if (!v) abort();
+  v->p = p;
+  v->value = a->value;
+  v->res = r;
+  v->cb = cb;
+  v->arg = arg;
+  if (p->exact.check_async(p->exact.ctx, base, &p->asset, &a->from, &a->nonce, fac_on_verify_checked, v) != 0)
+    fac_on_verify_checked(v, TG_EIO, NULL, 0);
+}
+
 typedef struct {
   tg_pay *p;
   struct event_base *base;
@@ -2029,6 +2079,7 @@ typedef struct {
   tg_pay_fac_cb cb;
   void *arg;
   tg_pay_fac_result res;
+  int found;          /* the store had a `failed` record of this authorization */
 } fac_op;
 
 static void fac_done(fac_op *f, const char *reason) {
@@ -2107,6 +2158,43 @@ static void fac_on_intent(void *arg, int err, const tg_store_op *ops, size_t n) 
   fac_submit(f);
 }
 
+/* The chain's answer for a settlement: refused, or the intent recorded and the transfer submitted. */
+static void fac_on_checked(void *arg, int err, const tg_u256 *balance, int used) {
+  fac_op *f = arg;
+  tg_pay *p = f->p;
+  if (err) {
+    stat_add(p, &p->stats.chain_check_errors);
+    fac_done(f, "unexpected_settle_error");
+    return;
+  }
+  if (used) {
+    fac_done(f, "invalid_exact_evm_nonce_already_used");
+    return;
+  }
+  if (tg_u256_cmp(balance, &f->auth.value) < 0) {
+    fac_done(f, "insufficient_funds");
+    return;
+  }
+  tg_store_op op;
+  memset(&op, 0, sizeof op);
+  op.u.exact.token = p->asset;
+  op.u.exact.nonce = f->auth.nonce;
+  op.u.exact.payer = f->auth.from;
+  op.u.exact.status = TG_EXACT_VERIFIED;
+  if (f->found) {
+    op.kind = TG_STORE_OP_EXACT_UPDATE;
+  } else {
+    op.kind = TG_STORE_OP_EXACT_PUT;
+    op.u.exact.to = f->auth.to;
+    op.u.exact.amount = f->auth.value;
+    op.u.exact.valid_after = f->auth.valid_after;
+    op.u.exact.valid_before = f->auth.valid_before;
+    op.u.exact.request_id = f->rid;
+  }
+  if (tg_store_submit_evbase(p->store, &op, 1, f->base, fac_on_intent, f) != 0)
+    fac_done(f, "unexpected_settle_error");
+}
+
 void tg_pay_fac_settle(tg_pay *p, struct event_base *base, const tg_x402_exact *a,
                        const tg_address *pay_to, const tg_u256 *amount, const char *request_id,
                        tg_pay_fac_cb cb, void *arg) {
@@ -2167,26 +2255,20 @@ void tg_pay_fac_settle(tg_pay *p, struct event_base *base, const tg_x402_exact *
     fac_submit(f);
     return;
   }
-  if ((why = exact_offchain(p, a, pay_to, amount, 1)) || (why = fac_chain_check(p, a, &rc)) || rc) {
-    fac_done(f, why ? why : "unexpected_settle_error");
+  if ((why = exact_offchain(p, a, pay_to, amount, 1))) {
+    fac_done(f, why);
     return;
   }
-  tg_store_op op;
-  memset(&op, 0, sizeof op);
-  op.u.exact.token = p->asset;
-  op.u.exact.nonce = a->nonce;
-  op.u.exact.payer = a->from;
-  op.u.exact.status = TG_EXACT_VERIFIED;
-  if (found) {
-    op.kind = TG_STORE_OP_EXACT_UPDATE;
-  } else {
-    op.kind = TG_STORE_OP_EXACT_PUT;
-    op.u.exact.to = a->to;
-    op.u.exact.amount = a->value;
-    op.u.exact.valid_after = a->valid_after;
-    op.u.exact.valid_before = a->valid_before;
-    op.u.exact.request_id = f->rid;
+  f->found = found;
+  if (p->exact.check_async) {
+    /* On the chain thread's pipeline, batched with the calls' admission reads. */
+    if (p->exact.check_async(p->exact.ctx, base, &p->asset, &a->from, &a->nonce, fac_on_checked, f) != 0)
+      fac_on_checked(f, TG_EIO, NULL, 0);
+    return;
   }
-  if (tg_store_submit_evbase(p->store, &op, 1, base, fac_on_intent, f) != 0)
-    fac_done(f, "unexpected_settle_error");
+  tg_u256 balance;
+  int used = 0;
+  rc = p->exact.check ? p->exact.check(p->exact.ctx, &p->asset, &a->from, &a->nonce, &balance, &used)
+                      : TG_EUNSUPPORTED;
+  fac_on_checked(f, rc, &balance, used);
 }

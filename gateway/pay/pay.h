@@ -270,6 +270,16 @@ void tg_pay_fac_terms(tg_pay *p, uint64_t *chain_id, tg_address *asset);
 TG_WARN_UNUSED_RESULT int tg_pay_fac_verify(tg_pay *p, const tg_x402_exact *a,
                                             const tg_address *pay_to, const tg_u256 *amount,
                                             tg_pay_fac_result *out);
+/*
+ * The same checks without blocking the worker: the chain read goes through the
+ * chain thread's pipeline (check_async, batched with the calls' admission
+ * reads). cb fires exactly once on `base`, possibly before this returns, with
+ * rc 0 and the result, or an error (the node or the store did not answer).
+ */
+typedef void (*tg_pay_fac_verify_cb)(void *arg, int rc, const tg_pay_fac_result *r);
+void tg_pay_fac_verify_async(tg_pay *p, struct event_base *base, const tg_x402_exact *a,
+                             const tg_address *pay_to, const tg_u256 *amount,
+                             tg_pay_fac_verify_cb cb, void *arg);
 typedef void (*tg_pay_fac_cb)(void *arg, const tg_pay_fac_result *r);
 /*
  * Verifies, records the intent, submits transferWithAuthorization, records

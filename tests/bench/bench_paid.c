@@ -252,6 +252,8 @@ static double metric(const char *text, const char *name) {
 
 static counters scrape(int port) {
   counters k = {0, 0, 0};
+  struct timespec settle = {0, 700 * 1000000L}; /* the chain thread publishes its counters every 500 ms */
+  nanosleep(&settle, NULL);
   char url[96];
   snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
   CURL *c = curl_easy_init();

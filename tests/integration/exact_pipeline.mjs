@@ -96,7 +96,8 @@ async function main() {
     if (r.code !== 0) throw new Error(`sqlite3: exit ${r.code} ${r.err}`);
     return r.out.trim() ? JSON.parse(r.out) : [];
   };
-  const metrics = async () => {
+  const metrics = async (settle = false) => {
+    if (settle) await sleep(700); // the chain thread publishes its client's counters every 500 ms
     const t = await (await fetch(`${GW}/metrics`)).text();
     const v = (name) => Number((t.match(new RegExp(`^${name} (\\S+)$`, 'm')) || [])[1] || 0);
     return { rpc: v('tollgate_rpc_calls_total'), commits: v('tollgate_store_commits_total'), charged: v('tollgate_pay_charged_calls_total'), inflight: v('tollgate_http_inflight') };
@@ -129,7 +130,7 @@ async function main() {
   calls.push({ ...calls[7], dup: true }); // the same authorization twice in the burst
 
   const bal0 = { A: await bal(payerA.address), B: await bal(payerB.address), C: await bal(payerC.address), R: await bal(receiver) };
-  const m0 = await metrics();
+  const m0 = await metrics(true);
 
   // The burst: every pre-signed call at once, the official client beside it, /metrics sampled.
   let sampling = true, maxInflight = 0;
@@ -158,7 +159,7 @@ async function main() {
   const offAnswers = (await official).flat();
   sampling = false;
   await sampler;
-  const m1 = await metrics();
+  const m1 = await metrics(true);
 
   const ok = answers.filter((a) => a.status === 200 && a.pr);
   const okC = offAnswers.filter((a) => a.status === 200 && a.pr);

@@ -364,6 +364,28 @@ async function main() {
     const hz = await fetch(`${GW}/healthz`).then((r) => r.status).catch((e) => String(e));
     check('g: the gateway is still up', !gw.exited && hz === 200, `${JSON.stringify(gw.exited)} ${hz}`);
   }
+  // ================= (h) /verify and /settle on the chain thread's pipeline: 64 of each at once
+  // are all answered, their chain reads batched (a blocking read per request cost two exchanges
+  // each), and the settlements paid exactly once on-chain
+  {
+    const N = 64;
+    // (the chain thread publishes its client's counters every 500 ms: read them settled)
+    const rpcCalls = async () => { await sleep(700); return Number(((await (await fetch(`${GW}/metrics`)).text()).match(/^tollgate_rpc_calls_total (\d+)$/m) || [])[1] || 0); };
+    const vs = [], ss = [];
+    for (let i = 0; i < N; i++) { vs.push(await signAuth({ value: 5000n })); ss.push(await signAuth({ value: 5000n })); }
+    const p0 = await bal(payer.address), o0 = await bal(otherServer);
+    const c0 = await rpcCalls();
+    const [vr, sr] = await Promise.all([Promise.all(vs.map((a) => post('/verify', body(a)))), Promise.all(ss.map((a) => post('/settle', body(a))))]);
+    const c1 = await rpcCalls();
+    check(`h: ${N} concurrent /verify: all isValid true`, vr.every((r) => r.status === 200 && r.j?.isValid === true), vr.filter((r) => r.j?.isValid !== true).map((r) => r.t).slice(0, 2).join(' '));
+    check(`h: ${N} concurrent /settle: all success with distinct transactions`,
+      sr.every((r) => r.status === 200 && r.j?.success === true) && new Set(sr.map((r) => r.j?.transaction)).size === N, sr.filter((r) => r.j?.success !== true).map((r) => r.t).slice(0, 2).join(' '));
+    check(`h: their chain reads and submissions were batched: ${c1 - c0} JSON-RPC exchanges for ${2 * N} requests (fewer than one per two)`, c1 - c0 < N, `${c1 - c0}`);
+    await Promise.all(sr.map((r) => pub.waitForTransactionReceipt({ hash: r.j.transaction, timeout: 30000 }).catch(() => null)));
+    const p1 = await bal(payer.address), o1 = await bal(otherServer);
+    check(`h: on-chain: the payer paid exactly ${N} x 5000 for the settlements, nothing for the verifications`,
+      p0 - p1 === BigInt(N) * 5000n && o1 - o0 === BigInt(N) * 5000n, `payer -${p0 - p1}, other +${o1 - o0}`);
+  }
   await h.stop(gw);
   check('tollgated stops cleanly on SIGTERM', gw.exited?.code === 0, JSON.stringify(gw.exited));
   const san = gw.logText.match(/^.*(runtime error|AddressSanitizer|LeakSanitizer|ThreadSanitizer).*$/m);
