@@ -200,7 +200,8 @@ async function main() {
   const answered = [...ok, ...okC].map((a) => unb64json(a.pr).transaction?.toLowerCase());
   check('each answer\'s PAYMENT-RESPONSE names a distinct transaction the key sent',
     answered.every((x) => sent.has(x)) && new Set(answered).size === answered.length, answered.filter((x) => !sent.has(x)).slice(0, 3).join(','));
-  info(`blocks holding the transfers: ${new Set(rcpts.map((r) => r.blockNumber)).size}`);
+  const gas = rcpts.map((r) => Number(r.gasUsed));
+  info(`blocks holding the transfers: ${new Set(rcpts.map((r) => r.blockNumber)).size}; gas used per transfer ${Math.min(...gas)}..${Math.max(...gas)}, limit ${txs[0].gas}`);
 
   // Balances to the unit.
   const nA = ok.filter((a) => a.payer === payerA.address).length, nB = ok.filter((a) => a.payer === payerB.address).length;
