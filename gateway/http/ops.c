@@ -817,6 +817,14 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
     P("tollgate_store_commit_duration_seconds_sum %.6f\n"
       "tollgate_store_commit_duration_seconds_count %llu\n",
       (double)s.commit_ns_total / 1e9, (unsigned long long)cum);
+    P("# HELP tollgate_store_submissions_total Store submissions completed (committed or rolled back).\n"
+      "# TYPE tollgate_store_submissions_total counter\ntollgate_store_submissions_total %llu\n"
+      "# HELP tollgate_store_statements_seconds_total Writer time in the batches' statements (BEGIN to COMMIT).\n"
+      "# TYPE tollgate_store_statements_seconds_total counter\n"
+      "tollgate_store_statements_seconds_total %.6f\n"
+      "# HELP tollgate_store_wait_seconds_total Submissions' time from queued to durable, summed.\n"
+      "# TYPE tollgate_store_wait_seconds_total counter\ntollgate_store_wait_seconds_total %.6f\n",
+      (unsigned long long)s.submissions, (double)s.batch_ns_total / 1e9, (double)s.wait_ns_total / 1e9);
   }
   if (ops->txm_pending)
     P("# HELP tollgate_txm_pending Transactions sent and not yet confirmed.\n"

@@ -33,6 +33,8 @@
  * lost. See docs/ARCHITECTURE.md "Money decisions".
  */
 
+#define VCACHE_SLOTS 128 /* direct-mapped slots of the verified-voucher cache */
+
 struct tg_pay {
   pthread_mutex_t mu; /* guards cfg (swapped on reload) and stats */
   tg_config *cfg;
@@ -58,6 +60,26 @@ struct tg_pay {
   char *instance;
   int64_t reserve_ttl_ms;
   atomic_int exact_owner;
+  /* vouchers verified before, by their exact header bytes (see vcache_get) */
+  pthread_mutex_t vcache_mu;
+  uint8_t vcache_key[crypto_shorthash_KEYBYTES];
+  struct vcache_entry *vcache[VCACHE_SLOTS];
+};
+
+/*
+ * A PAYMENT-SIGNATURE whose voucher was decoded and verified (channel id derived from its
+ * configuration, ECDSA signature by the configuration's signer) is remembered by its exact
+ * bytes: a payer that signed a ceiling ahead sends the same header on every call, and the
+ * decode, the channel id and the signature recovery are pure functions of those bytes (and of
+ * the channel domain, fixed for a tg_pay). A hit still goes through every other admission
+ * check (terms, receiver, token, ledger reservation). Only plain vouchers with a 65-byte
+ * signature are kept (never ERC-1271, whose answer depends on the chain).
+ */
+#define VCACHE_HEADER_MAX 4096
+struct vcache_entry {
+  size_t len;
+  tg_x402_payment pm;
+  char header[]; /* len bytes */
 };
 
 /* An EIP-3009 authorization between admission and its charge (or release). */
@@ -385,6 +407,49 @@ static int check_payid(tg_pay *p, const tg_config *cfg, const tg_pay_request *re
   return 0;
 }
 
+/* ---- verified vouchers, by header bytes --------------------------------------- */
+
+static size_t vcache_slot(tg_pay *p, const char *hdr, size_t len) {
+  uint8_t h[crypto_shorthash_BYTES];
+  crypto_shorthash(h, (const unsigned char *)hdr, len, p->vcache_key);
+  uint64_t v;
+  memcpy(&v, h, sizeof v);
+  return (size_t)(v % VCACHE_SLOTS);
+}
+
+/* 1 and the decoded payment when these exact bytes were verified before, else 0. */
+static int vcache_get(tg_pay *p, const char *hdr, size_t len, tg_x402_payment *out) {
+  if (len > VCACHE_HEADER_MAX) return 0;
+  size_t i = vcache_slot(p, hdr, len);
+  int hit = 0;
+  pthread_mutex_lock(&p->vcache_mu);
+  struct vcache_entry *e = p->vcache[i];
+  if (e && e->len == len && memcmp(e->header, hdr, len) == 0) {
+    *out = e->pm;
+    hit = 1;
+  }
+  pthread_mutex_unlock(&p->vcache_mu);
+  return hit;
+}
+
+/* Remembers a voucher header whose decode and signature were just verified. */
+static void vcache_put(tg_pay *p, const char *hdr, size_t len, const tg_x402_payment *pm) {
+  if (len > VCACHE_HEADER_MAX || pm->accepted.scheme != TG_X402_CHANNEL ||
+      pm->u.channel.type != TG_X402_CHANNEL_VOUCHER || pm->u.channel.voucher_signature.len != 65)
+    return;
+  struct vcache_entry *e = malloc(sizeof *e + len);
+  if (!e) abort();
+  e->len = len;
+  e->pm = *pm;
+  memcpy(e->header, hdr, len);
+  size_t i = vcache_slot(p, hdr, len);
+  pthread_mutex_lock(&p->vcache_mu);
+  struct vcache_entry *old = p->vcache[i];
+  p->vcache[i] = e;
+  pthread_mutex_unlock(&p->vcache_mu);
+  free(old);
+}
+
 /* ---- channel admission ---------------------------------------------------- */
 
 /* Loads a channel the ledger does not know: from the store, else from the chain. */
@@ -460,11 +525,12 @@ static const char *terms_mismatch(tg_pay *p, const tg_x402_requirements *a, cons
  * was verified before and is not asked again, so a ceiling signed ahead
  * costs one eth_call, not one per call.
  */
-static int check_voucher(tg_pay *p, const tg_x402_channel *ch, const tg_hash *id) {
+static int check_voucher(tg_pay *p, const tg_x402_channel *ch, const tg_hash *id, int *by_ecdsa) {
   tg_address signer;
   tg_channel_voucher_signer(&signer, &ch->config);
   int rc = tg_channel_voucher_check(&p->channel_domain, id, &ch->max_claimable,
                                     &ch->voucher_signature, &signer);
+  *by_ecdsa = rc == 0;
   if (rc == 0 || !tg_address_is_zero(&ch->config.payer_authorizer)) return rc;
   if (p->chain.erc1271 == NULL) return rc ? rc : TG_ESIG;
   tg_ledger_channel known;
@@ -749,7 +815,8 @@ void tg_pay_refund(tg_pay *p, struct event_base *base, const char *payment_signa
     goto done;
   }
   /* The voucher authenticates the payer (only its key, or its authorizer, signs for the channel). */
-  rc = check_voucher(p, ch, &id);
+  int by_ecdsa;
+  rc = check_voucher(p, ch, &id, &by_ecdsa);
   if (rc) {
     refund_error(cb, arg, rc == TG_ERPC || rc == TG_ETIMEOUT ? 503 : 402,
                  rc == TG_ERPC || rc == TG_ETIMEOUT ? "invalid_batch_settlement_evm_rpc_read_failed"
@@ -794,7 +861,7 @@ done:
 
 static void admit_channel(tg_pay *p, tg_config *cfg, struct event_base *base,
                           const tg_pay_request *req, const tg_x402_payment *pm, const tg_u256 *max,
-                          tg_pay_call *call, tg_pay_admit_cb cb, void *arg) {
+                          int verified, tg_pay_call *call, tg_pay_admit_cb cb, void *arg) {
   const tg_x402_channel *ch = &pm->u.channel;
   call->base = base; /* the loop a shared hold's answer comes back on */
   const char *why = terms_mismatch(p, &pm->accepted, max);
@@ -821,12 +888,18 @@ static void admit_channel(tg_pay *p, tg_config *cfg, struct event_base *base,
     why = "invalid_batch_settlement_evm_withdraw_delay_mismatch";
     goto refuse402;
   }
-  tg_hash id;
-  if (tg_channel_id(&id, &p->channel_domain, &ch->config) || memcmp(id.b, ch->channel_id.b, 32)) {
-    refuse(p, cfg, req, 400, "invalid_batch_settlement_evm_channel_id_mismatch", NULL, NULL, cb, arg);
-    goto fail;
+  tg_hash id = ch->channel_id;
+  int rc = 0;
+  if (!verified) { /* else: these exact header bytes passed both checks before (vcache) */
+    if (tg_channel_id(&id, &p->channel_domain, &ch->config) || memcmp(id.b, ch->channel_id.b, 32)) {
+      refuse(p, cfg, req, 400, "invalid_batch_settlement_evm_channel_id_mismatch", NULL, NULL, cb, arg);
+      goto fail;
+    }
+    int by_ecdsa;
+    rc = check_voucher(p, ch, &id, &by_ecdsa);
+    if (rc == 0 && by_ecdsa && ch->type == TG_X402_CHANNEL_VOUCHER)
+      vcache_put(p, req->payment_signature, strlen(req->payment_signature), pm);
   }
-  int rc = check_voucher(p, ch, &id);
   if (rc == TG_ERPC || rc == TG_ETIMEOUT) {
     refuse(p, cfg, req, 503, "invalid_batch_settlement_evm_rpc_read_failed", NULL, NULL, cb, arg);
     goto fail;
@@ -1444,7 +1517,8 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
   if (!pm) abort();
   const char *reason = NULL;
   size_t hlen = strlen(req->payment_signature);
-  int rc = tg_x402_payment_decode(pm, &reason, req->payment_signature, hlen);
+  int verified = cfg->scheme_channel && vcache_get(p, req->payment_signature, hlen, pm);
+  int rc = verified ? 0 : tg_x402_payment_decode(pm, &reason, req->payment_signature, hlen);
   if (rc) {
     refuse(p, cfg, req, rc == TG_ETOOBIG ? 431 : 400, reason ? reason : "invalid_payload", NULL, NULL,
            cb, arg);
@@ -1467,7 +1541,8 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
   copy_cstr(call->route, sizeof call->route, req->route);
   copy_cstr(call->model, sizeof call->model, req->model);
   copy_cstr(call->payment_id, sizeof call->payment_id, pm->payment_id);
-  tg_keccak256(&call->request_hash, req->payment_signature, hlen);
+  if (call->payment_id[0]) /* compared and recorded only with a payment-identifier */
+    tg_keccak256(&call->request_hash, req->payment_signature, hlen);
   tg_buf_init(&call->header, TG_STORE_HEADER_MAX);
   tg_buf_init(&call->trailer, 4096);
   if (call->payment_id[0] && check_payid(p, cfg, req, call, cb, arg)) {
@@ -1475,7 +1550,7 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
     goto done;
   }
   if (pm->accepted.scheme == TG_X402_CHANNEL) {
-    admit_channel(p, cfg, base, req, pm, &max, call, cb, arg);
+    admit_channel(p, cfg, base, req, pm, &max, verified, call, cb, arg);
   } else {
     admit_exact(p, base, cfg, req, pm, &max, call, cb, arg);
   }
@@ -1907,6 +1982,8 @@ int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
   p->on_charged = o->on_charged;
   p->on_charged_arg = o->on_charged_arg;
   pthread_mutex_init(&p->inflight_mu, NULL);
+  pthread_mutex_init(&p->vcache_mu, NULL);
+  crypto_shorthash_keygen(p->vcache_key);
   if (o->cfg->scheme_exact && (!o->exact.check || !o->exact.submit)) {
     snprintf(err, TG_CONFIG_ERR_MAX, "the `exact` scheme needs the transaction manager");
     tg_pay_free(p);
@@ -1942,6 +2019,8 @@ void tg_pay_free(tg_pay *p) {
       free(e);
     }
   }
+  for (int i = 0; i < VCACHE_SLOTS; i++) free(p->vcache[i]);
+  pthread_mutex_destroy(&p->vcache_mu);
   pthread_mutex_destroy(&p->inflight_mu);
   pthread_mutex_destroy(&p->mu);
   free(p->instance);

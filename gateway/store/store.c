@@ -16,6 +16,7 @@
 /* One queued submission: the header, then n ops, then the copied strings, in one allocation. */
 typedef struct sub {
   struct sub *next;
+  uint64_t queued_ns; /* when it was queued (CLOCK_MONOTONIC), for wait_ns_total */
   tg_store_cb cb;
   void *arg;
   int err;
@@ -45,6 +46,7 @@ struct tg_store {
   size_t queued_ops;
   int closing;
   tg_store_stats stats;
+  uint64_t batch_ns; /* writer thread only: statement time of the batch being run */
   atomic_int fault_where; /* tg__store_fault */
   atomic_int fault_err;
 
@@ -473,6 +475,7 @@ static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_n
   const tg__store_backend *be = st->be;
   tg__store_conn *c = st->wconn;
   *commit_ns = 0;
+  uint64_t t_begin = mono_ns();
   *folded_ops = 0;
   if (be->batch && fault == TG__FAULT_NONE) {
     int r = run_batch_hook(st, list, tg__store_now_ms(), commit_ns);
@@ -538,6 +541,7 @@ static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_n
     return 0;
   }
   uint64_t t0 = mono_ns();
+  st->batch_ns += t0 - t_begin; /* the writer's own field: summed into stats after the batch */
   rc = fault == TG__FAULT_COMMIT ? atomic_load(&st->fault_err) : be->commit(c);
   *commit_ns = mono_ns() - t0;
   if (rc < 0) {
@@ -593,11 +597,14 @@ static void *writer_main(void *p) {
     pthread_mutex_unlock(&st->mu);
 
     uint64_t commit_ns, folded_ops;
+    st->batch_ns = 0;
     run_batch(st, list, fault, &commit_ns, &folded_ops);
 
-    uint64_t failed = 0;
-    for (sub *s = list; s; s = s->next)
+    uint64_t failed = 0, wait_ns = 0, t_done = mono_ns();
+    for (sub *s = list; s; s = s->next) {
       if (s->err < 0) failed++;
+      wait_ns += t_done - s->queued_ns;
+    }
     pthread_mutex_lock(&st->mu);
     st->queued_ops -= nops;
     st->stats.commits++;
@@ -611,6 +618,8 @@ static void *writer_main(void *p) {
       }
     if (st->be->round_trips) st->stats.round_trips = st->be->round_trips(st->wconn);
     st->stats.commit_ns_total += commit_ns;
+    st->stats.batch_ns_total += st->batch_ns;
+    st->stats.wait_ns_total += wait_ns;
     if (commit_ns > st->stats.commit_ns_max) st->stats.commit_ns_max = commit_ns;
     for (int b = 0; b < TG_STORE_HIST_BUCKETS; b++) {
       if (commit_ns / 1000 <= tg_store_commit_bucket_us[b]) {
@@ -669,6 +678,7 @@ static int enqueue(tg_store *st, sub *s) {
     return TG_EBUSY;
   }
   st->queued_ops += s->n;
+  s->queued_ns = mono_ns();
   if (st->tail) st->tail->next = s;
   else st->head = s;
   st->tail = s;
