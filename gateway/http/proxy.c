@@ -116,7 +116,7 @@ typedef struct call {
   const tg_config_upstream *upstream;
   const tg_config_price *price;
   unsigned metric;
-  char request_id[17];
+  char request_id[TG_REQUEST_ID_LEN + 1];
   char method[16];
   char *path; /* without query */
   struct timespec t0;
@@ -976,7 +976,7 @@ void tg_proxy_handle(tg_worker *w, struct evhttp_request *req, const tg_config_r
   c->price = route->price >= 0 ? &c->cfg->prices[route->price] : NULL;
   c->metric = metric;
   c->err_kind = -1;
-  memcpy(c->request_id, request_id, 17);
+  memcpy(c->request_id, request_id, sizeof c->request_id);
   TAILQ_INIT(&c->resp_headers);
   const char *uri = evhttp_request_get_uri(req);
   size_t plen = strcspn(uri, "?");

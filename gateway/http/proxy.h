@@ -31,7 +31,8 @@ typedef struct tg_worker {
   const tg_http_payhooks *hooks; /* NULL: payments not configured */
   tg_metrics *metrics;
   tg_proxy *proxy;
-  uint64_t id_seed, next_id;
+  uint32_t id_tag;               /* request ids: this worker's random tag and counter */
+  uint32_t next_id;
   long inflight;                 /* calls being processed */
   long flushing;                 /* requests whose answer is not yet fully written */
   int draining;
@@ -72,8 +73,10 @@ void tg_proxy_handle(tg_worker *w, struct evhttp_request *req, const tg_config_r
 void tg_worker_call_done(tg_worker *w, unsigned route_metric, const tg_access *a);
 /* server.c: a request that will never complete (its client is gone): stop waiting for it. */
 void tg_worker_request_lost(tg_worker *w);
-/* server.c: a fresh request id (16 hex digits) into out[17]. */
-void tg_worker_request_id(tg_worker *w, char out[17]);
+/* A request id: 24 lowercase hex digits (docs/gateway-http.md, "Request ids"). */
+#define TG_REQUEST_ID_LEN 24
+/* server.c: a fresh request id into out[TG_REQUEST_ID_LEN + 1]. */
+void tg_worker_request_id(tg_worker *w, char out[TG_REQUEST_ID_LEN + 1]);
 /* Sends {"error": msg, "request_id": id} with the status. */
 void tg_http_send_error(struct evhttp_request *req, int status, const char *msg,
                         const char *request_id);

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "http/ops.h"
+#include "http/proxy.h"
 #include "http/watch.h"
 #include "pay/passes.h"
 #include "tollgate/address.h"
@@ -69,7 +70,7 @@ typedef struct {
   tg_client_watch *cw; /* the request: tg_client_watch_take() when the answer is ready */
   void (*done)(void *arg, int status);
   void *arg;
-  char id[17];
+  char id[TG_REQUEST_ID_LEN + 1];
 } waiter;
 
 static waiter *waiter_new(tg_client_watch *cw, const char *id,

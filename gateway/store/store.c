@@ -24,6 +24,7 @@ typedef struct sub {
   tg_store_op *ops;
   /* delivery */
   int folded;          /* only usage increments, applied by fold_pass_use */
+  int done;            /* applied by run_optimistic */
   enum { DELIVER_DIRECT, DELIVER_EVBASE, DELIVER_SYNC } how;
   struct event *ev;    /* DELIVER_EVBASE: activated by the writer, runs on the base */
   struct sub *riders;  /* DELIVER_EVBASE: later submissions of the same commit and base */
@@ -61,6 +62,12 @@ int64_t tg__store_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t mono_ns(void) {
@@ -435,6 +442,45 @@ static int fold_pass_use(const tg__store_backend *be, tg__store_conn *c, sub *li
   return (int)n;
 }
 
+/*
+ * Every ordinary submission of the batch (not folded) under one savepoint instead of one
+ * each: two statements fewer per submission. Only when no op fails; at the first failure the
+ * savepoint is rolled back and the submissions take the ordinary path, one savepoint each, so
+ * that a bad one still fails alone (its neighbours then run again from the same state: an op's
+ * out fields are only read when its submission succeeded). Returns the number of submissions
+ * applied, 0 when they go the ordinary way, -1 when the backend dropped the transaction.
+ */
+static int run_optimistic(const tg__store_backend *be, tg__store_conn *c, sub *list, int64_t now) {
+  size_t n = 0;
+  for (sub *s = list; s; s = s->next)
+    if (!s->folded) n++;
+  if (n < 2) return 0; /* nothing to gain */
+  int rc = be->sp_begin(c);
+  for (sub *s = list; s && rc >= 0; s = s->next) {
+    if (s->folded) continue;
+    for (size_t i = 0; i < s->n && rc >= 0; i++) {
+      tg_store_op *op = &s->ops[i];
+      if (op->now == 0) op->now = now;
+      rc = op->err = be->apply(c, op);
+    }
+  }
+  if (rc >= 0) rc = be->sp_release(c);
+  if (rc < 0) {
+    if (be->txn_lost(c)) return -1;
+    be->sp_rollback(c);
+    if (be->txn_lost(c)) return -1;
+    for (sub *s = list; s; s = s->next)
+      for (size_t i = 0; !s->folded && i < s->n; i++) s->ops[i].err = 0;
+    return 0;
+  }
+  for (sub *s = list; s; s = s->next)
+    if (!s->folded) {
+      s->done = 1;
+      s->err = 0;
+    }
+  return (int)n;
+}
+
 /* Hands the batch's ops to the backend's lock_batch hook (backends shared by several
  * processes lock the rows the batch will modify, in one order, before any op runs). */
 static int lock_batch(const tg__store_backend *be, tg__store_conn *c, sub *list) {
@@ -495,12 +541,14 @@ static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_n
   int folded = fault != TG__FAULT_TXN_LOST ? fold_pass_use(be, c, list, now) : 0;
   int lost = folded < 0;
   *folded_ops = folded > 0 ? (uint64_t)folded : 0;
+  if (!lost && be->optimistic_batch && fault == TG__FAULT_NONE)
+    lost = run_optimistic(be, c, list, now) < 0;
   for (sub *s = list; s; s = s->next) {
     if (lost) {
       s->err = TG_ESTORE;
       continue;
     }
-    if (s->folded) continue;
+    if (s->folded || s->done) continue;
     if ((rc = be->sp_begin(c)) < 0) {
       s->err = rc;
       if (be->txn_lost(c)) lost = 1;
@@ -565,6 +613,7 @@ static void run_batch(tg_store *st, sub *list, int fault, uint64_t *commit_ns, u
     /* Reset the results of the rolled-back attempt and back off a little (1, 2, 4 .. ms). */
     for (sub *s = list; s; s = s->next) {
       s->err = 0;
+      s->done = 0;
       for (size_t i = 0; i < s->n; i++) s->ops[i].err = 0;
     }
     struct timespec ts = {0, (long)(1000000L << (attempt < 6 ? attempt : 6))};
@@ -598,7 +647,9 @@ static void *writer_main(void *p) {
 
     uint64_t commit_ns, folded_ops;
     st->batch_ns = 0;
+    uint64_t cpu0 = thread_cpu_ns();
     run_batch(st, list, fault, &commit_ns, &folded_ops);
+    uint64_t cpu_ns = thread_cpu_ns() - cpu0;
 
     uint64_t failed = 0, wait_ns = 0, t_done = mono_ns();
     for (sub *s = list; s; s = s->next) {
@@ -620,6 +671,7 @@ static void *writer_main(void *p) {
     st->stats.commit_ns_total += commit_ns;
     st->stats.batch_ns_total += st->batch_ns;
     st->stats.wait_ns_total += wait_ns;
+    st->stats.cpu_ns_total += cpu_ns;
     if (commit_ns > st->stats.commit_ns_max) st->stats.commit_ns_max = commit_ns;
     for (int b = 0; b < TG_STORE_HIST_BUCKETS; b++) {
       if (commit_ns / 1000 <= tg_store_commit_bucket_us[b]) {

@@ -490,6 +490,7 @@ typedef struct {
   uint64_t round_trips;     /* the writer's round trips to the database server (0: in-process) */
   uint64_t batch_ns_total;  /* time in the batches' statements, BEGIN to before COMMIT, summed */
   uint64_t wait_ns_total;   /* per submission, queued to callback due, summed (latency) */
+  uint64_t cpu_ns_total;    /* the writer thread's CPU time in batches (statements and COMMIT) */
 } tg_store_stats;
 
 void tg_store_get_stats(tg_store *st, tg_store_stats *out);

@@ -72,6 +72,13 @@ typedef struct {
                uint64_t *commit_ns);
   /* Optional: round trips to the database made by this connection so far. */
   uint64_t (*round_trips)(tg__store_conn *c);
+  /*
+   * 1 when savepoints cost statements of their own and an op that fails leaves the
+   * transaction usable (SQLite): the writer then first runs all ordinary submissions of a
+   * batch under ONE savepoint and only when an op fails goes back to one savepoint per
+   * submission (store.c, run_optimistic).
+   */
+  int optimistic_batch;
 
   int (*channel_get)(tg__store_conn *c, const tg_hash *id, tg_store_channel *out);
   /* mode 0: all (or one payer's when payer != NULL); mode 1: unsettled */

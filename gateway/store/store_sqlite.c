@@ -1245,6 +1245,7 @@ const tg__store_backend tg__store_sqlite = {
     .sp_rollback = sp_rollback,
     .txn_lost = txn_lost,
     .apply = conn_apply,
+    .optimistic_batch = 1,
     .channel_get = conn_channel_get,
     .channels_iter = conn_channels_iter,
     .charges_iter = conn_charges_iter,
