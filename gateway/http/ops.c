@@ -826,9 +826,11 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
       "# TYPE tollgate_store_wait_seconds_total counter\ntollgate_store_wait_seconds_total %.6f\n"
       "# HELP tollgate_store_writer_cpu_seconds_total CPU time of the writer thread in batches.\n"
       "# TYPE tollgate_store_writer_cpu_seconds_total counter\n"
-      "tollgate_store_writer_cpu_seconds_total %.6f\n",
+      "tollgate_store_writer_cpu_seconds_total %.6f\n"
+      "# HELP tollgate_store_folded_charges_total Channel charge submissions written folded (per channel per commit).\n"
+      "# TYPE tollgate_store_folded_charges_total counter\ntollgate_store_folded_charges_total %llu\n",
       (unsigned long long)s.submissions, (double)s.batch_ns_total / 1e9, (double)s.wait_ns_total / 1e9,
-      (double)s.cpu_ns_total / 1e9);
+      (double)s.cpu_ns_total / 1e9, (unsigned long long)s.folded_charges);
   }
   if (ops->txm_pending)
     P("# HELP tollgate_txm_pending Transactions sent and not yet confirmed.\n"

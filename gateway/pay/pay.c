@@ -1665,7 +1665,7 @@ static int build_response(tg_pay_call *c) {
   r.channel_charged_cumulative = c->plan.charged;
   r.withdraw_requested_at = c->plan.withdraw_requested_at;
   int rc = tg_x402_settle_response_encode(&c->header, &r);
-  if (rc) return rc;
+  if (rc || !c->streamed) return rc;
   /* Streams: the final charge as an SSE comment, which SSE clients ignore. */
   char amt[TG_U256_DEC_MAX], cum[TG_U256_DEC_MAX];
   tg_u256_to_dec(&c->plan.price, amt);

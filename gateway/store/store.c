@@ -9,6 +9,8 @@
 
 #include <event2/event.h>
 
+#include "tollgate/u256.h"
+
 #define READ_POOL_MAX 16
 #define DEFAULT_BATCH_MAX 4096
 #define DEFAULT_BUSY_MS 5000
@@ -48,6 +50,7 @@ struct tg_store {
   int closing;
   tg_store_stats stats;
   uint64_t batch_ns; /* writer thread only: statement time of the batch being run */
+  uint64_t batch_charges; /* writer thread only: submissions of that batch folded by fold_charges */
   atomic_int fault_where; /* tg__store_fault */
   atomic_int fault_err;
 
@@ -443,6 +446,219 @@ static int fold_pass_use(const tg__store_backend *be, tg__store_conn *c, sub *li
 }
 
 /*
+ * Channel charges folded: the pay layer's completion submissions ([VOUCHER, CHARGE] and an
+ * optional PAYID_PUT, all on one channel) are checked in C against one read of each channel,
+ * in queue order, exactly as the ops would check them one by one (the ceiling a submission's
+ * voucher raises counts for its own charge and the later ones; a charge must stay within the
+ * ceiling at that point plus its credit limit). Then, under one savepoint: one insert per
+ * charge (with its cumulative_after), per channel one ceiling write (the highest voucher) and
+ * one charged-total write (count + k), per payer one totals write, and the payment ids. A
+ * submission that would fail a check (unknown or closed channel, another payer, over the cap,
+ * an overflow) is left to the ordinary path, where it fails alone with the op's own error; if
+ * a write fails (a duplicate request or payment id), the savepoint is rolled back and every
+ * submission takes the ordinary path. Returns the number of submissions folded, or -1 when the
+ * backend dropped the transaction.
+ */
+typedef struct {
+  tg_hash id;
+  int err;                    /* the read failed: submissions on it are not folded */
+  tg__store_chan_state st;    /* as read */
+  tg_u256 ceiling, charged, credit; /* running, in queue order */
+  const tg_store_op *ceil_op; /* the voucher that set `ceiling`, NULL: unchanged */
+  uint64_t count;             /* charges folded */
+  int64_t first_created;
+} fold_chan;
+
+typedef struct {
+  tg_address payer;
+  tg_store_scheme scheme;
+  tg_u256 sum;
+  uint64_t count;
+} fold_total;
+
+static int hash_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(tg_hash)); }
+
+/* The one channel a submission's money ops name, or NULL when it is not of the folded shape. */
+static const tg_hash *fold_channel(const sub *s) {
+  const tg_hash *id = NULL;
+  int charges = 0;
+  for (size_t i = 0; i < s->n; i++) {
+    const tg_store_op *op = &s->ops[i];
+    const tg_hash *h;
+    if (op->kind == TG_STORE_OP_VOUCHER) {
+      h = &op->u.voucher.channel_id;
+    } else if (op->kind == TG_STORE_OP_CHARGE) {
+      const tg_store_op_charge *c = &op->u.charge;
+      if (!c->has_channel || c->scheme != TG_SCHEME_CHANNEL || c->release_reservation) return NULL;
+      h = &c->channel_id;
+      charges++;
+    } else if (op->kind == TG_STORE_OP_PAYID_PUT) {
+      continue;
+    } else {
+      return NULL;
+    }
+    if (id && memcmp(id->b, h->b, sizeof h->b) != 0) return NULL;
+    id = h;
+  }
+  return charges ? id : NULL;
+}
+
+static void u256_add_sat(tg_u256 *out, const tg_u256 *a, const tg_u256 *b) {
+  if (tg_u256_add(out, a, b) < 0) memset(out->b, 0xff, sizeof out->b);
+}
+
+static int fold_charges(const tg__store_backend *be, tg__store_conn *c, sub *list, int64_t now) {
+  const tg__store_fold_ops *f = be->fold;
+  size_t n = 0, nch = 0;
+  /* Only the submissions ahead of the first other one (a channel sync, a settlement...), so
+   * that what the others write is seen by the charges queued after them, as in queue order. */
+  for (sub *s = list; s && (s->folded || fold_channel(s)); s = s->next)
+    if (!s->folded) n++;
+  if (f == NULL || n < 2) return 0;
+  fold_chan *ch = malloc(n * sizeof *ch);
+  fold_total *tot = malloc(n * sizeof *tot);
+  sub **subs = malloc(n * sizeof *subs);
+  if (!ch || !tot || !subs) {
+    free(ch);
+    free(tot);
+    free(subs);
+    return 0;
+  }
+  size_t k = 0, ntot = 0;
+  for (sub *s = list; s; s = s->next) {
+    if (s->folded) continue;
+    const tg_hash *id = fold_channel(s);
+    if (id == NULL) break;
+    subs[k++] = s;
+    memset(&ch[nch], 0, sizeof ch[nch]);
+    ch[nch++].id = *id;
+  }
+  qsort(ch, nch, sizeof *ch, hash_cmp);
+  size_t u = 0;
+  for (size_t i = 0; i < nch; i++)
+    if (u == 0 || memcmp(ch[u - 1].id.b, ch[i].id.b, 32) != 0) ch[u++] = ch[i];
+  nch = u;
+  int rc = be->sp_begin(c);
+  for (size_t i = 0; rc >= 0 && i < nch; i++) {
+    int r = f->chan_state(c, &ch[i].id, &ch[i].st);
+    if (r == TG_ENOTFOUND) {
+      ch[i].err = r;
+    } else if (r < 0) {
+      rc = r;
+    } else {
+      ch[i].ceiling = ch[i].st.ceiling;
+      ch[i].charged = ch[i].st.charged;
+      ch[i].credit = ch[i].st.credit_limit;
+    }
+  }
+  /* The checks, in queue order, on a copy of the submission's channel. */
+  size_t folded = 0;
+  for (size_t i = 0; rc >= 0 && i < k; i++) {
+    sub *s = subs[i];
+    fold_chan *fc = bsearch(fold_channel(s), ch, nch, sizeof *ch, hash_cmp);
+    fold_chan t = *fc;
+    int ok = !t.err && t.st.status != TG_CHANNEL_CLOSED;
+    for (size_t j = 0; ok && j < s->n; j++) {
+      tg_store_op *op = &s->ops[j];
+      if (op->now == 0) op->now = now;
+      if (op->kind == TG_STORE_OP_VOUCHER) {
+        op->u.voucher.out_raised = 0;
+        if (tg_u256_cmp(&op->u.voucher.max_claimable, &t.ceiling) > 0) {
+          t.ceiling = op->u.voucher.max_claimable;
+          t.ceil_op = op;
+          op->u.voucher.out_raised = 1;
+        }
+      } else if (op->kind == TG_STORE_OP_CHARGE) {
+        tg_store_op_charge *o = &op->u.charge;
+        tg_u256 next, cap;
+        if (memcmp(o->payer.b, t.st.payer.b, sizeof o->payer.b) != 0 ||
+            tg_u256_add(&next, &t.charged, &o->amount) < 0) {
+          ok = 0;
+          break;
+        }
+        u256_add_sat(&cap, &t.ceiling, &o->credit_limit);
+        if (tg_u256_cmp(&next, &cap) > 0) {
+          ok = 0;
+          break;
+        }
+        t.charged = next;
+        t.credit = o->credit_limit;
+        if (t.count++ == 0) t.first_created = o->created_at ? o->created_at : op->now;
+        o->out_charged = next;
+      }
+    }
+    if (!ok) {
+      subs[i] = NULL; /* the ordinary path gives it its own error */
+      continue;
+    }
+    *fc = t;
+    folded++;
+    for (size_t j = 0; j < s->n; j++) {
+      const tg_store_op_charge *o = &s->ops[j].u.charge;
+      if (s->ops[j].kind != TG_STORE_OP_CHARGE) continue;
+      size_t m = 0;
+      while (m < ntot && (tot[m].scheme != o->scheme || memcmp(tot[m].payer.b, o->payer.b, 20) != 0)) m++;
+      if (m == ntot) {
+        memset(&tot[m], 0, sizeof tot[m]);
+        tot[m].payer = o->payer;
+        tot[m].scheme = o->scheme;
+        ntot++;
+      }
+      if (tg_u256_add(&tot[m].sum, &tot[m].sum, &o->amount) < 0) rc = TG_EOVERFLOW;
+      tot[m].count++;
+    }
+  }
+  /* The writes. */
+  for (size_t i = 0; rc >= 0 && folded && i < k; i++) {
+    sub *s = subs[i];
+    for (size_t j = 0; s && rc >= 0 && j < s->n; j++) {
+      tg_store_op *op = &s->ops[j];
+      if (op->kind == TG_STORE_OP_CHARGE)
+        rc = f->charge_row(c, op, &op->u.charge.out_charged);
+      else if (op->kind == TG_STORE_OP_PAYID_PUT)
+        rc = be->apply(c, op);
+    }
+  }
+  for (size_t i = 0; rc >= 0 && folded && i < nch; i++) {
+    fold_chan *fc = &ch[i];
+    tg_u256 cap;
+    if (fc->ceil_op) {
+      u256_add_sat(&cap, &fc->ceiling, &fc->st.credit_limit);
+      rc = f->chan_ceiling(c, &fc->id, &fc->ceiling, &fc->ceil_op->u.voucher.sig, &cap, now);
+    }
+    if (rc >= 0 && fc->count) {
+      u256_add_sat(&cap, &fc->ceiling, &fc->credit);
+      rc = f->chan_charged(c, &fc->id, &fc->charged, &fc->credit, &cap, fc->count, now,
+                           fc->first_created);
+    }
+  }
+  for (size_t i = 0; rc >= 0 && folded && i < ntot; i++)
+    rc = f->totals_add(c, &tot[i].payer, tot[i].scheme, &tot[i].sum, tot[i].count);
+  if (rc >= 0) rc = be->sp_release(c);
+  int result = (int)folded;
+  if (rc < 0) {
+    result = 0;
+    if (be->txn_lost(c)) {
+      result = -1;
+    } else {
+      be->sp_rollback(c);
+      if (be->txn_lost(c)) result = -1;
+    }
+  } else {
+    for (size_t i = 0; i < k; i++)
+      if (subs[i]) {
+        subs[i]->done = 1;
+        subs[i]->err = 0;
+        for (size_t j = 0; j < subs[i]->n; j++) subs[i]->ops[j].err = 0;
+      }
+  }
+  free(ch);
+  free(tot);
+  free(subs);
+  return result;
+}
+
+/*
  * Every ordinary submission of the batch (not folded) under one savepoint instead of one
  * each: two statements fewer per submission. Only when no op fails; at the first failure the
  * savepoint is rolled back and the submissions take the ordinary path, one savepoint each, so
@@ -453,11 +669,11 @@ static int fold_pass_use(const tg__store_backend *be, tg__store_conn *c, sub *li
 static int run_optimistic(const tg__store_backend *be, tg__store_conn *c, sub *list, int64_t now) {
   size_t n = 0;
   for (sub *s = list; s; s = s->next)
-    if (!s->folded) n++;
+    if (!s->folded && !s->done) n++;
   if (n < 2) return 0; /* nothing to gain */
   int rc = be->sp_begin(c);
   for (sub *s = list; s && rc >= 0; s = s->next) {
-    if (s->folded) continue;
+    if (s->folded || s->done) continue;
     for (size_t i = 0; i < s->n && rc >= 0; i++) {
       tg_store_op *op = &s->ops[i];
       if (op->now == 0) op->now = now;
@@ -470,11 +686,11 @@ static int run_optimistic(const tg__store_backend *be, tg__store_conn *c, sub *l
     be->sp_rollback(c);
     if (be->txn_lost(c)) return -1;
     for (sub *s = list; s; s = s->next)
-      for (size_t i = 0; !s->folded && i < s->n; i++) s->ops[i].err = 0;
+      for (size_t i = 0; !s->folded && !s->done && i < s->n; i++) s->ops[i].err = 0;
     return 0;
   }
   for (sub *s = list; s; s = s->next)
-    if (!s->folded) {
+    if (!s->folded && !s->done) {
       s->done = 1;
       s->err = 0;
     }
@@ -541,6 +757,11 @@ static int run_batch_once(tg_store *st, sub *list, int fault, uint64_t *commit_n
   int folded = fault != TG__FAULT_TXN_LOST ? fold_pass_use(be, c, list, now) : 0;
   int lost = folded < 0;
   *folded_ops = folded > 0 ? (uint64_t)folded : 0;
+  if (!lost && be->fold && fault == TG__FAULT_NONE) {
+    int fc = fold_charges(be, c, list, now);
+    if (fc < 0) lost = 1;
+    else st->batch_charges = (uint64_t)fc;
+  }
   if (!lost && be->optimistic_batch && fault == TG__FAULT_NONE)
     lost = run_optimistic(be, c, list, now) < 0;
   for (sub *s = list; s; s = s->next) {
@@ -647,6 +868,7 @@ static void *writer_main(void *p) {
 
     uint64_t commit_ns, folded_ops;
     st->batch_ns = 0;
+    st->batch_charges = 0;
     uint64_t cpu0 = thread_cpu_ns();
     run_batch(st, list, fault, &commit_ns, &folded_ops);
     uint64_t cpu_ns = thread_cpu_ns() - cpu0;
@@ -672,6 +894,7 @@ static void *writer_main(void *p) {
     st->stats.batch_ns_total += st->batch_ns;
     st->stats.wait_ns_total += wait_ns;
     st->stats.cpu_ns_total += cpu_ns;
+    st->stats.folded_charges += st->batch_charges;
     if (commit_ns > st->stats.commit_ns_max) st->stats.commit_ns_max = commit_ns;
     for (int b = 0; b < TG_STORE_HIST_BUCKETS; b++) {
       if (commit_ns / 1000 <= tg_store_commit_bucket_us[b]) {

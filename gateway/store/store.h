@@ -491,6 +491,7 @@ typedef struct {
   uint64_t batch_ns_total;  /* time in the batches' statements, BEGIN to before COMMIT, summed */
   uint64_t wait_ns_total;   /* per submission, queued to callback due, summed (latency) */
   uint64_t cpu_ns_total;    /* the writer thread's CPU time in batches (statements and COMMIT) */
+  uint64_t folded_charges;  /* channel charge submissions applied folded (fold_charges) */
 } tg_store_stats;
 
 void tg_store_get_stats(tg_store *st, tg_store_stats *out);

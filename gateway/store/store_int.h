@@ -30,6 +30,32 @@ typedef struct {
 
 enum { TG__BATCH_DONE = 0, TG__BATCH_RETRY = 1, TG__BATCH_GENERIC = 2 };
 
+/* A channel row as the folded charge path needs it (store.c, fold_charges). */
+typedef struct {
+  tg_address payer;
+  int status;
+  tg_u256 charged, ceiling, credit_limit;
+} tg__store_chan_state;
+
+/*
+ * Optional pieces of a folded batch of channel charges: one read and one or two writes per
+ * channel, one totals write per payer, and one insert per charge. NULL in a backend that
+ * applies every op on its own (see store.c, fold_charges, for the rules).
+ */
+typedef struct {
+  /* TG_ENOTFOUND when the channel is unknown */
+  int (*chan_state)(tg__store_conn *c, const tg_hash *id, tg__store_chan_state *out);
+  /* the charge row alone, with its cumulative_after; sets out_id */
+  int (*charge_row)(tg__store_conn *c, tg_store_op *op, const tg_u256 *cumulative_after);
+  int (*chan_ceiling)(tg__store_conn *c, const tg_hash *id, const tg_u256 *ceiling,
+                      const tg_bytes *sig, const tg_u256 *cap, int64_t now);
+  int (*chan_charged)(tg__store_conn *c, const tg_hash *id, const tg_u256 *charged,
+                      const tg_u256 *credit_limit, const tg_u256 *cap, uint64_t count, int64_t now,
+                      int64_t first_created);
+  int (*totals_add)(tg__store_conn *c, const tg_address *payer, tg_store_scheme scheme,
+                    const tg_u256 *sum, uint64_t count);
+} tg__store_fold_ops;
+
 typedef struct {
   const char *scheme; /* URI scheme, without the colon */
   int (*open)(tg__store_conn **out, const char *target, const tg_store_options *opts, int writer);
@@ -79,6 +105,7 @@ typedef struct {
    * submission (store.c, run_optimistic).
    */
   int optimistic_batch;
+  const tg__store_fold_ops *fold; /* optional: folded channel charges */
 
   int (*channel_get)(tg__store_conn *c, const tg_hash *id, tg_store_channel *out);
   /* mode 0: all (or one payer's when payer != NULL); mode 1: unsettled */

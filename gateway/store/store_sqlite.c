@@ -48,6 +48,8 @@ enum {
   S_SESSION_INSERT,
   S_SESSION_PURGE,
   S_SESSION_DELETE,
+  S_CH_FOLD_READ,
+  S_CH_FOLD_SET,
   /* reads */
   S_CH_GET,
   S_CH_ALL,
@@ -106,6 +108,12 @@ static const char *const sql_text[S_COUNT] = {
                         "charge_count = charge_count + 1, first_unclaimed_at = CASE WHEN "
                         "first_unclaimed_at = 0 AND ?2 > total_claimed THEN ?6 ELSE "
                         "first_unclaimed_at END, updated_at = ?5 WHERE id = ?1",
+    [S_CH_FOLD_READ] = "SELECT payer, status, charged, ceiling, credit_limit FROM channels "
+                       "WHERE id = ?1",
+    [S_CH_FOLD_SET] = "UPDATE channels SET charged = ?2, credit_limit = ?3, charge_cap = ?4, "
+                      "charge_count = charge_count + ?7, first_unclaimed_at = CASE WHEN "
+                      "first_unclaimed_at = 0 AND ?2 > total_claimed THEN ?6 ELSE "
+                      "first_unclaimed_at END, updated_at = ?5 WHERE id = ?1",
     [S_CHARGE_INSERT] = "INSERT INTO charges (request_id, payer, scheme, route, model, "
                         "input_tokens, output_tokens, amount, channel_id, cumulative_after, "
                         "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -570,8 +578,8 @@ static int op_voucher(tg__store_conn *c, tg_store_op *op) {
   return 0;
 }
 
-static int totals_add(tg__store_conn *c, const tg_address *payer, tg_store_scheme scheme,
-                      const tg_u256 *amount) {
+static int totals_add_n(tg__store_conn *c, const tg_address *payer, tg_store_scheme scheme,
+                        const tg_u256 *amount, uint64_t n) {
   sqlite3_stmt *s;
   tg_u256 total;
   memset(&total, 0, sizeof(total));
@@ -589,13 +597,43 @@ static int totals_add(tg__store_conn *c, const tg_address *payer, tg_store_schem
     stmt_done(s);
   }
   if (tg_u256_add(&total, &total, amount) < 0) return TG_EOVERFLOW;
-  count++;
+  count += n;
   if ((rc = stmt_get(c, S_TOTALS_SET, &s)) < 0) return rc;
   BIND_FIXED(s, 1, payer);
   sqlite3_bind_int(s, 2, (int)scheme);
   BIND_FIXED(s, 3, &total);
   sqlite3_bind_int64(s, 4, (int64_t)count);
   return run(s);
+}
+
+static int totals_add(tg__store_conn *c, const tg_address *payer, tg_store_scheme scheme,
+                      const tg_u256 *amount) {
+  return totals_add_n(c, payer, scheme, amount, 1);
+}
+
+/* The charges row of a charge op; `cumulative` is the channel's total after it (channel
+ * charges only). */
+static int charge_insert(tg__store_conn *c, tg_store_op *op, const tg_u256 *cumulative) {
+  tg_store_op_charge *o = &op->u.charge;
+  sqlite3_stmt *s;
+  int rc;
+  if ((rc = stmt_get(c, S_CHARGE_INSERT, &s)) < 0) return rc;
+  bind_text(s, 1, o->request_id);
+  BIND_FIXED(s, 2, &o->payer);
+  sqlite3_bind_int(s, 3, (int)o->scheme);
+  bind_text(s, 4, o->route);
+  bind_text(s, 5, o->model);
+  sqlite3_bind_int64(s, 6, (int64_t)o->input_tokens);
+  sqlite3_bind_int64(s, 7, (int64_t)o->output_tokens);
+  BIND_FIXED(s, 8, &o->amount);
+  if (o->has_channel) {
+    BIND_FIXED(s, 9, &o->channel_id);
+    BIND_FIXED(s, 10, cumulative);
+  }
+  sqlite3_bind_int64(s, 11, o->created_at ? o->created_at : op->now);
+  if ((rc = run(s)) < 0) return rc;
+  o->out_id = sqlite3_last_insert_rowid(c->db);
+  return 0;
 }
 
 static int op_charge(tg__store_conn *c, tg_store_op *op) {
@@ -624,23 +662,8 @@ static int op_charge(tg__store_conn *c, tg_store_op *op) {
     u256_add_sat(&cap, &ceiling, &o->credit_limit);
     if (tg_u256_cmp(&charged, &cap) > 0) return TG_ESTORE_LIMIT;
   }
-  if ((rc = stmt_get(c, S_CHARGE_INSERT, &s)) < 0) return rc;
-  bind_text(s, 1, o->request_id);
-  BIND_FIXED(s, 2, &o->payer);
-  sqlite3_bind_int(s, 3, (int)o->scheme);
-  bind_text(s, 4, o->route);
-  bind_text(s, 5, o->model);
-  sqlite3_bind_int64(s, 6, (int64_t)o->input_tokens);
-  sqlite3_bind_int64(s, 7, (int64_t)o->output_tokens);
-  BIND_FIXED(s, 8, &o->amount);
-  if (o->has_channel) {
-    BIND_FIXED(s, 9, &o->channel_id);
-    BIND_FIXED(s, 10, &charged);
-  }
+  if ((rc = charge_insert(c, op, &charged)) < 0) return rc;
   int64_t created = o->created_at ? o->created_at : op->now;
-  sqlite3_bind_int64(s, 11, created);
-  if ((rc = run(s)) < 0) return rc;
-  o->out_id = sqlite3_last_insert_rowid(c->db);
   if (o->has_channel) {
     if ((rc = stmt_get(c, S_CH_CHARGE_SET, &s)) < 0) return rc;
     BIND_FIXED(s, 1, &o->channel_id);
@@ -1231,6 +1254,75 @@ static int conn_lease_get(tg__store_conn *c, const char *name, tg_store_lease *o
   return rc;
 }
 
+/* ------------------------------------------------------------------------- */
+/* Folded channel charges (store.c, fold_charges). */
+
+static int fold_chan_state(tg__store_conn *c, const tg_hash *id, tg__store_chan_state *out) {
+  sqlite3_stmt *s;
+  int64_t status;
+  int rc = stmt_get(c, S_CH_FOLD_READ, &s);
+  if (rc < 0) return rc;
+  BIND_FIXED(s, 1, id);
+  if ((rc = step_row(s)) <= 0) return rc < 0 ? rc : TG_ENOTFOUND;
+  if ((rc = COL_FIXED(s, 0, &out->payer)) < 0 || (rc = col_i64(s, 1, &status)) < 0 ||
+      (rc = COL_FIXED(s, 2, &out->charged)) < 0 || (rc = COL_FIXED(s, 3, &out->ceiling)) < 0 ||
+      (rc = COL_FIXED(s, 4, &out->credit_limit)) < 0) {
+    stmt_done(s);
+    return rc;
+  }
+  stmt_done(s);
+  if (status < 0 || status > TG_CHANNEL_CLOSED) return TG_ESTORE_CORRUPT;
+  out->status = (int)status;
+  return 0;
+}
+
+static int fold_charge_row(tg__store_conn *c, tg_store_op *op, const tg_u256 *cumulative) {
+  return charge_insert(c, op, cumulative);
+}
+
+static int fold_chan_ceiling(tg__store_conn *c, const tg_hash *id, const tg_u256 *ceiling,
+                             const tg_bytes *sig, const tg_u256 *cap, int64_t now) {
+  sqlite3_stmt *s;
+  int rc = stmt_get(c, S_CH_VOUCHER_SET, &s);
+  if (rc < 0) return rc;
+  BIND_FIXED(s, 1, id);
+  BIND_FIXED(s, 2, ceiling);
+  sqlite3_bind_blob(s, 3, sig->ptr, (int)sig->len, SQLITE_STATIC);
+  BIND_FIXED(s, 4, cap);
+  sqlite3_bind_int64(s, 5, now);
+  return run(s);
+}
+
+static int fold_chan_charged(tg__store_conn *c, const tg_hash *id, const tg_u256 *charged,
+                             const tg_u256 *credit_limit, const tg_u256 *cap, uint64_t count,
+                             int64_t now, int64_t first_created) {
+  sqlite3_stmt *s;
+  int rc = stmt_get(c, S_CH_FOLD_SET, &s);
+  if (rc < 0) return rc;
+  BIND_FIXED(s, 1, id);
+  BIND_FIXED(s, 2, charged);
+  BIND_FIXED(s, 3, credit_limit);
+  BIND_FIXED(s, 4, cap);
+  sqlite3_bind_int64(s, 5, now);
+  sqlite3_bind_int64(s, 6, first_created);
+  sqlite3_bind_int64(s, 7, (int64_t)count);
+  if ((rc = run(s)) < 0) return rc == TG_ESTORE_CONSTRAINT ? TG_ESTORE_LIMIT : rc;
+  return 0;
+}
+
+static int fold_totals_add(tg__store_conn *c, const tg_address *payer, tg_store_scheme scheme,
+                           const tg_u256 *sum, uint64_t count) {
+  return totals_add_n(c, payer, scheme, sum, count);
+}
+
+static const tg__store_fold_ops sqlite_fold = {
+    .chan_state = fold_chan_state,
+    .charge_row = fold_charge_row,
+    .chan_ceiling = fold_chan_ceiling,
+    .chan_charged = fold_chan_charged,
+    .totals_add = fold_totals_add,
+};
+
 const tg__store_backend tg__store_sqlite = {
     .scheme = "sqlite",
     .open = conn_open,
@@ -1246,6 +1338,7 @@ const tg__store_backend tg__store_sqlite = {
     .txn_lost = txn_lost,
     .apply = conn_apply,
     .optimistic_batch = 1,
+    .fold = &sqlite_fold,
     .channel_get = conn_channel_get,
     .channels_iter = conn_channels_iter,
     .charges_iter = conn_charges_iter,

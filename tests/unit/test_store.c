@@ -402,6 +402,144 @@ static void test_pass_fold(void) {
   tg_store_close(st);
 }
 
+/*
+ * Channel charges queued together are folded by the writer (one read and one write per
+ * channel, one totals write per payer, one insert per charge): every submission gets the
+ * result it would get one by one (the voucher of a submission counts for its own charge and
+ * later ones; a submission over the cap, on an unknown channel or of another payer fails alone
+ * with the op's own error, and its voucher is not kept), the rows carry exact running totals,
+ * and a duplicate request id sends the batch down the ordinary path, where only it fails.
+ */
+typedef struct {
+  atomic_int done;
+  int err[16];
+  uint64_t charged[16];
+} cfold_seen;
+
+typedef struct {
+  cfold_seen *seen;
+  int i;
+} cfold_arg;
+
+static cfold_arg cfold_args[16];
+
+static void cfold_cb(void *arg, int err, const tg_store_op *ops, size_t n) {
+  cfold_arg *a = arg;
+  a->seen->err[a->i] = err;
+  if (!err) a->seen->charged[a->i] = u64(&ops[n - 1].u.charge.out_charged);
+  atomic_fetch_add(&a->seen->done, 1);
+}
+
+static int collect_cum(void *arg, const tg_store_charge *c) {
+  uint64_t *v = arg;
+  size_t k = (size_t)v[0]++;
+  if (k < 7) v[1 + k] = u64(&c->cumulative_after);
+  return 0;
+}
+
+static void test_charge_fold(void) {
+  char path[256];
+  tg_store *st = store_with_channel(path, sizeof(path), 100); /* channel 1, payer 0xa1 */
+  if (!st) return;
+  tg_store_op ch2[2] = {channel_put(2, 0xb2, 1000000, 10), voucher(2, 50, 0x21)};
+  CHECK_OK(tg_store_write(st, ch2, 2));
+  sqlite3 *db;
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+  cfold_seen *seen = calloc(1, sizeof *seen);
+  if (!seen) abort();
+  tg_store_op first = pass_op(9, 0x99, 1, 1);
+  cfold_args[0] = (cfold_arg){seen, 0};
+  counter c0 = {0};
+  CHECK_OK(tg_store_submit(st, &first, 1, count_cb, &c0));
+  usleep(50000); /* the writer holds [first] and waits for the lock */
+  tg_store_stats before;
+  tg_store_get_stats(st, &before);
+  tg_store_op subs[10][2];
+  size_t nops[10];
+  subs[0][0] = voucher(1, 100, 0x11), subs[0][1] = charge("cf-1", 0xa1, 1, 30, 0), nops[0] = 2;
+  subs[1][0] = voucher(2, 50, 0x21), subs[1][1] = charge("cf-2", 0xb2, 2, 20, 0), nops[1] = 2;
+  subs[2][0] = voucher(1, 100, 0x11), subs[2][1] = charge("cf-3", 0xa1, 1, 5000, 0), nops[2] = 2;
+  subs[3][0] = voucher(1, 200, 0x12), subs[3][1] = charge("cf-4", 0xa1, 1, 50, 0), nops[3] = 2;
+  subs[4][0] = charge("cf-5", 0xa1, 9, 1, 0), nops[4] = 1;         /* unknown channel */
+  subs[5][0] = voucher(2, 40, 0x22), subs[5][1] = charge("cf-6", 0xb2, 2, 5, 0), nops[5] = 2;
+  subs[6][0] = charge("cf-7", 0xb2, 1, 1, 0), nops[6] = 1;         /* another payer */
+  subs[7][0] = voucher(1, 300, 0x13), subs[7][1] = charge("cf-8", 0xa1, 1, 10, 5), nops[7] = 2;
+  subs[8][0] = voucher(1, 1000, 0x14), subs[8][1] = charge("cf-9", 0xa1, 1, 2000, 0), nops[8] = 2;
+  subs[9][0] = charge("cf-10", 0xa1, 1, 211, 0), nops[9] = 1; /* 90 + 211 > 300: over the cap */
+  for (int i = 0; i < 10; i++) {
+    cfold_args[i] = (cfold_arg){seen, i};
+    CHECK_OK(tg_store_submit(st, subs[i], nops[i], cfold_cb, &cfold_args[i]));
+  }
+  CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  for (int i = 0; i < 20000 && atomic_load(&seen->done) < 10; i++) usleep(1000);
+  CHECK_INT(atomic_load(&seen->done), 10);
+  static const int want_err[10] = {0, 0, TG_ESTORE_LIMIT, 0, TG_ENOTFOUND, 0,
+                                   TG_ESTORE_CONSTRAINT, 0, TG_ESTORE_LIMIT, TG_ESTORE_LIMIT};
+  static const uint64_t want_charged[10] = {30, 20, 0, 80, 0, 25, 0, 90, 0, 0};
+  for (int i = 0; i < 10; i++) {
+    CHECKF(seen->err[i] == want_err[i], "submission %d: %s, not %s", i, tg_strerror(seen->err[i]),
+           tg_strerror(want_err[i]));
+    if (!want_err[i]) CHECKF(seen->charged[i] == want_charged[i], "submission %d: charged %llu", i,
+                             (unsigned long long)seen->charged[i]);
+  }
+  tg_store_stats after;
+  tg_store_get_stats(st, &after);
+  CHECK(after.folded_charges - before.folded_charges >= 5);
+  CHECK(after.commits - before.commits <= 3);
+  tg_store_channel ch;
+  tg_hash id = hash(1);
+  CHECK_OK(tg_store_channel_get(st, &id, &ch));
+  CHECK_INT(u64(&ch.ceiling), 300); /* 1000 came with a refused charge: not kept */
+  CHECK(ch.ceiling_sig_len == 65 && memcmp(ch.ceiling_sig, sigs[0x13], 65) == 0);
+  CHECK_INT(u64(&ch.charged), 90);
+  CHECK_INT(ch.charge_count, 3);
+  CHECK_INT(u64(&ch.credit_limit), 5);
+  uint64_t cum[8] = {0};
+  CHECK_OK(tg_store_charges_by_channel(st, &id, 0, 0, collect_cum, cum));
+  CHECK_INT(cum[0], 3);
+  CHECK(cum[1] == 30 && cum[2] == 80 && cum[3] == 90);
+  id = hash(2);
+  CHECK_OK(tg_store_channel_get(st, &id, &ch));
+  CHECK_INT(u64(&ch.ceiling), 50);
+  CHECK_INT(u64(&ch.charged), 25);
+  CHECK_INT(ch.charge_count, 2);
+  tg_store_totals t;
+  tg_address pa = addr(0xa1), pb = addr(0xb2);
+  CHECK_OK(tg_store_totals_get(st, &pa, TG_SCHEME_CHANNEL, &t));
+  CHECK(u64(&t.charged) == 90 && t.count == 3);
+  CHECK_OK(tg_store_totals_get(st, &pb, TG_SCHEME_CHANNEL, &t));
+  CHECK(u64(&t.charged) == 25 && t.count == 2);
+  /* A duplicate request id in a folded batch: only the duplicate fails. */
+  memset(seen, 0, sizeof *seen);
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+  CHECK_OK(tg_store_submit(st, &first, 1, count_cb, &c0));
+  usleep(50000);
+  const char *rids[4] = {"cf-d1", "cf-d2", "cf-d1", "cf-d3"};
+  for (int i = 0; i < 4; i++) {
+    tg_store_op op = charge(rids[i], 0xa1, 1, 1, 0);
+    cfold_args[i] = (cfold_arg){seen, i};
+    CHECK_OK(tg_store_submit(st, &op, 1, cfold_cb, &cfold_args[i]));
+  }
+  CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  for (int i = 0; i < 20000 && atomic_load(&seen->done) < 4; i++) usleep(1000);
+  CHECK(seen->err[0] == 0 && seen->err[1] == 0 && seen->err[3] == 0);
+  CHECK_ERR(seen->err[2], TG_EEXISTS);
+  CHECK(seen->charged[0] == 91 && seen->charged[1] == 92 && seen->charged[3] == 93);
+  id = hash(1);
+  CHECK_OK(tg_store_channel_get(st, &id, &ch));
+  CHECK_INT(u64(&ch.charged), 93);
+  CHECK_INT(ch.charge_count, 6);
+  CHECK_OK(tg_store_totals_get(st, &pa, TG_SCHEME_CHANNEL, &t));
+  CHECK(u64(&t.charged) == 93 && t.count == 6);
+  wait_done(&c0, 2);
+  free(seen);
+  tg_store_close(st);
+}
+
 /* A batch whose COMMIT fails, or whose transaction the backend drops, reports every
  * submission failed and leaves nothing behind; the next batch works. */
 static void fault_case(int where, int err, int want) {
@@ -673,6 +811,7 @@ int main(void) {
   RUN(test_corrupt_row);
   RUN(test_group_commit);
   RUN(test_pass_fold);
+  RUN(test_charge_fold);
   RUN(test_fault_commit);
   RUN(test_fault_txn_lost);
   RUN(test_backpressure);
