@@ -581,7 +581,58 @@ done:
   return rc;
 }
 
+/*
+ * A successful answer's PAYMENT-RESPONSE is written directly, every paid call has one: the
+ * same bytes as the jansson path below (compact, keys in the same order; every value is hex,
+ * decimal or "eip155:N", so nothing needs escaping), without building a JSON tree
+ * (test_x402.c compares the two).
+ */
+static int settle_success_encode(tg_buf *out, const tg_x402_settle_response *r) {
+  char text[1024], payer[TG_ADDRESS_HEX_LEN], tx[67], cid[67];
+  char amt[TG_U256_DEC_MAX], bal[TG_U256_DEC_MAX], claimed[TG_U256_DEC_MAX], cum[TG_U256_DEC_MAX];
+  size_t n = 0;
+#define PUT(...)                                                         \
+  do {                                                                   \
+    int k_ = snprintf(text + n, sizeof text - n, __VA_ARGS__);           \
+    if (k_ < 0 || (size_t)k_ >= sizeof text - n) return TG_ETOOBIG;      \
+    n += (size_t)k_;                                                     \
+  } while (0)
+  PUT("{\"success\":true");
+  if (r->has_payer) {
+    tg_address_to_checksum(&r->payer, payer);
+    PUT(",\"payer\":\"%s\"", payer);
+  }
+  tx[0] = 0;
+  if (r->has_transaction) tg_hex_encode(tx, r->transaction.b, 32, 1);
+  PUT(",\"transaction\":\"%s\",\"network\":\"eip155:%llu\"", tx, (unsigned long long)r->chain_id);
+  if (r->has_charged || r->has_channel) {
+    PUT(",\"extra\":{");
+    if (r->has_charged) {
+      tg_u256_to_dec(&r->charged, amt);
+      PUT("\"chargedAmount\":\"%s\"%s", amt, r->has_channel ? "," : "");
+    }
+    if (r->has_channel) {
+      tg_hex_encode(cid, r->channel_id.b, 32, 1);
+      tg_u256_to_dec(&r->channel_balance, bal);
+      tg_u256_to_dec(&r->channel_total_claimed, claimed);
+      tg_u256_to_dec(&r->channel_charged_cumulative, cum);
+      PUT("\"channelState\":{\"channelId\":\"%s\",\"balance\":\"%s\",\"totalClaimed\":\"%s\","
+          "\"withdrawRequestedAt\":%lld,\"chargedCumulativeAmount\":\"%s\"}",
+          cid, bal, claimed, (long long)(json_int_t)r->withdraw_requested_at, cum);
+    }
+    PUT("}");
+  }
+  PUT("}");
+#undef PUT
+  return tg_base64_encode(out, (const uint8_t *)text, n);
+}
+
 int tg_x402_settle_response_encode(tg_buf *out, const tg_x402_settle_response *r) {
+  if (r->success) return settle_success_encode(out, r);
+  return tg_x402_settle_response_encode_json(out, r);
+}
+
+int tg_x402_settle_response_encode_json(tg_buf *out, const tg_x402_settle_response *r) {
   json_t *root = json_object();
   json_object_set_new(root, "success", json_boolean(r->success));
   if (!r->success && r->error_reason)

@@ -184,6 +184,10 @@ typedef struct {
 
 TG_WARN_UNUSED_RESULT int tg_x402_settle_response_encode(tg_buf *out,
                                                          const tg_x402_settle_response *r);
+/* The same through a JSON tree (jansson); the fast path above gives the same bytes for a
+ * successful answer (compared by test_x402.c). */
+TG_WARN_UNUSED_RESULT int tg_x402_settle_response_encode_json(tg_buf *out,
+                                                              const tg_x402_settle_response *r);
 TG_WARN_UNUSED_RESULT int tg_x402_settle_response_decode(tg_x402_settle_response *out,
                                                          char *reason_buf, size_t reason_cap,
                                                          const char *header, size_t len);

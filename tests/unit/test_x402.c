@@ -229,6 +229,25 @@ static void test_settle_response(void) {
   CHECK(tg_u256_cmp(&d.channel_charged_cumulative, &r.channel_charged_cumulative) == 0);
   CHECK_MEM(d.transaction.b, r.transaction.b, 32);
   tg_buf_cleanup(&h);
+  /* The direct encoder of a successful answer gives jansson's bytes, in every shape. */
+  for (int v = 0; v < 16; v++) {
+    tg_x402_settle_response q = r;
+    q.has_payer = v & 1;
+    q.has_transaction = (v >> 1) & 1;
+    q.has_charged = (v >> 2) & 1;
+    q.has_channel = (v >> 3) & 1;
+    q.withdraw_requested_at = v == 15 ? 1767225600 : 0;
+    memset(q.channel_balance.b, 0xff, 32); /* 2^256 - 1: the longest decimal */
+    q.channel_id.b[31] = (uint8_t)v;
+    tg_buf a, b;
+    tg_buf_init(&a, 0);
+    tg_buf_init(&b, 0);
+    CHECK_OK(tg_x402_settle_response_encode(&a, &q));
+    CHECK_OK(tg_x402_settle_response_encode_json(&b, &q));
+    CHECKF(a.len == b.len && memcmp(a.data, b.data, a.len) == 0, "shape %d: the two encoders differ", v);
+    tg_buf_cleanup(&a);
+    tg_buf_cleanup(&b);
+  }
 }
 
 int main(void) {
