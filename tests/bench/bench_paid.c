@@ -1,5 +1,6 @@
 /* Benchmark: paid calls through tollgated on loopback, all in one run: (a) nginx, (b) tollgated unpaid, (c) a fresh channel voucher per call, (d) one ceiling signed ahead and reused, (e) exact payments/s beside anvil's rate for the same number of pre-signed transferWithAuthorization transactions. */
 #include <curl/curl.h>
+#include <dirent.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,11 @@ static const char lua[] =
 typedef struct {
   double rps, p50_ms, p99_ms;
   unsigned long requests, non2xx;
+  double cpu_us;   /* the proxy's CPU time (user + system, all threads) per request */
+  int has_store;   /* tollgated's store figures over the row, from /metrics */
+  double per_commit, commit_ms, stmt_ms, wait_ms; /* submissions per commit; mean COMMIT and
+                                                  * statement time per commit; mean wait */
+  double writer_us; /* the store writer thread's CPU time per submission */
 } row;
 
 static double to_ms(const char *v) {
@@ -211,8 +217,12 @@ static row run_wrk(const char *url, unsigned c, unsigned s, const char *headers,
 }
 
 static void print_row(const char *name, const row *r) {
-  printf("%-48s %10.0f %9.3f %9.3f %10lu %7lu\n", name, r->rps, r->p50_ms, r->p99_ms, r->requests,
-         r->non2xx);
+  printf("%-48s %10.0f %9.3f %9.3f %10lu %7lu %8.1f", name, r->rps, r->p50_ms, r->p99_ms, r->requests,
+         r->non2xx, r->cpu_us);
+  if (r->has_store)
+    printf("   %5.1f %6.3f %6.3f %6.3f %6.1f", r->per_commit, r->stmt_ms, r->commit_ms, r->wait_ms,
+           r->writer_us);
+  printf("\n");
 }
 
 /* ---- load-independent figures: CPU seconds of a process, counters from /metrics ------------ */
@@ -235,6 +245,7 @@ static double cpu_s(pid_t pid) {
 
 typedef struct {
   double store_commits, rpc_calls, charged;
+  double subs, stmt_s, wait_s, commit_s, writer_s; /* the store's, for the paid rows */
 } counters;
 
 static size_t sink(char *d, size_t sz, size_t nm, void *arg);
@@ -252,7 +263,8 @@ static double metric(const char *text, const char *name) {
 }
 
 static counters scrape(int port) {
-  counters k = {0, 0, 0};
+  counters k;
+  memset(&k, 0, sizeof k);
   struct timespec settle = {0, 700 * 1000000L}; /* the chain thread publishes its counters every 500 ms */
   nanosleep(&settle, NULL);
   char url[96];
@@ -266,10 +278,67 @@ static counters scrape(int port) {
     k.store_commits = metric(b.p, "tollgate_store_commits_total");
     k.rpc_calls = metric(b.p, "tollgate_rpc_calls_total");
     k.charged = metric(b.p, "tollgate_pay_charged_calls_total");
+    k.subs = metric(b.p, "tollgate_store_submissions_total");
+    k.stmt_s = metric(b.p, "tollgate_store_statements_seconds_total");
+    k.wait_s = metric(b.p, "tollgate_store_wait_seconds_total");
+    k.commit_s = metric(b.p, "tollgate_store_commit_duration_seconds_sum");
+    k.writer_s = metric(b.p, "tollgate_store_writer_cpu_seconds_total");
   }
   free(b.p);
   curl_easy_cleanup(c);
   return k;
+}
+
+/* CPU seconds of a process and of its children (nginx's workers). */
+static double cpu_kids_s(pid_t pid) {
+  double t = cpu_s(pid);
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    pid_t c = (pid_t)atoi(e->d_name);
+    if (c <= 0 || c == pid) continue;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)c);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *q = strrchr(buf, ')');
+    int pp = 0;
+    if (q && sscanf(q + 2, "%*c %d", &pp) == 1 && pp == pid) t += cpu_s(c);
+  }
+  if (d) closedir(d);
+  return t;
+}
+
+/*
+ * One measured row: wrk's figures, the proxy's CPU time per request (from /proc; `kids`: with
+ * its child processes) and, when `port` is tollgated's, its store's figures over the row (from
+ * /metrics): submissions per commit, statement and COMMIT time per commit, the mean wait from
+ * queued to durable, and the writer thread's CPU per submission.
+ */
+static row measure(const char *url, unsigned c, unsigned s, const char *headers, int reuse, pid_t pid,
+                   int kids, int port) {
+  counters k0, k1;
+  if (port) k0 = scrape(port);
+  double t0 = kids ? cpu_kids_s(pid) : cpu_s(pid);
+  row r = run_wrk(url, c, s, headers, reuse);
+  double t1 = kids ? cpu_kids_s(pid) : cpu_s(pid);
+  if (r.requests) r.cpu_us = (t1 - t0) * 1e6 / (double)r.requests;
+  if (port) {
+    k1 = scrape(port);
+    double commits = k1.store_commits - k0.store_commits, n = k1.subs - k0.subs;
+    if (commits > 0 && n > 0) {
+      r.has_store = 1;
+      r.per_commit = n / commits;
+      r.commit_ms = (k1.commit_s - k0.commit_s) / commits * 1e3;
+      r.stmt_ms = (k1.stmt_s - k0.stmt_s) / commits * 1e3;
+      r.wait_ms = (k1.wait_s - k0.wait_s) / n * 1e3;
+      r.writer_us = (k1.writer_s - k0.writer_s) / n * 1e6;
+    }
+  }
+  return r;
 }
 
 /* ---- the node's own rate: pre-signed transferWithAuthorization transactions ------------- */
@@ -649,8 +718,10 @@ int main(void) {
   }
   write_lines(exact_path, ex, n_exact);
   printf("bench_paid: setup %.1f s (anvil, contracts, channel, %zu vouchers and %u authorizations signed "
-         "ahead); wrk -c%u -d%us, price %u base unit per call, %ld cores\n",
-         now_s() - t_setup, n_fresh, n_exact, conns, secs, PRICE, sysconf(_SC_NPROCESSORS_ONLN));
+         "ahead); wrk -c%u -d%us, price %u base unit per call, %ld cores; tollgated pid %d\n",
+         now_s() - t_setup, n_fresh, n_exact, conns, secs, PRICE, sysconf(_SC_NPROCESSORS_ONLN),
+         (int)tgt_proc_pid(gw));
+  fflush(stdout);
 
   char url_free[128], url_paid[128], url_ngx[128];
   snprintf(url_free, sizeof url_free, "http://127.0.0.1:%d/fast", gw_port);
@@ -663,11 +734,12 @@ int main(void) {
   row a = {0}, b = {0}, c = {0}, d = {0}, x = {0};
   if (ngx && want('a')) {
     run_wrk(url_ngx, conns, 1, NULL, 0);
-    a = run_wrk(url_ngx, conns, secs, NULL, 0);
+    a = measure(url_ngx, conns, secs, NULL, 0, tgt_proc_pid(ngx), 1, 0);
   }
-  if (want('b')) b = run_wrk(url_free, conns, secs, NULL, 0);
-  if (want('c')) c = run_wrk(url_paid, conns, secs, fresh_path, 0);
-  if (want('d')) d = run_wrk(url_paid, conns, secs, ahead_path, 1);
+  pid_t gw_pid = tgt_proc_pid(gw);
+  if (want('b')) b = measure(url_free, conns, secs, NULL, 0, gw_pid, 0, gw_port);
+  if (want('c')) c = measure(url_paid, conns, secs, fresh_path, 0, gw_pid, 0, gw_port);
+  if (want('d')) d = measure(url_paid, conns, secs, ahead_path, 1, gw_pid, 0, gw_port);
   /* (e): each call a fresh authorization and its own transaction; wrk's rate is only valid
    * when the authorizations signed ahead did not run out (checked). The node's rate is then
    * measured for as many pre-signed transactions as the gateway got through. */
@@ -676,7 +748,9 @@ int main(void) {
   double node = 0;
   unsigned n_node = 0;
   double gw_cpu = 0, anvil_cpu_e = 0, anvil_cpu_node = 0;
-  counters k0 = {0, 0, 0}, k1 = {0, 0, 0};
+  counters k0, k1;
+  memset(&k0, 0, sizeof k0);
+  memset(&k1, 0, sizeof k1);
   if (want('e')) {
     k0 = scrape(gw_port);
     double g0 = cpu_s(tgt_proc_pid(gw)), a0 = cpu_s(tgt_proc_pid(f.anvil->proc));
@@ -689,7 +763,8 @@ int main(void) {
     node = node_rate(&f, &t, exact_payer, sender, n_node, &anvil_cpu_node);
   }
 
-  printf("%-48s %10s %9s %9s %10s %7s\n", "setup", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx");
+  printf("%-48s %10s %9s %9s %10s %7s %8s   %5s %6s %6s %6s %6s\n", "setup", "req/s", "p50 ms",
+         "p99 ms", "requests", "non-2xx", "CPU us", "/cmt", "stm ms", "cmt ms", "wait", "wr us");
   if (ngx && want('a')) print_row("(a) nginx reverse proxy", &a);
   if (want('b')) print_row("(b) tollgated, no payment", &b);
   if (want('c')) print_row("(c) tollgated, fresh channel voucher per call", &c);
@@ -710,8 +785,16 @@ int main(void) {
              n_node ? anvil_cpu_node / n_node * 1e6 : 0.0, (k1.store_commits - k0.store_commits) / calls,
              (k1.rpc_calls - k0.rpc_calls) / calls);
   }
+  printf("CPU us: the proxy's CPU time (all threads; nginx with its workers) per request, from /proc.\n"
+         "Store, from /metrics: /cmt submissions per commit, stm ms in statements and cmt ms in COMMIT\n"
+         "per commit, wait: mean ms from queued to durable, wr us: the writer thread's CPU per submission.\n");
+  if (ngx && want('a') && a.cpu_us > 0)
+    printf("CPU per request beside nginx's: (b) %.2fx, (c) %.2fx, (d) %.2fx\n", b.cpu_us / a.cpu_us,
+           c.cpu_us / a.cpu_us, d.cpu_us / a.cpu_us);
   double ref = ngx && want('a') ? a.rps : b.rps;
   const char *refname = ngx && want('a') ? "(a)" : "(b)";
+  if (ref > 0 && want('b') && ngx && want('a'))
+    printf("(b)/(a) %.2fx (goal >= 0.80x); (b) p99 %+.3f ms beside (a)\n", b.rps / ref, b.p99_ms - a.p99_ms);
   if (ref > 0 && want('c') && want('d'))
     printf("(c)/%s %.2fx (goal >= 0.30x), (d)/%s %.2fx (goal >= 0.60x); (d) p99 %+.3f ms beside %s\n",
            refname, c.rps / ref, refname, d.rps / ref, d.p99_ms - (ngx && want('a') ? a.p99_ms : b.p99_ms),
