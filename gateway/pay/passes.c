@@ -786,6 +786,11 @@ static uint64_t lease_cap(const tg_config_plan *pl) {
   return b >= 2 ? b : 0;
 }
 
+/* Under mu: a leased call still fits the quota (a reload may have lowered it below the lease). */
+static int lease_fits(const ent *u, const tg_config_plan *pl) {
+  return u->calls - u->room + u->inflight < pl->quota;
+}
+
 typedef struct {
   tg_passes *p;
   uint8_t key[KEY_MAX];
@@ -929,7 +934,7 @@ int tg_passes_admit(tg_passes *p, const tg_config *cfg, const char *route, const
     int64_t period = now / period_ms * period_ms;
     size_t kl = key_usage(k, &pl->id, &e->holder, period);
     ent *u = find(p, k, kl);
-    if (!u || !u->room) break;
+    if (!u || !u->room || !lease_fits(u, pl)) break;
     p->stats.entitlement_hits++;
     p->stats.admitted_included++;
     g->used_before = u->calls - u->room + u->inflight;
@@ -973,7 +978,7 @@ int tg_passes_admit(tg_passes *p, const tg_config *cfg, const char *route, const
     if (u) {
       if (pl->unit == TG_QUOTA_CALLS) {
         g->used_before = u->calls - u->room + u->inflight;
-        if (u->room) { /* one of a durable lease's calls: nothing to write */
+        if (u->room && lease_fits(u, pl)) { /* one of a durable lease's calls: nothing to write */
           u->room--;
           g->leased = fits = 1;
         } else {

@@ -50,8 +50,10 @@ static tg_address addr(uint8_t b) {
   return a;
 }
 
-static tg_config *config(void) {
-  static const char text[] =
+/* The plans of the tests; plan "big" (leased) with the quota given. */
+static tg_config *config_q(unsigned big_quota) {
+  char text[2048];
+  snprintf(text, sizeof text, "%splan big id=10 routes=d quota=%u unit=calls period=1h\n",
       "schemes channel\nchain_id 31337\nrpc_url http://127.0.0.1:1\n"
       "pay_to 0x70997970C51812dc3A010C7d01b50e0d17dc79C8\n"
       "asset decimals=6 address=0x036CbD53842c5426634e7929541eC2318f3dCF7e\n"
@@ -61,14 +63,15 @@ static tg_config *config(void) {
       "route c GET /c upstream=u price=p\nroute d GET /d upstream=u price=p\n"
       "plan two id=7 routes=a quota=2 unit=calls period=1h\n"
       "plan credit id=8 routes=b quota=1 unit=calls period=1h overage=0.0025\n"
-      "plan tok id=9 routes=c quota=100 unit=tokens period=1h\n"
-      "plan big id=10 routes=d quota=1000 unit=calls period=1h\n";
+      "plan tok id=9 routes=c quota=100 unit=tokens period=1h\n", big_quota);
   tg_config *c = NULL;
   char err[TG_CONFIG_ERR_MAX];
-  int rc = tg_config_parse(&c, err, "t.conf", text, sizeof text - 1);
+  int rc = tg_config_parse(&c, err, "t.conf", text, strlen(text));
   CHECKF(rc == 0, "%s", err);
   return c;
 }
+
+static tg_config *config(void) { return config_q(1000); }
 
 typedef struct {
   tg_store *st;
@@ -308,6 +311,33 @@ static void test_leases(void) {
   teardown(&x);
 }
 
+/* A reload that lowers the quota below what a lease holds: the lease's room is not used past it. */
+static void test_lease_after_reload(void) {
+  fixture x;
+  if (setup(&x)) return;
+  tg_passes_grant g;
+  CHECK_OK(admit(&x, "d", &g));
+  complete_unleased(&x, &g, 0);
+  wait_leases(&x, 1);
+  for (int i = 0; i < 3; i++) { /* 4 calls used, 7 of the lease of 10 left */
+    CHECK_OK(admit(&x, "d", &g));
+    CHECK(g.leased);
+    tg_passes_done_leased(x.p, &g, 0);
+  }
+  tg_config *low = config_q(5);
+  tg_address who = addr(0xa1);
+  tg_u256 max;
+  tg_u256_from_u64(&max, 1000);
+  char why[512];
+  CHECK_OK(tg_passes_admit(x.p, low, "d", NULL, &who, &max, &g, why, sizeof why)); /* the 5th */
+  CHECK(g.leased);
+  CHECK_ERR(tg_passes_admit(x.p, low, "d", NULL, &who, &max, &g, why, sizeof why), TG_EPASS_QUOTA);
+  CHECK_OK(admit(&x, "d", &g)); /* the old quota still has room on the lease */
+  CHECK(g.leased);
+  tg_config_unref(low);
+  teardown(&x);
+}
+
 /* Usage is loaded from the store: a restart does not reset a spent quota. */
 static void test_usage_from_store(void) {
   fixture x;
@@ -433,6 +463,7 @@ int main(void) {
   RUN(test_calls_quota);
   RUN(test_usage_from_store);
   RUN(test_leases);
+  RUN(test_lease_after_reload);
   RUN(test_overage);
   RUN(test_tokens_quota);
   RUN(test_identify);
