@@ -779,6 +779,7 @@ int main(void) {
     double g0 = cpu_s(tgt_proc_pid(gw)), a0 = cpu_s(tgt_proc_pid(f.anvil->proc));
     x = run_wrk(url_paid, ec, secs, exact_path, 0);
     gw_cpu = cpu_s(tgt_proc_pid(gw)) - g0;
+    if (x.requests) x.cpu_us = gw_cpu / (double)x.requests * 1e6; /* the CPU column of row (e) */
     anvil_cpu_e = cpu_s(tgt_proc_pid(f.anvil->proc)) - a0;
     k1 = scrape(gw_port);
     if (x.requests >= n_exact) fprintf(stderr, "bench_paid: row (e) used every authorization: its rate is a lower bound\n");
