@@ -237,6 +237,14 @@ static int do_run(tg_scheduler *s, const char *why) {
            why, rc ? tg_strerror(rc) : "done", (long long)ms, (long long)rep.run_id,
            rep.channels_unsettled, rep.channels_planned, rep.channels_claimed, rep.channels_waiting,
            rep.channels_problem, claimed, swept, rep.n_txs, (unsigned long long)rep.gas_used);
+  for (size_t i = 0; i < rep.n_txs; i++) {
+    const tg_settle_tx *t = &rep.txs[i];
+    if (!t->error[0]) continue;
+    char h[67];
+    tg_hex_encode(h, t->tx_hash.b, 32, 1);
+    tg_log("settlement: %s transaction %s (%zu items) did not succeed: %s",
+           t->resumed ? "resumed" : t->is_sweep ? "sweep" : "claim", h, t->items, t->error);
+  }
   for (size_t i = 0; i < rep.n_problems; i++) {
     char id[67];
     tg_hex_encode(id, rep.problems[i].channel_id.b, 32, 1);

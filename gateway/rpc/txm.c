@@ -18,6 +18,7 @@
 #define RECEIPTS_PER_TICK 20000
 #define MISSING_TICKS_BEFORE_RENONCE 3
 #define GWEI 1000000000ull
+#define JSONRPC_INVALID_REQUEST (-32600) /* JSON-RPC 2.0: the request itself is not valid */
 
 /*
  * The journal. Designed so that the store layer can take it over: one row
@@ -100,6 +101,7 @@ typedef struct txm_tx {
   int status;
   uint64_t gas_used;
   tg_u256 egp;
+  char node_msg[TG_TXM_MESSAGE_MAX]; /* the node's text when it refused the transaction */
   int dirty;
   int resumed;
   int fired;          /* its final callback (or on_resumed) ran */
@@ -383,6 +385,7 @@ static void fill_result(const txm_tx *t, tg_txm_result *r) {
   r->status = t->status;
   r->gas_used = t->gas_used;
   r->effective_gas_price = t->egp;
+  memcpy(r->message, t->node_msg, sizeof r->message);
 }
 
 static void fire(tg_txm *m, txm_tx *t) {
@@ -535,8 +538,19 @@ static void mark_accepted(tg_txm *m, txm_tx *t) {
   }
 }
 
-/* What the node said to one eth_sendRawTransaction. */
-static void send_result(tg_txm *m, txm_tx *t, const tg_rpc_reply *r) {
+/* Keeps the node's text of a refusal, for the caller's report (tg_txm_result.message). */
+static void keep_message(txm_tx *t, const tg_rpc_reply *r) {
+  if (r->message && *r->message)
+    snprintf(t->node_msg, sizeof t->node_msg, "%s (code %lld)", r->message, r->code);
+  else
+    snprintf(t->node_msg, sizeof t->node_msg, "code %lld, no message", r->code);
+}
+
+/*
+ * What the node said to one eth_sendRawTransaction; `batched`: it went in a
+ * JSON-RPC batch with others.
+ */
+static void send_result(tg_txm *m, txm_tx *t, const tg_rpc_reply *r, int batched) {
   t->sending--;
   if (is_final(t->state) || t->state == TG_TXM_MINED) return;
   switch (r->err) {
@@ -557,9 +571,22 @@ static void send_result(tg_txm *m, txm_tx *t, const tg_rpc_reply *r) {
     break;
   case TG_ERPC_FUNDS:
   case TG_ERPC_LIMIT:
+    keep_message(t, r);
     break; /* tried again after resend_ms */
   case TG_ERPC:
   case TG_ERPC_REVERTED:
+    keep_message(t, r);
+    if (batched && r->code == JSONRPC_INVALID_REQUEST) {
+      /*
+       * The request, not the transaction, was refused: a node answers a batch
+       * it will not read (anvil past its 2 MiB body limit, geth past its batch
+       * limits) with one "Invalid request" for all of it. Sent again alone at
+       * the next tick; refused alone, it is refused for good.
+       */
+      t->last_send_ms = 0;
+      m->st.unbatched++;
+      break;
+    }
     /* Refused for good: report it and fill its nonce (unless this already was the filler). */
     if (!t->cancel)
       start_cancel(m, t, r->err);
@@ -577,7 +604,7 @@ static void send_cb(void *arg, const tg_rpc_reply *r) {
   txm_call *c = arg;
   txm_tx *t = c->tx;
   tg_txm *m = call_end(c);
-  if (m) send_result(m, t, r);
+  if (m) send_result(m, t, r, 0);
 }
 
 static void pump_sends(tg_txm *m);
@@ -591,7 +618,7 @@ static void send_batch_cb(void *arg, tg_rpc_batch *b, int err) {
   tg_txm *m = call_end(c);
   if (m) {
     m->send_batches--;
-    for (size_t i = 0; i < n; i++) send_result(m, items[i], tg_rpc_batch_reply(b, i));
+    for (size_t i = 0; i < n; i++) send_result(m, items[i], tg_rpc_batch_reply(b, i), n > 1);
   }
   free(items);
   tg_rpc_batch_free(b);
@@ -603,8 +630,15 @@ static void send_batch_cb(void *arg, tg_rpc_batch *b, int err) {
  * takes transactions fastest one batch after another (anvil slows down
  * several-fold when many batches compete), and fewer HTTP exchanges than
  * one call each. A queued transaction counts as sending, so it stays alive.
+ * A batch holds at most SEND_BATCH transactions and SEND_BATCH_BYTES of
+ * request body (hex doubles the raw size): nodes cap a request's body
+ * (anvil 2 MiB, geth 5 MiB) and refuse a larger one whole, so ten
+ * 120 KB claims in one batch would all be refused. A transaction bigger than
+ * the cap goes alone.
  */
 #define SEND_BATCH 100
+#define SEND_BATCH_BYTES ((size_t)1 << 20)
+#define SEND_ITEM_OVERHEAD 96 /* {"jsonrpc":"2.0","id":N,"method":"eth_sendRawTransaction","params":["0x"]}, */
 #define SEND_WINDOW 1
 
 static void pump_sends(tg_txm *m) {
@@ -612,6 +646,15 @@ static void pump_sends(tg_txm *m) {
     size_t avail = m->sendq.n - m->sendq_head;
     size_t k = avail < SEND_BATCH ? avail : SEND_BATCH;
     txm_tx **v = &m->sendq.v[m->sendq_head];
+    size_t bytes = 0;
+    for (size_t j = 0; j < k; j++) {
+      size_t one = 2 * v[j]->raw_len + SEND_ITEM_OVERHEAD;
+      if (j > 0 && bytes + one > SEND_BATCH_BYTES) {
+        k = j;
+        break;
+      }
+      bytes += one;
+    }
     m->sendq_head += k;
     tg_rpc_batch *b = tg_rpc_batch_new();
     txm_call *c = call_new(m);

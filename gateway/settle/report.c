@@ -36,6 +36,7 @@ void tg_settle_report_print(FILE *f, const tg_settle_report *r, int dry_run) {
               t->resumed ? "-" : addr,
               (unsigned long long)(dry_run ? t->gas_estimate : t->gas_used), status,
               dec(&t->fee, a), dry_run ? "-" : hex32(t->tx_hash.b, h));
+      if (t->error[0]) fprintf(f, "       why: %s\n", t->error);
     }
   }
   for (size_t i = 0; i < r->n_problems; i++) {
@@ -108,6 +109,7 @@ int tg_settle_report_json(tg_buf *out, const tg_settle_report *r, int dry_run) {
     json_object_set_new(x, "gasUsed", json_integer((json_int_t)t->gas_used));
     json_object_set_new(x, "fee", jdec(&t->fee));
     json_object_set_new(x, "status", json_integer(t->status));
+    if (t->error[0]) json_object_set_new(x, "error", json_string(t->error));
     json_array_append_new(txs, x);
   }
   json_object_set_new(o, "transactions", txs);

@@ -151,6 +151,18 @@ static int add_tx(run *r, const tg_settle_tx *t) {
   return 0;
 }
 
+/* Why a transaction of the run did not succeed: the error's name and the node's own text. */
+static void tx_error(tg_settle_tx *t, const tg_txm_result *res, int done) {
+  if (!done)
+    snprintf(t->error, sizeof t->error, "not final when the run ended%s%s",
+             res->message[0] ? "; the node last said: " : "", res->message);
+  else if (res->state == TG_TXM_CONFIRMED && res->status == 0)
+    snprintf(t->error, sizeof t->error, "reverted");
+  else if (res->state == TG_TXM_FAILED)
+    snprintf(t->error, sizeof t->error, "%s%s%s", tg_strerror(res->err ? res->err : TG_ETXM_FAILED),
+             res->message[0] ? ": " : "", res->message);
+}
+
 static int add_problem(run *r, const chan *c) {
   tg_settle_problem *n = realloc(r->rep->problems, (r->rep->n_problems + 1) * sizeof *n);
   if (!n) return TG_ENOMEM;
@@ -901,6 +913,7 @@ static int sweeps(run *r) {
     t.tx_hash = res.tx_hash;
     t.gas_used = res.gas_used;
     t.status = res.state == TG_TXM_CONFIRMED ? res.status : -1;
+    if (t.status != 1) tx_error(&t, &res, res.state == TG_TXM_CONFIRMED || res.state == TG_TXM_FAILED);
     if (res.block_number) {
       tg_eth_receipt rcpt;
       if ((rc = tg_eth_get_receipt(r->rpc, &rcpt, &res.tx_hash)) != 0) break;
@@ -928,6 +941,7 @@ static void on_resumed(void *arg, const tg_txm_result *res) {
   t.gas_used = res->gas_used;
   u256_mul_u64_sat(&t.fee, &res->effective_gas_price, res->gas_used);
   t.status = res->state == TG_TXM_CONFIRMED ? res->status : -1;
+  if (t.status != 1) tx_error(&t, res, 1);
   if (add_tx(r, &t) == 0) {
     r->rep->gas_used += res->gas_used;
     u256_add_sat(&r->rep->fee_paid, &t.fee);
@@ -1151,6 +1165,7 @@ static int settle(run *r) {
     t.gas_used = b->res.gas_used;
     u256_mul_u64_sat(&t.fee, &b->res.effective_gas_price, b->res.gas_used);
     t.status = b->done && b->res.state == TG_TXM_CONFIRMED ? b->res.status : -1;
+    if (t.status != 1) tx_error(&t, &b->res, b->done);
     if (b->done && b->res.block_number && (rc = read_skips(r, b, &t)) != 0) break;
     rep->gas_used += t.gas_used;
     u256_add_sat(&rep->fee_paid, &t.fee);
@@ -1177,8 +1192,13 @@ static int settle(run *r) {
     } else {
       char why[128];
       int reverted = b && b->done && b->res.block_number && b->res.status == 0;
-      snprintf(why, sizeof why, "claim transaction %s%s%s", reverted ? "reverted" : "failed",
-               b && b->res.err ? ": " : "", b && b->res.err ? tg_strerror(b->res.err) : "");
+      /* the node's own text says more than the error's name ("Invalid request", "oversized
+       * data", "exceeds block gas limit"); the transaction line has both */
+      const char *said = b && b->res.message[0] ? b->res.message
+                         : b && b->res.err      ? tg_strerror(b->res.err)
+                                                : NULL;
+      snprintf(why, sizeof why, "claim transaction %s%s%.96s", reverted ? "reverted" : "failed",
+               said ? ": " : "", said ? said : "");
       problem(c, reverted ? TG_ESETTLE_REVERTED : TG_ETXM_FAILED, 0, why);
       failed_batches = 1;
       item_op(q, c, TG_SETTLE_DROPPED, tx, c->why);

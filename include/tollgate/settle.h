@@ -129,6 +129,8 @@ typedef struct {
 
 void tg_settle_opts_init(tg_settle_opts *o);
 
+#define TG_SETTLE_TX_ERROR_MAX 224
+
 /* One transaction of the run (or of an interrupted one it finished). */
 typedef struct {
   int is_sweep;
@@ -141,6 +143,8 @@ typedef struct {
   tg_u256 fee;               /* gas_used * effective gas price (dry run: estimate * gas price) */
   int status;                /* 1 success, 0 reverted, -1 not sent / failed */
   int resumed;               /* signed by an interrupted run */
+  char error[TG_SETTLE_TX_ERROR_MAX]; /* why it failed: the error and the node's own text
+                                         ("" when it did not fail) */
 } tg_settle_tx;
 
 /* A channel that was not claimed as planned. */

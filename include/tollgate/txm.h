@@ -56,6 +56,9 @@ enum {
   TG_TXM_FAILED = 5     /* refused; its nonce was filled by a self-transfer */
 };
 
+/* Room for the node's error text kept with a transaction (longer texts are cut). */
+#define TG_TXM_MESSAGE_MAX 160
+
 typedef struct {
   uint64_t id;             /* journal id */
   int state;               /* TG_TXM_* */
@@ -67,6 +70,8 @@ typedef struct {
   int status;              /* receipt status: 1 success, 0 reverted */
   uint64_t gas_used;
   tg_u256 effective_gas_price;
+  char message[TG_TXM_MESSAGE_MAX]; /* the node's text of its last refusal ("" when none):
+                                       why a TG_TXM_FAILED transaction failed */
 } tg_txm_result;
 
 typedef void (*tg_txm_cb)(void *arg, const tg_txm_result *res);
@@ -148,6 +153,7 @@ typedef struct {
   uint64_t confirmed;
   uint64_t failed;
   uint64_t journal_commits;
+  uint64_t unbatched;        /* sends refused as part of an unreadable batch, sent again alone */
 } tg_txm_stats;
 void tg_txm_stats_get(const tg_txm *m, tg_txm_stats *out);
 

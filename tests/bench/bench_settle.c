@@ -130,10 +130,13 @@ int main(int argc, char **argv) {
                rep.channels_claimed, claims, (unsigned long long)gas,
                rep.channels_claimed ? (double)gas / (double)rep.channels_claimed : 0.0,
                r ? ": " : "", r ? tg_strerror(r) : "");
+        /* what the node said about each refused transaction (kept by the run's own manager) */
+        for (size_t i = 0; i < rep.n_txs; i++)
+          if (rep.txs[i].error[0])
+            printf("  %s transaction %zu (%zu channels) failed: %s\n",
+                   rep.txs[i].is_sweep ? "sweep" : "claim", i, rep.txs[i].items, rep.txs[i].error);
         for (size_t i = 0; i < rep.n_problems && i < 3; i++)
           printf("  problem: %s\n", rep.problems[i].why);
-        if (r && tg_rpc_last_message(rpc) && *tg_rpc_last_message(rpc))
-          printf("  the node's last error message: %s\n", tg_rpc_last_message(rpc));
         fflush(stdout);
         _exit(r ? 1 : 0);
       }
