@@ -708,6 +708,7 @@ static int make_batches(run *r) {
   uint64_t cap = pol(r)->max_batch_gas;
   if (!cap) cap = r->block_gas_limit / 4 * 3;
   size_t maxn = pol(r)->max_batch ? pol(r)->max_batch : 1000;
+  size_t max_bytes = pol(r)->max_batch_bytes ? pol(r)->max_batch_bytes : TG_SETTLE_MAX_CLAIM_BYTES;
   tg_buf cd;
   tg_buf_init(&cd, (size_t)64 << 20);
   int rc = 0;
@@ -722,7 +723,20 @@ static int make_batches(run *r) {
       for (;;) {
         uint64_t gas = 0;
         rc = build_claim(r, &cd, k, n);
-        if (!rc) rc = estimate(r, &cd, &gas);
+        if (rc) break;
+        if (cd.len > max_bytes && n > 1) {
+          /* too big for a node's pool: cut by size first (no estimate needed) */
+          size_t m = (size_t)((double)n * (double)max_bytes / (double)cd.len * 0.98);
+          n = m >= n ? n - 1 : (m ? m : 1);
+          continue;
+        }
+        if (cd.len > max_bytes) {
+          chan *c = &r->ch[r->planned[k]];
+          problem(c, TG_ESETTLE_BATCH, 0, "a single claim exceeds the claim size cap");
+          k++;
+          break;
+        }
+        rc = estimate(r, &cd, &gas);
         if (rc) break;
         if (gas <= cap) {
           rc = add_batch(r, k, n, gas);

@@ -51,6 +51,7 @@ typedef struct {
   unsigned confirmations;  /* default 1 */
   size_t max_batch;        /* items per claim transaction (default 1000) */
   uint64_t max_batch_gas;  /* 0: 3/4 of the block gas limit */
+  size_t max_batch_bytes;  /* claimPacked calldata per transaction; 0: TG_SETTLE_MAX_CLAIM_BYTES */
   int verify_vouchers;     /* check 65-byte vouchers off-chain first (default 1): a bad one is
                               dropped without spending gas on it */
   int no_sweep;            /* leave claimed funds in the contract */
@@ -63,6 +64,14 @@ typedef struct {
 } tg_settle_policy;
 
 void tg_settle_policy_init(tg_settle_policy *p);
+
+/*
+ * The default cap on a claim transaction's calldata: 127 KiB. geth's and reth's pools refuse
+ * a transaction above 128 KiB (its whole encoding); 1 KiB is left for the envelope. 1,000
+ * items with EOA vouchers take about 126,200 bytes, so the default batch still fits; longer
+ * (ERC-1271) signatures make smaller batches.
+ */
+#define TG_SETTLE_MAX_CLAIM_BYTES (127u * 1024u)
 
 /*
  * The early-claim rule: 1 when charged > claimed and

@@ -188,6 +188,22 @@ static void test_settle_many(void) {
   tg_store_settle_run sr;
   CHECK_ERR(tg_store_run_open_get(st, &sr), TG_ENOTFOUND); /* a dry run writes nothing */
   tg_settle_report_cleanup(&rep);
+  /* A cap on the claim's calldata (the default keeps each under a node pool's 128 KiB) cuts
+   * the batches by size before estimating: an item takes at least its 64-byte signature, so
+   * a 12,000-byte claim holds at most 187 of them: 10 claims here instead of 3, every channel
+   * in one of them. */
+  o.policy.max_batch_bytes = 12000;
+  CHECK_OK(tg_settle_run(&rep, &o));
+  CHECK_INT(rep.channels_planned, N);
+  CHECKF(rep.n_txs >= 6, "%zu claims under a 12,000-byte cap", rep.n_txs);
+  size_t items = 0;
+  for (size_t i = 0; i < rep.n_txs; i++) {
+    CHECK(rep.txs[i].items <= 12000 / 64);
+    items += rep.txs[i].items;
+  }
+  CHECK_INT(items, N);
+  tg_settle_report_cleanup(&rep);
+  o.policy.max_batch_bytes = 0;
 
   o.dry_run = 0;
   rc = tg_settle_run(&rep, &o);
