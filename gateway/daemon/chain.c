@@ -34,8 +34,17 @@ typedef struct job {
   tg_x402_channel dep;       /* deposit: the payload; refund: the config */
   tg_u256 refund_amount;
   int done;                  /* the worker's callback was scheduled */
-  struct tg_chain *chain;    /* exact: set when handed to the manager */
+  struct tg_chain *chain;    /* exact: set when handed to the manager (its gas estimate, and
+                                where its receipt outcome is recorded) */
 } job;
+
+/* The receipt outcome of one `exact` transfer, on its way to the store (exact_outcome_main). */
+typedef struct outcome {
+  struct outcome *next;
+  tg_address token, payer;
+  tg_hash nonce, tx;
+  tg_store_exact_status status;
+} outcome;
 
 /* One `exact` admission read (authorizationState + balanceOf) on its way through the chain thread. */
 typedef struct rjob {
@@ -117,6 +126,13 @@ struct tg_chain {
   uint64_t exact_gas, exact_gas_ms;
   int gas_estimating;
   job *held, *held_tail;
+  /* receipt outcomes of `exact` transfers, written by a thread of their own (tg_chain_record_exact) */
+  tg_store *out_store;
+  pthread_t out_thread;
+  int out_running, out_stop;
+  pthread_mutex_t out_mu;
+  pthread_cond_t out_cv;
+  outcome *out_head, **out_tail;
 };
 
 enum { CLIENT_READS, CLIENT_FOLLOW, CLIENT_TXM };
@@ -310,11 +326,15 @@ static void on_accepted(void *arg, const tg_txm_result *r) {
   deliver(arg, 0, &r->tx_hash);
 }
 
+static void outcome_push(tg_chain *c, const job *j, const tg_txm_result *r, int answered);
+
 /* The final outcome (confirmed or failed): answers when nothing was answered yet. */
 static void on_final(void *arg, const tg_txm_result *r) {
   job *j = arg;
   int err = r->err ? r->err : (r->status == 1 ? 0 : TG_ETXM_FAILED);
+  int answered = j->done; /* on acceptance: the payment layer recorded it `submitted` */
   deliver(j, err, &r->tx_hash);
+  if (!j->is_deposit && !j->is_refund && j->chain) outcome_push(j->chain, j, r, answered);
   free(j);
 }
 
@@ -879,6 +899,127 @@ static int refund_submit(void *ctx, struct event_base *worker, const tg_address 
   return TG_OK;
 }
 
+/* ------------------------------------------------ receipt outcomes of `exact` transfers */
+
+/*
+ * The payment layer records an `exact` payment `submitted` when the node accepts its
+ * transfer (or, with `exact_wait receipt`, once it is mined); the final outcome comes
+ * later, on the chain thread, when the manager has the receipt `confirmations` deep.
+ * It is queued here and written by a thread of its own, many per store commit, so the
+ * chain thread never waits for the store. Recorded:
+ *   - mined and succeeded: `confirmed` (the store then marks the payment's charge settled);
+ *   - mined and reverted, or failed for good after the node had accepted it, when the
+ *     payment layer had already answered the call (it recorded `submitted`): `failed`.
+ *     Otherwise the payment layer was answered with the error and records `failed` itself.
+ * The store's update never moves a row from `confirmed` or `failed` back to `submitted`
+ * for the same transaction, so a late `submitted` of the payment layer cannot undo it.
+ */
+static void outcome_push(tg_chain *c, const job *j, const tg_txm_result *r, int answered) {
+  tg_store_exact_status st;
+  if (r->state == TG_TXM_CONFIRMED && r->status == 1)
+    st = TG_EXACT_CONFIRMED;
+  else if ((r->state == TG_TXM_CONFIRMED || r->state == TG_TXM_FAILED) && answered)
+    st = TG_EXACT_FAILED;
+  else
+    return; /* answered with the error, or cancelled at shutdown (the journal resumes it) */
+  pthread_mutex_lock(&c->out_mu);
+  if (c->out_running && !c->out_stop) {
+    outcome *o = calloc(1, sizeof *o);
+    if (!o) abort();
+    o->token = j->token;
+    o->payer = j->auth.from;
+    o->nonce = j->auth.nonce;
+    o->tx = r->tx_hash;
+    o->status = st;
+    *c->out_tail = o;
+    c->out_tail = &o->next;
+    pthread_cond_signal(&c->out_cv);
+  }
+  pthread_mutex_unlock(&c->out_mu);
+}
+
+#define OUTCOMES_PER_COMMIT 256
+
+static void outcome_op(tg_store_op *op, const outcome *o) {
+  memset(op, 0, sizeof *op);
+  op->kind = TG_STORE_OP_EXACT_UPDATE;
+  op->u.exact.token = o->token;
+  op->u.exact.payer = o->payer;
+  op->u.exact.nonce = o->nonce;
+  op->u.exact.status = o->status;
+  op->u.exact.has_tx = 1;
+  op->u.exact.tx_hash = o->tx;
+}
+
+/* Writes a list of outcomes (and frees it): OUTCOMES_PER_COMMIT per commit, one by one
+ * when a commit fails, so that one bad row does not hold back the others. */
+static void outcome_write(tg_chain *c, outcome *list) {
+  tg_store_op ops[OUTCOMES_PER_COMMIT];
+  outcome *chunk[OUTCOMES_PER_COMMIT];
+  while (list) {
+    size_t n = 0;
+    while (list && n < OUTCOMES_PER_COMMIT) {
+      chunk[n] = list;
+      outcome_op(&ops[n], list);
+      list = list->next;
+      n++;
+    }
+    int rc = tg_store_write(c->out_store, ops, n);
+    for (size_t i = 0; rc && i < n; i++) {
+      outcome_op(&ops[i], chunk[i]);
+      int rc1 = tg_store_write(c->out_store, &ops[i], 1);
+      if (rc1) {
+        char tx[67];
+        tg_hex_encode(tx, chunk[i]->tx.b, 32, 1);
+        tg_log("exact: recording the outcome (%s) of transaction %s: %s",
+               tg_store_exact_status_name(chunk[i]->status), tx, tg_strerror(rc1));
+      }
+    }
+    for (size_t i = 0; i < n; i++) free(chunk[i]);
+  }
+}
+
+static void *outcome_main(void *arg) {
+  tg_chain *c = arg;
+  pthread_mutex_lock(&c->out_mu);
+  for (;;) {
+    while (!c->out_head && !c->out_stop) pthread_cond_wait(&c->out_cv, &c->out_mu);
+    outcome *list = c->out_head;
+    c->out_head = NULL;
+    c->out_tail = &c->out_head;
+    if (!list) break; /* stopping, and everything queued is written */
+    pthread_mutex_unlock(&c->out_mu);
+    outcome_write(c, list);
+    pthread_mutex_lock(&c->out_mu);
+  }
+  pthread_mutex_unlock(&c->out_mu);
+  return NULL;
+}
+
+int tg_chain_record_exact(tg_chain *c, struct tg_store *store) {
+  if (!c || !store || c->out_running) return TG_EINVAL;
+  c->out_store = store;
+  c->out_stop = 0;
+  c->out_head = NULL;
+  c->out_tail = &c->out_head;
+  if (pthread_create(&c->out_thread, NULL, outcome_main, c) != 0) return TG_ENOMEM;
+  pthread_mutex_lock(&c->out_mu);
+  c->out_running = 1;
+  pthread_mutex_unlock(&c->out_mu);
+  return TG_OK;
+}
+
+/* Writes what is queued, then stops the writer (after the manager: its last outcomes count). */
+static void outcome_stop(tg_chain *c) {
+  pthread_mutex_lock(&c->out_mu);
+  int running = c->out_running;
+  c->out_stop = 1;
+  pthread_cond_signal(&c->out_cv);
+  pthread_mutex_unlock(&c->out_mu);
+  if (running) pthread_join(c->out_thread, NULL);
+  c->out_running = 0;
+}
+
 static void on_block_number(void *arg, const tg_rpc_reply *r) {
   tg_chain *c = arg;
   c->block_pending = 0;
@@ -1201,6 +1342,9 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
   pthread_mutex_init(&c->follow_mu, NULL);
   pthread_cond_init(&c->follow_cv, NULL);
   pthread_cond_init(&c->call_cv, NULL);
+  pthread_mutex_init(&c->out_mu, NULL);
+  pthread_cond_init(&c->out_cv, NULL);
+  c->out_tail = &c->out_head;
   static const char *const events[4] = {
       "Deposited(bytes32,address,uint128,uint128)",
       "WithdrawInitiated(bytes32,address,uint128,uint40)",
@@ -1302,6 +1446,7 @@ void tg_chain_free(tg_chain *c) {
     pthread_join(c->thread, NULL);
   }
   tg_txm_free(c->txm);
+  outcome_stop(c);
   if (c->wake) event_free(c->wake);
   if (c->stats_ev) event_free(c->stats_ev);
   tg_rpc_free(c->loop_rpc);
@@ -1327,6 +1472,8 @@ void tg_chain_free(tg_chain *c) {
   pthread_mutex_destroy(&c->follow_mu);
   pthread_cond_destroy(&c->follow_cv);
   pthread_cond_destroy(&c->call_cv);
+  pthread_mutex_destroy(&c->out_mu);
+  pthread_cond_destroy(&c->out_cv);
   free(c->settle_ids);
   free(c);
 }

@@ -85,6 +85,15 @@ typedef struct {
 } tg_chain_stats;
 void tg_chain_stats_get(tg_chain *c, tg_chain_stats *out);
 
+/*
+ * Records the receipt outcome of every `exact` transfer in the store: `confirmed` once mined
+ * and `confirmations` deep with success, `failed` when it reverted or was refused after the
+ * call had been answered (docs/SETTLEMENT.md, "Reconciliation"). A thread of its own writes
+ * them, many per commit; tg_chain_free writes what is queued, then stops it. The store must
+ * outlive the chain. Call once, before the first submission.
+ */
+TG_WARN_UNUSED_RESULT int tg_chain_record_exact(tg_chain *c, struct tg_store *store);
+
 /* Stops the follower (no more tg_chain_on_withdraw calls); tg_chain_free does it too. */
 void tg_chain_follow_stop(tg_chain *c);
 

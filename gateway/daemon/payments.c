@@ -242,6 +242,10 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   co.wait_receipt = cfg->exact_wait == TG_EXACT_WAIT_RECEIPT;
   rc = tg_chain_new(&p->chain, err, TG_CONFIG_ERR_MAX, &co);
   if (rc) goto fail;
+  if ((rc = tg_chain_record_exact(p->chain, p->store))) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "exact outcome writer: %s", tg_strerror(rc));
+    goto fail;
+  }
   p->ledger = tg_ledger_new();
   if (cfg->n_plans) {
     if (!cfg->deployment || tg_address_is_zero(&dep.c[TG_CONTRACT_PASSES].address)) {

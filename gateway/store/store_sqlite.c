@@ -128,7 +128,11 @@ static const char *const sql_text[S_COUNT] = {
     [S_EXACT_INSERT] = "INSERT INTO exact_payments (token, nonce, payer, to_addr, amount, "
                        "valid_after, valid_before, tx_hash, status, request_id, created_at, "
                        "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-    [S_EXACT_UPDATE] = "UPDATE exact_payments SET status = ?3, tx_hash = coalesce(?4, tx_hash), "
+    /* a receipt's outcome (confirmed, failed) is not undone by a late `submitted` or `mined`
+     * of the same transaction (docs/STORE.md) */
+    [S_EXACT_UPDATE] = "UPDATE exact_payments SET status = CASE WHEN ?3 IN (1, 2) AND status IN "
+                       "(3, 4) AND tx_hash = ?4 THEN status ELSE ?3 END, "
+                       "tx_hash = coalesce(?4, tx_hash), "
                        "updated_at = ?5 WHERE token = ?1 AND nonce = ?2 AND payer = ?6",
     [S_EXACT_SETTLE_CHARGE] = "UPDATE charges SET settled = 1 WHERE request_id = (SELECT "
                               "request_id FROM exact_payments WHERE token = ?1 AND nonce = ?2 "

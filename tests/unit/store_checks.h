@@ -455,6 +455,15 @@ static void test_exact(void) {
   CHECK_OK(tg_store_exact_get(st, &tok, &payer, &nonce, &got));
   CHECK_INT(got.status, TG_EXACT_CONFIRMED);
   CHECK(got.has_tx && got.tx_hash.b[31] == 0x99);
+  /* A late `submitted` of the same transaction (the payment layer's, racing the receipt's
+   * writer) does not undo the outcome; the row is still found (no TG_ENOTFOUND). */
+  upd.u.exact.status = TG_EXACT_SUBMITTED;
+  upd.u.exact.has_tx = 1;
+  CHECK_OK(tg_store_write(st, &upd, 1));
+  CHECK_OK(tg_store_exact_get(st, &tok, &payer, &nonce, &got));
+  CHECK_INT(got.status, TG_EXACT_CONFIRMED);
+  upd.u.exact.status = TG_EXACT_CONFIRMED;
+  upd.u.exact.has_tx = 0;
   /* The other payer's row with the same nonce was not touched. */
   CHECK_OK(tg_store_exact_get(st, &tok, &payer2, &nonce, &got));
   CHECK_INT(got.status, TG_EXACT_VERIFIED);
