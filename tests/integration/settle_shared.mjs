@@ -249,6 +249,55 @@ async function main() {
   const after = await pub.getTransactionCount({ address: gatewayAcct.address, blockTag: 'pending' });
   check('and it sent nothing', after === settledNonce, `${after} vs ${settledNonce}`);
 
+  // Receipt outcomes in the store (no --rpc-url): once mined and confirmed, every exact row
+  // says `confirmed` (the chain thread writes it), and the report shows it from the store alone.
+  const exStatus = () => sql('SELECT status, count(*) AS n FROM exact_payments GROUP BY status');
+  const allConfirmed = await until(async () => { const g = exStatus(); return g.length === 1 && g[0].status === 3 && g[0].n === exactOk; }, 30000);
+  check(`the store marks all ${exactOk} exact payments confirmed after their receipts`, allConfirmed, JSON.stringify(exStatus()));
+  const rep2 = h.run(TOLLGATE, ['report', '--store', `sqlite:${storePath}`, '--json']);
+  let rep2Ok = null;
+  try { rep2Ok = JSON.parse(rep2.out); } catch { /* checked below */ }
+  const rp2 = rep2Ok?.payers?.find((p) => p.payer.toLowerCase() === exactPayer.address.toLowerCase());
+  check('report --json without --rpc-url: every exact payment confirmed, its amount in exactConfirmed, nothing pending',
+    rep2.code === 0 && rep2Ok?.exactPayments?.length === exactOk && rep2Ok.exactPayments.every((e) => e.status === 'confirmed' && exTx.has(e.txHash)) &&
+      rp2 && BigInt(rp2.exactConfirmed) === exRowsSum && rp2.exactPending === '0' && rp2.exactFailed === '0',
+    `exit ${rep2.code} ${rep2.err.trim()} ${JSON.stringify(rp2)}`);
+  const exUnsettled = sql('SELECT count(*) AS n FROM charges WHERE scheme = 0 AND settled = 0')[0].n;
+  check('and every exact charge is marked settled with it', exUnsettled === 0, `${exUnsettled} unsettled`);
+
+  // A transfer that reverts after the call was answered: mining paused, a payer holding exactly
+  // one call's price pays (answered on submission), then moves its tokens away with a higher tip
+  // before the block; the gateway's transfer reverts in it and the row says `failed`.
+  const rev = privateKeyToAccount(generatePrivateKey());
+  await rpc(RPC, 'anvil_setBalance', [rev.address, '0x56bc75e2d63100000']);
+  await send(payerA, { address: USDC, abi: ERC20, functionName: 'mint', args: [rev.address, 1000n] });
+  const revFetch = wrapFetchWithPaymentFromConfig(fetch, { schemes: [{ network: 'eip155:*', client: new ExactEvmScheme(rev) }], spendControls: false });
+  await rpc(RPC, 'evm_setIntervalMining', [0]);
+  let revPaid = false, drainOk = false;
+  try {
+    const r = await revFetch(`${GW}/paid/v1/models`);
+    await r.text();
+    revPaid = r.status === 200;
+    const drain = await walletOf(rev).writeContract({ address: USDC, abi: parseAbi(['function transfer(address to, uint256 amount) returns (bool)']),
+      functionName: 'transfer', args: [receiver, 1000n], gas: 100000n, maxPriorityFeePerGas: 50_000_000_000n, maxFeePerGas: 100_000_000_000n });
+    await rpc(RPC, 'evm_mine', []);
+    drainOk = (await pub.waitForTransactionReceipt({ hash: drain, timeout: 30000 })).status === 'success';
+  } finally {
+    await rpc(RPC, 'evm_setIntervalMining', [1]);
+  }
+  check('setup: the call was paid on submission and the payer moved its tokens away first', revPaid && drainOk, `paid ${revPaid}, drain ${drainOk}`);
+  const revRow = () => sql(`SELECT status, hex(tx_hash) AS tx FROM exact_payments WHERE lower(hex(payer)) = '${rev.address.slice(2).toLowerCase()}'`);
+  const revFailed = await until(async () => revRow()[0]?.status === 4, 30000);
+  const revTx = revRow()[0]?.tx;
+  const revRcpt = revTx ? await pub.getTransactionReceipt({ hash: '0x' + revTx.toLowerCase() }).catch(() => null) : null;
+  check('the reverted transfer is recorded `failed` in the store, with its mined (reverted) transaction',
+    revFailed && revRcpt?.status === 'reverted', `${JSON.stringify(revRow())} receipt ${revRcpt?.status}`);
+  const rep3 = h.run(TOLLGATE, ['report', '--store', `sqlite:${storePath}`, '--json']);
+  let rp3 = null;
+  try { rp3 = JSON.parse(rep3.out).payers.find((p) => p.payer.toLowerCase() === rev.address.toLowerCase()); } catch { /* checked below */ }
+  check('report --json without --rpc-url: that payer\'s 1000 is in exactFailed, nothing confirmed or pending',
+    rp3 && rp3.exactFailed === '1000' && rp3.exactConfirmed === '0' && rp3.exactPending === '0', JSON.stringify(rp3));
+
   await h.stop(gw);
   check('tollgated stops cleanly on SIGTERM', gw.exited?.code === 0, JSON.stringify(gw.exited));
   const san = gw.logText.match(/^.*(runtime error|AddressSanitizer|LeakSanitizer|ThreadSanitizer).*$/m);
