@@ -540,6 +540,7 @@ static void mark_accepted(tg_txm *m, txm_tx *t) {
 
 /* Keeps the node's text of a refusal, for the caller's report (tg_txm_result.message). */
 static void keep_message(txm_tx *t, const tg_rpc_reply *r) {
+  if (t->cancel && t->node_msg[0]) return; /* the filler's troubles do not hide the reason */
   if (r->message && *r->message)
     snprintf(t->node_msg, sizeof t->node_msg, "%s (code %lld)", r->message, r->code);
   else
@@ -556,6 +557,8 @@ static void send_result(tg_txm *m, txm_tx *t, const tg_rpc_reply *r, int batched
   switch (r->err) {
   case 0:
   case TG_ERPC_ALREADY_KNOWN:
+    if (!t->cancel) t->node_msg[0] = 0; /* an earlier refusal (a batch, funds) is moot now;
+                                           a filler's acceptance keeps the refusal's text */
     if (t->state == TG_TXM_SIGNED) {
       t->state = TG_TXM_SENT;
       t->dirty = 1;

@@ -34,8 +34,13 @@ extern "C" {
  *     top; a receipt that disappears or moves to another block (a reorg) sends
  *     the transaction again;
  *   - a transaction the node refuses outright (an invalid one) is reported
- *     failed, and its nonce is filled with a zero-value self-transfer so that
- *     the following nonces are not blocked.
+ *     failed with the node's text (tg_txm_result.message), and its nonce is
+ *     filled with a zero-value self-transfer so that the following nonces are
+ *     not blocked;
+ *   - sends go in JSON-RPC batches of at most 100 transactions and 1 MiB of
+ *     request body; a batch the node refuses whole ("Invalid request", -32600:
+ *     a body over its limit, a batch limit) is not a verdict on its
+ *     transactions: each is sent again alone.
  *
  * After a crash, tg_txm_open reads the journal and resumes every transaction
  * that was signed but not confirmed, sending the same signed bytes again
@@ -70,8 +75,9 @@ typedef struct {
   int status;              /* receipt status: 1 success, 0 reverted */
   uint64_t gas_used;
   tg_u256 effective_gas_price;
-  char message[TG_TXM_MESSAGE_MAX]; /* the node's text of its last refusal ("" when none):
-                                       why a TG_TXM_FAILED transaction failed */
+  char message[TG_TXM_MESSAGE_MAX]; /* the node's text of its last refusal since it last
+                                       accepted it ("" when none): why a TG_TXM_FAILED
+                                       transaction failed */
 } tg_txm_result;
 
 typedef void (*tg_txm_cb)(void *arg, const tg_txm_result *res);
