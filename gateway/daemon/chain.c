@@ -44,6 +44,7 @@ typedef struct outcome {
   tg_address token, payer;
   tg_hash nonce, tx;
   tg_store_exact_status status;
+  uint64_t give_up_ms;       /* monotonic: a row still not charged then is left as it is */
 } outcome;
 
 /* One `exact` admission read (authorizationState + balanceOf) on its way through the chain thread. */
@@ -133,6 +134,7 @@ struct tg_chain {
   pthread_mutex_t out_mu;
   pthread_cond_t out_cv;
   outcome *out_head, **out_tail;
+  outcome *out_later;        /* writer thread only: rows not charged yet, tried again in 1 s */
 };
 
 enum { CLIENT_READS, CLIENT_FOLLOW, CLIENT_TXM };
@@ -911,8 +913,12 @@ static int refund_submit(void *ctx, struct event_base *worker, const tg_address 
  *   - mined and reverted, or failed for good after the node had accepted it, when the
  *     payment layer had already answered the call (it recorded `submitted`): `failed`.
  *     Otherwise the payment layer was answered with the error and records `failed` itself.
- * The store's update never moves a row from `confirmed` or `failed` back to `submitted`
- * for the same transaction, so a late `submitted` of the payment layer cannot undo it.
+ * An outcome moves only a row the payment layer already recorded `submitted` (in the same
+ * commit as its charge: `receipt` in the store op). A row still `verified` is the payment
+ * layer's to finish (with `exact_wait receipt` its commit follows the answer; after a crash
+ * a retry of the call resumes it and must find it `verified`, not `confirmed`): the outcome
+ * is tried again every second for OUTCOME_PATIENCE_MS. The store's update also never
+ * moves a row from `confirmed` or `failed` back to `submitted` for the same transaction.
  */
 static void outcome_push(tg_chain *c, const job *j, const tg_txm_result *r, int answered) {
   tg_store_exact_status st;
@@ -939,6 +945,7 @@ static void outcome_push(tg_chain *c, const job *j, const tg_txm_result *r, int 
 }
 
 #define OUTCOMES_PER_COMMIT 256
+#define OUTCOME_PATIENCE_MS 60000u
 
 static void outcome_op(tg_store_op *op, const outcome *o) {
   memset(op, 0, sizeof *op);
@@ -949,11 +956,13 @@ static void outcome_op(tg_store_op *op, const outcome *o) {
   op->u.exact.status = o->status;
   op->u.exact.has_tx = 1;
   op->u.exact.tx_hash = o->tx;
+  op->u.exact.receipt = 1;
 }
 
-/* Writes a list of outcomes (and frees it): OUTCOMES_PER_COMMIT per commit, one by one
- * when a commit fails, so that one bad row does not hold back the others. */
-static void outcome_write(tg_chain *c, outcome *list) {
+/* Writes a list of outcomes: OUTCOMES_PER_COMMIT per commit, one by one when a commit
+ * fails, so that one row does not hold back the others. Rows not charged yet go to
+ * out_later (`last`: a final attempt, at shutdown); the rest is freed. */
+static void outcome_write(tg_chain *c, outcome *list, int last) {
   tg_store_op ops[OUTCOMES_PER_COMMIT];
   outcome *chunk[OUTCOMES_PER_COMMIT];
   while (list) {
@@ -968,11 +977,18 @@ static void outcome_write(tg_chain *c, outcome *list) {
     for (size_t i = 0; rc && i < n; i++) {
       outcome_op(&ops[i], chunk[i]);
       int rc1 = tg_store_write(c->out_store, &ops[i], 1);
-      if (rc1) {
+      if (!chunk[i]->give_up_ms) chunk[i]->give_up_ms = mono_ms() + OUTCOME_PATIENCE_MS;
+      if (rc1 == TG_ENOTFOUND && !last && mono_ms() < chunk[i]->give_up_ms) {
+        chunk[i]->next = c->out_later;
+        c->out_later = chunk[i];
+        chunk[i] = NULL;
+      } else if (rc1) {
         char tx[67];
         tg_hex_encode(tx, chunk[i]->tx.b, 32, 1);
-        tg_log("exact: recording the outcome (%s) of transaction %s: %s",
-               tg_store_exact_status_name(chunk[i]->status), tx, tg_strerror(rc1));
+        tg_log("exact: the outcome (%s) of transaction %s not recorded: %s",
+               tg_store_exact_status_name(chunk[i]->status), tx,
+               rc1 == TG_ENOTFOUND ? "its payment is not recorded as submitted (charged)"
+                                   : tg_strerror(rc1));
       }
     }
     for (size_t i = 0; i < n; i++) free(chunk[i]);
@@ -981,16 +997,37 @@ static void outcome_write(tg_chain *c, outcome *list) {
 
 static void *outcome_main(void *arg) {
   tg_chain *c = arg;
+  uint64_t later_ms = 0; /* when the deferred ones were last tried */
   pthread_mutex_lock(&c->out_mu);
   for (;;) {
-    while (!c->out_head && !c->out_stop) pthread_cond_wait(&c->out_cv, &c->out_mu);
+    if (c->out_later && !c->out_stop) {
+      struct timespec until;
+      clock_gettime(CLOCK_REALTIME, &until);
+      until.tv_sec += 1;
+      while (!c->out_head && !c->out_stop &&
+             pthread_cond_timedwait(&c->out_cv, &c->out_mu, &until) == 0) {
+      }
+    } else {
+      while (!c->out_head && !c->out_stop) pthread_cond_wait(&c->out_cv, &c->out_mu);
+    }
     outcome *list = c->out_head;
     c->out_head = NULL;
     c->out_tail = &c->out_head;
-    if (!list) break; /* stopping, and everything queued is written */
+    int stop = c->out_stop;
     pthread_mutex_unlock(&c->out_mu);
-    outcome_write(c, list);
+    /* the deferred ones go again once a second, with the new ones (at shutdown: a last time) */
+    if (c->out_later && (stop || mono_ms() - later_ms >= 1000)) {
+      later_ms = mono_ms();
+      while (c->out_later) {
+        outcome *o = c->out_later;
+        c->out_later = o->next;
+        o->next = list;
+        list = o;
+      }
+    }
+    if (list) outcome_write(c, list, stop);
     pthread_mutex_lock(&c->out_mu);
+    if (stop && !c->out_head) break; /* everything queued is written */
   }
   pthread_mutex_unlock(&c->out_mu);
   return NULL;

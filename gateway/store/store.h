@@ -297,6 +297,9 @@ typedef struct {
   tg_store_exact_status status;
   int has_tx;
   tg_hash tx_hash;
+  int receipt;                 /* EXACT_UPDATE of a receipt's outcome: moves only a row already
+                                  `submitted` or `mined` (charged with it); TG_ENOTFOUND
+                                  while it is still `verified` (or gone) */
 } tg_store_op_exact;
 
 typedef struct {

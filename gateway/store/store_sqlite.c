@@ -133,7 +133,8 @@ static const char *const sql_text[S_COUNT] = {
     [S_EXACT_UPDATE] = "UPDATE exact_payments SET status = CASE WHEN ?3 IN (1, 2) AND status IN "
                        "(3, 4) AND tx_hash = ?4 THEN status ELSE ?3 END, "
                        "tx_hash = coalesce(?4, tx_hash), "
-                       "updated_at = ?5 WHERE token = ?1 AND nonce = ?2 AND payer = ?6",
+                       "updated_at = ?5 WHERE token = ?1 AND nonce = ?2 AND payer = ?6 "
+                       "AND (?7 = 0 OR status IN (1, 2))",
     [S_EXACT_SETTLE_CHARGE] = "UPDATE charges SET settled = 1 WHERE request_id = (SELECT "
                               "request_id FROM exact_payments WHERE token = ?1 AND nonce = ?2 "
                               "AND payer = ?3 AND request_id <> '')",
@@ -727,6 +728,7 @@ static int op_exact(tg__store_conn *c, tg_store_op *op) {
   bind_opt_hash(s, 4, o->has_tx, &o->tx_hash);
   sqlite3_bind_int64(s, 5, op->now);
   BIND_FIXED(s, 6, &o->payer);
+  sqlite3_bind_int(s, 7, o->receipt ? 1 : 0);
   if ((rc = run(s)) < 0) return rc;
   if (sqlite3_changes(c->db) == 0) return TG_ENOTFOUND;
   if (o->status == TG_EXACT_CONFIRMED) {

@@ -445,13 +445,24 @@ static void test_exact(void) {
   upd.u.exact.token = tok;
   upd.u.exact.payer = payer;
   upd.u.exact.nonce = nonce;
-  upd.u.exact.status = TG_EXACT_SUBMITTED;
+  /* A receipt's outcome does not move a row still `verified` (not charged yet: the payment
+   * layer finishes it, or a retry resumes it): TG_ENOTFOUND, the row unchanged. */
+  upd.u.exact.status = TG_EXACT_CONFIRMED;
   upd.u.exact.has_tx = 1;
   upd.u.exact.tx_hash = hash(0x99);
+  upd.u.exact.receipt = 1;
+  CHECK_ERR(tg_store_write(st, &upd, 1), TG_ENOTFOUND);
+  CHECK_OK(tg_store_exact_get(st, &tok, &payer, &nonce, &got));
+  CHECK_INT(got.status, TG_EXACT_VERIFIED);
+  CHECK(!got.has_tx);
+  upd.u.exact.receipt = 0;
+  upd.u.exact.status = TG_EXACT_SUBMITTED;
   CHECK_OK(tg_store_write(st, &upd, 1));
   upd.u.exact.status = TG_EXACT_CONFIRMED;
   upd.u.exact.has_tx = 0; /* keeps the stored hash */
+  upd.u.exact.receipt = 1; /* the receipt's outcome: the row is `submitted`, so it moves */
   CHECK_OK(tg_store_write(st, &upd, 1));
+  upd.u.exact.receipt = 0;
   CHECK_OK(tg_store_exact_get(st, &tok, &payer, &nonce, &got));
   CHECK_INT(got.status, TG_EXACT_CONFIRMED);
   CHECK(got.has_tx && got.tx_hash.b[31] == 0x99);
