@@ -698,10 +698,12 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
       "# HELP tollgate_pay_chain_errors_total Chain backend failures seen by payments, by operation.\n"
       "# TYPE tollgate_pay_chain_errors_total counter\n"
       "tollgate_pay_chain_errors_total{op=\"check\"} %llu\n"
-      "tollgate_pay_chain_errors_total{op=\"submit\"} %llu\n",
+      "tollgate_pay_chain_errors_total{op=\"submit\"} %llu\n"
+      "# HELP tollgate_pay_voucher_cache_hits_total Voucher headers recognised by their bytes (no decode, no recovery).\n"
+      "# TYPE tollgate_pay_voucher_cache_hits_total counter\ntollgate_pay_voucher_cache_hits_total %llu\n",
       (unsigned long long)s.admitted, (unsigned long long)s.charged_calls,
       (unsigned long long)s.failed_commits, ch, ex, (unsigned long long)s.chain_check_errors,
-      (unsigned long long)s.chain_submit_errors);
+      (unsigned long long)s.chain_submit_errors, (unsigned long long)s.voucher_cache_hits);
   }
   if (ops->passes) {
     tg_passes_stats s;

@@ -229,6 +229,7 @@ typedef struct {
   /* The chain backend's failures as the payment layer saw them (`exact` and the facilitator). */
   uint64_t chain_check_errors;  /* authorizationState/balance reads that failed */
   uint64_t chain_submit_errors; /* transferWithAuthorization submissions that failed */
+  uint64_t voucher_cache_hits;  /* voucher headers recognised by their bytes (docs/PROTOCOL.md 3.3) */
 } tg_pay_stats;
 void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out);
 

@@ -711,6 +711,79 @@ static void test_contract_wallet_voucher(void) {
   free(h);
 }
 
+/*
+ * A voucher header seen before is recognised by its bytes (no decode, no recovery), and
+ * everything else is still checked: one flipped signature byte is a different header and is
+ * refused; the cached header on a route it does not pay enough for is refused; on a channel in
+ * withdrawal it is refused; a contract wallet's (ERC-1271) header is never kept.
+ */
+static void test_voucher_header_cache(void) {
+  tg_u256 max;
+  tg_u256_from_u64(&max, 900000);
+  tg_sig sig;
+  CHECK_OK(tg_channel_voucher_sign(&sig, F.payer_key, &F.domain, &F.channel_id, &max));
+  char *h = raw_voucher_header(900000, &F.ch, sig.b, 65);
+  tg_pay_stats s0, s1;
+  tg_pay_stats_get(F.pay, &s0);
+  result r;
+  admit(&r, "ping", NULL, h, "vc-1");
+  CHECK(r.admitted);
+  complete(&r, 1, 0, 0, 0);
+  CHECK(r.charged);
+  for (int i = 0; i < 3; i++) {
+    char rid[16];
+    snprintf(rid, sizeof rid, "vc-again-%d", i);
+    admit(&r, "ping", NULL, h, rid);
+    CHECK(r.admitted);
+    complete(&r, 1, 0, 0, 0);
+    CHECK(r.charged);
+  }
+  tg_pay_stats_get(F.pay, &s1);
+  CHECK_INT(s1.voucher_cache_hits - s0.voucher_cache_hits, 3);
+  /* One signature byte changed: not the cached header, and not a valid signature. */
+  sig.b[7] ^= 1;
+  char *forged = raw_voucher_header(900000, &F.ch, sig.b, 65);
+  admit(&r, "ping", NULL, forged, "vc-forged");
+  CHECK_INT(r.status, 402);
+  CHECK_STR(r.reason, "invalid_batch_settlement_evm_voucher_signature");
+  free(forged);
+  /* The cached header echoes terms for "ping" (1000): not enough for "chat" (500000). */
+  admit(&r, "chat", "gpt-test", h, "vc-terms");
+  CHECK_INT(r.status, 402);
+  CHECK_STR(r.reason, "invalid_payment_requirements");
+  /* The channel in withdrawal: the cached header is refused like any other. */
+  tg_ledger_channel lc;
+  CHECK_OK(tg_ledger_get(F.ledger, &F.channel_id, &lc));
+  CHECK_OK(tg_ledger_mirror(F.ledger, &F.channel_id, &lc.balance, &lc.total_claimed, 1767225600));
+  admit(&r, "ping", NULL, h, "vc-withdrawing");
+  CHECK_INT(r.status, 402);
+  CHECK_STR(r.reason, "invalid_batch_settlement_evm_channel_withdrawing");
+  CHECK_OK(tg_ledger_mirror(F.ledger, &F.channel_id, &lc.balance, &lc.total_claimed, 0));
+  tg_pay_stats_get(F.pay, &s0);
+  CHECK_INT(s0.voucher_cache_hits - s1.voucher_cache_hits, 2); /* the terms and withdrawal cases */
+  free(h);
+  /* A contract wallet's voucher (ERC-1271): asked on-chain, never recognised by its bytes. */
+  tg_channel_config w = F.ch;
+  memset(w.payer.b, 0, 20);
+  w.payer.b[0] = 0xa1;
+  memset(w.payer_authorizer.b, 0, 20);
+  w.salt.b[0] = 0x77;
+  uint8_t wsig[65];
+  memset(wsig, 0xaa, sizeof wsig);
+  char *wh = raw_voucher_header(300000, &w, wsig, sizeof wsig);
+  tg_pay_stats_get(F.pay, &s0);
+  for (int i = 0; i < 2; i++) {
+    char rid[16];
+    snprintf(rid, sizeof rid, "vc-wallet-%d", i);
+    admit(&r, "ping", NULL, wh, rid);
+    CHECK(r.admitted);
+    complete(&r, 1, 0, 0, 0);
+  }
+  tg_pay_stats_get(F.pay, &s1);
+  CHECK_INT(s1.voucher_cache_hits, s0.voucher_cache_hits);
+  free(wh);
+}
+
 /* `exact` admission with the chain read made asynchronously (the daemon's check_async): the
  * same outcomes, and no read blocks the caller. */
 static void test_exact_async_check(void) {
@@ -882,6 +955,7 @@ int main(void) {
   RUN(test_many_in_flight);
   RUN(test_exact);
   RUN(test_contract_wallet_voucher);
+  RUN(test_voucher_header_cache);
   RUN(test_exact_async_check);
   RUN(test_non_holder_deposit_refund);
   teardown();
