@@ -95,10 +95,7 @@ static int priced(const tg_config *cfg) {
 }
 
 /* New prices and credit limits apply to new calls; calls in flight keep their own. */
-static void on_reload(void *arg, tg_config *cfg) {
-  tg_payments *p = arg;
-  if (p->pay) tg_pay_set_config(p->pay, cfg);
-}
+static void on_reload(void *arg, tg_config *cfg) { tg_payments_reload(arg, cfg); }
 
 /*
  * glibc gives every thread that allocates its own arena (up to 8 per core); each keeps freed

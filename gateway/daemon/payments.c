@@ -238,7 +238,10 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   journal_path(journal, sizeof journal, cfg, ".txm");
   co.journal_path = journal;
   co.channels = dep.c[TG_CONTRACT_CHANNELS].address;
-  if (cfg->n_plans) co.passes = dep.c[TG_CONTRACT_PASSES].address;
+  /* The pass contract is watched whenever the deployment has one, so that a reload can add
+   * the first `plan` (the follower itself starts with the first plan). */
+  int have_passes = cfg->deployment && !tg_address_is_zero(&dep.c[TG_CONTRACT_PASSES].address);
+  if (have_passes) co.passes = dep.c[TG_CONTRACT_PASSES].address;
   co.wait_receipt = cfg->exact_wait == TG_EXACT_WAIT_RECEIPT;
   rc = tg_chain_new(&p->chain, err, TG_CONFIG_ERR_MAX, &co);
   if (rc) goto fail;
@@ -247,13 +250,13 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
     goto fail;
   }
   p->ledger = tg_ledger_new();
-  if (cfg->n_plans) {
-    if (!cfg->deployment || tg_address_is_zero(&dep.c[TG_CONTRACT_PASSES].address)) {
-      snprintf(err, TG_CONFIG_ERR_MAX, "`plan` needs `deployment` naming a TollgatePasses contract "
-               "(the deployment file of `tollgate deploy`)");
-      rc = TG_EINVAL;
-      goto fail;
-    }
+  if (cfg->n_plans && !have_passes) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "`plan` needs `deployment` naming a TollgatePasses contract "
+             "(the deployment file of `tollgate deploy`)");
+    rc = TG_EINVAL;
+    goto fail;
+  }
+  if (have_passes) {
     tg_passes_opts pso;
     memset(&pso, 0, sizeof pso);
     pso.store = p->store;
@@ -323,15 +326,32 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
     tg_log("cluster: instance %s on %s", instance, label);
   }
   if (cfg->scheme_channel && (rc = start_scheduler(p, err, cfg, &dep)) != 0) goto fail;
-  if ((cfg->scheme_channel || p->passes) && (rc = tg_chain_follow(p->chain, p->ledger, p->store, 1000))) {
+  if ((cfg->scheme_channel || cfg->n_plans) && (rc = tg_chain_follow(p->chain, p->ledger, p->store, 1000))) {
     snprintf(err, TG_CONFIG_ERR_MAX, "chain follower: %s", tg_strerror(rc));
     goto fail;
   }
+  p->following = cfg->scheme_channel || cfg->n_plans;
   p->hooks = (tg_http_payhooks){p->pay, tg_pay_admit, tg_pay_complete};
   return TG_OK;
 fail:
   tg_payments_stop(p);
   return rc;
+}
+
+void tg_payments_reload(tg_payments *p, tg_config *cfg) {
+  if (p->pay) tg_pay_set_config(p->pay, cfg);
+  if (!cfg->n_plans || !p->passes || p->following) return;
+  /* The first plan: the follower starts (entitlements then follow transfers within a block);
+   * nothing was cached before it, as no call could be decided on a pass. */
+  int rc = tg_chain_follow(p->chain, p->ledger, p->store, 1000);
+  if (rc) {
+    tg_log("reload: the chain follower did not start (%s): pass entitlements are not "
+           "followed; restart tollgated", tg_strerror(rc));
+    return;
+  }
+  p->following = 1;
+  tg_passes_invalidate(p->passes);
+  tg_log("reload: access passes on (the first plan); following the pass contract");
 }
 
 void tg_payments_stop(tg_payments *p) {

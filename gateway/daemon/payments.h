@@ -18,7 +18,8 @@ typedef struct {
   tg_seckey *key;
   tg_chain *chain;
   tg_pay *pay;
-  tg_passes *passes;          /* access passes (when the configuration has plans) */
+  tg_passes *passes;          /* access passes (when the deployment has a pass contract) */
+  int following;              /* the chain follower runs (channels, or plans) */
   tg_scheduler *sched;        /* settlement runs and the watchtower (channel scheme) */
   tg_cluster *cluster;        /* PostgreSQL: liveness and the gateway lease (NULL on SQLite) */
   tg_pay_exact_backend exact; /* the chain's, behind a check of the gateway lease */
@@ -34,6 +35,9 @@ typedef struct {
  */
 TG_WARN_UNUSED_RESULT int tg_payments_start(tg_payments *p, char *err, tg_config *cfg);
 void tg_payments_stop(tg_payments *p);
+/* A reloaded configuration (main loop): new prices and plans; the first plan starts the
+ * chain follower when nothing needed it before. */
+void tg_payments_reload(tg_payments *p, tg_config *cfg);
 
 /*
  * The store URI of a configuration ("sqlite:PATH", or the PostgreSQL URI as

@@ -145,7 +145,7 @@ static int handle(const tg_http_ops *ops, const tg_config *cfg, struct event_bas
                   tg_client_watch *cw, const char *method, const char *path,
                   const char *id, void (*done)(void *, int), void *arg) {
   struct evhttp_request *req = cw->req; /* being served: valid until this returns */
-  if (ops == NULL || ops->passes == NULL)
+  if (ops == NULL || ops->passes == NULL || cfg->n_plans == 0)
     return refuse(req, TG_EPAY_UNAVAILABLE, "access passes are not configured (no `plan`)", id);
   struct evkeyvalq *in = evhttp_request_get_input_headers(req);
   const char *host = evhttp_find_header(in, "Host");

@@ -1493,7 +1493,7 @@ void tg_pay_admit(void *ctx, struct event_base *base, const tg_pay_request *req,
     tg_config_unref(cfg);
     return;
   }
-  if ((req->payment_signature == NULL || req->payment_signature[0] == 0) && p->passes) {
+  if ((req->payment_signature == NULL || req->payment_signature[0] == 0) && p->passes && cfg->n_plans) {
     tg_address who;
     char why[512], agent_key[65];
     int64_t agent_exp;

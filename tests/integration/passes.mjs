@@ -466,6 +466,37 @@ async function main() {
     check('l: after SIGKILL the store still counts the 3 calls made, plus exactly the unused lease the crash kept (8 of a block of 10)',
       made.every((r) => r.status === 200) && leases === 1 && rowsAfter - before === 3 + leased && leased === 8,
       `${made.map((r) => r.status).join(' ')}; rows ${before} -> ${rowsAfter}; ${leases} leases, ${leased} unused`);
+
+    // ================= (m) the first plan, added by a reload (SIGHUP) without a restart
+    const confNoPlan = join(h.scratch, 'tollgated-noplan.conf');
+    writeFileSync(confNoPlan, readFileSync(conf, 'utf8').split('\n').filter((l) => !/^plan /.test(l)).join('\n'));
+    const gw4 = h.start('tollgated-4', TOLLGATED, ['-c', confNoPlan]);
+    await waitHttp(`${GW}/healthz`, gw4);
+    const nonce0 = await fetch(`${GW}/auth/nonce`, { method: 'POST' });
+    await nonce0.text();
+    const call0 = await chatCall(again.body?.token);
+    writeFileSync(confNoPlan, readFileSync(conf, 'utf8'));
+    gw4.kill('SIGHUP');
+    let nonce1 = 0;
+    for (let i = 0; i < 50 && nonce1 !== 200; i++) {
+      await sleep(100);
+      const r = await fetch(`${GW}/auth/nonce`, { method: 'POST' });
+      await r.text();
+      nonce1 = r.status;
+    }
+    const eIn2 = await signIn(erin);
+    const call1 = await chatCall(eIn2.body?.token);
+    check('m: without plans sign-in is 503 and a session token gets the ordinary 402; after SIGHUP adding the plans, erin signs in and is admitted on her pass',
+      nonce0.status === 503 && call0.status === 402 && nonce1 === 200 && call1.status === 200 && /plan=pro/.test(call1.pass || ''),
+      `${nonce0.status} ${call0.status} ${nonce1} ${call1.status} ${call1.text.slice(0, 200)}`);
+    // The follower started with the first plan: a transfer is seen within a few blocks.
+    await send(erin, { ...P, functionName: 'safeTransferFrom', args: [erin.address, mallory.address, 1n, 1n, '0x'] });
+    let call2 = null;
+    for (let i = 0; i < 50; i++) { call2 = await chatCall(eIn2.body?.token); if (call2.status === 403) break; await sleep(200); }
+    check('m: ... and the reloaded gateway follows the pass contract: erin transfers her pass, her token is refused 403',
+      call2?.status === 403 && /holds no live pass/.test(call2.text), `${call2?.status} ${call2?.text}`);
+    await h.stop(gw4);
+    check('m: tollgated stops cleanly after the reload', gw4.exited?.code === 0, `${JSON.stringify(gw4.exited)} ${gw4.logText.slice(-500)}`);
     // The gateway notices a hang-up while the store write is pending (EV_CLOSED on the socket) and
     // logs the call as 499 with the write done; a hang-up noticed only after the answer went out
     // is a normal 200. Before the watch, every one was logged 200 and the request was left to
