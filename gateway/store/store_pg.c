@@ -79,6 +79,9 @@ enum {
   S_FAST_HOLDS,
   S_FAST_HOLD_INSERT,
   S_FAST_CH_SET,
+  S_FAST_CH_GUARD,
+  S_FAST_TOT_GUARD,
+  S_FAST_HOLD_END,
   /* reads */
   S_CH_GET,
   S_CH_ALL,
@@ -250,6 +253,21 @@ static const char *const sql_text[S_COUNT] = {
                       "charge_cap = $4, charged = $5, credit_limit = $6, reserved = $7, "
                       "charge_count = charge_count + $8, first_unclaimed_at = $9, "
                       "updated_at = $10 WHERE id = $1",
+    /* Guards of a batch decided on remembered rows: lock the row only if it still holds the
+     * remembered values, else divide by zero (22012), which aborts the pipeline, COMMIT
+     * included. */
+    [S_FAST_CH_GUARD] =
+        "SELECT 1 / (SELECT count(*)::int FROM (SELECT 1 FROM channels WHERE id = $1 AND "
+        "payer = $2 AND status = $3 AND charged = $4 AND ceiling = $5 AND credit_limit = $6 AND "
+        "charge_cap = $7 AND balance = $8 AND total_claimed = $9 AND withdraw_requested_at = $10 "
+        "AND reserved = $11 AND first_unclaimed_at = $12 AND updated_at = $13 "
+        "FOR NO KEY UPDATE) x)",
+    [S_FAST_TOT_GUARD] = "SELECT 1 / (SELECT count(*)::int FROM (SELECT 1 FROM payer_totals "
+                         "WHERE payer = $1 AND scheme = $2 AND charged = $3 AND count = $4 "
+                         "FOR NO KEY UPDATE) x)",
+    [S_FAST_HOLD_END] = "WITH d AS (DELETE FROM reservations WHERE request_id = $1 AND "
+                        "channel_id = $2 AND amount = $3 RETURNING 1) "
+                        "SELECT 1 / (SELECT count(*)::int FROM d)",
     [S_CH_GET] = "SELECT " CH_COLS " FROM channels WHERE id = $1",
     [S_CH_ALL] = "SELECT " CH_COLS " FROM channels ORDER BY id",
     [S_CH_BY_PAYER] = "SELECT " CH_COLS " FROM channels WHERE payer = $1 ORDER BY id",
@@ -285,8 +303,12 @@ struct tg__store_conn {
   int sp_done; /* the previous submission's savepoint awaits its RELEASE */
   int retry;  /* the last failure was transient: rerun the batch */
   uint64_t round_trips; /* exchanges with the server (a pipeline's sync counts once) */
+  struct fb_cache *cache; /* the writer's remembered rows (conn_batch); NULL until used */
+  int64_t cache_off_until; /* after a guard failed: read the rows until then (ms) */
   uint8_t prepared[S_COUNT];
 };
+
+static void fb_cache_free(struct fb_cache *k);
 
 /* ------------------------------------------------------------------------- */
 /* Parameters (bytea in binary, everything else as text) and results (binary). */
@@ -502,6 +524,7 @@ static void u256_add_sat(tg_u256 *out, const tg_u256 *a, const tg_u256 *b) {
 
 static void conn_close(tg__store_conn *c) {
   if (c == NULL) return;
+  fb_cache_free(c->cache);
   if (c->pg) PQfinish(c->pg);
   free(c);
 }
@@ -676,6 +699,9 @@ static int reconnect(tg__store_conn *c) {
 }
 
 static int tx_begin(tg__store_conn *c) {
+  /* The statement-by-statement path may change any row: forget the remembered ones. */
+  fb_cache_free(c->cache);
+  c->cache = NULL;
   c->retry = 0;
   c->in_sp = 0;
   c->sp_done = 0;
@@ -1815,7 +1841,101 @@ typedef struct {
   tg_hash channel_id;
   tg_u256 amount;
   int present;
+  int read; /* ended by an op of the batch: its row must be known (read, or remembered) */
 } fb_hold;
+
+/*
+ * What a writer remembers between batches: the channel and payer-totals rows, and the holds,
+ * exactly as its last committed batches left them. A batch whose rows are all remembered is
+ * decided on them and sent in ONE round trip, its first statements guards that lock each row
+ * only if it still holds the remembered values (S_FAST_CH_GUARD...): another instance's write,
+ * the chain follower's sync, a settlement, anything, makes a guard divide by zero, which aborts
+ * the pipeline and its COMMIT; the batch then runs again reading its rows (two round trips),
+ * and for FB_CACHE_OFF_MS every batch reads (rows contended by other instances). Linear
+ * probing in fixed tables; a full table is emptied.
+ */
+#define FB_CACHE_CH 4096
+#define FB_CACHE_TOT 4096
+#define FB_CACHE_HOLDS 16384
+#define FB_CACHE_OFF_MS 2000
+
+typedef struct {
+  int used, present;
+  char *request_id; /* owned */
+  tg_hash channel_id;
+  tg_u256 amount;
+} fb_chold;
+
+struct fb_cache {
+  fb_channel ch[FB_CACHE_CH]; /* .found: slot used */
+  fb_totals tot[FB_CACHE_TOT]; /* .dirty: slot used */
+  fb_chold holds[FB_CACHE_HOLDS];
+  size_t nch, ntot, nholds;
+};
+
+static void fb_cache_free(struct fb_cache *k) {
+  if (k == NULL) return;
+  for (size_t i = 0; i < FB_CACHE_HOLDS; i++) free(k->holds[i].request_id);
+  free(k);
+}
+
+static uint32_t fb_hash_str(const char *s, const tg_hash *id) {
+  uint32_t h = 2166136261u;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+  for (int i = 0; i < 4; i++) h = (h ^ id->b[i]) * 16777619u;
+  return h;
+}
+
+static uint32_t fb_hash_bytes(const uint8_t *b, size_t n) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 16777619u;
+  return h;
+}
+
+/* The slot of a row: its own, or (insert) a free one; NULL when absent (or the table is full). */
+static fb_channel *fb_cache_ch(struct fb_cache *k, const tg_hash *id, int insert) {
+  for (uint32_t i = fb_hash_bytes(id->b, 8), n = 0; n < FB_CACHE_CH; i++, n++) {
+    fb_channel *e = &k->ch[i & (FB_CACHE_CH - 1)];
+    if (!e->found) {
+      if (!insert || k->nch >= FB_CACHE_CH / 2) return NULL;
+      k->nch++;
+      return e;
+    }
+    if (memcmp(e->id.b, id->b, 32) == 0) return e;
+  }
+  return NULL;
+}
+
+static fb_totals *fb_cache_tot(struct fb_cache *k, const totals_key *key, int insert) {
+  for (uint32_t i = fb_hash_bytes(key->payer, 20) + key->scheme, n = 0; n < FB_CACHE_TOT;
+       i++, n++) {
+    fb_totals *e = &k->tot[i & (FB_CACHE_TOT - 1)];
+    if (!e->dirty) {
+      if (!insert || k->ntot >= FB_CACHE_TOT / 2) return NULL;
+      k->ntot++;
+      return e;
+    }
+    if (cmp_totals(&e->k, key) == 0) return e;
+  }
+  return NULL;
+}
+
+static fb_chold *fb_cache_hold(struct fb_cache *k, const char *rid, const tg_hash *cid,
+                               int insert) {
+  for (uint32_t i = fb_hash_str(rid, cid), n = 0; n < FB_CACHE_HOLDS; i++, n++) {
+    fb_chold *e = &k->holds[i & (FB_CACHE_HOLDS - 1)];
+    if (!e->used) {
+      if (!insert || k->nholds >= FB_CACHE_HOLDS / 2) return NULL;
+      if ((e->request_id = strdup(rid)) == NULL) return NULL;
+      e->used = 1;
+      e->channel_id = *cid;
+      k->nholds++;
+      return e;
+    }
+    if (strcmp(e->request_id, rid) == 0 && memcmp(e->channel_id.b, cid->b, 32) == 0) return e;
+  }
+  return NULL;
+}
 
 enum { FB_UNDO_CH, FB_UNDO_TOT, FB_UNDO_HOLD };
 
@@ -1829,7 +1949,7 @@ typedef struct {
   } old;
 } fb_undo;
 
-enum { R_IGNORE, R_CHANNELS, R_TOTALS, R_HOLDS, R_CHARGE_ID, R_LEASE, R_COMMIT };
+enum { R_IGNORE, R_CHANNELS, R_TOTALS, R_HOLDS, R_CHARGE_ID, R_LEASE, R_COMMIT, R_GUARD };
 
 typedef struct {
   int id;   /* statement, FB_BEGIN or FB_COMMIT */
@@ -1854,6 +1974,11 @@ typedef struct {
   int err;        /* the pipeline's first failure, as a tg_err */
   int constraint; /* ... and it was a constraint violation (SQLSTATE class 23) */
   int handler;    /* ... and it came from decoding a result, not from the server */
+  size_t err_at;  /* ... the statement that failed */
+  int first_failed; /* the round trip's first statement failed: nothing after it ran */
+  int cached;     /* decided on remembered rows, sent with guards (one round trip) */
+  fb_channel *guard_ch; /* the remembered rows as the guards compare them (copies) */
+  fb_totals *guard_tot;
 } fbatch;
 
 static int pipeline_on(void) {
@@ -1942,9 +2067,15 @@ static int fb_voucher(fbatch *b, tg_store_op *op) {
 static void fb_hold_delete(fbatch *b, fb_hold *h, tg_store_op *op) {
   fb_save(b, FB_UNDO_HOLD, h);
   h->present = 0;
-  fb_stmt *s = fb_stmt_new(b, S_RES_DELETE, R_IGNORE, op);
+  /* A remembered hold is deleted only if it is still there, with that amount (a guard). */
+  fb_stmt *s = fb_stmt_new(b, b->cached ? S_FAST_HOLD_END : S_RES_DELETE,
+                           b->cached ? R_GUARD : R_IGNORE, op);
   p_text(&s->p, h->request_id);
   P_FIXED(&s->p, &h->channel_id);
+  if (b->cached) {
+    s->own = h->amount; /* as remembered: h may be reused by a later op */
+    P_FIXED(&s->p, &s->own);
+  }
 }
 
 static int fb_charge(fbatch *b, tg_store_op *op) {
@@ -2244,7 +2375,7 @@ static int fb_handle(fbatch *b, fb_stmt *s, const PGresult *r) {
  * the connection broke (the results could not all be read). */
 static int fb_round_trip(fbatch *b, size_t from) {
   tg__store_conn *c = b->c;
-  b->err = b->constraint = b->handler = 0;
+  b->err = b->constraint = b->handler = b->first_failed = 0;
   for (size_t i = from; i < b->nst; i++)
     if (fb_send(b, &b->st[i]) < 0) return TG_ESTORE;
   if (!PQpipelineSync(c->pg)) return TG_ESTORE;
@@ -2257,7 +2388,9 @@ static int fb_round_trip(fbatch *b, size_t from) {
       if (b->err == 0 && (b->err = fb_handle(b, &b->st[i], r)) < 0) b->handler = 1;
     } else if (t != PGRES_PIPELINE_ABORTED && b->err == 0) {
       const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      b->first_failed = i == from;
       b->constraint = state && strncmp(state, "23", 2) == 0;
+      b->err_at = i;
       b->err = map_res(c, r);
     }
     PQclear(r);
@@ -2275,6 +2408,8 @@ static int fb_round_trip(fbatch *b, size_t from) {
 }
 
 static void fb_free(fbatch *b) {
+  free(b->guard_ch);
+  free(b->guard_tot);
   free(b->ch);
   free(b->tot);
   free(b->holds);
@@ -2284,7 +2419,7 @@ static void fb_free(fbatch *b) {
 
 /* Builds the keys of the batch (sorted, unique) and the round-trip-1 statements. */
 static int fb_prepare_keys(fbatch *b, tg__store_sub *subs, size_t nsubs, size_t nops,
-                           int64_t now, char **lists) {
+                           int64_t now, char **lists, int reads) {
   size_t nch = 0, ntot = 0, nholds = 0, nres = 0, hold_reads = 0, hold_bytes = 3;
   b->ch = calloc(nops ? nops : 1, sizeof(*b->ch));
   b->tot = calloc(nops ? nops : 1, sizeof(*b->tot));
@@ -2306,6 +2441,7 @@ static int fb_prepare_keys(fbatch *b, tg__store_sub *subs, size_t nsubs, size_t 
           b->ch[nch++].id = op->u.charge.channel_id;
           if (op->u.charge.release_reservation) {
             b->holds[nholds].request_id = op->u.charge.request_id;
+            b->holds[nholds].read = 1;
             b->holds[nholds++].channel_id = op->u.charge.channel_id;
             hold_reads++;
             hold_bytes += 2 * strlen(op->u.charge.request_id) + 3;
@@ -2318,6 +2454,7 @@ static int fb_prepare_keys(fbatch *b, tg__store_sub *subs, size_t nsubs, size_t 
       case TG_STORE_OP_UNRESERVE:
         b->ch[nch++].id = op->u.reserve.channel_id;
         b->holds[nholds].request_id = op->u.reserve.request_id;
+        b->holds[nholds].read = op->kind == TG_STORE_OP_UNRESERVE;
         b->holds[nholds++].channel_id = op->u.reserve.channel_id;
         if (op->kind == TG_STORE_OP_RESERVE) {
           res_ids[nres++] = op->u.reserve.channel_id;
@@ -2344,8 +2481,13 @@ static int fb_prepare_keys(fbatch *b, tg__store_sub *subs, size_t nsubs, size_t 
     if (k == 0 || cmp_totals(&b->tot[i], &b->tot[k - 1]) != 0) b->tot[k++] = b->tot[i];
   b->ntot = k;
   k = 0;
-  for (size_t i = 0; i < nholds; i++)
-    if (k == 0 || fb_cmp_hold(&b->holds[i], &b->holds[k - 1]) != 0) b->holds[k++] = b->holds[i];
+  for (size_t i = 0; i < nholds; i++) {
+    if (k > 0 && fb_cmp_hold(&b->holds[i], &b->holds[k - 1]) == 0) {
+      b->holds[k - 1].read |= b->holds[i].read;
+      continue;
+    }
+    b->holds[k++] = b->holds[i];
+  }
   b->nholds = k;
 
   /* lists[0]: channel ids; lists[1]: channels of a RESERVE; lists[2]: totals keys; lists[3]:
@@ -2411,14 +2553,14 @@ static int fb_prepare_keys(fbatch *b, tg__store_sub *subs, size_t nsubs, size_t 
   }
 
   /* Round trip 1's statements (only what the batch needs). */
-  b->cap_st = 2 * nops + b->nch + b->ntot + 8;
+  b->cap_st = 2 * nops + 2 * (b->nch + b->ntot) + 8;
   b->st = calloc(b->cap_st, sizeof(*b->st));
   b->cap_undo = 0;
   for (size_t i = 0; i < nsubs; i++)
     if (3 * subs[i].n > b->cap_undo) b->cap_undo = 3 * subs[i].n;
   b->undo = calloc(b->cap_undo ? b->cap_undo : 1, sizeof(*b->undo));
   if (!b->st || !b->undo) return TG_ENOMEM;
-  if (b->nch == 0 && b->ntot == 0 && hold_reads == 0) return 0;
+  if (!reads || (b->nch == 0 && b->ntot == 0 && hold_reads == 0)) return 0;
   fb_stmt_new(b, FB_BEGIN, R_IGNORE, NULL);
   fb_stmt *s;
   if (b->nch) {
@@ -2451,32 +2593,85 @@ static void fb_end(tg__store_conn *c, int rollback) {
   if (rollback) tx_rollback(c);
 }
 
-static int conn_batch(tg__store_conn *c, tg__store_sub *subs, size_t nsubs, int64_t now,
-                      uint64_t *commit_ns) {
-  static const int stmts[] = {S_FAST_CHANNELS, S_TOTALS_ENSURE,  S_FAST_TOTALS,   S_FAST_HOLDS,
-                              S_RES_DELETE,    S_FAST_HOLD_INSERT, S_CHARGE_INSERT, S_FAST_CH_SET,
-                              S_TOTALS_SET,    S_PAYID_INSERT,   S_EXACT_INSERT,  S_LEASE_ACQUIRE,
-                              S_LEASE_DELETE};
-  *commit_ns = 0;
-  if (!pipeline_on() || !fb_eligible(subs, nsubs)) return TG__BATCH_GENERIC;
-  c->retry = 0;
-  c->in_sp = c->sp_done = 0;
-  if (PQstatus(c->pg) != CONNECTION_OK && reconnect(c) < 0) return TG__BATCH_GENERIC;
-  if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) return TG__BATCH_GENERIC;
-  /* Statements are prepared once per session, outside the pipeline. */
-  for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
-    int id = stmts[i];
-    if (c->prepared[id]) continue;
-    char name[16];
-    snprintf(name, sizeof(name), "tg%d", id);
-    c->round_trips++;
-    PGresult *r = PQprepare(c->pg, name, sql_text[id], 0, NULL);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok) (void)map_res(c, r);
-    PQclear(r);
-    if (!ok) return TG__BATCH_GENERIC;
-    c->prepared[id] = 1;
+/* Copies the batch's rows from the writer's memory; 0 when one is not remembered. */
+static int fb_from_cache(fbatch *b) {
+  struct fb_cache *k = b->c->cache;
+  for (size_t i = 0; i < b->nch; i++) {
+    fb_channel *e = fb_cache_ch(k, &b->ch[i].id, 0);
+    if (e == NULL) return 0;
+    b->ch[i] = *e;
+    b->ch[i].reclaimable = 1; /* unknown: a hold refused here is decided with the rows read */
   }
+  for (size_t i = 0; i < b->ntot; i++) {
+    fb_totals *e = fb_cache_tot(k, &b->tot[i].k, 0);
+    if (e == NULL) return 0;
+    b->tot[i].charged = e->charged;
+    b->tot[i].count = e->count;
+  }
+  for (size_t i = 0; i < b->nholds; i++) {
+    if (!b->holds[i].read) continue;
+    fb_chold *e = fb_cache_hold(k, b->holds[i].request_id, &b->holds[i].channel_id, 0);
+    if (e == NULL || !e->present) return 0;
+    b->holds[i].present = 1;
+    b->holds[i].amount = e->amount;
+  }
+  return 1;
+}
+
+/* After a commit: the batch's rows, as it left them, are what the writer remembers. */
+static void fb_to_cache(fbatch *b) {
+  struct fb_cache *k = b->c->cache;
+  if (k == NULL) return;
+  for (int pass = 0; pass < 2; pass++) {
+    int full = 0;
+    for (size_t i = 0; i < b->nch && !full; i++) {
+      if (!b->ch[i].found) continue; /* no such channel: nothing to remember */
+      fb_channel *e = fb_cache_ch(k, &b->ch[i].id, 1);
+      if (e == NULL) {
+        full = 1;
+        break;
+      }
+      *e = b->ch[i];
+      e->found = 1;
+      e->dirty = e->reclaimable = 0;
+      e->charges = 0;
+      e->sig = NULL;
+    }
+    for (size_t i = 0; i < b->ntot && !full; i++) {
+      fb_totals *e = fb_cache_tot(k, &b->tot[i].k, 1);
+      if (e == NULL) {
+        full = 1;
+        break;
+      }
+      e->k = b->tot[i].k;
+      e->charged = b->tot[i].charged;
+      e->count = b->tot[i].count;
+      e->dirty = 1;
+    }
+    for (size_t i = 0; i < b->nholds && !full; i++) {
+      fb_hold *h = &b->holds[i];
+      fb_chold *e = fb_cache_hold(k, h->request_id, &h->channel_id, h->present);
+      if (e == NULL) {
+        full = h->present;
+        continue;
+      }
+      e->present = h->present;
+      e->amount = h->amount;
+    }
+    if (!full) return;
+    /* A table is full: start again from this batch's rows alone. */
+    for (size_t i = 0; i < FB_CACHE_HOLDS; i++) free(k->holds[i].request_id);
+    memset(k, 0, sizeof(*k));
+  }
+}
+
+#define FB_AGAIN 3
+
+/* One try of a batch: on remembered rows (cached: one round trip, or FB_AGAIN when a row is
+ * not remembered or a guard failed, with nothing done) or on rows read (two round trips). */
+static int fb_attempt(tg__store_conn *c, tg__store_sub *subs, size_t nsubs, int64_t now,
+                      uint64_t *commit_ns, int cached) {
+  *commit_ns = 0;
   size_t nops = 0;
   for (size_t i = 0; i < nsubs; i++) {
     nops += subs[i].n;
@@ -2491,7 +2686,14 @@ static int conn_batch(tg__store_conn *c, tg__store_sub *subs, size_t nsubs, int6
   b.c = c;
   char *lists[4] = {NULL, NULL, NULL, NULL};
   int ret = TG__BATCH_GENERIC, rc;
-  if (fb_prepare_keys(&b, subs, nsubs, nops, now, lists) < 0) goto out;
+  if (fb_prepare_keys(&b, subs, nsubs, nops, now, lists, !cached) < 0) goto out;
+  if (cached) {
+    if (!fb_from_cache(&b)) {
+      ret = FB_AGAIN;
+      goto out;
+    }
+    b.cached = 1;
+  }
   if (!PQenterPipelineMode(c->pg)) goto out;
 
   /* Round trip 1: BEGIN and the rows, locked. */
@@ -2516,9 +2718,47 @@ static int conn_batch(tg__store_conn *c, tg__store_sub *subs, size_t nsubs, int6
     }
   }
 
-  /* Every op, decided in C on the locked rows. */
+  /* Every op, decided in C on the locked (or remembered and guarded) rows. */
   size_t from = b.nst;
   if (!begun) fb_stmt_new(&b, FB_BEGIN, R_IGNORE, NULL);
+  if (cached) {
+    /* The guards first, in lock_batch's order: channels by id, then totals by key. Their
+     * parameters point into copies: the ops below change the rows. */
+    b.guard_ch = malloc((b.nch ? b.nch : 1) * sizeof(*b.guard_ch));
+    b.guard_tot = malloc((b.ntot ? b.ntot : 1) * sizeof(*b.guard_tot));
+    if (b.guard_ch == NULL || b.guard_tot == NULL) {
+      fb_end(c, 0);
+      ret = FB_AGAIN;
+      goto out;
+    }
+    memcpy(b.guard_ch, b.ch, b.nch * sizeof(*b.ch));
+    memcpy(b.guard_tot, b.tot, b.ntot * sizeof(*b.tot));
+    for (size_t i = 0; i < b.nch; i++) {
+      fb_channel *ch = &b.guard_ch[i];
+      fb_stmt *s = fb_stmt_new(&b, S_FAST_CH_GUARD, R_GUARD, NULL);
+      P_FIXED(&s->p, &ch->id);
+      P_FIXED(&s->p, &ch->payer);
+      p_i64(&s->p, ch->status);
+      P_FIXED(&s->p, &ch->charged);
+      P_FIXED(&s->p, &ch->ceiling);
+      P_FIXED(&s->p, &ch->credit_limit);
+      P_FIXED(&s->p, &ch->charge_cap);
+      P_FIXED(&s->p, &ch->balance);
+      P_FIXED(&s->p, &ch->total_claimed);
+      p_i64(&s->p, (int64_t)ch->withdraw_requested_at);
+      P_FIXED(&s->p, &ch->reserved);
+      p_i64(&s->p, ch->first_unclaimed_at);
+      p_i64(&s->p, ch->updated_at);
+    }
+    for (size_t i = 0; i < b.ntot; i++) {
+      fb_totals *t = &b.guard_tot[i];
+      fb_stmt *s = fb_stmt_new(&b, S_FAST_TOT_GUARD, R_GUARD, NULL);
+      p_bin(&s->p, t->k.payer, 20);
+      p_i64(&s->p, (int64_t)t->k.scheme);
+      P_FIXED(&s->p, &t->charged);
+      p_i64(&s->p, (int64_t)t->count);
+    }
+  }
   for (size_t i = 0; i < nsubs; i++) {
     size_t smark = b.nst;
     b.nundo = 0;
@@ -2540,8 +2780,8 @@ static int conn_batch(tg__store_conn *c, tg__store_sub *subs, size_t nsubs, int6
         break;
       }
       if (rc == FB_GENERIC) {
-        fb_end(c, 1);
-        ret = TG__BATCH_GENERIC;
+        fb_end(c, !cached); /* cached: nothing was sent yet */
+        ret = cached ? FB_AGAIN : TG__BATCH_GENERIC;
         goto out;
       }
       op->err = rc;
@@ -2592,12 +2832,24 @@ static int conn_batch(tg__store_conn *c, tg__store_sub *subs, size_t nsubs, int6
     for (size_t i = 0; i < nsubs; i++) /* a lease not obtained fails its submission alone */
       if (subs[i].err == 0 && subs[i].n == 1 && subs[i].ops[0].err < 0)
         subs[i].err = subs[i].ops[0].err;
+    fb_to_cache(&b);
     ret = TG__BATCH_DONE;
     goto out;
   }
   int dead = rc < 0 || PQstatus(c->pg) != CONNECTION_OK;
   fb_end(c, 1);
-  if (!dead && c->retry) {
+  if (dead && cached && b.first_failed) {
+    /* The connection was dead before BEGIN ran (an error answered it: nothing after it ran,
+     * COMMIT included): run the batch again, on a new connection. */
+    ret = FB_AGAIN;
+  } else if (!dead && cached && !b.handler && b.st[b.err_at].kind == R_GUARD) {
+    /* A remembered row changed (another instance, the chain follower, a settlement): read
+     * the rows, and keep reading them for a while. */
+    c->cache_off_until = now + FB_CACHE_OFF_MS;
+    fb_cache_free(c->cache);
+    c->cache = NULL;
+    ret = FB_AGAIN;
+  } else if (!dead && c->retry) {
     ret = TG__BATCH_RETRY;
   } else if (!dead && b.constraint) {
     ret = TG__BATCH_GENERIC; /* rolled back: the generic path finds the culprit */
@@ -2610,11 +2862,64 @@ static int conn_batch(tg__store_conn *c, tg__store_sub *subs, size_t nsubs, int6
     ret = TG__BATCH_DONE;
   }
 out:
-  if (ret == TG__BATCH_GENERIC)
+  if (ret == TG__BATCH_GENERIC || ret == FB_AGAIN)
     for (size_t i = 0; i < nsubs; i++) subs[i].err = 0;
   for (int i = 0; i < 4; i++) free(lists[i]);
   fb_free(&b);
   return ret;
+}
+
+
+/* Prepares the pipelined batch's statements on this session (once; again after a reconnect),
+ * outside the pipeline. */
+static int fb_prepare_stmts(tg__store_conn *c) {
+  static const int stmts[] = {S_FAST_CHANNELS, S_TOTALS_ENSURE,  S_FAST_TOTALS,   S_FAST_HOLDS,
+                              S_RES_DELETE,    S_FAST_HOLD_INSERT, S_CHARGE_INSERT, S_FAST_CH_SET,
+                              S_TOTALS_SET,    S_PAYID_INSERT,   S_EXACT_INSERT,  S_LEASE_ACQUIRE,
+                              S_LEASE_DELETE,  S_FAST_CH_GUARD,  S_FAST_TOT_GUARD, S_FAST_HOLD_END};
+  /* Statements are prepared once per session, outside the pipeline. */
+  for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
+    int id = stmts[i];
+    if (c->prepared[id]) continue;
+    char name[16];
+    snprintf(name, sizeof(name), "tg%d", id);
+    c->round_trips++;
+    PGresult *r = PQprepare(c->pg, name, sql_text[id], 0, NULL);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) (void)map_res(c, r);
+    PQclear(r);
+    if (!ok) return TG_ESTORE;
+    c->prepared[id] = 1;
+  }
+  return 0;
+}
+
+static int conn_batch(tg__store_conn *c, tg__store_sub *subs, size_t nsubs, int64_t now,
+                      uint64_t *commit_ns) {
+  *commit_ns = 0;
+  if (!pipeline_on() || !fb_eligible(subs, nsubs)) return TG__BATCH_GENERIC;
+  c->retry = 0;
+  c->in_sp = c->sp_done = 0;
+  /* A connection the server closed while it was idle (a restart) says so in what is waiting
+   * on its socket: read that first (no round trip), so that a batch sent in one round trip is
+   * never sent on a dead connection, where its failure would be a COMMIT in doubt. */
+  if (PQstatus(c->pg) == CONNECTION_OK) (void)PQconsumeInput(c->pg);
+  if (PQstatus(c->pg) != CONNECTION_OK && reconnect(c) < 0) return TG__BATCH_GENERIC;
+  if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) return TG__BATCH_GENERIC;
+  if (fb_prepare_stmts(c) < 0) return TG__BATCH_GENERIC;
+  /* Remembered rows: one round trip when they are all still true; else the rows are read. */
+  int cached = now >= c->cache_off_until;
+  if (cached && c->cache == NULL && (c->cache = calloc(1, sizeof(*c->cache))) == NULL) cached = 0;
+  int r = fb_attempt(c, subs, nsubs, now, commit_ns, cached);
+  if (r == FB_AGAIN) {
+    if (fb_prepare_stmts(c) < 0) return TG__BATCH_GENERIC; /* a new session, maybe */
+    r = fb_attempt(c, subs, nsubs, now, commit_ns, 0);
+  }
+  if (r != TG__BATCH_DONE) {
+    fb_cache_free(c->cache);
+    c->cache = NULL;
+  }
+  return r == FB_AGAIN ? TG__BATCH_GENERIC : r; /* (a read attempt never asks again) */
 }
 
 static uint64_t conn_round_trips(tg__store_conn *c) { return c->round_trips; }
