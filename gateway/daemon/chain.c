@@ -88,6 +88,7 @@ struct tg_chain {
   tg_address channels;
   int wait_receipt;
   uint8_t sel_state[4], sel_auth_state[4], sel_balance[4], sel_transfer[4];
+  tg_hash topic_auth_used;   /* AuthorizationUsed(address,bytes32): a transfer's success */
   /* the channel follower (tg_chain_follow) */
   tg_rpc *follow_rpc;
   tg_ledger *ledger;
@@ -497,6 +498,7 @@ static void submit_exact(tg_chain *c, job *j, uint64_t gas) {
   req.data_len = sizeof data;
   req.gas_limit = gas;
   req.key = key; /* the same authorization is never sent twice */
+  req.success_topic = &c->topic_auth_used; /* outcomes from the token's logs, not receipts */
   if (!c->wait_receipt) {
     req.on_accepted = on_accepted;
     req.accepted_arg = j;
@@ -1389,6 +1391,8 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
       "Refunded(bytes32,address,uint128,uint256,uint128,uint128)",
   };
   for (int i = 0; i < 4; i++) tg_keccak256(&c->topics[i], events[i], strlen(events[i]));
+  static const char auth_used[] = "AuthorizationUsed(address,bytes32)";
+  tg_keccak256(&c->topic_auth_used, auth_used, sizeof auth_used - 1);
   c->channels = o->channels;
   c->passes = o->passes;
   c->wait_receipt = o->wait_receipt;

@@ -128,6 +128,15 @@ typedef struct {
    */
   tg_txm_cb on_accepted;
   void *accepted_arg;
+  /*
+   * Optional: topic0 of a log that `to` emits exactly when this transaction
+   * succeeds (an EIP-3009 token's AuthorizationUsed for transferWithAuthorization).
+   * The manager then learns the outcome from one eth_getLogs per poll for all
+   * such transactions instead of a receipt each (far cheaper for the node); the
+   * result's gas_used and effective_gas_price are then 0. Without that log by
+   * the time the read reaches the head, the receipt is read as usual.
+   */
+  const tg_hash *success_topic;
 } tg_txm_request;
 
 /*

@@ -224,6 +224,34 @@ async function main() {
   check(`the chain thread batched: fewer JSON-RPC exchanges than calls (${perRpc.toFixed(3)} per call)`, charged === paid && perRpc < 1, `${m1.rpc - m0.rpc} for ${charged}`);
   check(`the store group-committed: fewer commits than calls (${perCommit.toFixed(3)} per call)`, perCommit < 1, `${m1.commits - m0.commits} for ${charged}`);
 
+  // Reverts: a payer funded for one call sends three at once. All three pass admission (the
+  // balance is the node's, in-flight transfers are not subtracted: docs/PERFORMANCE.md), one
+  // transfer pays, two revert. A revert emits no AuthorizationUsed log, so the transaction
+  // manager learns it from the receipt: nothing stays pending, the nonces stay contiguous, and
+  // exactly one price moved.
+  {
+    const payerD = privateKeyToAccount(generatePrivateKey()); // gasless: it only signs
+    const hash = await minter.writeContract({ address: USDC, abi: ERC20, functionName: 'mint', args: [payerD.address, PRICE], gas: 200000n });
+    await pub.waitForTransactionReceipt({ hash, timeout: 30000 });
+    const d0 = await bal(payerD.address), r0 = await bal(receiver);
+    const three = [];
+    for (let i = 0; i < 3; i++) three.push(await sign(payerD));
+    const res = await Promise.all(three.map(async (c) => { const r = await fetch(`${GW}/paid/v1/models`, { headers: { 'payment-signature': c.hdr } }); await r.text(); return { status: r.status, pr: r.headers.get('payment-response') }; }));
+    const pending = async () => Number(((await (await fetch(`${GW}/metrics`)).text()).match(/^tollgate_txm_pending (\d+)$/m) || [])[1] ?? -1);
+    const mined = await until(async () => (await pub.getTransactionCount({ address: gatewayAcct.address, blockTag: 'latest' })) === txs.length + 3, 30000);
+    await sleep(700); // the chain thread publishes tollgate_txm_pending every 500 ms
+    const idle = mined && await until(async () => (await pending()) === 0, 20000);
+    const hashes = res.filter((r) => r.pr).map((r) => unb64json(r.pr).transaction);
+    const rs = await Promise.all(hashes.map((x) => pub.getTransactionReceipt({ hash: x })));
+    const n = await pub.getTransactionCount({ address: gatewayAcct.address, blockTag: 'latest' });
+    check(`three calls of a payer funded for one: answered (${res.map((r) => r.status).join(',')}), one transfer succeeded and two reverted on-chain`,
+      res.every((r) => r.status === 200) && rs.filter((r) => r.status === 'success').length === 1 && rs.filter((r) => r.status === 'reverted').length === 2,
+      rs.map((r) => r.status).join(','));
+    check('the reverted transfers are resolved by the transaction manager (nothing left pending) and the nonces stay contiguous',
+      idle && n === txs.length + 3, `pending ${await pending()}, nonce ${n} vs ${txs.length + 3}`);
+    check('exactly one price moved from the payer to the receiver', d0 - (await bal(payerD.address)) === PRICE && (await bal(receiver)) - r0 === PRICE);
+  }
+
   await h.stop(gw);
   check('tollgated stops cleanly on SIGTERM', gw.exited?.code === 0, JSON.stringify(gw.exited));
   const san = gw.logText.match(/^.*(runtime error|AddressSanitizer|LeakSanitizer|ThreadSanitizer).*$/m);
