@@ -1194,8 +1194,11 @@ static void admit_exact(tg_pay *p, struct event_base *base, tg_config *cfg,
   if (rc == 0) {
     /* The store keys authorizations by (token, payer, nonce) as EIP-3009 does: the row
      * found is this payer's (the payer comparison is a second guard). */
+    /* A `failed` row with a transaction is one whose call was served and charged and whose
+     * transfer then reverted (the daemon's receipt writer): its charge holds the request id,
+     * so it is not reopened. A `failed` row without one was never submitted. */
     if ((prev.status != TG_EXACT_FAILED && prev.status != TG_EXACT_VERIFIED) ||
-        !same_address(&prev.payer, &a->from)) {
+        (prev.status == TG_EXACT_FAILED && prev.has_tx) || !same_address(&prev.payer, &a->from)) {
       inflight_drop(p, &a->from, &a->nonce);
       why = "invalid_exact_evm_nonce_already_used";
       status = 409;

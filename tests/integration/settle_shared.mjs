@@ -271,7 +271,13 @@ async function main() {
   const rev = privateKeyToAccount(generatePrivateKey());
   await rpc(RPC, 'anvil_setBalance', [rev.address, '0x56bc75e2d63100000']);
   await send(payerA, { address: USDC, abi: ERC20, functionName: 'mint', args: [rev.address, 1000n] });
-  const revFetch = wrapFetchWithPaymentFromConfig(fetch, { schemes: [{ network: 'eip155:*', client: new ExactEvmScheme(rev) }], spendControls: false });
+  const revHeaders = []; // the payment header the client sent, to present it again below
+  const spyFetch = (input, init) => {
+    const hd = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
+    if (hd.get('payment-signature')) revHeaders.push(hd.get('payment-signature'));
+    return fetch(input, init);
+  };
+  const revFetch = wrapFetchWithPaymentFromConfig(spyFetch, { schemes: [{ network: 'eip155:*', client: new ExactEvmScheme(rev) }], spendControls: false });
   await rpc(RPC, 'evm_setIntervalMining', [0]);
   let revPaid = false, drainOk = false;
   try {
@@ -297,6 +303,14 @@ async function main() {
   try { rp3 = JSON.parse(rep3.out).payers.find((p) => p.payer.toLowerCase() === rev.address.toLowerCase()); } catch { /* checked below */ }
   check('report --json without --rpc-url: that payer\'s 1000 is in exactFailed, nothing confirmed or pending',
     rp3 && rp3.exactFailed === '1000' && rp3.exactConfirmed === '0' && rp3.exactPending === '0', JSON.stringify(rp3));
+  // Its call was served and charged: the authorization is not reopened by the `failed` row
+  // (the payer holds the price again, so only that rule can refuse it).
+  await send(payerA, { address: USDC, abi: ERC20, functionName: 'mint', args: [rev.address, 1000n] });
+  const again = revHeaders.length ? await fetch(`${GW}/paid/v1/models`, { headers: { 'payment-signature': revHeaders[revHeaders.length - 1] } }) : null;
+  const againBody = again ? await again.text() : '';
+  check('that authorization presented again is refused (409), its charge kept once',
+    again?.status === 409 && sql(`SELECT count(*) AS n FROM charges WHERE lower(hex(payer)) = '${rev.address.slice(2).toLowerCase()}'`)[0].n === 1,
+    `${again?.status} ${againBody.slice(0, 160)} (${revHeaders.length} headers seen)`);
 
   await h.stop(gw);
   check('tollgated stops cleanly on SIGTERM', gw.exited?.code === 0, JSON.stringify(gw.exited));
