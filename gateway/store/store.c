@@ -452,7 +452,7 @@ static int fold_pass_use(const tg__store_backend *be, tg__store_conn *c, sub *li
  * voucher raises counts for its own charge and the later ones; a charge must stay within the
  * ceiling at that point plus its credit limit). Then, under one savepoint: one insert per
  * charge (with its cumulative_after), per channel one ceiling write (the highest voucher) and
- * one charged-total write (count + k), per payer one totals write, and the payment ids. A
+ * one charged-total write (count + k), one write of its payer's totals, and the payment ids. A
  * submission that would fail a check (unknown or closed channel, another payer, over the cap,
  * an overflow) is left to the ordinary path, where it fails alone with the op's own error; if
  * a write fails (a duplicate request or payment id), the savepoint is rolled back and every
@@ -469,12 +469,6 @@ typedef struct {
   int64_t first_created;
 } fold_chan;
 
-typedef struct {
-  tg_address payer;
-  tg_store_scheme scheme;
-  tg_u256 sum;
-  uint64_t count;
-} fold_total;
 
 static int hash_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(tg_hash)); }
 
@@ -516,15 +510,13 @@ static int fold_charges(const tg__store_backend *be, tg__store_conn *c, sub *lis
     if (!s->folded) n++;
   if (f == NULL || n < 2) return 0;
   fold_chan *ch = malloc(n * sizeof *ch);
-  fold_total *tot = malloc(n * sizeof *tot);
   sub **subs = malloc(n * sizeof *subs);
-  if (!ch || !tot || !subs) {
+  if (!ch || !subs) {
     free(ch);
-    free(tot);
     free(subs);
     return 0;
   }
-  size_t k = 0, ntot = 0;
+  size_t k = 0;
   for (sub *s = list; s; s = s->next) {
     if (s->folded) continue;
     const tg_hash *id = fold_channel(s);
@@ -593,20 +585,6 @@ static int fold_charges(const tg__store_backend *be, tg__store_conn *c, sub *lis
     }
     *fc = t;
     folded++;
-    for (size_t j = 0; j < s->n; j++) {
-      const tg_store_op_charge *o = &s->ops[j].u.charge;
-      if (s->ops[j].kind != TG_STORE_OP_CHARGE) continue;
-      size_t m = 0;
-      while (m < ntot && (tot[m].scheme != o->scheme || memcmp(tot[m].payer.b, o->payer.b, 20) != 0)) m++;
-      if (m == ntot) {
-        memset(&tot[m], 0, sizeof tot[m]);
-        tot[m].payer = o->payer;
-        tot[m].scheme = o->scheme;
-        ntot++;
-      }
-      if (tg_u256_add(&tot[m].sum, &tot[m].sum, &o->amount) < 0) rc = TG_EOVERFLOW;
-      tot[m].count++;
-    }
   }
   /* The writes. */
   for (size_t i = 0; rc >= 0 && folded && i < k; i++) {
@@ -632,8 +610,14 @@ static int fold_charges(const tg__store_backend *be, tg__store_conn *c, sub *lis
                            fc->first_created);
     }
   }
-  for (size_t i = 0; rc >= 0 && folded && i < ntot; i++)
-    rc = f->totals_add(c, &tot[i].payer, tot[i].scheme, &tot[i].sum, tot[i].count);
+  /* The payer's totals: every folded charge of a channel is its payer's, scheme channel, and
+   * they add up to what the channel's total rose by. */
+  for (size_t i = 0; rc >= 0 && folded && i < nch; i++) {
+    tg_u256 sum;
+    if (ch[i].count == 0) continue;
+    if (tg_u256_sub(&sum, &ch[i].charged, &ch[i].st.charged) < 0) rc = TG_EINTERNAL;
+    else rc = f->totals_add(c, &ch[i].st.payer, TG_SCHEME_CHANNEL, &sum, ch[i].count);
+  }
   if (rc >= 0) rc = be->sp_release(c);
   int result = (int)folded;
   if (rc < 0) {
@@ -653,7 +637,6 @@ static int fold_charges(const tg__store_backend *be, tg__store_conn *c, sub *lis
       }
   }
   free(ch);
-  free(tot);
   free(subs);
   return result;
 }

@@ -39,7 +39,7 @@ typedef struct {
 
 /*
  * Optional pieces of a folded batch of channel charges: one read and one or two writes per
- * channel, one totals write per payer, and one insert per charge. NULL in a backend that
+ * channel (and of its payer's totals), and one insert per charge. NULL in a backend that
  * applies every op on its own (see store.c, fold_charges, for the rules).
  */
 typedef struct {

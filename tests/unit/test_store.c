@@ -404,7 +404,7 @@ static void test_pass_fold(void) {
 
 /*
  * Channel charges queued together are folded by the writer (one read and one write per
- * channel, one totals write per payer, one insert per charge): every submission gets the
+ * channel and of its payer's totals, one insert per charge): every submission gets the
  * result it would get one by one (the voucher of a submission counts for its own charge and
  * later ones; a submission over the cap, on an unknown channel or of another payer fails alone
  * with the op's own error, and its voucher is not kept), the rows carry exact running totals,
