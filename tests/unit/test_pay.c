@@ -239,10 +239,10 @@ static void teardown(void) {
   tg_seckey_free(F.payer_key);
   event_base_free(F.base);
   unlink(F.db + 7);
-  char wal[512];
-  snprintf(wal, sizeof wal, "%s-wal", F.db + 7);
+  char wal[sizeof F.db + 8]; /* F.db + 7: at most 192 bytes */
+  snprintf(wal, sizeof wal, "%.192s-wal", F.db + 7);
   unlink(wal);
-  snprintf(wal, sizeof wal, "%s-shm", F.db + 7);
+  snprintf(wal, sizeof wal, "%.192s-shm", F.db + 7);
   unlink(wal);
 }
 
