@@ -698,8 +698,12 @@ async function main() {
     .then(async (r) => ({ status: r.status, pr: r.headers.get('payment-response'), body: await r.text() }))
     .catch((e) => ({ status: 0, err: String(e?.cause?.code || e) }));
   const inflightEx = kex.map((j) => exactCall(j, 100 + j.i * 30));
-  const inflight = kjobs.map((j) => chat(j).catch((e) => ({ status: 0, err: String(e?.cause?.code || e), model: j.model })));
-  await sleep(190);
+  let kAnswered = 0;
+  const inflight = kjobs.map((j) => chat(j).then((r) => { if (r.status >= 200 && r.status < 300) kAnswered++; return r; },
+    (e) => ({ status: 0, err: String(e?.cause?.code || e), model: j.model })));
+  // The kill comes once eight calls are answered (their upstream delays run from 0 to 372 ms,
+  // so most are still in flight after eight), not at a fixed time: a loaded machine admits them late.
+  for (let t = 0; t < 300 && kAnswered < 8; t++) await sleep(5);
   gw.kill('SIGKILL');
   const kres = await Promise.all(inflight);
   const kexRes = await Promise.all(inflightEx);
