@@ -756,6 +756,16 @@ static int d_store(parser_t *p, line_t *l) {
     if (strlen(v) > 48) return fail(p, l, TG_ECONFIG_VALUE, "instance", "longer than 48 characters");
     p->cfg->store_instance = xstrdup(v);
   }
+  if ((v = kv(l, "headroom"))) {
+    if (p->cfg->store_kind != TG_STORE_POSTGRES)
+      return fail(p, l, TG_ECONFIG_VALUE, "headroom", "only for postgres");
+    if (strcmp(v, "on") == 0)
+      p->cfg->store_headroom_off = 0;
+    else if (strcmp(v, "off") == 0)
+      p->cfg->store_headroom_off = 1;
+    else
+      return fail(p, l, TG_ECONFIG_VALUE, "headroom", "\"%s\" is neither on nor off", v);
+  }
   return 0;
 }
 

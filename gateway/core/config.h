@@ -159,6 +159,7 @@ typedef struct tg_config {
   char *store_conninfo;   /* sqlite path or postgres conninfo */
   char *store_state_dir;  /* postgres: local directory of this instance's journals (state_dir=) */
   char *store_instance;   /* postgres: this instance's name (instance=), NULL: host-pid */
+  int store_headroom_off; /* postgres: headroom=off, every channel call holds in the store */
 
   tg_config_credit *credits;
   size_t n_credits;

@@ -308,6 +308,7 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
     tg_address_to_hex(&gateway, gwhex);
     snprintf(lease, sizeof lease, "leader:%s", gwhex);
     po.instance = instance;
+    po.headroom_ttl_ms = cfg->store_headroom_off ? -1 : 0;
   }
   po.on_charged = on_charged;
   po.on_charged_arg = p;

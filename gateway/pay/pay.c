@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "pay/headroom.h"
 #include "pay/ledger.h"
 #include "pay/passes.h"
 #include "pay/pay.h"
@@ -59,6 +60,7 @@ struct tg_pay {
   /* several gateways on one store: shared holds (NULL instance: the ledger alone) */
   char *instance;
   int64_t reserve_ttl_ms;
+  tg_headroom *headroom; /* NULL: a hold per call (or no instance) */
   atomic_int exact_owner;
   /* vouchers verified before, by their exact header bytes (see vcache_get) */
   pthread_mutex_t vcache_mu;
@@ -123,6 +125,8 @@ struct tg_pay_call {
   tg_hash payid_key;
   /* channel admission with a shared hold: what the refusal needs once the store answered */
   int shared_held;          /* the store holds this call's maximum price */
+  char unit_id[TG_HEADROOM_ID_MAX]; /* non-empty: held by a headroom unit, not its own hold */
+  tg_u256 unit_amount;
   char *resource_url;
   tg_u256 max;
   tg_pay_admit_cb admit_cb;
@@ -594,10 +598,13 @@ static void admit_reserve(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
     goto fail;
   }
   call->payer = ch->config.payer;
-  if (p->instance) {
+  if (p->instance &&
+      !(p->headroom && tg_headroom_take(p->headroom, &id, &call->hold.max_price, call->unit_id,
+                                        &call->unit_amount))) {
     shared_reserve(p, req, call, ch, max, call->base, cb, arg);
     return;
   }
+  if (p->instance) call->shared_held = 1; /* on a unit of this instance's headroom lease */
   tg_pay_decision d;
   memset(&d, 0, sizeof d);
   d.admitted = 1;
@@ -979,6 +986,10 @@ static void on_reserved(void *arg, int err, const tg_store_op *ops, size_t n) {
   if (err == 0) {
     c->shared_held = 1;
     ledger_raise_charged(p, &c->hold.channel_id, &r->out_charged);
+    if (p->headroom)
+      tg_headroom_observe(p->headroom, &c->hold.channel_id, &r->out_charged, &r->out_reserved,
+                          &r->out_ceiling, &r->out_balance, r->out_withdraw_requested_at,
+                          &c->credit_limit, 0);
     tg_pay_decision d;
     memset(&d, 0, sizeof d);
     d.admitted = 1;
@@ -1058,6 +1069,11 @@ static void on_unreserved(void *arg, int err, const tg_store_op *ops, size_t n) 
 static void shared_unreserve(tg_pay *p, tg_pay_call *c) {
   if (!c->shared_held) return;
   c->shared_held = 0;
+  if (c->unit_id[0]) { /* a unit: unused, it goes back to its pool */
+    tg_headroom_put_back(p->headroom, &c->hold.channel_id, c->unit_id, &c->unit_amount);
+    c->unit_id[0] = 0;
+    return;
+  }
   tg_store_op op;
   memset(&op, 0, sizeof op);
   op.kind = TG_STORE_OP_UNRESERVE;
@@ -1614,6 +1630,8 @@ static void on_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
   tg_pay *p = c->pay;
   if (err) {
     tg_ledger_uncharge(p->ledger, &c->plan);
+    /* A failed charge on a unit (a closed channel, a refusal): no more units for it. */
+    if (c->unit_id[0]) tg_headroom_drop(p->headroom, &c->plan.channel_id);
     shared_unreserve(p, c); /* nothing of the submission was written: the hold is still there */
     stat_add(p, &p->stats.failed_commits);
     finish(c, 0, err);
@@ -1623,6 +1641,12 @@ static void on_commit(void *arg, int err, const tg_store_op *ops, size_t n) {
     /* Other instances charge the channel too: the answer carries the store's total. */
     for (size_t i = 0; i < n; i++)
       if (ops[i].kind == TG_STORE_OP_CHARGE) {
+        const tg_store_op_charge *oc = &ops[i].u.charge;
+        if (p->headroom)
+          tg_headroom_observe(p->headroom, &c->plan.channel_id, &oc->out_charged,
+                              &oc->out_reserved, &oc->out_ceiling, &oc->out_balance,
+                              oc->out_withdraw_requested_at, &c->credit_limit,
+                              c->unit_id[0] && !oc->out_hold_found);
         c->plan.charged = ops[i].u.charge.out_charged;
         ledger_raise_charged(p, &c->plan.channel_id, &c->plan.charged);
         tg_buf_reset(&c->header);
@@ -1904,6 +1928,7 @@ void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
   ops[n].u.charge.channel_id = c->plan.channel_id;
   ops[n].u.charge.credit_limit = c->credit_limit;
   ops[n].u.charge.release_reservation = c->shared_held;
+  if (c->shared_held && c->unit_id[0]) ops[n].u.charge.hold_id = c->unit_id;
   n++;
   if (c->payment_id[0]) {
     ops[n].kind = TG_STORE_OP_PAYID_PUT;
@@ -1915,7 +1940,23 @@ void tg_pay_complete(void *ctx, struct event_base *base, tg_pay_call *c,
     ops[n].u.payid.request_id = c->request_id;
     n++;
   }
-  rc = tg_store_submit_evbase(p->store, ops, n, base, on_commit, c);
+  /* The channel's next headroom slice, when due, rides the same batch (same round trip). */
+  void *ticket = NULL;
+  size_t k = 0;
+  tg_store_op *slice = NULL;
+  if (p->headroom && c->shared_held) {
+    slice = calloc(TG_HEADROOM_SLICE_MAX, sizeof *slice);
+    if (!slice) abort();
+    k = tg_headroom_slice_ops(p->headroom, &c->plan.channel_id, &c->hold.max_price,
+                              &c->credit_limit, slice, &ticket);
+  }
+  if (k)
+    rc = tg_store_submit_pair(p->store, ops, n, base, on_commit, c, slice, k,
+                              tg_headroom_slice_done, ticket);
+  else
+    rc = tg_store_submit_evbase(p->store, ops, n, base, on_commit, c);
+  if (rc && k) tg_headroom_slice_done(ticket, rc, NULL, 0);
+  free(slice);
   if (rc) {
     tg_ledger_uncharge(p->ledger, &c->plan);
     shared_unreserve(p, c);
@@ -1983,6 +2024,13 @@ int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
     if (!p->instance) abort();
   }
   p->reserve_ttl_ms = o->reserve_ttl_ms > 0 ? o->reserve_ttl_ms : 15 * 60 * 1000;
+  if (p->instance && o->headroom_ttl_ms >= 0 &&
+      tg_headroom_new(&p->headroom, p->store, p->instance,
+                      o->headroom_ttl_ms > 0 ? o->headroom_ttl_ms : 60 * 1000) != 0) {
+    snprintf(err, TG_CONFIG_ERR_MAX, "headroom leases: a ttl of at least 2000 ms");
+    tg_pay_free(p);
+    return TG_EINVAL;
+  }
   p->on_charged = o->on_charged;
   p->on_charged_arg = o->on_charged_arg;
   pthread_mutex_init(&p->inflight_mu, NULL);
@@ -2015,6 +2063,7 @@ int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
 
 void tg_pay_free(tg_pay *p) {
   if (!p) return;
+  tg_headroom_free(p->headroom); /* unused units back to their channels; the store is open */
   tg_config_unref(p->cfg);
   for (int i = 0; i < 256; i++) {
     while (p->inflight[i]) {

@@ -193,6 +193,10 @@ typedef struct {
    */
   const char *instance;
   int64_t reserve_ttl_ms;        /* a hold lapses after this (0: 15 minutes) */
+  /* With `instance`: headroom leases (docs/STORE.md), slices of a channel's headroom held
+   * ahead so that a call is admitted with no store round trip. 0: on, with units held
+   * 60 s; > 0: on, units held that long (at least 2000); < 0: off (a hold per call). */
+  int64_t headroom_ttl_ms;
   /* Optional: after each committed channel charge (on the worker; must not block), with
    * the channel's new charged total and its mirrored claimed total and balance. The
    * daemon's watchtower uses it for the near-balance rule. */

@@ -136,6 +136,8 @@ static int validate(const tg_store_op *op) {
     if ((rc = str_ok(c->request_id, 1, TG_STORE_REQUEST_ID_MAX, 0)) < 0) return rc;
     if ((rc = str_ok(c->route, 0, TG_STORE_ROUTE_MAX, 1)) < 0) return rc;
     if ((rc = str_ok(c->model, 0, TG_STORE_MODEL_MAX, 1)) < 0) return rc;
+    if ((rc = str_ok(c->hold_id, 1, TG_STORE_REQUEST_ID_MAX, 1)) < 0) return rc;
+    if (c->hold_id && !c->release_reservation) return TG_EINVAL;
     if ((unsigned)c->scheme > TG_SCHEME_PASS) return TG_EINVAL;
     if (c->scheme == TG_SCHEME_CHANNEL && !c->has_channel) return TG_EINVAL;
     if (!I64_OK(c->input_tokens) || !I64_OK(c->output_tokens)) return TG_ERANGE;
@@ -202,13 +204,14 @@ static int validate(const tg_store_op *op) {
 }
 
 /* The string fields of an op, as pointers to the pointers (NULL entries unused). */
-static void op_strings(tg_store_op *op, const char **f[3]) {
-  f[0] = f[1] = f[2] = NULL;
+static void op_strings(tg_store_op *op, const char **f[4]) {
+  f[0] = f[1] = f[2] = f[3] = NULL;
   switch (op->kind) {
   case TG_STORE_OP_CHARGE:
     f[0] = &op->u.charge.request_id;
     f[1] = &op->u.charge.route;
     f[2] = &op->u.charge.model;
+    f[3] = &op->u.charge.hold_id;
     break;
   case TG_STORE_OP_EXACT_PUT:
   case TG_STORE_OP_EXACT_UPDATE:
@@ -247,9 +250,9 @@ static int sub_new(sub **out, const tg_store_op *ops, size_t n) {
     int rc = validate(&ops[i]);
     if (rc < 0) return rc;
     tg_store_op tmp = ops[i];
-    const char **f[3];
+    const char **f[4];
     op_strings(&tmp, f);
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
       if (f[k] && *f[k]) strbytes += strlen(*f[k]) + 1;
     if (tmp.kind == TG_STORE_OP_VOUCHER) strbytes += tmp.u.voucher.sig.len;
   }
@@ -263,7 +266,7 @@ static int sub_new(sub **out, const tg_store_op *ops, size_t n) {
   char *sp = (char *)(s->ops + n);
   memcpy(s->ops, ops, n * sizeof(tg_store_op));
   for (size_t i = 0; i < n; i++) {
-    const char **f[3];
+    const char **f[4];
     s->ops[i].err = 0;
     op_strings(&s->ops[i], f);
     if (s->ops[i].kind == TG_STORE_OP_VOUCHER) {
@@ -272,7 +275,7 @@ static int sub_new(sub **out, const tg_store_op *ops, size_t n) {
       sig->ptr = (const uint8_t *)sp;
       sp += sig->len;
     }
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
       if (f[k] && *f[k]) {
         size_t len = strlen(*f[k]) + 1;
         memcpy(sp, *f[k], len);
@@ -300,6 +303,11 @@ static void copy_outs(tg_store_op *dst, const tg_store_op *src) {
   case TG_STORE_OP_CHARGE:
     dst->u.charge.out_id = src->u.charge.out_id;
     dst->u.charge.out_charged = src->u.charge.out_charged;
+    dst->u.charge.out_hold_found = src->u.charge.out_hold_found;
+    dst->u.charge.out_reserved = src->u.charge.out_reserved;
+    dst->u.charge.out_ceiling = src->u.charge.out_ceiling;
+    dst->u.charge.out_balance = src->u.charge.out_balance;
+    dst->u.charge.out_withdraw_requested_at = src->u.charge.out_withdraw_requested_at;
     break;
   case TG_STORE_OP_CHARGES_SETTLE:
     dst->u.settle.out_count = src->u.settle.out_count;
@@ -1075,6 +1083,50 @@ int tg_store_submit_evbase(tg_store *st, const tg_store_op *ops, size_t n,
   if ((rc = enqueue(st, s)) < 0) {
     event_free(s->ev);
     free(s);
+  }
+  return rc;
+}
+
+int tg_store_submit_pair(tg_store *st, const tg_store_op *ops, size_t n,
+                         struct event_base *base, tg_store_cb cb, void *arg,
+                         const tg_store_op *ops2, size_t n2, tg_store_cb cb2, void *arg2) {
+  if (st == NULL || cb == NULL || base == NULL || cb2 == NULL) return TG_EINVAL;
+  sub *a, *b;
+  int rc = sub_new(&a, ops, n);
+  if (rc < 0) return rc;
+  if ((rc = sub_new(&b, ops2, n2)) < 0) {
+    free(a);
+    return rc;
+  }
+  a->how = DELIVER_EVBASE;
+  a->cb = cb;
+  a->arg = arg;
+  b->how = DELIVER_DIRECT;
+  b->cb = cb2;
+  b->arg = arg2;
+  if ((a->ev = event_new(base, -1, 0, evbase_fire, a)) == NULL) {
+    free(a);
+    free(b);
+    return TG_ENOMEM;
+  }
+  /* Both under one lock: the writer takes them in the same batch (unless batch_max cuts it). */
+  pthread_mutex_lock(&st->mu);
+  if (st->closing) rc = TG_ESTORE_CLOSED;
+  else if (st->queued_ops + n + n2 > st->opts.queue_max_ops) rc = TG_EBUSY;
+  if (rc == 0) {
+    st->queued_ops += n + n2;
+    a->queued_ns = b->queued_ns = mono_ns();
+    a->next = b;
+    if (st->tail) st->tail->next = a;
+    else st->head = a;
+    st->tail = b;
+    pthread_cond_signal(&st->cv);
+  }
+  pthread_mutex_unlock(&st->mu);
+  if (rc < 0) {
+    event_free(a->ev);
+    free(a);
+    free(b);
   }
   return rc;
 }

@@ -276,8 +276,15 @@ typedef struct {
   tg_u256 credit_limit;        /* the payer's credit limit on this channel */
   int64_t created_at;          /* ms; 0 = now */
   int release_reservation;     /* 1: the call's RESERVE hold (same request id) ends here */
+  const char *hold_id;         /* with release_reservation: the hold to end when it is not the
+                                  call's own (a headroom unit, docs/STORE.md); NULL: request_id */
   int64_t out_id;              /* out: the charge id */
   tg_u256 out_charged;         /* out: the channel's charged total after it */
+  /* out, channel charges on PostgreSQL: the row as the charge left it, and whether
+   * release_reservation found its hold (0: it had lapsed or was reclaimed) */
+  int out_hold_found;
+  tg_u256 out_reserved, out_ceiling, out_balance;
+  uint64_t out_withdraw_requested_at;
 } tg_store_op_charge;
 
 typedef struct {
@@ -465,6 +472,16 @@ struct event_base;
 TG_WARN_UNUSED_RESULT int tg_store_submit_evbase(tg_store *st, const tg_store_op *ops, size_t n,
                                                  struct event_base *base, tg_store_cb cb,
                                                  void *arg);
+
+/*
+ * Two submissions queued together, so that the writer takes them in one batch (one group
+ * commit, one round trip on PostgreSQL's remembered rows): the first delivered on `base`
+ * like tg_store_submit_evbase, the second on the writer thread like tg_store_submit. Each
+ * commits or fails on its own. Used to take a headroom slice with a charge (docs/STORE.md).
+ */
+int tg_store_submit_pair(tg_store *st, const tg_store_op *ops, size_t n,
+                         struct event_base *base, tg_store_cb cb, void *arg,
+                         const tg_store_op *ops2, size_t n2, tg_store_cb cb2, void *arg2);
 
 /*
  * Synchronous: submits and waits for the commit; `ops` out fields are filled.

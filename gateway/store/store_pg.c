@@ -134,7 +134,8 @@ static const char *const sql_text[S_COUNT] = {
                           "FOR NO KEY UPDATE",
     [S_CH_VOUCHER_SET] = "UPDATE channels SET ceiling = $2, ceiling_sig = $3, charge_cap = $4, "
                          "updated_at = $5 WHERE id = $1",
-    [S_CH_CHARGE_READ] = "SELECT payer, status, charged, ceiling, reserved FROM channels "
+    [S_CH_CHARGE_READ] = "SELECT payer, status, charged, ceiling, reserved, balance, "
+                         "withdraw_requested_at FROM channels "
                          "WHERE id = $1 FOR NO KEY UPDATE",
     [S_CH_CHARGE_SET] = "UPDATE channels SET charged = $2, credit_limit = $3, charge_cap = $4, "
                         "reserved = $7, "
@@ -1043,17 +1044,31 @@ static void u256_sub_floor(tg_u256 *x, const tg_u256 *y) {
   if (tg_u256_sub(x, x, y) < 0) memset(x, 0, sizeof(*x));
 }
 
+/* The hold a charge ends: a headroom unit's, or the call's own (docs/STORE.md). */
+static const char *charge_hold_id(const tg_store_op_charge *o) {
+  return o->hold_id ? o->hold_id : o->request_id;
+}
+
+static void charge_outs_clear(tg_store_op_charge *o) {
+  memset(&o->out_charged, 0, sizeof(o->out_charged));
+  memset(&o->out_reserved, 0, sizeof(o->out_reserved));
+  memset(&o->out_ceiling, 0, sizeof(o->out_ceiling));
+  memset(&o->out_balance, 0, sizeof(o->out_balance));
+  o->out_withdraw_requested_at = 0;
+  o->out_hold_found = 0;
+  o->out_id = 0;
+}
+
 static int op_charge(tg__store_conn *c, tg_store_op *op) {
   tg_store_op_charge *o = &op->u.charge;
   PGresult *r;
-  tg_u256 charged, ceiling, cap, reserved;
+  tg_u256 charged, ceiling, cap, reserved, balance;
   memset(&reserved, 0, sizeof(reserved));
   int rc;
-  memset(&o->out_charged, 0, sizeof(o->out_charged));
-  o->out_id = 0;
+  charge_outs_clear(o);
   if (o->has_channel) {
     tg_address payer;
-    int64_t status;
+    int64_t status, wra;
     params p = {0};
     P_FIXED(&p, &o->channel_id);
     /* FOR NO KEY UPDATE: already held since lock_batch; read under the lock. */
@@ -1064,7 +1079,8 @@ static int op_charge(tg__store_conn *c, tg_store_op *op) {
     }
     if ((rc = R_FIXED(r, 0, 0, &payer)) < 0 || (rc = r_i64(r, 0, 1, &status)) < 0 ||
         (rc = R_FIXED(r, 0, 2, &charged)) < 0 || (rc = R_FIXED(r, 0, 3, &ceiling)) < 0 ||
-        (rc = R_FIXED(r, 0, 4, &reserved)) < 0) {
+        (rc = R_FIXED(r, 0, 4, &reserved)) < 0 || (rc = R_FIXED(r, 0, 5, &balance)) < 0 ||
+        (rc = r_i64(r, 0, 6, &wra)) < 0) {
       PQclear(r);
       return rc;
     }
@@ -1075,9 +1091,14 @@ static int op_charge(tg__store_conn *c, tg_store_op *op) {
        * reserved does not grow. A hold reclaimed meanwhile is simply gone; the cap below
        * still bounds the charge. */
       tg_u256 held;
-      if ((rc = hold_end(c, o->request_id, &o->channel_id, &held)) < 0) return rc;
+      if ((rc = hold_end(c, charge_hold_id(o), &o->channel_id, &held)) < 0) return rc;
+      o->out_hold_found = !tg_u256_is_zero(&held);
       u256_sub_floor(&reserved, &held);
     }
+    o->out_reserved = reserved;
+    o->out_ceiling = ceiling;
+    o->out_balance = balance;
+    o->out_withdraw_requested_at = (uint64_t)wra;
     if (status == TG_CHANNEL_CLOSED) return TG_ESTORE_CHANNEL_CLOSED;
     /* The money invariant: charged <= ceiling + credit limit. The CHECK on the row agrees. */
     if (tg_u256_add(&charged, &charged, &o->amount) < 0) return TG_ESTORE_LIMIT;
@@ -2081,20 +2102,24 @@ static void fb_hold_delete(fbatch *b, fb_hold *h, tg_store_op *op) {
 static int fb_charge(fbatch *b, tg_store_op *op) {
   tg_store_op_charge *o = &op->u.charge;
   tg_u256 charged, cap;
-  memset(&o->out_charged, 0, sizeof(o->out_charged));
-  o->out_id = 0;
+  charge_outs_clear(o);
   fb_channel *ch = NULL;
   if (o->has_channel) {
     if ((ch = fb_channel_find(b, &o->channel_id)) == NULL) return TG_ENOTFOUND;
     if (memcmp(ch->payer.b, o->payer.b, sizeof(ch->payer.b)) != 0) return TG_ESTORE_CONSTRAINT;
     fb_save(b, FB_UNDO_CH, ch);
     if (o->release_reservation) {
-      fb_hold *h = fb_hold_find(b, o->request_id, &o->channel_id);
+      fb_hold *h = fb_hold_find(b, charge_hold_id(o), &o->channel_id);
       if (h && h->present) {
         u256_sub_floor(&ch->reserved, &h->amount);
         fb_hold_delete(b, h, op);
+        o->out_hold_found = 1;
       }
     }
+    o->out_reserved = ch->reserved;
+    o->out_ceiling = ch->ceiling;
+    o->out_balance = ch->balance;
+    o->out_withdraw_requested_at = ch->withdraw_requested_at;
     if (ch->status == TG_CHANNEL_CLOSED) return TG_ESTORE_CHANNEL_CLOSED;
     if (tg_u256_add(&charged, &ch->charged, &o->amount) < 0) return TG_ESTORE_LIMIT;
     u256_add_sat(&cap, &ch->ceiling, &o->credit_limit);
@@ -2440,11 +2465,11 @@ static int fb_prepare_keys(fbatch *b, tg__store_sub *subs, size_t nsubs, size_t 
         if (op->u.charge.has_channel) {
           b->ch[nch++].id = op->u.charge.channel_id;
           if (op->u.charge.release_reservation) {
-            b->holds[nholds].request_id = op->u.charge.request_id;
+            b->holds[nholds].request_id = charge_hold_id(&op->u.charge);
             b->holds[nholds].read = 1;
             b->holds[nholds++].channel_id = op->u.charge.channel_id;
             hold_reads++;
-            hold_bytes += 2 * strlen(op->u.charge.request_id) + 3;
+            hold_bytes += 2 * strlen(charge_hold_id(&op->u.charge)) + 3;
           }
         }
         memcpy(b->tot[ntot].k.payer, op->u.charge.payer.b, 20);
@@ -2533,7 +2558,7 @@ static int fb_prepare_keys(fbatch *b, tg__store_sub *subs, size_t nsubs, size_t 
       const char *rid = NULL;
       if (op->kind == TG_STORE_OP_CHARGE && op->u.charge.has_channel &&
           op->u.charge.release_reservation)
-        rid = op->u.charge.request_id;
+        rid = charge_hold_id(&op->u.charge);
       else if (op->kind == TG_STORE_OP_UNRESERVE)
         rid = op->u.reserve.request_id;
       if (rid == NULL) continue;

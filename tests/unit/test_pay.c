@@ -6,12 +6,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
 #include <sodium.h>
 
 #include "core/config.h"
 #include "pay/ledger.h"
 #include "pay/pay.h"
 #include "store/store.h"
+#include "tg_pg.h"
 #include "tg_test.h"
 #include "tollgate/address.h"
 #include "tollgate/channel.h"
@@ -44,7 +46,7 @@ typedef struct {
   tg_ledger *ledger;
   tg_pay *pay;
   struct event_base *base;
-  char db[200];
+  char db[300];
   tg_seckey *payer_key;
   tg_channel_config ch;
   tg_hash channel_id;
@@ -181,7 +183,7 @@ static int fake_refund(void *ctx, struct event_base *base, const tg_address *con
   return event_base_once(base, -1, EV_TIMEOUT, fire_submit, ps, NULL) ? TG_EINTERNAL : TG_OK;
 }
 
-static int setup(int async_check) {
+static int setup_on(int async_check, const char *uri, const char *instance) {
   memset(&F, 0, sizeof F);
   char err[TG_CONFIG_ERR_MAX];
   int rc = tg_config_parse(&F.cfg, err, "test.conf", conf_text, sizeof conf_text - 1);
@@ -189,7 +191,10 @@ static int setup(int async_check) {
     printf("config: %s\n", err);
     return rc;
   }
-  snprintf(F.db, sizeof F.db, "sqlite:/tmp/tg-test-pay-%d.db", (int)getpid());
+  if (uri)
+    snprintf(F.db, sizeof F.db, "%s", uri);
+  else
+    snprintf(F.db, sizeof F.db, "sqlite:/tmp/tg-test-pay-%d.db", (int)getpid());
   unlink(F.db + 7);
   if ((rc = tg_store_open(&F.store, F.db, NULL))) return rc;
   F.ledger = tg_ledger_new();
@@ -215,6 +220,7 @@ static int setup(int async_check) {
   o.receiver_authorizer.b[19] = 0x77;
   o.channel_contract.b[19] = 0xcc;
   o.withdraw_delay = 3600;
+  o.instance = instance;
   if ((rc = tg_pay_new(&F.pay, err, &o))) {
     printf("pay: %s\n", err);
     return rc;
@@ -231,6 +237,8 @@ static int setup(int async_check) {
   return 0;
 }
 
+static int setup(int async_check) { return setup_on(async_check, NULL, NULL); }
+
 static void teardown(void) {
   tg_pay_free(F.pay);
   tg_store_close(F.store);
@@ -238,11 +246,12 @@ static void teardown(void) {
   tg_config_unref(F.cfg);
   tg_seckey_free(F.payer_key);
   event_base_free(F.base);
+  if (strncmp(F.db, "sqlite:", 7) != 0) return;
   unlink(F.db + 7);
-  char wal[sizeof F.db + 8]; /* F.db + 7: at most 192 bytes */
-  snprintf(wal, sizeof wal, "%.192s-wal", F.db + 7);
+  char wal[sizeof F.db + 8]; /* F.db + 7: at most 292 bytes */
+  snprintf(wal, sizeof wal, "%.292s-wal", F.db + 7);
   unlink(wal);
-  snprintf(wal, sizeof wal, "%.192s-shm", F.db + 7);
+  snprintf(wal, sizeof wal, "%.292s-shm", F.db + 7);
   unlink(wal);
 }
 
@@ -362,6 +371,11 @@ static void admit(result *r, const char *route, const char *model, const char *h
   tg_pay_admit(F.pay, F.base, &req, price, on_admit, r);
   F.admitted_inline += r->done == 1;
   for (int k = 0; k < 2000 && r->done == 0; k++) event_base_loop(F.base, EVLOOP_NONBLOCK);
+  /* a hold in a shared store (PostgreSQL) takes a round trip to the server */
+  for (int k = 0; k < 5000 && r->done == 0; k++) {
+    usleep(1000);
+    event_base_loop(F.base, EVLOOP_NONBLOCK);
+  }
   CHECK(r->done == 1);
 }
 
@@ -941,6 +955,158 @@ static void test_non_holder_deposit_refund(void) {
   free(ref);
 }
 
+/* ---- headroom leases on PostgreSQL (docs/STORE.md) --------------------------------- */
+
+static uint64_t store_rts(void) {
+  tg_store_stats s;
+  tg_store_get_stats(F.store, &s);
+  return s.round_trips;
+}
+
+/* reservations rows and channels.reserved (low 64 bits) of the database at `uri` */
+static int pg_holds(const char *uri, const char *where, long long *rows, long long *reserved) {
+  char q[512];
+  snprintf(q, sizeof q,
+           "SELECT (SELECT count(*) FROM reservations %s), (SELECT ('x' || "
+           "encode(substring(reserved from 25 for 8), 'hex'))::bit(64)::bigint FROM channels "
+           "LIMIT 1)",
+           where ? where : "");
+  *rows = *reserved = -1;
+  PGconn *c = PQconnectdb(uri);
+  int rc = -1;
+  if (PQstatus(c) == CONNECTION_OK) {
+    PGresult *r = PQexec(c, q);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+      *rows = atoll(PQgetvalue(r, 0, 0));
+      *reserved = atoll(PQgetvalue(r, 0, 1));
+      rc = 0;
+    } else {
+      printf("    pg_holds: %s\n", PQresultErrorMessage(r));
+    }
+    PQclear(r);
+  }
+  PQfinish(c);
+  return rc;
+}
+
+/*
+ * A lone caller on one instance: after the first call (a hold of its own, then the first
+ * slice with its charge), every paid call costs exactly ONE store round trip: admission on a
+ * unit of the lease (none), the charge (one; the next slice rides in the same batch). The
+ * store's charged total and holds agree with the calls and the unused units. A withdrawal
+ * seen by a charge stops admissions on units (the next call is refused), and a graceful stop
+ * gives the units back.
+ */
+static tgt_pg *pg;
+
+static void test_pg_headroom_lone_caller(void) {
+  char uri[256];
+  if (tgt_pg_newdb(pg, uri, sizeof uri) != 0) {
+    CHECKF(0, "cannot create a database");
+    return;
+  }
+  if (setup_on(0, uri, "gw-pay") != 0) {
+    CHECKF(0, "setup on PostgreSQL");
+    return;
+  }
+  tg_store_op alive;
+  memset(&alive, 0, sizeof alive);
+  alive.kind = TG_STORE_OP_LEASE_ACQUIRE;
+  alive.u.lease.name = "instance:gw-pay";
+  alive.u.lease.holder = "gw-pay";
+  alive.u.lease.ttl_ms = 600000;
+  CHECK_OK(tg_store_write(F.store, &alive, 1));
+  char *h = voucher_header(600000, 1000, F.payer_key, &F.ch, CHAIN);
+  result r;
+  const int calls = 60;
+  int one_rt = 0;
+  for (int i = 0; i < calls; i++) {
+    char rid[32];
+    snprintf(rid, sizeof rid, "hr-call-%03d", i);
+    uint64_t r0 = store_rts();
+    admit(&r, "ping", NULL, h, rid);
+    CHECK(r.admitted);
+    if (!r.admitted) break;
+    complete(&r, 1, 0, 0, 0);
+    CHECK(r.charged);
+    uint64_t d = store_rts() - r0;
+    if (i >= 2) {
+      CHECKF(d == 1, "call %d: %llu round trips", i, (unsigned long long)d);
+      one_rt += d == 1;
+    }
+  }
+  CHECK_INT(one_rt, calls - 2);
+  CHECK_INT(channel_charged_on_disk(), (uint64_t)calls * 1000);
+  /* the store holds exactly the unused units: rows and the running total agree */
+  long long rows = -1, reserved = -1;
+  CHECK_OK(pg_holds(uri, NULL, &rows, &reserved));
+  CHECK(rows > 0);
+  CHECK_INT(reserved, rows * 1000);
+  CHECK_OK(pg_holds(uri, "WHERE instance <> 'gw-pay' OR amount <> "
+                         "decode(lpad(to_hex(1000), 64, '0'), 'hex')", &rows, &reserved));
+  CHECK_INT(rows, 0);
+  /* The payer asks to withdraw; the chain follower's sync reaches the store. The next call
+   * may still be admitted on a unit (taken before), but its charge sees the withdrawal: the
+   * lease is dropped and given back, and the call after is refused. */
+  tg_store_op sync;
+  memset(&sync, 0, sizeof sync);
+  sync.kind = TG_STORE_OP_CHANNEL_SYNC;
+  sync.u.channel.id = F.channel_id;
+  tg_u256_from_u64(&sync.u.channel.chain.balance, F.chain_balance);
+  sync.u.channel.chain.withdraw_requested_at = 1700000000;
+  sync.u.channel.chain.status = TG_CHANNEL_WITHDRAWING;
+  sync.u.channel.chain.synced_block = 1000000;
+  CHECK_OK(tg_store_write(F.store, &sync, 1));
+  admit(&r, "ping", NULL, h, "hr-after-withdraw-1");
+  if (r.admitted) complete(&r, 1, 0, 0, 0);
+  for (int i = 0; i < 200; i++) {
+    pump();
+    if (pg_holds(uri, NULL, &rows, &reserved) == 0 && rows == 0) break;
+  }
+  CHECK_INT(rows, 0);
+  CHECK_INT(reserved, 0);
+  admit(&r, "ping", NULL, h, "hr-after-withdraw-2");
+  CHECK(!r.admitted);
+  CHECK_INT(r.status, 402);
+  CHECK_STR(r.reason, "invalid_batch_settlement_evm_channel_withdrawing");
+  free(h);
+  teardown();
+}
+
+/* A graceful stop gives the unused units back: no hold is left in the store. */
+static void test_pg_headroom_stop(void) {
+  char uri[256];
+  if (tgt_pg_newdb(pg, uri, sizeof uri) != 0 || setup_on(0, uri, "gw-stop") != 0) {
+    CHECKF(0, "setup on PostgreSQL");
+    return;
+  }
+  char *h = voucher_header(600000, 1000, F.payer_key, &F.ch, CHAIN);
+  result r;
+  for (int i = 0; i < 5; i++) {
+    char rid[32];
+    snprintf(rid, sizeof rid, "hs-call-%d", i);
+    admit(&r, "ping", NULL, h, rid);
+    CHECK(r.admitted);
+    if (r.admitted) complete(&r, 1, 0, 0, 0);
+  }
+  /* a call that fails upstream puts its unit back: nothing charged for it */
+  admit(&r, "ping", NULL, h, "hs-fails");
+  CHECK(r.admitted);
+  if (r.admitted) complete(&r, 0, 0, 0, 0);
+  long long rows = -1, reserved = -1;
+  CHECK_OK(pg_holds(uri, NULL, &rows, &reserved));
+  CHECK(rows >= 2);
+  CHECK_INT(reserved, rows * 1000);
+  CHECK_INT(channel_charged_on_disk(), 5000);
+  tg_pay_free(F.pay);
+  F.pay = NULL;
+  CHECK_OK(pg_holds(uri, NULL, &rows, &reserved));
+  CHECK_INT(rows, 0);
+  CHECK_INT(reserved, 0);
+  free(h);
+  teardown();
+}
+
 int main(void) {
   if (sodium_init() < 0 || evthread_use_pthreads() != 0) return 1;
   if (setup(0) != 0) {
@@ -959,5 +1125,14 @@ int main(void) {
   RUN(test_exact_async_check);
   RUN(test_non_holder_deposit_refund);
   teardown();
+  char why[512];
+  pg = tgt_pg_start(why, sizeof why);
+  if (pg) {
+    RUN(test_pg_headroom_lone_caller);
+    RUN(test_pg_headroom_stop);
+    tgt_pg_stop(pg);
+  } else {
+    printf("SKIP headroom leases on PostgreSQL: %s\n", why);
+  }
   return tgt_done();
 }
