@@ -1041,7 +1041,216 @@ static void test_pg_round_trips(void) {
   CHECK_INT(u64(&row.cumulative_after), 138);
   CHECK_OK(tg_store_charge_get(st, "rt-a", &row));
   CHECK_INT(u64(&row.cumulative_after), 88);
+
+  /* Headroom leases (docs/STORE.md): a slice of units is one submission; a charge on a unit
+   * ends the unit's hold (hold_id), and a charge with the next slice queued beside it
+   * (tg_store_submit_pair) is still ONE round trip on remembered rows. */
+  tg_store_op warm = reserve_op("rt-unit-0", "gw-rt", 5, 0);
+  CHECK_OK(tg_store_write(st, &warm, 1)); /* the writer reads its rows again, then remembers */
+  tg_store_op slice[4];
+  char uid[4][16];
+  for (int i = 0; i < 4; i++) {
+    snprintf(uid[i], sizeof uid[i], "rt-unit-%d", i + 1);
+    slice[i] = reserve_op(uid[i], "gw-rt", 5, 0);
+  }
+  uint64_t h0 = rts(st);
+  CHECK_OK(tg_store_write(st, slice, 4));
+  CHECK_INT(u64(&slice[3].u.reserve.out_reserved), 25);
+  CHECKF(rts(st) - h0 == 1, "slice: %llu round trips", (unsigned long long)(rts(st) - h0));
+  tg_store_op uc = charge("rt-on-unit-1", 0xa1, 1, 4, 0);
+  uc.u.charge.release_reservation = 1;
+  uc.u.charge.hold_id = "rt-unit-1";
+  h0 = rts(st);
+  CHECK_OK(tg_store_write(st, &uc, 1));
+  CHECKF(rts(st) - h0 == 1, "charge on a unit: %llu round trips", (unsigned long long)(rts(st) - h0));
+  CHECK_INT(uc.u.charge.out_hold_found, 1);
+  CHECK_INT(u64(&uc.u.charge.out_charged), 142);
+  CHECK_INT(u64(&uc.u.charge.out_reserved), 20);
+  CHECK_INT(u64(&uc.u.charge.out_ceiling), 200);
+  /* a charge on the next unit with a slice of two more, paired */
+  struct event_base *eb = event_base_new();
+  one_result pr = {0}, sr = {0};
+  tg_store_op pc = charge("rt-on-unit-2", 0xa1, 1, 5, 0);
+  pc.u.charge.release_reservation = 1;
+  pc.u.charge.hold_id = "rt-unit-2";
+  tg_store_op more[2] = {reserve_op("rt-unit-5", "gw-rt", 5, 0), reserve_op("rt-unit-6", "gw-rt", 5, 0)};
+  h0 = rts(st);
+  CHECK_OK(tg_store_submit_pair(st, &pc, 1, eb, one_cb, &pr, more, 2, one_cb, &sr));
+  for (int i = 0; i < 5000 && !atomic_load(&pr.done); i++) {
+    event_base_loop(eb, EVLOOP_NONBLOCK);
+    usleep(1000);
+  }
+  wait_one(&sr);
+  CHECK_OK(pr.err);
+  CHECK_OK(sr.err);
+  CHECKF(rts(st) - h0 == 1, "charge + slice: %llu round trips", (unsigned long long)(rts(st) - h0));
+  CHECK_INT(u64(&pr.out[0].u.charge.out_charged), 147);
+  CHECK_INT(u64(&sr.out[1].u.reserve.out_reserved), 25); /* units 0, 3, 4, 5, 6 */
+  /* a charge naming a hold that is not there: charged, bounded by the cap, found = 0 */
+  tg_store_op gone = charge("rt-on-gone", 0xa1, 1, 1, 0);
+  gone.u.charge.release_reservation = 1;
+  gone.u.charge.hold_id = "rt-unit-2";
+  CHECK_OK(tg_store_write(st, &gone, 1));
+  CHECK_INT(gone.u.charge.out_hold_found, 0);
+  CHECK_INT(u64(&gone.u.charge.out_reserved), 25);
+  /* hold_id without release_reservation is refused before anything is queued */
+  gone.u.charge.release_reservation = 0;
+  CHECK_ERR(tg_store_write(st, &gone, 1), TG_EINVAL);
+  event_base_free(eb);
   tg_store_close(st);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Headroom leases: two instances racing on one channel up to its ceiling, each taking slices
+ * of units and charging on them (falling back to per-call holds near the ceiling), never
+ * pass ceiling + credit; every charge on a unit succeeds; nothing is left held. */
+
+typedef struct {
+  tg_store *st;
+  const char *inst;
+  int idx;
+  uint64_t acked, unit_charges, unit_refused, percall_charges;
+} hr_racer;
+
+static void *hr_race_main(void *p) {
+  hr_racer *r = p;
+  int refused = 0;
+  for (int round = 0; round < 400 && refused < 3; round++) {
+    enum { K = 7 };
+    char ids[K][64];
+    tg_store_op sl[K];
+    for (int i = 0; i < K; i++) {
+      snprintf(ids[i], sizeof ids[i], "hr-%s-%d-%d", r->inst, round, i);
+      sl[i] = reserve_op(ids[i], r->inst, 10, 20);
+    }
+    if (tg_store_write(r->st, sl, K) == 0) {
+      refused = 0;
+      for (int i = 0; i < K; i++) {
+        char rid[80];
+        snprintf(rid, sizeof rid, "c-%.60s", ids[i]);
+        tg_store_op c = charge(rid, 0xa1, 1, 10, 20);
+        c.u.charge.release_reservation = 1;
+        c.u.charge.hold_id = ids[i];
+        if (i == K - 1 && round % 3 == 0) { /* a call that failed upstream: unit given back */
+          tg_store_op un = reserve_op(ids[i], r->inst, 0, 0);
+          un.kind = TG_STORE_OP_UNRESERVE;
+          if (tg_store_write(r->st, &un, 1) != 0) r->unit_refused++;
+          continue;
+        }
+        int rc = tg_store_write(r->st, &c, 1);
+        if (rc == 0 && c.u.charge.out_hold_found) {
+          r->acked += 10;
+          r->unit_charges++;
+        } else {
+          r->unit_refused++;
+        }
+      }
+      continue;
+    }
+    /* near the ceiling: a hold per call */
+    char rid[48];
+    snprintf(rid, sizeof rid, "pc-%s-%d", r->inst, round);
+    tg_store_op h = reserve_op(rid, r->inst, 10, 20);
+    if (tg_store_write(r->st, &h, 1) != 0) {
+      refused++;
+      continue;
+    }
+    tg_store_op c = charge(rid, 0xa1, 1, 10, 20);
+    c.u.charge.release_reservation = 1;
+    if (tg_store_write(r->st, &c, 1) == 0) {
+      r->acked += 10;
+      r->percall_charges++;
+    } else {
+      r->unit_refused++;
+    }
+  }
+  return NULL;
+}
+
+static void test_pg_headroom_race(void) {
+  char uri[256];
+  tg_store *a = store_with_channel(uri, sizeof(uri), 1000); /* ceiling 1000, credit 20 */
+  tg_store *b = NULL;
+  if (!a) return;
+  CHECK_OK(tg_store_open(&b, uri, NULL));
+  if (!b) goto out;
+  tg_store_op op = alive_op("gw-a", 60000);
+  CHECK_OK(tg_store_write(a, &op, 1));
+  op = alive_op("gw-b", 60000);
+  CHECK_OK(tg_store_write(b, &op, 1));
+  hr_racer ra = {a, "gw-a", 0, 0, 0, 0, 0}, rb = {b, "gw-b", 1, 0, 0, 0, 0};
+  pthread_t ta, tb;
+  pthread_create(&ta, NULL, hr_race_main, &ra);
+  pthread_create(&tb, NULL, hr_race_main, &rb);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  CHECK_INT(ra.unit_refused + rb.unit_refused, 0); /* a unit is money held: its charge fits */
+  CHECK(ra.unit_charges > 0 && rb.unit_charges > 0);
+  tg_store_channel chv;
+  tg_hash id = hash(1);
+  CHECK_OK(tg_store_channel_get(a, &id, &chv));
+  /* exactly the cap: 1000 + 20 credit, in units of 10; both instances' charges acknowledged */
+  CHECK_INT(u64(&chv.charged), 1020);
+  CHECK_INT(ra.acked + rb.acked, 1020);
+  char err[256];
+  CHECK_OK(sql(uri, "DO $$ BEGIN IF (SELECT count(*) FROM reservations) <> 0 OR (SELECT "
+                    "get_byte(reserved, 31) FROM channels) <> 0 THEN RAISE EXCEPTION 'held'; "
+                    "END IF; END $$",
+               err, sizeof(err)));
+  printf("    race: a %llu on units + %llu per call, b %llu + %llu\n",
+         (unsigned long long)ra.unit_charges, (unsigned long long)ra.percall_charges,
+         (unsigned long long)rb.unit_charges, (unsigned long long)rb.percall_charges);
+out:
+  tg_store_close(b);
+  tg_store_close(a);
+}
+
+/* A killed instance's lease: its units count against the channel while its liveness lease
+ * lives, and are reclaimed once it lapsed; a late charge on a reclaimed unit is still
+ * bounded by the cap and says its hold was gone. */
+static void test_pg_headroom_dead_instance(void) {
+  char uri[256];
+  tg_store *a = store_with_channel(uri, sizeof(uri), 1000);
+  tg_store *b = NULL;
+  if (!a) return;
+  CHECK_OK(tg_store_open(&b, uri, NULL));
+  if (!b) goto out;
+  tg_store_op op = alive_op("gw-dead", 400);
+  CHECK_OK(tg_store_write(a, &op, 1));
+  op = alive_op("gw-live", 60000);
+  CHECK_OK(tg_store_write(b, &op, 1));
+  tg_store_op sl[8];
+  char ids[8][16];
+  for (int i = 0; i < 8; i++) {
+    snprintf(ids[i], sizeof ids[i], "dead-u%d", i);
+    sl[i] = reserve_op(ids[i], "gw-dead", 100, 0);
+  }
+  CHECK_OK(tg_store_write(a, sl, 8));
+  tg_store_op h = reserve_op("live-1", "gw-live", 300, 0);
+  CHECK_ERR(tg_store_write(b, &h, 1), TG_ECHANNEL_SHORT); /* 800 held by a live instance */
+  CHECK_INT(h.u.reserve.out_reclaimed, 0);
+  tg_store_close(a); /* "killed": no graceful give-back, its liveness lease lapses */
+  a = NULL;
+  usleep(500 * 1000);
+  h = reserve_op("live-1", "gw-live", 300, 0);
+  CHECK_OK(tg_store_write(b, &h, 1));
+  CHECK_INT(h.u.reserve.out_reclaimed, 8); /* the dead instance's 8 units */
+  CHECK_INT(u64(&h.u.reserve.out_reserved), 300);
+  char err[256];
+  CHECK_OK(sql(uri, "DO $$ BEGIN IF (SELECT count(*) FROM reservations WHERE instance = "
+                    "'gw-dead') <> 0 THEN RAISE EXCEPTION 'dead units left'; END IF; END $$",
+               err, sizeof(err)));
+  /* a charge on a reclaimed unit (an instance that was only stalled) */
+  tg_store_op c = charge("late-on-dead-u0", 0xa1, 1, 100, 0);
+  c.u.charge.release_reservation = 1;
+  c.u.charge.hold_id = "dead-u0";
+  CHECK_OK(tg_store_write(b, &c, 1));
+  CHECK_INT(c.u.charge.out_hold_found, 0);
+  CHECK_INT(u64(&c.u.charge.out_charged), 100);
+  CHECK_INT(u64(&c.u.charge.out_reserved), 300);
+out:
+  tg_store_close(b);
+  tg_store_close(a);
 }
 
 static char skip_why[512];
@@ -1082,6 +1291,8 @@ int main(void) {
   RUN(test_pg_lease_takeover);
   RUN(test_pg_shared_reservations);
   RUN(test_pg_round_trips);
+  RUN(test_pg_headroom_race);
+  RUN(test_pg_headroom_dead_instance);
   RUN(test_pg_server_restart);
   RUN(test_pg_multiprocess_sigkill);
   int rc = tgt_done();
