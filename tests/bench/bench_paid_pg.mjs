@@ -13,7 +13,8 @@
 // may cut a few calls at the end: the difference is printed, not hidden). Load-independent
 // figures from the instances' /metrics: the store writers' round trips to PostgreSQL per paid
 // call (under the case's load, and for a lone caller, one call at a time, where no group commit
-// shares them) and commits per paid call. One more case runs the single instance with the
+// shares them) and commits per paid call. Two more cases run the single instance with headroom
+// leases off (`headroom=off`: a hold per call in the store, docs/STORE.md) and with the
 // pipelined batch turned off (TG_STORE_PG_PIPELINE=0), for the comparison in the same run.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, readdirSync, existsSync, mkdirSync } from 'node:fs';
@@ -82,7 +83,7 @@ async function main() {
     }
     return sum;
   };
-  const runCase = async (name, kind, instances, sameChannels, env = {}) => {
+  const runCase = async (name, kind, instances, sameChannels, env = {}, storeOpts = '') => {
     const store = kind === 'sqlite' ? join(h.scratch, `case${++n}.db`) : pg.newdb();
     const ports = [], gws = [];
     for (let i = 0; i < instances; i++) {
@@ -94,7 +95,7 @@ async function main() {
         'route paid  *    /paid/v1/*           upstream=llm price=flat strip_prefix=/paid', 'price flat call 0.000001', 'schemes channel',
         'chain_id 31337', `rpc_url ${RPC}`, `deployment ${depFile}`, `keystore ${keystore} password_file=${pwFile}`, `pay_to ${receiver}`,
         'asset decimals=6 name="USD Coin" version=2', 'channel withdraw_delay=15m', 'settle interval=1h min_amount=1000000.00 max_age=24h', 'access_log off',
-        kind === 'sqlite' ? `store sqlite ${store}` : `store postgres "${store}" state_dir=${dir} instance=b${n}-${i}`, ''].join('\n'));
+        kind === 'sqlite' ? `store sqlite ${store}` : `store postgres "${store}" state_dir=${dir} instance=b${n}-${i}${storeOpts}`, ''].join('\n'));
       gws.push(h.start(`case${n}-gw${i}`, TOLLGATED, ['-c', f], env));
       await waitHttp(`http://127.0.0.1:${ports[i]}/healthz`, gws[i], 30000);
     }
@@ -151,6 +152,7 @@ async function main() {
   console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   await runCase('sqlite, 1 instance', 'sqlite', 1, true);
   await runCase('postgres, 1 instance', 'pg', 1, true);
+  await runCase('postgres, 1 instance, a hold per call (headroom=off)', 'pg', 1, true, {}, ' headroom=off');
   await runCase('postgres, 1 instance, statement by statement (TG_STORE_PG_PIPELINE=0)', 'pg', 1, true, { TG_STORE_PG_PIPELINE: '0' });
   await runCase('postgres, 3 instances, same 3 channels', 'pg', 3, true);
   await runCase('postgres, 3 instances, a channel per instance', 'pg', 3, false);
