@@ -199,9 +199,19 @@ static void test_errors_name_line_and_key(void) {
       CHECK_STR(c->store_conninfo, "postgres://u@127.0.0.1:5432/d?sslmode=disable");
       CHECK_STR(c->store_state_dir, "/var/lib/tg");
       CHECK_STR(c->store_instance, "gw-1");
+      CHECK_INT(c->store_headroom_off, 0); /* headroom leases on by default */
     }
     tg_config_unref(c);
+    t = "store postgres postgres://u@h/d state_dir=/v headroom=off\n";
+    c = NULL;
+    CHECK_OK(tg_config_parse(&c, err, "t.conf", t, strlen(t)));
+    if (c) CHECK_INT(c->store_headroom_off, 1);
+    tg_config_unref(c);
   }
+  expect_error("store postgres postgres://u@h/d state_dir=/v headroom=maybe\n", TG_ECONFIG_VALUE,
+               "key \"headroom\": \"maybe\" is neither on nor off");
+  expect_error("store sqlite /x.db headroom=on\n", TG_ECONFIG_VALUE,
+               "key \"headroom\": only for postgres");
   expect_error("keystore /k.json\n", TG_ECONFIG_MISSING, "key \"password_file\": missing");
   expect_error("keystore /k.json password_file=/p password_env=P\n", TG_ECONFIG_VALUE,
                "either password_file or password_env");
