@@ -704,6 +704,19 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
       (unsigned long long)s.admitted, (unsigned long long)s.charged_calls,
       (unsigned long long)s.failed_commits, ch, ex, (unsigned long long)s.chain_check_errors,
       (unsigned long long)s.chain_submit_errors, (unsigned long long)s.voucher_cache_hits);
+    P("# HELP tollgate_pay_headroom_admitted_total Channel calls admitted on a unit of a headroom lease (no store round trip; PostgreSQL).\n"
+      "# TYPE tollgate_pay_headroom_admitted_total counter\ntollgate_pay_headroom_admitted_total %llu\n"
+      "# HELP tollgate_pay_headroom_slices_total Headroom slices taken in the store, by result.\n"
+      "# TYPE tollgate_pay_headroom_slices_total counter\n"
+      "tollgate_pay_headroom_slices_total{result=\"ok\"} %llu\n"
+      "tollgate_pay_headroom_slices_total{result=\"refused\"} %llu\n"
+      "# HELP tollgate_pay_headroom_dropped_total Headroom leases dropped (withdrawal, balance drop, unit reclaimed, failed charge).\n"
+      "# TYPE tollgate_pay_headroom_dropped_total counter\ntollgate_pay_headroom_dropped_total %llu\n"
+      "# HELP tollgate_pay_headroom_units Units of headroom held in the store and not yet used, all channels.\n"
+      "# TYPE tollgate_pay_headroom_units gauge\ntollgate_pay_headroom_units %llu\n",
+      (unsigned long long)s.headroom_admitted, (unsigned long long)s.headroom_slices,
+      (unsigned long long)s.headroom_slices_refused, (unsigned long long)s.headroom_dropped,
+      (unsigned long long)s.headroom_units_free);
   }
   if (ops->passes) {
     tg_passes_stats s;

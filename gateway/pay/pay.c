@@ -2096,6 +2096,15 @@ void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out) {
   pthread_mutex_lock(&p->vcache_mu);
   out->voucher_cache_hits = p->vcache_hits;
   pthread_mutex_unlock(&p->vcache_mu);
+  if (p->headroom) {
+    tg_headroom_stats h;
+    tg_headroom_stats_get(p->headroom, &h);
+    out->headroom_admitted = h.units_taken;
+    out->headroom_slices = h.slices;
+    out->headroom_slices_refused = h.slices_refused;
+    out->headroom_dropped = h.pools_dropped;
+    out->headroom_units_free = h.units_free;
+  }
 }
 
 /* ---- the x402 facilitator: `exact` for other servers ---------------------------- */

@@ -234,6 +234,10 @@ typedef struct {
   uint64_t chain_check_errors;  /* authorizationState/balance reads that failed */
   uint64_t chain_submit_errors; /* transferWithAuthorization submissions that failed */
   uint64_t voucher_cache_hits;  /* voucher headers recognised by their bytes (docs/PROTOCOL.md 3.3) */
+  /* headroom leases (docs/STORE.md; zero when off): calls admitted on a unit, slices taken and
+   * refused, leases dropped, units held and unused now */
+  uint64_t headroom_admitted, headroom_slices, headroom_slices_refused, headroom_dropped;
+  uint64_t headroom_units_free;
 } tg_pay_stats;
 void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out);
 

@@ -1036,12 +1036,19 @@ static void test_pg_headroom_lone_caller(void) {
     }
   }
   CHECK_INT(one_rt, calls - 2);
+  tg_pay_stats ps;
+  tg_pay_stats_get(F.pay, &ps);
+  CHECK_INT(ps.headroom_admitted, calls - 1); /* all but the first call */
+  CHECK(ps.headroom_slices >= 2);
+  CHECK_INT(ps.headroom_slices_refused, 0);
   CHECK_INT(channel_charged_on_disk(), (uint64_t)calls * 1000);
   /* the store holds exactly the unused units: rows and the running total agree */
   long long rows = -1, reserved = -1;
   CHECK_OK(pg_holds(uri, NULL, &rows, &reserved));
   CHECK(rows > 0);
   CHECK_INT(reserved, rows * 1000);
+  tg_pay_stats_get(F.pay, &ps);
+  CHECK_INT(ps.headroom_units_free, rows);
   CHECK_OK(pg_holds(uri, "WHERE instance <> 'gw-pay' OR amount <> "
                          "decode(lpad(to_hex(1000), 64, '0'), 'hex')", &rows, &reserved));
   CHECK_INT(rows, 0);
@@ -1065,6 +1072,9 @@ static void test_pg_headroom_lone_caller(void) {
   }
   CHECK_INT(rows, 0);
   CHECK_INT(reserved, 0);
+  tg_pay_stats_get(F.pay, &ps);
+  CHECK_INT(ps.headroom_dropped, 1);
+  CHECK_INT(ps.headroom_units_free, 0);
   admit(&r, "ping", NULL, h, "hr-after-withdraw-2");
   CHECK(!r.admitted);
   CHECK_INT(r.status, 402);
