@@ -236,6 +236,15 @@ async function main() {
   const resA = pg.rows(STORE, 'SELECT count(*) FROM reservations')[0][0];
   const reservedA = pg.rows(STORE, "SELECT count(*) FROM channels WHERE reserved <> decode(repeat('00', 32), 'hex')")[0][0];
   check('A: after the load no hold is left (reservations empty, reserved = 0 on every channel)', resA === '0' && reservedA === '0', `${resA} rows, ${reservedA} channels`);
+  // headroom leases (docs/STORE.md): calls admitted on units, as /metrics counts them
+  const hrA = [];
+  for (const g of GW) {
+    const t = await (await fetch(`${g}/metrics`)).text();
+    const v = (k) => Number((t.match(new RegExp(`^${k} (\\S+)$`, 'm')) || [0, -1])[1]);
+    hrA.push([v('tollgate_pay_headroom_admitted_total'), v('tollgate_pay_headroom_slices_total\\{result="ok"\\}')]);
+  }
+  info(`A: admitted on headroom units / slices taken, by instance: ${JSON.stringify(hrA)}`);
+  check('A: instances admitted calls on headroom leases (/metrics: tollgate_pay_headroom_admitted_total, slices)', hrA.some(([a, sl]) => a > 0 && sl > 0) && hrA.every(([a, sl]) => a >= 0 && sl >= 0), JSON.stringify(hrA));
 
   // ================= B: the gateway lease holder is SIGKILLed under the load
   const B = [];
