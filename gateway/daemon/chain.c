@@ -83,6 +83,10 @@ struct tg_chain {
   pthread_t thread;
   int running;
   pthread_mutex_t q_mu;
+  /* the outcome of each `exact` transfer, told to the payment layer (tg_chain_on_exact_done) */
+  pthread_mutex_t done_mu;
+  void (*exact_done)(void *arg, const tg_address *from, const tg_hash *nonce);
+  void *exact_done_arg;
   job *queue;
   rjob *rqueue;              /* admission reads, under q_mu like queue */
   tg_address channels;
@@ -331,11 +335,21 @@ static void on_accepted(void *arg, const tg_txm_result *r) {
 
 static void outcome_push(tg_chain *c, const job *j, const tg_txm_result *r, int answered);
 
+/* An `exact` transfer's outcome is known (mined `confirmations` deep, or failed for good). */
+static void exact_done(tg_chain *c, const tg_x402_exact *a) {
+  pthread_mutex_lock(&c->done_mu);
+  if (c->exact_done) c->exact_done(c->exact_done_arg, &a->from, &a->nonce);
+  pthread_mutex_unlock(&c->done_mu);
+}
+
 /* The final outcome (confirmed or failed): answers when nothing was answered yet. */
 static void on_final(void *arg, const tg_txm_result *r) {
   job *j = arg;
   int err = r->err ? r->err : (r->status == 1 ? 0 : TG_ETXM_FAILED);
   int answered = j->done; /* on acceptance: the payment layer recorded it `submitted` */
+  /* Before the answer: the payer's pending value ends while the call still holds the
+   * authorization's key, so a retry of it cannot have reserved it again. */
+  if (!j->is_deposit && !j->is_refund && j->chain) exact_done(j->chain, &j->auth);
   deliver(j, err, &r->tx_hash);
   if (!j->is_deposit && !j->is_refund && j->chain) outcome_push(j->chain, j, r, answered);
   free(j);
@@ -513,6 +527,9 @@ static void submit_exact(tg_chain *c, job *j, uint64_t gas) {
     rc = tg_txm_get(c->txm, id, &r);
     if (rc == 0 && r.state == TG_TXM_FAILED) rc = r.err ? r.err : TG_ETXM_FAILED;
     if (rc == 0 && r.state >= TG_TXM_MINED && r.status != 1) rc = TG_ETXM_FAILED;
+    /* Final already: nothing is in flight. Otherwise no callback follows for this job: its
+     * pending value lapses after the authorization's validBefore (pay/pending.h). */
+    if (rc == 0 && r.state >= TG_TXM_CONFIRMED) exact_done(c, a);
     deliver(j, rc, rc ? NULL : &r.tx_hash);
     free(j);
     return;
@@ -1233,6 +1250,14 @@ static int follow_passes(tg_chain *c, uint64_t from, uint64_t to) {
 
 void tg_chain_on_passes(tg_chain *c, const tg_chain_pass_hooks *h) { c->pass_hooks = *h; }
 
+void tg_chain_on_exact_done(tg_chain *c, void (*fn)(void *arg, const tg_address *from, const tg_hash *nonce),
+                            void *arg) {
+  pthread_mutex_lock(&c->done_mu);
+  c->exact_done = fn;
+  c->exact_done_arg = arg;
+  pthread_mutex_unlock(&c->done_mu);
+}
+
 static void *follow_main(void *arg) {
   tg_chain *c = arg;
   uint64_t next = 0;
@@ -1378,6 +1403,7 @@ int tg_chain_new(tg_chain **out, char *err, size_t err_len, const tg_chain_opts 
   if (!c) abort();
   pthread_mutex_init(&c->read_mu, NULL);
   pthread_mutex_init(&c->q_mu, NULL);
+  pthread_mutex_init(&c->done_mu, NULL);
   pthread_mutex_init(&c->follow_mu, NULL);
   pthread_cond_init(&c->follow_cv, NULL);
   pthread_cond_init(&c->call_cv, NULL);
@@ -1510,6 +1536,7 @@ void tg_chain_free(tg_chain *c) {
   }
   pthread_mutex_destroy(&c->read_mu);
   pthread_mutex_destroy(&c->q_mu);
+  pthread_mutex_destroy(&c->done_mu);
   pthread_mutex_destroy(&c->follow_mu);
   pthread_cond_destroy(&c->follow_cv);
   pthread_cond_destroy(&c->call_cv);

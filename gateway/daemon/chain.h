@@ -65,6 +65,14 @@ typedef struct {
   void (*head_time)(void *arg, uint64_t unix_s);
 } tg_chain_pass_hooks;
 void tg_chain_on_passes(tg_chain *c, const tg_chain_pass_hooks *h);
+/*
+ * `exact` transfers: `fn` is called on the chain thread when a transfer's outcome is known
+ * (confirmed, reverted, or failed for good), before the worker hears of it; NULL stops it.
+ * The payment layer ends the payer's pending value there (tg_pay_exact_done). Thread-safe:
+ * once tg_chain_on_exact_done(c, NULL, NULL) returns, `fn` is not running and not called.
+ */
+void tg_chain_on_exact_done(tg_chain *c, void (*fn)(void *arg, const tg_address *from, const tg_hash *nonce),
+                            void *arg);
 /* TollgatePasses.entitled(user, planId), a blocking read (tg_passes_chain.entitled). */
 int tg_chain_pass_entitled(void *ctx, const tg_address *user, const tg_u256 *plan_id, int *ok,
                            uint64_t *until, tg_address *holder);

@@ -126,6 +126,10 @@ static void on_leader(void *arg, int leader) {
 }
 
 /* Set before the server starts, so workers only ever read it. */
+static void exact_done(void *arg, const tg_address *from, const tg_hash *nonce) {
+  tg_pay_exact_done(arg, from, nonce);
+}
+
 static void on_charged(void *arg, const tg_hash *channel, const tg_u256 *charged,
                        const tg_u256 *claimed, const tg_u256 *balance) {
   tg_payments *p = arg;
@@ -314,6 +318,8 @@ int tg_payments_start(tg_payments *p, char *err, tg_config *cfg) {
   po.on_charged_arg = p;
   rc = tg_pay_new(&p->pay, err, &po);
   if (rc) goto fail;
+  /* a transfer's outcome ends its payer's pending value (admission counts the rest) */
+  tg_chain_on_exact_done(p->chain, exact_done, p->pay);
   if (cfg->store_kind == TG_STORE_POSTGRES) {
     tg_pay_set_exact_owner(p->pay, 0); /* until the gateway lease says otherwise */
     tg_cluster_opts clo;
@@ -358,6 +364,7 @@ void tg_payments_reload(tg_payments *p, tg_config *cfg) {
 void tg_payments_stop(tg_payments *p) {
   tg_cluster_stop(p->cluster); /* first: hands the gateway lease over at once */
   p->cluster = NULL;
+  if (p->chain) tg_chain_on_exact_done(p->chain, NULL, NULL); /* before the pay layer goes */
   tg_pay_free(p->pay);
   tg_chain_follow_stop(p->chain); /* the follower first: it wakes the scheduler */
   tg_chain_settle_cancel(p->chain); /* a run in progress ends at its next transaction call */

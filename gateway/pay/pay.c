@@ -14,6 +14,7 @@
 #include "pay/ledger.h"
 #include "pay/passes.h"
 #include "pay/pay.h"
+#include "pay/pending.h"
 #include "store/store.h"
 #include "tollgate/address.h"
 #include "tollgate/channel.h"
@@ -56,6 +57,8 @@ struct tg_pay {
   /* EIP-3009 authorizations admitted and not yet recorded: (from, nonce) keys. */
   pthread_mutex_t inflight_mu;
   struct inflight *inflight[256];
+  /* per payer, the values of admitted `exact` transfers not yet known mined or dropped */
+  tg_pending *pending;
   tg_pay_stats stats;
   /* several gateways on one store: shared holds (NULL instance: the ledger alone) */
   char *instance;
@@ -118,6 +121,8 @@ struct tg_pay_call {
   /* exact */
   tg_x402_exact auth;
   int auth_held;  /* the (from, nonce) key is in the in-flight set */
+  int reserved;   /* the authorization's value is pending (p->pending) on this call's account */
+  tg_pending_mark mark; /* the admission read of the payer's balance */
   tg_hash tx_hash;
   int deposit_tx; /* channel: tx_hash is the gasless deposit this call carried */
   /* payment-identifier: its key is in the in-flight set until the call is recorded or released */
@@ -354,6 +359,8 @@ static const tg_address zero_address;
 
 /* Frees a call refused during admission (its reservation was never made). */
 static void call_abort(tg_pay *p, tg_pay_call *call) {
+  if (call->reserved) tg_pending_release(p->pending, &call->auth.from, &call->auth.nonce);
+  tg_pending_read_end(p->pending, &call->mark);
   if (call->payid_held) inflight_drop(p, &zero_address, &call->payid_key);
   tg_config_unref(call->cfg);
   free(call->resource_url);
@@ -1120,6 +1127,14 @@ static const char *exact_offchain(tg_pay *p, const tg_x402_exact *a, const tg_ad
 
 void tg_pay_set_exact_owner(tg_pay *p, int owner) { atomic_store(&p->exact_owner, owner ? 1 : 0); }
 
+void tg_pay_exact_done(tg_pay *p, const tg_address *from, const tg_hash *nonce) {
+  if (p) tg_pending_release(p->pending, from, nonce);
+}
+
+void tg_pay_exact_pending(tg_pay *p, const tg_address *from, tg_u256 *out) {
+  tg_pending_get(p->pending, from, out);
+}
+
 /* The chain's answer for an `exact` admission: used? funded? Then admitted or refused. */
 static void admit_exact_chain(tg_pay *p, tg_config *cfg, const tg_pay_request *req,
                               const tg_u256 *max, tg_pay_call *call, int rc,
@@ -1129,22 +1144,34 @@ static void admit_exact_chain(tg_pay *p, tg_config *cfg, const tg_pay_request *r
   int status = 402;
   if (rc) {
     stat_add(p, &p->stats.chain_check_errors);
+    tg_pending_read_end(p->pending, &call->mark);
     inflight_drop(p, &a->from, &a->nonce);
     refuse(p, cfg, req, 503, "unexpected_verify_error", NULL, NULL, cb, arg);
     call_abort(p, call);
     return;
   }
   if (used) {
+    tg_pending_read_end(p->pending, &call->mark);
     inflight_drop(p, &a->from, &a->nonce);
     why = "invalid_exact_evm_nonce_already_used";
     status = 409;
     goto refuse;
   }
-  if (tg_u256_cmp(balance, &a->value) < 0) {
+  /* The node's balance less this payer's transfers still in flight, checked and reserved at
+   * once (other workers admit the same payer meanwhile). */
+  rc = tg_pending_reserve(p->pending, &call->mark, &a->from, &a->nonce, &a->value, balance,
+                          a->valid_before, (uint64_t)time(NULL));
+  if (rc) {
     inflight_drop(p, &a->from, &a->nonce);
-    why = "insufficient_funds";
+    if (rc == TG_EPAY_FUNDS) {
+      why = "insufficient_funds";
+    } else { /* held already: cannot happen while the in-flight key is ours */
+      why = "invalid_exact_evm_nonce_already_used";
+      status = 409;
+    }
     goto refuse;
   }
+  call->reserved = 1;
   call->payer = a->from;
   tg_pay_decision d;
   memset(&d, 0, sizeof d);
@@ -1232,6 +1259,8 @@ static void admit_exact(tg_pay *p, struct event_base *base, tg_config *cfg,
      * payment is ours already (the chain may show it used); serve the call and finish it. */
     call->auth = *a;
     call->payer = a->from;
+    /* Its transfer may be on its way: its value counts as pending (no balance check). */
+    call->reserved = tg_pending_hold(p->pending, &a->from, &a->nonce, &a->value, a->valid_before) == 0;
     tg_pay_decision d;
     memset(&d, 0, sizeof d);
     d.admitted = 1;
@@ -1241,6 +1270,7 @@ static void admit_exact(tg_pay *p, struct event_base *base, tg_config *cfg,
     return;
   }
   call->auth = *a;
+  tg_pending_read_begin(p->pending, &a->from, &call->mark);
   if (p->exact.check_async) {
     /* The worker's loop goes on serving other calls while the node answers. */
     exact_wait *ew = calloc(1, sizeof *ew);
@@ -1584,6 +1614,9 @@ done:
 
 static void call_free(tg_pay_call *c) {
   free(c->resource_url);
+  /* the pending value before the key: a retry of the same authorization reserves afresh */
+  if (c->reserved) tg_pending_release(c->pay->pending, &c->auth.from, &c->auth.nonce);
+  tg_pending_read_end(c->pay->pending, &c->mark);
   if (c->auth_held) inflight_drop(c->pay, &c->auth.from, &c->auth.nonce);
   if (c->payid_held) inflight_drop(c->pay, &zero_address, &c->payid_key);
   tg_buf_cleanup(&c->header);
@@ -1752,7 +1785,10 @@ static void on_exact_submitted(void *arg, int err, const tg_hash *tx) {
   tg_pay *p = c->pay;
   if (err) {
     stat_add(p, &p->stats.chain_submit_errors);
-    exact_record_failed(c, err); /* nothing moved: the payer keeps the authorization */
+    /* nothing moved (refused, dropped or reverted): the value is no longer pending */
+    tg_pending_release(p->pending, &c->auth.from, &c->auth.nonce);
+    c->reserved = 0;
+    exact_record_failed(c, err); /* the payer keeps the authorization */
     return;
   }
   c->tx_hash = *tx;
@@ -1812,8 +1848,12 @@ static void exact_submit(tg_pay_call *c) {
   int rc = p->exact.submit(p->exact.ctx, c->base, &p->asset, &c->auth, on_exact_submitted, c);
   if (rc) {
     stat_add(p, &p->stats.chain_submit_errors);
-    exact_record_failed(c, rc);
+    exact_record_failed(c, rc); /* call_free ends the pending value */
+    return;
   }
+  /* On its way: the pending value now ends with the transfer's outcome (tg_pay_exact_done,
+   * from the transaction manager) or with a failed submission (on_exact_submitted). */
+  c->reserved = 0;
 }
 
 static void on_exact_intent(void *arg, int err, const tg_store_op *ops, size_t n) {
@@ -2036,6 +2076,7 @@ int tg_pay_new(tg_pay **out, char *err, const tg_pay_opts *o) {
   pthread_mutex_init(&p->inflight_mu, NULL);
   pthread_mutex_init(&p->vcache_mu, NULL);
   crypto_shorthash_keygen(p->vcache_key);
+  if (tg_pending_new(&p->pending, 0) != 0) abort();
   if (o->cfg->scheme_exact && (!o->exact.check || !o->exact.submit)) {
     snprintf(err, TG_CONFIG_ERR_MAX, "the `exact` scheme needs the transaction manager");
     tg_pay_free(p);
@@ -2073,6 +2114,7 @@ void tg_pay_free(tg_pay *p) {
     }
   }
   for (int i = 0; i < VCACHE_SLOTS; i++) free(p->vcache[i]);
+  tg_pending_free(p->pending);
   pthread_mutex_destroy(&p->vcache_mu);
   pthread_mutex_destroy(&p->inflight_mu);
   pthread_mutex_destroy(&p->mu);
@@ -2128,14 +2170,19 @@ void tg_pay_fac_terms(tg_pay *p, uint64_t *chain_id, tg_address *asset) {
 static const char *fac_chain_check(tg_pay *p, const tg_x402_exact *a, int *rc) {
   tg_u256 balance;
   int used = 0;
+  tg_pending_mark m;
+  tg_pending_read_begin(p->pending, &a->from, &m);
   *rc = p->exact.check ? p->exact.check(p->exact.ctx, &p->asset, &a->from, &a->nonce, &balance, &used)
                        : TG_EUNSUPPORTED;
+  if (*rc || used) tg_pending_read_end(p->pending, &m);
   if (*rc) {
     stat_add(p, &p->stats.chain_check_errors);
     return NULL;
   }
   if (used) return "invalid_exact_evm_nonce_already_used";
-  if (tg_u256_cmp(&balance, &a->value) < 0) return "insufficient_funds";
+  /* the balance less the payer's transfers in flight, as admission counts it */
+  if (tg_pending_check(p->pending, &m, &a->from, &a->value, &balance, (uint64_t)time(NULL)))
+    return "insufficient_funds";
   return NULL;
 }
 
@@ -2169,6 +2216,8 @@ int tg_pay_fac_verify(tg_pay *p, const tg_x402_exact *a, const tg_address *pay_t
 typedef struct {
   tg_pay *p;
   tg_u256 value;
+  tg_address from;
+  tg_pending_mark mark;
   tg_pay_fac_result res;
   tg_pay_fac_verify_cb cb;
   void *arg;
@@ -2176,10 +2225,18 @@ typedef struct {
 
 static void fac_on_verify_checked(void *arg, int err, const tg_u256 *balance, int used) {
   fac_verify *v = arg;
-  if (err) stat_add(v->p, &v->p->stats.chain_check_errors);
-  else if (used) v->res.reason = "invalid_exact_evm_nonce_already_used";
-  else if (tg_u256_cmp(balance, &v->value) < 0) v->res.reason = "insufficient_funds";
-  else v->res.valid = 1;
+  tg_pending *pt = v->p->pending;
+  if (err) {
+    stat_add(v->p, &v->p->stats.chain_check_errors);
+    tg_pending_read_end(pt, &v->mark);
+  } else if (used) {
+    tg_pending_read_end(pt, &v->mark);
+    v->res.reason = "invalid_exact_evm_nonce_already_used";
+  } else if (tg_pending_check(pt, &v->mark, &v->from, &v->value, balance, (uint64_t)time(NULL))) {
+    v->res.reason = "insufficient_funds"; /* the balance less the payer's transfers in flight */
+  } else {
+    v->res.valid = 1;
+  }
   v->cb(v->arg, err, &v->res);
   free(v);
 }
@@ -2208,9 +2265,11 @@ void tg_pay_fac_verify_async(tg_pay *p, struct event_base *base, const tg_x402_e
   if (!v) abort();
   v->p = p;
   v->value = a->value;
+  v->from = a->from;
   v->res = r;
   v->cb = cb;
   v->arg = arg;
+  tg_pending_read_begin(p->pending, &a->from, &v->mark);
   if (p->exact.check_async(p->exact.ctx, base, &p->asset, &a->from, &a->nonce, fac_on_verify_checked, v) != 0)
     fac_on_verify_checked(v, TG_EIO, NULL, 0);
 }
@@ -2224,6 +2283,8 @@ typedef struct {
   void *arg;
   tg_pay_fac_result res;
   int found;          /* the store had a `failed` record of this authorization */
+  int reserved;       /* its value is pending on this settlement's account (not submitted) */
+  tg_pending_mark mark;
 } fac_op;
 
 static void fac_done(fac_op *f, const char *reason) {
@@ -2233,6 +2294,9 @@ static void fac_done(fac_op *f, const char *reason) {
   } else {
     f->res.valid = 1;
   }
+  /* the pending value before the in-flight key (see call_free) */
+  if (f->reserved) tg_pending_release(f->p->pending, &f->auth.from, &f->auth.nonce);
+  tg_pending_read_end(f->p->pending, &f->mark);
   inflight_drop(f->p, &f->auth.from, &f->auth.nonce);
   f->cb(f->arg, &f->res);
   sodium_memzero(f, sizeof *f);
@@ -2267,6 +2331,8 @@ static void fac_on_submitted(void *arg, int err, const tg_hash *tx) {
   op.u.exact.payer = f->auth.from;
   if (err) {
     stat_add(p, &p->stats.chain_submit_errors);
+    tg_pending_release(p->pending, &f->auth.from, &f->auth.nonce); /* nothing moved */
+    f->reserved = 0;
     op.u.exact.status = TG_EXACT_FAILED; /* nothing moved: the authorization stays usable */
     if (tg_store_submit_evbase(p->store, &op, 1, f->base, fac_on_failed_recorded, f) != 0)
       fac_done(f, "unexpected_settle_error");
@@ -2288,7 +2354,11 @@ static void fac_submit(fac_op *f) {
   int rc = p->exact.submit ? p->exact.submit(p->exact.ctx, f->base, &p->asset, &f->auth,
                                              fac_on_submitted, f)
                            : TG_EUNSUPPORTED;
-  if (rc) fac_on_submitted(f, rc, NULL);
+  if (rc) {
+    fac_on_submitted(f, rc, NULL);
+    return;
+  }
+  f->reserved = 0; /* on its way: the transfer's outcome ends the pending value */
 }
 
 static void fac_on_intent(void *arg, int err, const tg_store_op *ops, size_t n) {
@@ -2315,10 +2385,15 @@ static void fac_on_checked(void *arg, int err, const tg_u256 *balance, int used)
     fac_done(f, "invalid_exact_evm_nonce_already_used");
     return;
   }
-  if (tg_u256_cmp(balance, &f->auth.value) < 0) {
-    fac_done(f, "insufficient_funds");
+  /* The balance less the payer's transfers in flight (the gateway's calls and other
+   * settlements), checked and reserved at once. */
+  int rc = tg_pending_reserve(p->pending, &f->mark, &f->auth.from, &f->auth.nonce, &f->auth.value,
+                              balance, f->auth.valid_before, (uint64_t)time(NULL));
+  if (rc) {
+    fac_done(f, rc == TG_EPAY_FUNDS ? "insufficient_funds" : "invalid_exact_evm_nonce_already_used");
     return;
   }
+  f->reserved = 1;
   tg_store_op op;
   memset(&op, 0, sizeof op);
   op.u.exact.token = p->asset;
@@ -2396,6 +2471,7 @@ void tg_pay_fac_settle(tg_pay *p, struct event_base *base, const tg_x402_exact *
   if (found && prev.status == TG_EXACT_VERIFIED) {
     /* Recorded, maybe submitted, by a run that stopped before the hash was recorded: the
      * transaction manager answers with the transaction it has for this authorization. */
+    f->reserved = tg_pending_hold(p->pending, &a->from, &a->nonce, &a->value, a->valid_before) == 0;
     fac_submit(f);
     return;
   }
@@ -2404,6 +2480,7 @@ void tg_pay_fac_settle(tg_pay *p, struct event_base *base, const tg_x402_exact *
     return;
   }
   f->found = found;
+  tg_pending_read_begin(p->pending, &a->from, &f->mark);
   if (p->exact.check_async) {
     /* On the chain thread's pipeline, batched with the calls' admission reads. */
     if (p->exact.check_async(p->exact.ctx, base, &p->asset, &a->from, &a->nonce, fac_on_checked, f) != 0)

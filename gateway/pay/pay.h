@@ -217,6 +217,18 @@ void tg_pay_free(tg_pay *p);
  * with 503 ("deposit_submitter_elsewhere"). Thread-safe.
  */
 void tg_pay_set_exact_owner(tg_pay *p, int owner);
+
+/*
+ * `exact` payers' money in flight: admission (and the facilitator's /verify and
+ * /settle) admits an authorization only when the node's balance less the
+ * payer's admitted transfers not yet known mined or dropped covers its value,
+ * checked and reserved at once (pay/pending.h). The transaction manager's
+ * outcome of a transfer (confirmed, failed or dropped) ends its pending value:
+ * tg_pay_exact_done (any thread; idempotent). tg_pay_exact_pending: the
+ * payer's pending sum now.
+ */
+void tg_pay_exact_done(tg_pay *p, const tg_address *from, const tg_hash *nonce);
+void tg_pay_exact_pending(tg_pay *p, const tg_address *from, tg_u256 *out);
 /* Swaps in a reloaded configuration (prices, credit limits) for new calls. */
 void tg_pay_set_config(tg_pay *p, tg_config *cfg);
 

@@ -61,6 +61,8 @@ typedef struct {
   int erc1271_calls;
   int sync_checks, async_checks; /* exact chain reads through check / check_async */
   int admitted_inline;           /* admissions answered before tg_pay_admit returned */
+  int submit_refuse;             /* exact submit returns this error at once */
+  int submit_err;                /* exact submit answers this error later, on the loop */
 } fixture;
 
 static fixture F;
@@ -133,6 +135,7 @@ static int fake_check_async(void *ctx, struct event_base *base, const tg_address
 typedef struct {
   tg_pay_exact_cb cb;
   void *arg;
+  int err;
 } pending_submit;
 
 static void fire_submit(evutil_socket_t fd, short what, void *arg) {
@@ -141,7 +144,7 @@ static void fire_submit(evutil_socket_t fd, short what, void *arg) {
   pending_submit *ps = arg;
   tg_hash tx;
   memset(tx.b, 0xab, 32);
-  ps->cb(ps->arg, 0, &tx);
+  ps->cb(ps->arg, ps->err, ps->err ? NULL : &tx);
   free(ps);
 }
 
@@ -150,10 +153,12 @@ static int fake_submit(void *ctx, struct event_base *base, const tg_address *tok
   (void)token;
   (void)auth;
   fixture *f = ctx;
+  if (f->submit_refuse) return f->submit_refuse;
   f->submits++;
-  pending_submit *ps = malloc(sizeof *ps);
+  pending_submit *ps = calloc(1, sizeof *ps);
   ps->cb = cb;
   ps->arg = arg;
+  ps->err = f->submit_err;
   return event_base_once(base, -1, EV_TIMEOUT, fire_submit, ps, NULL) ? TG_EINTERNAL : TG_OK;
 }
 
@@ -163,7 +168,7 @@ static int fake_deposit(void *ctx, struct event_base *base, const tg_address *co
   (void)ch;
   fixture *f = ctx;
   f->deposits++;
-  pending_submit *ps = malloc(sizeof *ps);
+  pending_submit *ps = calloc(1, sizeof *ps);
   ps->cb = cb;
   ps->arg = arg;
   return event_base_once(base, -1, EV_TIMEOUT, fire_submit, ps, NULL) ? TG_EINTERNAL : TG_OK;
@@ -177,7 +182,7 @@ static int fake_refund(void *ctx, struct event_base *base, const tg_address *con
   (void)amount;
   fixture *f = ctx;
   f->refunds++;
-  pending_submit *ps = malloc(sizeof *ps);
+  pending_submit *ps = calloc(1, sizeof *ps);
   ps->cb = cb;
   ps->arg = arg;
   return event_base_once(base, -1, EV_TIMEOUT, fire_submit, ps, NULL) ? TG_EINTERNAL : TG_OK;
@@ -661,6 +666,95 @@ static void test_exact(void) {
   tg_seckey_free(forger);
 }
 
+static uint64_t exact_pending(void) {
+  tg_u256 v;
+  uint64_t n = UINT64_MAX;
+  tg_pay_exact_pending(F.pay, &F.ch.payer, &v);
+  if (tg_u256_to_u64(&v, &n)) n = UINT64_MAX;
+  return n;
+}
+
+/*
+ * A payer whose balance covers two and a half calls: its admitted transfers still in flight
+ * count against the balance; each path that ends one (the call failed, the submission was
+ * refused or failed, the transaction manager's outcome) gives its value back, once.
+ */
+static void test_exact_pending(void) {
+  teardown(); /* a fresh payment layer: the earlier tests' transfers never got an outcome */
+  if (setup(1) != 0) {
+    CHECK(!"setup");
+    return;
+  }
+  uint64_t now = (uint64_t)time(NULL);
+  const tg_address *to = &F.cfg->pay_to;
+  F.payer_token_balance = 2500;
+  char *h1 = exact_header(1000, to, now - 10, now + 120, 0x61, F.payer_key);
+  char *h2 = exact_header(1000, to, now - 10, now + 120, 0x62, F.payer_key);
+  char *h3 = exact_header(1000, to, now - 10, now + 120, 0x63, F.payer_key);
+  char *h4 = exact_header(1000, to, now - 10, now + 120, 0x64, F.payer_key);
+  result r1, r2, r3, r4;
+  int submits = F.submits;
+  admit(&r1, "ping", NULL, h1, "p-1");
+  admit(&r2, "ping", NULL, h2, "p-2");
+  CHECK(r1.admitted && r2.admitted);
+  CHECK_INT(exact_pending(), 2000);
+  admit(&r3, "ping", NULL, h3, "p-3"); /* 2500 - 2000 < 1000 */
+  CHECK(!r3.admitted);
+  CHECK_INT(r3.status, 402);
+  CHECK_STR(r3.reason, "insufficient_funds");
+  CHECK_INT(exact_pending(), 2000);
+  /* the call failed before its transfer was submitted: its value is free again */
+  complete(&r2, 0, 0, 0, 0);
+  CHECK(!r2.charged);
+  CHECK_INT(exact_pending(), 1000);
+  /* answered and submitted: the transfer is in flight until its outcome is known */
+  complete(&r1, 1, 0, 0, 0);
+  CHECK(r1.charged);
+  CHECK_INT(F.submits, submits + 1);
+  CHECK_INT(exact_pending(), 1000);
+  admit(&r3, "ping", NULL, h3, "p-3b"); /* 2500 - 1000 >= 1000 */
+  CHECK(r3.admitted);
+  admit(&r4, "ping", NULL, h4, "p-4"); /* 2500 - 2000 < 1000 */
+  CHECK_STR(r4.reason, "insufficient_funds");
+  /* the transaction manager's outcome of the first transfer (the balance now shows it) */
+  tg_hash n1;
+  memset(n1.b, 0x61, 32);
+  tg_pay_exact_done(F.pay, &F.ch.payer, &n1);
+  tg_pay_exact_done(F.pay, &F.ch.payer, &n1); /* twice: nothing more */
+  CHECK_INT(exact_pending(), 1000);
+  F.payer_token_balance = 1500;
+  /* the submission refused at once: nothing moved, the value is free, nothing charged */
+  F.submit_refuse = TG_ETXM_CLOSED;
+  complete(&r3, 1, 0, 0, 0);
+  CHECK(!r3.charged);
+  CHECK_INT(exact_pending(), 0);
+  F.submit_refuse = 0;
+  /* the submission failed later (the node refused it, or it reverted) */
+  admit(&r4, "ping", NULL, h4, "p-4b");
+  CHECK(r4.admitted);
+  CHECK_INT(exact_pending(), 1000);
+  F.submit_err = TG_ETXM_FAILED;
+  complete(&r4, 1, 0, 0, 0);
+  CHECK(!r4.charged);
+  CHECK_INT(exact_pending(), 0);
+  F.submit_err = 0;
+  /* the same authorization again after its failure: admitted and paid */
+  admit(&r4, "ping", NULL, h4, "p-4c");
+  CHECK(r4.admitted);
+  complete(&r4, 1, 0, 0, 0);
+  CHECK(r4.charged);
+  CHECK_INT(exact_pending(), 1000);
+  tg_hash n4;
+  memset(n4.b, 0x64, 32);
+  tg_pay_exact_done(F.pay, &F.ch.payer, &n4);
+  CHECK_INT(exact_pending(), 0);
+  F.payer_token_balance = 10000000;
+  free(h1);
+  free(h2);
+  free(h3);
+  free(h4);
+}
+
 /* A voucher header with given signature bytes (a contract wallet's multisig signature). */
 static char *raw_voucher_header(uint64_t max, const tg_channel_config *cfg, const uint8_t *sig, size_t n) {
   tg_x402_payment p;
@@ -1133,6 +1227,7 @@ int main(void) {
   RUN(test_contract_wallet_voucher);
   RUN(test_voucher_header_cache);
   RUN(test_exact_async_check);
+  RUN(test_exact_pending);
   RUN(test_non_holder_deposit_refund);
   teardown();
   char why[512];
