@@ -288,6 +288,56 @@ static void test_failed_submission_can_retry(void) {
   CHECK(F.submits == before + 1);
 }
 
+/*
+ * /verify and /settle count the payer's transfers in flight: with balance for one and a
+ * half settlements the second is refused (verify and settle), until the first transfer's
+ * outcome is known; a failed submission gives its value back at once.
+ */
+static void test_settle_counts_pending(void) {
+  uint64_t now = (uint64_t)time(NULL);
+  tg_x402_exact a, b, c;
+  auth_make(&a, 6000, &F.other_server, 0, now + 600, 0x40, F.payer_key);
+  auth_make(&b, 6000, &F.other_server, 0, now + 600, 0x41, F.payer_key);
+  auth_make(&c, 3000, &F.other_server, 0, now + 600, 0x42, F.payer_key);
+  /* the earlier tests' transfers never got an outcome: end them so only these count */
+  for (int tag = 0; tag < 256; tag++) {
+    tg_hash n;
+    memset(n.b, tag, 32);
+    tg_pay_exact_done(F.pay, &a.from, &n);
+  }
+  F.balance = 9000;
+  CHECK_STR(verify_reason(&b, 6000), "valid");
+  settled s1, s2;
+  settle(&s1, &a, 6000);
+  pump(&s1);
+  CHECK(s1.done == 1 && s1.r.valid && s1.r.has_tx);
+  CHECK_STR(verify_reason(&b, 6000), "insufficient_funds"); /* 9000 - 6000 in flight */
+  CHECK_STR(verify_reason(&c, 3000), "valid");
+  int before = F.submits;
+  settle(&s2, &b, 6000);
+  pump(&s2);
+  CHECK(s2.done == 1 && !s2.r.valid);
+  CHECK_STR(s2.r.reason, "insufficient_funds");
+  CHECK(F.submits == before);
+  tg_store_exact row;
+  CHECK_ERR(tg_store_exact_get(F.store, &F.cfg->asset_address, &b.from, &b.nonce, &row), TG_ENOTFOUND);
+  /* a failed submission: its value is free again at once */
+  F.fail_submit = 1;
+  settle(&s2, &c, 3000);
+  pump(&s2);
+  CHECK(s2.done == 1 && !s2.r.valid);
+  F.fail_submit = 0;
+  CHECK_STR(verify_reason(&c, 3000), "valid");
+  /* the first transfer's outcome is known (the balance read now shows it) */
+  tg_pay_exact_done(F.pay, &a.from, &a.nonce);
+  F.balance = 3000;
+  CHECK_STR(verify_reason(&c, 3000), "valid");
+  settle(&s2, &c, 3000);
+  pump(&s2);
+  CHECK(s2.done == 1 && s2.r.valid && s2.r.has_tx);
+  F.balance = 1000000;
+}
+
 int main(void) {
   if (setup() != 0) {
     printf("FAIL setup\n");
@@ -296,6 +346,7 @@ int main(void) {
   RUN(test_verify);
   RUN(test_settle_once);
   RUN(test_failed_submission_can_retry);
+  RUN(test_settle_counts_pending);
   teardown();
   return tgt_done();
 }
