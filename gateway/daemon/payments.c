@@ -125,11 +125,12 @@ static void on_leader(void *arg, int leader) {
   if (leader && p->sched) tg_scheduler_trigger(p->sched, NULL);
 }
 
-/* Set before the server starts, so workers only ever read it. */
+/* On the chain thread: an `exact` transfer's outcome ends its payer's pending value. */
 static void exact_done(void *arg, const tg_address *from, const tg_hash *nonce) {
   tg_pay_exact_done(arg, from, nonce);
 }
 
+/* Set before the server starts, so workers only ever read it. */
 static void on_charged(void *arg, const tg_hash *channel, const tg_u256 *charged,
                        const tg_u256 *claimed, const tg_u256 *balance) {
   tg_payments *p = arg;
