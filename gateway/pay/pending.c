@@ -7,15 +7,9 @@
 
 #include "tollgate/u256.h"
 
-#define PENDING_SLOTS 256
+#define PAYER_SLOTS 256
+#define RES_SLOTS 4096 /* reservations, by nonce: thousands in flight for one payer stay O(1) */
 #define PENDING_GRACE_DEFAULT 600u
-
-typedef struct reservation {
-  struct reservation *next;
-  tg_hash nonce;
-  tg_u256 value;
-  uint64_t valid_before;
-} reservation;
 
 typedef struct payer {
   struct payer *next;
@@ -23,15 +17,25 @@ typedef struct payer {
   tg_u256 pending;     /* sum of the reservations' values */
   tg_u256 released;    /* everything released so far, modulo 2^256 (read overlaps) */
   size_t readers;      /* balance reads in progress (marks not ended) */
+  size_t n_res;        /* its reservations */
   int saturated;       /* the sum passed 2^256 - 1 (tg_pending_hold): pending is all ones */
-  reservation *res;
 } payer;
+
+typedef struct reservation {
+  struct reservation *next;
+  payer *p;
+  tg_hash nonce;
+  tg_u256 value;
+  uint64_t lapse;      /* validBefore + grace (saturated) */
+} reservation;
 
 struct tg_pending {
   pthread_mutex_t mu;
   uint64_t grace;
-  payer *slots[PENDING_SLOTS];
+  payer *payers[PAYER_SLOTS];
+  reservation *res[RES_SLOTS];
   size_t n_payers, n_res;
+  uint64_t next_lapse; /* the earliest `lapse` of any reservation (UINT64_MAX: none) */
   uint64_t refused, lapsed;
 };
 
@@ -44,22 +48,25 @@ int tg_pending_new(tg_pending **out, uint64_t grace) {
     return TG_ENOMEM;
   }
   t->grace = grace ? grace : PENDING_GRACE_DEFAULT;
+  t->next_lapse = UINT64_MAX;
   *out = t;
   return TG_OK;
 }
 
 void tg_pending_free(tg_pending *t) {
   if (!t) return;
-  for (size_t i = 0; i < PENDING_SLOTS; i++) {
-    payer *p = t->slots[i];
+  for (size_t i = 0; i < RES_SLOTS; i++) {
+    reservation *r = t->res[i];
+    while (r) {
+      reservation *rn = r->next;
+      free(r);
+      r = rn;
+    }
+  }
+  for (size_t i = 0; i < PAYER_SLOTS; i++) {
+    payer *p = t->payers[i];
     while (p) {
       payer *pn = p->next;
-      reservation *r = p->res;
-      while (r) {
-        reservation *rn = r->next;
-        free(r);
-        r = rn;
-      }
       free(p);
       p = pn;
     }
@@ -69,7 +76,7 @@ void tg_pending_free(tg_pending *t) {
 }
 
 static payer **find_payer(tg_pending *t, const tg_address *a) {
-  payer **pp = &t->slots[a->b[19]]; /* addresses are hashes: the last byte spreads them */
+  payer **pp = &t->payers[a->b[19]]; /* addresses are hashes: the last byte spreads them */
   while (*pp && memcmp((*pp)->addr.b, a->b, 20) != 0) pp = &(*pp)->next;
   return pp;
 }
@@ -87,56 +94,92 @@ static payer *get_payer(tg_pending *t, const tg_address *a) {
 
 /* Frees the payer's entry when nothing refers to it any more. */
 static void put_payer(tg_pending *t, payer *p) {
-  if (p->readers || p->res) return;
+  if (p->readers || p->n_res) return;
   payer **pp = find_payer(t, &p->addr);
   *pp = p->next;
   free(p);
   t->n_payers--;
 }
 
-/* The sum of the payer's reservations, saturated at 2^256 - 1. */
-static void resum(payer *p) {
+static size_t res_slot(const tg_hash *nonce) {
+  return ((size_t)nonce->b[0] << 8 | nonce->b[1]) % RES_SLOTS; /* nonces are random */
+}
+
+static reservation **find_res(tg_pending *t, const payer *p, const tg_hash *nonce) {
+  reservation **rp = &t->res[res_slot(nonce)];
+  while (*rp && ((*rp)->p != p || memcmp((*rp)->nonce.b, nonce->b, 32) != 0)) rp = &(*rp)->next;
+  return rp;
+}
+
+/* The sum of the payer's reservations, saturated at 2^256 - 1 (a scan: only after a
+ * saturated sum lost a reservation). */
+static void resum(tg_pending *t, payer *p) {
   tg_u256_zero(&p->pending);
   p->saturated = 0;
-  for (reservation *r = p->res; r; r = r->next) {
-    if (tg_u256_add(&p->pending, &p->pending, &r->value)) {
-      memset(&p->pending, 0xff, sizeof p->pending);
-      p->saturated = 1;
-      return;
+  for (size_t i = 0; i < RES_SLOTS; i++) {
+    for (reservation *r = t->res[i]; r; r = r->next) {
+      if (r->p == p && tg_u256_add(&p->pending, &p->pending, &r->value)) {
+        memset(&p->pending, 0xff, sizeof p->pending);
+        p->saturated = 1;
+        return;
+      }
     }
   }
 }
 
 /* Removes one reservation: its value leaves `pending` and joins `released`. */
-static void drop(tg_pending *t, payer *p, reservation **rp) {
+static void drop(tg_pending *t, reservation **rp) {
   reservation *r = *rp;
+  payer *p = r->p;
   *rp = r->next;
-  if (p->saturated) resum(p);
-  else if (tg_u256_sub(&p->pending, &p->pending, &r->value)) resum(p); /* never: it holds r */
+  p->n_res--;
+  t->n_res--;
+  if (p->saturated) resum(t, p);
+  else if (tg_u256_sub(&p->pending, &p->pending, &r->value)) resum(t, p); /* never: it holds r */
   if (tg_u256_add(&p->released, &p->released, &r->value)) {
     /* modulo 2^256 by design: only differences of it are used */
   }
   free(r);
-  t->n_res--;
 }
 
-static void sweep(tg_pending *t, payer *p, uint64_t now) {
-  for (reservation **rp = &p->res; *rp;) {
-    uint64_t until = (*rp)->valid_before + t->grace;
-    if (until < (*rp)->valid_before) until = UINT64_MAX;
-    if (now > until) {
-      drop(t, p, rp);
-      t->lapsed++;
-    } else {
-      rp = &(*rp)->next;
-    }
+static void add(tg_pending *t, payer *p, const tg_hash *nonce, const tg_u256 *value,
+                uint64_t valid_before) {
+  reservation *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  r->p = p;
+  r->nonce = *nonce;
+  r->value = *value;
+  r->lapse = valid_before + t->grace < valid_before ? UINT64_MAX : valid_before + t->grace;
+  reservation **head = &t->res[res_slot(nonce)];
+  r->next = *head;
+  *head = r;
+  if (r->lapse < t->next_lapse) t->next_lapse = r->lapse;
+  p->n_res++;
+  t->n_res++;
+  if (!p->saturated && tg_u256_add(&p->pending, &p->pending, value)) {
+    memset(&p->pending, 0xff, sizeof p->pending); /* tg_pending_hold only: never wraps */
+    p->saturated = 1;
   }
 }
 
-static reservation **find_res(payer *p, const tg_hash *nonce) {
-  reservation **rp = &p->res;
-  while (*rp && memcmp((*rp)->nonce.b, nonce->b, 32) != 0) rp = &(*rp)->next;
-  return rp;
+/* Drops every reservation past its lapse; a scan only when one is due. */
+static void sweep(tg_pending *t, uint64_t now) {
+  if (now <= t->next_lapse) return;
+  uint64_t next = UINT64_MAX;
+  for (size_t i = 0; i < RES_SLOTS; i++) {
+    for (reservation **rp = &t->res[i]; *rp;) {
+      if (now > (*rp)->lapse) {
+        payer *p = (*rp)->p;
+        drop(t, rp);
+        t->lapsed++;
+        put_payer(t, p);
+      } else {
+        if ((*rp)->lapse < next) next = (*rp)->lapse;
+        rp = &(*rp)->next;
+      }
+    }
+  }
+  t->next_lapse = next;
 }
 
 void tg_pending_read_begin(tg_pending *t, const tg_address *payer_addr, tg_pending_mark *m) {
@@ -197,23 +240,15 @@ int tg_pending_reserve(tg_pending *t, tg_pending_mark *m, const tg_address *paye
   int rc = TG_OK;
   tg_u256 overlap;
   pthread_mutex_lock(&t->mu);
+  sweep(t, now);
   payer *p = end_mark(t, m, payer_addr, &overlap);
-  sweep(t, p, now);
-  if (*find_res(p, nonce)) {
+  if (*find_res(t, p, nonce)) {
     rc = TG_EEXISTS;
   } else if (!funded(p, &overlap, value, balance)) {
     rc = TG_EPAY_FUNDS;
     t->refused++;
   } else {
-    reservation *r = calloc(1, sizeof *r);
-    if (!r) abort();
-    r->nonce = *nonce;
-    r->value = *value;
-    r->valid_before = valid_before;
-    r->next = p->res;
-    p->res = r;
-    if (tg_u256_add(&p->pending, &p->pending, value)) resum(p); /* never: funded() proved it fits */
-    t->n_res++;
+    add(t, p, nonce, value, valid_before); /* funded() proved the sum fits */
   }
   put_payer(t, p);
   pthread_mutex_unlock(&t->mu);
@@ -224,8 +259,8 @@ int tg_pending_check(tg_pending *t, tg_pending_mark *m, const tg_address *payer_
                      const tg_u256 *value, const tg_u256 *balance, uint64_t now) {
   tg_u256 overlap;
   pthread_mutex_lock(&t->mu);
+  sweep(t, now);
   payer *p = end_mark(t, m, payer_addr, &overlap);
-  sweep(t, p, now);
   int rc = funded(p, &overlap, value, balance) ? TG_OK : TG_EPAY_FUNDS;
   put_payer(t, p);
   pthread_mutex_unlock(&t->mu);
@@ -237,22 +272,11 @@ int tg_pending_hold(tg_pending *t, const tg_address *payer_addr, const tg_hash *
   int rc = TG_OK;
   pthread_mutex_lock(&t->mu);
   payer *p = get_payer(t, payer_addr);
-  if (*find_res(p, nonce)) {
+  if (*find_res(t, p, nonce)) {
     rc = TG_EEXISTS;
   } else {
-    reservation *r = calloc(1, sizeof *r);
-    if (!r) abort();
-    r->nonce = *nonce;
-    r->value = *value;
-    r->valid_before = valid_before;
-    r->next = p->res;
-    p->res = r;
-    /* no balance check: saturate rather than wrap (the payer is then refused until it ends) */
-    if (!p->saturated && tg_u256_add(&p->pending, &p->pending, value)) {
-      memset(&p->pending, 0xff, sizeof p->pending);
-      p->saturated = 1;
-    }
-    t->n_res++;
+    /* no balance check: the sum saturates rather than wraps (the payer is refused meanwhile) */
+    add(t, p, nonce, value, valid_before);
   }
   put_payer(t, p);
   pthread_mutex_unlock(&t->mu);
@@ -264,9 +288,9 @@ int tg_pending_release(tg_pending *t, const tg_address *payer_addr, const tg_has
   pthread_mutex_lock(&t->mu);
   payer *p = *find_payer(t, payer_addr);
   if (p) {
-    reservation **rp = find_res(p, nonce);
+    reservation **rp = find_res(t, p, nonce);
     if (*rp) {
-      drop(t, p, rp);
+      drop(t, rp);
       found = 1;
     }
     put_payer(t, p);

@@ -214,6 +214,41 @@ static void test_lapse(void) {
   tg_pending_free(t);
 }
 
+/* Thousands in flight for one payer (a busy agent): exact sums, each found and released once. */
+static void test_many(void) {
+  tg_pending *t;
+  CHECK_OK(tg_pending_new(&t, 0));
+  tg_address a = A(3), b = A(4);
+  tg_u256 price = U(7), bal = U(7 * 20000);
+  for (uint32_t i = 0; i < 20000; i++) {
+    tg_hash n = N(i * 2654435761u); /* spread like random nonces */
+    CHECK_OK(tg_pending_reserve(t, NULL, i % 2 ? &a : &b, &n, &price, &bal, VB + i, NOW));
+  }
+  CHECK_INT(pending_of(t, &a), 7 * 10000);
+  CHECK_INT(pending_of(t, &b), 7 * 10000);
+  tg_hash n0 = N(0);
+  CHECK_INT(tg_pending_release(t, &a, &n0), 0); /* b's nonce, not a's */
+  for (uint32_t i = 0; i < 20000; i++) {
+    tg_hash n = N(i * 2654435761u);
+    CHECK_INT(tg_pending_release(t, i % 2 ? &a : &b, &n), 1);
+  }
+  tg_pending_stats st;
+  tg_pending_stats_get(t, &st);
+  CHECK_INT(st.reservations, 0);
+  CHECK_INT(st.payers, 0);
+  /* lapse of many at once, the later ones kept */
+  for (uint32_t i = 0; i < 100; i++) {
+    tg_hash n = N(i);
+    CHECK_OK(tg_pending_reserve(t, NULL, &a, &n, &price, &bal, i < 50 ? VB : VB + 10000, NOW));
+  }
+  tg_hash late = N(1000);
+  CHECK_OK(tg_pending_reserve(t, NULL, &b, &late, &price, &bal, VB, VB + 601));
+  CHECK_INT(pending_of(t, &a), 7 * 50);
+  tg_pending_stats_get(t, &st);
+  CHECK_INT(st.lapsed, 50);
+  tg_pending_free(t);
+}
+
 /* 16 threads, 64 authorizations each, one payer funded for 100: exactly 100 admitted. */
 #define THREADS 16
 #define PER_THREAD 64
@@ -256,6 +291,7 @@ int main(void) {
   RUN(test_read_overlap);
   RUN(test_overflow);
   RUN(test_lapse);
+  RUN(test_many);
   RUN(test_threads);
   return tgt_done();
 }
