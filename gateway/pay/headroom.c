@@ -162,13 +162,13 @@ void tg_headroom_free(tg_headroom *h) {
 /* Drops the pool's units, copying them to `out` (the caller gives them back unlocked). */
 static size_t pool_empty(tg_headroom *h, hr_pool *p, hr_unit *out, int64_t now) {
   size_t n = p->n;
+  if (n || p->k || p->pending) h->stats.pools_dropped++; /* a lease, not an empty pool again */
   memcpy(out, p->units, n * sizeof *out);
   p->n = 0;
   p->gen++;
   p->k = 0;
   p->have_free = 0;
   p->backoff_until = now + HR_BACKOFF_MS;
-  h->stats.pools_dropped++;
   h->stats.units_given_back += n;
   return n;
 }
