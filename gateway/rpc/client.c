@@ -543,23 +543,146 @@ static int timer_cb(CURLM *m, long timeout_ms, void *userp) {
   return 0;
 }
 
+/* ------------------------------------------------------------- request body */
+
+/* A growing text buffer for the request body; aborts when memory runs out, as jansson's
+ * failures did here before. */
+typedef struct {
+  char *p;
+  size_t n, cap;
+} body_buf;
+
+static void bb_reserve(body_buf *o, size_t more) {
+  if (o->cap - o->n > more) return;
+  size_t cap = o->cap ? o->cap : 256;
+  while (cap - o->n <= more) {
+    if (cap > ((size_t)1 << 40)) abort();
+    cap *= 2;
+  }
+  char *p = realloc(o->p, cap);
+  if (!p) abort();
+  o->p = p;
+  o->cap = cap;
+}
+
+static void bb_put(body_buf *o, const char *s, size_t n) {
+  bb_reserve(o, n);
+  memcpy(o->p + o->n, s, n);
+  o->n += n;
+}
+
+/* A JSON string as jansson writes it with JSON_COMPACT: UTF-8 as is (jansson's strings are
+ * valid UTF-8), '"', '\\' and the control characters escaped. */
+static void bb_string(body_buf *o, const char *s, size_t n) {
+  static const char hexd[] = "0123456789ABCDEF";
+  bb_reserve(o, n + 2);
+  o->p[o->n++] = '"';
+  size_t run = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch >= 0x20 && ch != '"' && ch != '\\') continue;
+    bb_put(o, s + run, i - run);
+    run = i + 1;
+    char e[6] = {'\\', 0, 0, 0, 0, 0};
+    size_t el = 2;
+    switch (ch) {
+    case '"': e[1] = '"'; break;
+    case '\\': e[1] = '\\'; break;
+    case '\b': e[1] = 'b'; break;
+    case '\f': e[1] = 'f'; break;
+    case '\n': e[1] = 'n'; break;
+    case '\r': e[1] = 'r'; break;
+    case '\t': e[1] = 't'; break;
+    default:
+      e[1] = 'u', e[2] = '0', e[3] = '0', e[4] = hexd[ch >> 4], e[5] = hexd[ch & 15];
+      el = 6;
+    }
+    bb_put(o, e, el);
+  }
+  bb_put(o, s + run, n - run);
+  bb_put(o, "\"", 1);
+}
+
+static int bb_dump_cb(const char *s, size_t n, void *arg) {
+  bb_put(arg, s, n);
+  return 0;
+}
+
+/* A value as json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) writes it (the same bytes): the
+ * strings, arrays and objects of the params written here, anything else by jansson. */
+static void bb_json(body_buf *o, const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_STRING:
+    bb_string(o, json_string_value(v), json_string_length(v));
+    return;
+  case JSON_ARRAY: {
+    size_t n = json_array_size(v);
+    bb_put(o, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+      if (i) bb_put(o, ",", 1);
+      bb_json(o, json_array_get(v, i));
+    }
+    bb_put(o, "]", 1);
+    return;
+  }
+  case JSON_OBJECT: {
+    const char *k;
+    json_t *x;
+    int first = 1;
+    bb_put(o, "{", 1);
+    json_object_foreach((json_t *)v, k, x) {
+      if (!first) bb_put(o, ",", 1);
+      first = 0;
+      bb_string(o, k, strlen(k));
+      bb_put(o, ":", 1);
+      bb_json(o, x);
+    }
+    bb_put(o, "}", 1);
+    return;
+  }
+  case JSON_INTEGER: {
+    char t[32];
+    int n = snprintf(t, sizeof t, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    bb_put(o, t, (size_t)n);
+    return;
+  }
+  case JSON_TRUE: bb_put(o, "true", 4); return;
+  case JSON_FALSE: bb_put(o, "false", 5); return;
+  case JSON_NULL: bb_put(o, "null", 4); return;
+  default:
+    if (json_dump_callback(v, bb_dump_cb, o, JSON_COMPACT | JSON_ENCODE_ANY) != 0) abort();
+  }
+}
+
+/*
+ * The request body, written directly: the same bytes as json_dumps(JSON_COMPACT) of the
+ * packed objects (a batch of a hundred signed transactions was a hundred objects built, dumped
+ * and freed: docs/PERFORMANCE.md, row (e)).
+ */
+char *tg__rpc_body(long long first_id, char *const *methods, json_t *const *params, size_t n,
+                   int single, size_t *len) {
+  body_buf o = {0};
+  bb_reserve(&o, n * 96);
+  if (!single) bb_put(&o, "[", 1);
+  for (size_t i = 0; i < n; i++) {
+    char t[64];
+    int k = snprintf(t, sizeof t, "%s{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":", i ? "," : "",
+                     first_id + (long long)i);
+    bb_put(&o, t, (size_t)k);
+    bb_string(&o, methods[i], strlen(methods[i]));
+    bb_put(&o, ",\"params\":", 10);
+    bb_json(&o, params[i]);
+    bb_put(&o, "}", 1);
+  }
+  if (!single) bb_put(&o, "]", 1);
+  bb_put(&o, "", 1); /* the terminating NUL, not counted */
+  *len = o.n - 1;
+  return o.p;
+}
+
 /* Serialises the request body once; ids are first_id.. for the items. */
 static void build_body(tg_rpc_batch *b) {
-  json_t *doc = b->single ? NULL : json_array();
-  for (size_t i = 0; i < b->n; i++) {
-    json_t *o = json_pack("{s:s, s:I, s:s, s:O}", "jsonrpc", "2.0", "id",
-                          (json_int_t)(b->first_id + (long long)i), "method", b->methods[i],
-                          "params", b->params[i]);
-    if (!o) abort();
-    if (b->single)
-      doc = o;
-    else if (json_array_append_new(doc, o) != 0)
-      abort();
-  }
-  b->body = json_dumps(doc, JSON_COMPACT);
-  if (!b->body) abort();
-  b->body_len = strlen(b->body);
-  json_decref(doc);
+  b->body = tg__rpc_body(b->first_id, b->methods, b->params, b->n, b->single, &b->body_len);
 }
 
 static int submit(tg_rpc *rpc, tg_rpc_batch *b) {

@@ -23,4 +23,13 @@ int tg__rpc_parse_reply(tg_rpc_reply *replies, size_t n, long long first_id, int
 void tg__rpc_reply_set_error(tg_rpc_reply *r, long long code, const char *message,
                              const json_t *data);
 
+/*
+ * The HTTP body of a request of `n` calls (ids first_id ..): one JSON-RPC object (single,
+ * n == 1) or a batch array; compact, the same bytes json_dumps(JSON_COMPACT) gives for the
+ * objects {"jsonrpc","id","method","params"}. Returns a malloc'd NUL-terminated string and its
+ * length in *len; aborts when memory runs out.
+ */
+char *tg__rpc_body(long long first_id, char *const *methods, json_t *const *params, size_t n,
+                   int single, size_t *len);
+
 #endif

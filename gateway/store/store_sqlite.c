@@ -365,6 +365,11 @@ static int conn_open(tg__store_conn **out, const char *target, const tg_store_op
       rc = TG_ESTORE;
       goto fail;
     }
+    /* The savepoints' sub-journal in memory: a batch's savepoints record more than SQLite's
+     * 64 KiB spill threshold, and a sub-journal on disk is a temporary file created, written
+     * and deleted (its inode evicted) at every commit. It only undoes a savepoint inside the
+     * open transaction; what is durable is the WAL, fsynced as before (docs/STORE.md). */
+    if ((rc = pragma(c->db, "PRAGMA temp_store = MEMORY")) < 0) goto fail;
   } else {
     if ((rc = pragma(c->db, "PRAGMA query_only = ON")) < 0) goto fail;
   }

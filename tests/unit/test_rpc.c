@@ -1124,9 +1124,83 @@ static void test_cli_matches_cast(void) {
   free(out);
 }
 
+/* The request body written directly is byte for byte what jansson's json_dumps gives for the
+ * packed objects, for every kind of value the params may hold. */
+static char *body_by_jansson(long long first_id, char *const *methods, json_t *const *params,
+                             size_t n, int single) {
+  json_t *doc = single ? NULL : json_array();
+  for (size_t i = 0; i < n; i++) {
+    json_t *o = json_pack("{s:s, s:I, s:s, s:O}", "jsonrpc", "2.0", "id",
+                          (json_int_t)(first_id + (long long)i), "method", methods[i], "params",
+                          params[i]);
+    if (single) doc = o;
+    else json_array_append_new(doc, o);
+  }
+  char *s = json_dumps(doc, JSON_COMPACT);
+  json_decref(doc);
+  return s;
+}
+
+static void test_body_bytes(void) {
+  const char *texts[] = {
+      "[]",
+      "[\"0x02f8b1827a6980843b9aca00\"]",
+      "[{\"to\":\"0x5FbDB2315678afecb367f032d93F642f64180aa3\",\"data\":\"0x70a08231\"},\"latest\"]",
+      "[{\"fromBlock\":\"0x1\",\"toBlock\":\"latest\",\"topics\":[[\"0x98\",null],null]}]",
+      "[\"tab\\tquote\\\" back\\\\ nl\\n cr\\r bs\\b ff\\f ctl\\u0001\\u001f del\\u007f slash/\"]",
+      "[\"caf\\u00e9 \\u20ac \\ud83d\\ude00\", 0, -1, 9007199254740993, true, false, null]",
+      "[1.5, -0.25, 1e+300, {}, [], {\"a\":{\"b\":[1,{\"c\":\"d\"}]}}]",
+      "{\"k\":\"v\",\"z\":1,\"a\":2}",
+  };
+  size_t n = sizeof texts / sizeof texts[0];
+  char *methods[sizeof texts / sizeof texts[0]];
+  json_t *params[sizeof texts / sizeof texts[0]];
+  for (size_t i = 0; i < n; i++) {
+    json_error_t e;
+    params[i] = json_loads(texts[i], JSON_DECODE_ANY, &e);
+    CHECKF(params[i] != NULL, "params %zu: %s", i, e.text);
+    methods[i] = (char *)(i % 2 ? "eth_sendRawTransaction" : "eth_call");
+  }
+  /* every item alone, and the whole batch */
+  for (size_t i = 0; i < n; i++) {
+    size_t len = 0;
+    char *got = tg__rpc_body(4503599627370000LL + (long long)i, &methods[i], &params[i], 1, 1, &len);
+    char *want = body_by_jansson(4503599627370000LL + (long long)i, &methods[i], &params[i], 1, 1);
+    CHECKF(want && strcmp(got, want) == 0, "single %zu:\n got  %s\n want %s", i, got, want);
+    CHECK_INT(len, strlen(want));
+    free(got);
+    free(want);
+  }
+  size_t len = 0;
+  char *got = tg__rpc_body(7, methods, params, n, 0, &len);
+  char *want = body_by_jansson(7, methods, params, n, 0);
+  CHECKF(want && strcmp(got, want) == 0, "batch:\n got  %s\n want %s", got, want);
+  CHECK_INT(len, strlen(want));
+  free(got);
+  free(want);
+  /* a batch of one hundred transactions, as the transaction manager sends them */
+  char *m100[100];
+  json_t *p100[100];
+  char hex[2 * 240 + 3] = "0x";
+  for (int i = 0; i < 240; i++) snprintf(hex + 2 + 2 * i, 3, "%02x", (i * 37) & 0xff);
+  for (int i = 0; i < 100; i++) {
+    m100[i] = (char *)"eth_sendRawTransaction";
+    p100[i] = json_pack("[s]", hex);
+  }
+  got = tg__rpc_body(1, m100, p100, 100, 0, &len);
+  want = body_by_jansson(1, m100, p100, 100, 0);
+  CHECK(want && strcmp(got, want) == 0);
+  CHECK_INT(len, strlen(want));
+  free(got);
+  free(want);
+  for (int i = 0; i < 100; i++) json_decref(p100[i]);
+  for (size_t i = 0; i < n; i++) json_decref(params[i]);
+}
+
 int main(void) {
   RUN(test_parse_single);
   RUN(test_parse_batch);
+  RUN(test_body_bytes);
   RUN(test_values);
   anvil = tgt_anvil_start(NULL);
   if (!anvil) {
