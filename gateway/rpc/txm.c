@@ -160,6 +160,7 @@ struct tg_txm {
   tg_txm_stats st;
   int closing;
   int flush_scheduled;
+  uint64_t last_flush_us; /* when the last flush began (monotonic), for the group-commit window */
   int owner; /* holds the txm_owner claim */
 };
 
@@ -167,6 +168,12 @@ static uint64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static uint64_t wall_ms(void) {
@@ -452,10 +459,21 @@ static void settle(tg_txm *m) {
 
 /* ------------------------------------------------------------------ signing and sending */
 
+/*
+ * The journal's group-commit window: a flush begun less than FLUSH_WINDOW_US after the previous
+ * one waits for the rest of the window, so that under a steady stream of submissions each
+ * commit (its WAL pages and its fsync) carries every transaction of the window instead of one
+ * or two (docs/TXM.md, "Journal"); a submission after a quiet moment is flushed at once.
+ */
+#define FLUSH_WINDOW_US 4000u
+
 static void schedule_flush(tg_txm *m) {
   if (m->flush_scheduled || m->closing) return;
   m->flush_scheduled = 1;
-  struct timeval tv = {0, 0};
+  uint64_t now = now_us(), wait = 0;
+  if (m->last_flush_us && now - m->last_flush_us < FLUSH_WINDOW_US)
+    wait = m->last_flush_us + FLUSH_WINDOW_US - now;
+  struct timeval tv = {0, (suseconds_t)wait};
   evtimer_add(m->flush_ev, &tv);
 }
 
@@ -708,6 +726,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg) {
   tg_txm *m = arg;
   m->flush_scheduled = 0;
   if (m->signq.n == 0 || m->closing) return;
+  m->last_flush_us = now_us();
   if (db_begin(m) != 0) {
     schedule_flush(m);
     return;
