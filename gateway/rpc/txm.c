@@ -132,6 +132,11 @@ typedef struct {
   size_t n, cap;
 } tx_vec;
 
+typedef struct {
+  txm_tx **v; /* cap slots (a power of two), NULL when empty */
+  size_t cap, n;
+} key_index;
+
 struct tg_txm {
   tg_txm_opts o;
   tg_rpc *rpc;
@@ -141,6 +146,7 @@ struct tg_txm {
   sqlite3 *db;
   sqlite3_stmt *st_insert_tx, *st_insert_attempt, *st_update_tx, *st_get, *st_key;
   tx_vec txs;     /* not final (and final ones with sends in flight) */
+  key_index keys; /* the transactions of txs that have an idempotency key, by key */
   tx_vec signq;   /* to sign on the next flush */
   tx_vec sendq;   /* signed, waiting for a send slot (sendq_head: the next one) */
   size_t sendq_head;
@@ -180,6 +186,63 @@ static uint64_t wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * The idempotency keys of the transactions in memory: open addressing on key_h, linear
+ * probing, deletion by backward shift (no tombstones), at most half full. A submission looked
+ * its key up by walking every transaction in memory, up to max_pending (10,000) of them.
+ */
+static txm_tx **key_slot(const key_index *x, uint64_t h, const char *key) {
+  size_t mask = x->cap - 1;
+  for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+    txm_tx *t = x->v[i];
+    if (!t || (t->key_h == h && strcmp(t->key, key) == 0)) return &x->v[i];
+  }
+}
+
+static void key_add(key_index *x, txm_tx *t) {
+  if (!t->key) return;
+  if (2 * (x->n + 1) > x->cap) {
+    key_index y = {NULL, x->cap ? 2 * x->cap : 256, 0};
+    y.v = calloc(y.cap, sizeof *y.v);
+    if (!y.v) abort();
+    for (size_t i = 0; i < x->cap; i++)
+      if (x->v[i]) {
+        *key_slot(&y, x->v[i]->key_h, x->v[i]->key) = x->v[i];
+        y.n++;
+      }
+    free(x->v);
+    *x = y;
+  }
+  txm_tx **slot = key_slot(x, t->key_h, t->key);
+  if (*slot == NULL) x->n++;
+  *slot = t;
+}
+
+static void key_del(key_index *x, txm_tx *t) {
+  if (!t->key || x->cap == 0) return;
+  txm_tx **slot = key_slot(x, t->key_h, t->key);
+  if (*slot != t) return;
+  size_t mask = x->cap - 1, i = (size_t)(slot - x->v), j = i;
+  x->v[i] = NULL;
+  x->n--;
+  /* Backward shift: move up every later entry of the run whose home is not in (i, j]. */
+  for (;;) {
+    j = (j + 1) & mask;
+    txm_tx *e = x->v[j];
+    if (!e) break;
+    size_t home = (size_t)e->key_h & mask;
+    if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+      x->v[i] = e;
+      x->v[j] = NULL;
+      i = j;
+    }
+  }
+}
+
+static txm_tx *key_find(const key_index *x, uint64_t h, const char *key) {
+  return x->cap ? *key_slot(x, h, key) : NULL;
 }
 
 static void vec_push(tx_vec *v, txm_tx *t) {
@@ -449,6 +512,7 @@ static void settle(tg_txm *m) {
     if (is_final(t->state) && !t->dirty && t->sending == 0 && !t->queued && !t->estimating) {
       if (t->state == TG_TXM_CONFIRMED) m->st.confirmed++;
       else m->st.failed++;
+      key_del(&m->keys, t);
       tx_free(t);
       continue;
     }
@@ -1271,12 +1335,11 @@ static uint64_t key_hash(const char *k) {
 }
 
 static int key_used(tg_txm *m, const char *key, uint64_t *id) {
-  uint64_t h = key_hash(key);
-  for (size_t i = 0; i < m->txs.n; i++)
-    if (m->txs.v[i]->key && m->txs.v[i]->key_h == h && strcmp(m->txs.v[i]->key, key) == 0) {
-      *id = m->txs.v[i]->id;
-      return 1;
-    }
+  const txm_tx *t = key_find(&m->keys, key_hash(key), key);
+  if (t) {
+    *id = t->id;
+    return 1;
+  }
   sqlite3_stmt *s = m->st_key;
   sqlite3_bind_int64(s, 1, (sqlite3_int64)m->chain_id);
   sqlite3_bind_blob(s, 2, m->from.b, 20, SQLITE_STATIC);
@@ -1343,6 +1406,7 @@ int tg_txm_submit(tg_txm *m, const tg_txm_request *req, tg_txm_cb cb, void *arg,
     t->success_topic = *req->success_topic;
   }
   vec_push(&m->txs, t);
+  key_add(&m->keys, t);
   if (t->gas_limit == 0)
     start_estimate(m, t);
   else
@@ -1527,6 +1591,7 @@ static int load_journal(tg_txm *m) {
     t->resumed = 1;
     t->last_send_ms = 0; /* the same bytes go out again at the first tick */
     vec_push(&m->txs, t);
+    key_add(&m->keys, t);
     if (t->nonce + 1 > m->next_nonce) m->next_nonce = t->nonce + 1;
   }
   if (!rc && r != SQLITE_DONE) rc = TG_ETXM_JOURNAL;
@@ -1647,6 +1712,7 @@ void tg_txm_free(tg_txm *m) {
     tx_free(t);
   }
   free(m->txs.v);
+  free(m->keys.v);
   free(m->signq.v);
   free(m->sendq.v);
   sqlite3_finalize(m->st_insert_tx);
