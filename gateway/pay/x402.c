@@ -90,12 +90,31 @@ int tg_base64_decode(tg_buf *out, const char *b64, size_t len) {
   return TG_OK;
 }
 
+/* Headers are public bytes: a table lookup per sextet (libsodium's encoder is constant-time, 4x slower). */
 int tg_base64_encode(tg_buf *out, const uint8_t *data, size_t len) {
-  size_t n = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
-  int rc = tg_buf_reserve(out, n);
+  static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  if (len > (SIZE_MAX - 1) / 4 * 3 - 3) return TG_ETOOBIG;
+  size_t n = (len + 2) / 3 * 4;
+  int rc = tg_buf_reserve(out, n); /* and room for the NUL */
   if (rc) return rc;
-  sodium_bin2base64((char *)out->data + out->len, n, data, len, sodium_base64_VARIANT_ORIGINAL);
-  out->len += n - 1; /* n counts the NUL */
+  char *d = (char *)out->data + out->len;
+  size_t i = 0;
+  for (; i + 3 <= len; i += 3) {
+    uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
+    *d++ = abc[v >> 18];
+    *d++ = abc[(v >> 12) & 63];
+    *d++ = abc[(v >> 6) & 63];
+    *d++ = abc[v & 63];
+  }
+  if (i < len) {
+    uint32_t v = (uint32_t)data[i] << 16 | (i + 1 < len ? (uint32_t)data[i + 1] << 8 : 0);
+    *d++ = abc[v >> 18];
+    *d++ = abc[(v >> 12) & 63];
+    *d++ = i + 1 < len ? abc[(v >> 6) & 63] : '=';
+    *d++ = '=';
+  }
+  *d = 0;
+  out->len += n;
   return TG_OK;
 }
 
