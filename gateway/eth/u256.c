@@ -192,6 +192,18 @@ int tg_u256_parse(tg_u256 *out, const char *s, size_t len) {
 size_t tg_u256_to_dec(const tg_u256 *a, char out[TG_U256_DEC_MAX]) {
   char tmp[TG_U256_DEC_MAX];
   size_t n = 0;
+  static const uint8_t zero24[24];
+  if (memcmp(a->b, zero24, sizeof zero24) == 0) { /* below 2^64, as most amounts: no division of 256 bits */
+    uint64_t v = 0;
+    for (int i = 24; i < 32; i++) v = v << 8 | a->b[i];
+    do {
+      tmp[n++] = (char)('0' + v % 10);
+      v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    out[n] = 0;
+    return n;
+  }
   tg_u256 x = *a;
   /* 19 decimal digits per division keeps this to five 128-by-64 passes. */
   do {

@@ -666,7 +666,14 @@ static int settle_success_encode(tg_buf *out, const tg_x402_settle_response *r) 
   } while (0)
   PUT("{\"success\":true");
   if (r->has_payer) {
-    tg_address_to_checksum(&r->payer, payer);
+    /* A worker answers the same payer over and over: its EIP-55 form (a keccak) is kept. */
+    static _Thread_local tg_address last;
+    static _Thread_local char last_hex[TG_ADDRESS_HEX_LEN];
+    if (last_hex[0] == 0 || memcmp(last.b, r->payer.b, sizeof last.b) != 0) {
+      tg_address_to_checksum(&r->payer, last_hex);
+      last = r->payer;
+    }
+    memcpy(payer, last_hex, sizeof payer);
     PUT(",\"payer\":\"%s\"", payer);
   }
   tx[0] = 0;
