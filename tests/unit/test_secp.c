@@ -1,6 +1,7 @@
 /* secp256k1 keys, signatures and addresses against ethereum/tests, ethers, ERC-55 and cast's outputs. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <sodium.h>
 
 #include "tg_test.h"
 #include "tollgate/address.h"
@@ -470,10 +471,44 @@ static void test_threads(void) {
   tg_seckey_free(shared_key);
 }
 
+/* The parser keeps the last mixed-case strings that passed: a string seen and passed stays
+ * accepted with its bytes, any one-letter case change of it is still refused, and more
+ * distinct addresses than the cache holds are all checked (random keys, each parsed twice). */
+static void test_checksum_cache(void) {
+  const char *good = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+  tg_address a, b;
+  for (int round = 0; round < 3; round++) {
+    CHECK_OK(tg_address_parse(&a, good, strlen(good)));
+    char bad[43];
+    for (size_t i = 2; i < 42; i++) {
+      memcpy(bad, good, 43);
+      if (bad[i] >= 'a' && bad[i] <= 'f') bad[i] = (char)(bad[i] - 'a' + 'A');
+      else if (bad[i] >= 'A' && bad[i] <= 'F') bad[i] = (char)(bad[i] - 'A' + 'a');
+      else continue;
+      int rc = tg_address_parse(&b, bad, 42);
+      /* all lower or all upper would be valid without a checksum; this one is mixed */
+      CHECK_ERR(rc, TG_ECHECKSUM);
+    }
+  }
+  for (int i = 0; i < 40; i++) {
+    tg_address r, p;
+    char hex[TG_ADDRESS_HEX_LEN];
+    randombytes_buf(r.b, sizeof r.b);
+    tg_address_to_checksum(&r, hex);
+    for (int k = 0; k < 2; k++) {
+      CHECK_OK(tg_address_parse(&p, hex, 42));
+      CHECK(memcmp(p.b, r.b, 20) == 0);
+    }
+  }
+  CHECK_OK(tg_address_parse(&b, good, strlen(good)));
+  CHECK(memcmp(a.b, b.b, 20) == 0);
+}
+
 int main(void) {
   RUN(test_keyaddrtest);
   RUN(test_ethers_accounts);
   RUN(test_erc55);
+  RUN(test_checksum_cache);
   RUN(test_address_shapes);
   RUN(test_cast_vectors);
   RUN(test_high_s_txtest);
