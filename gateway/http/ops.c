@@ -717,6 +717,16 @@ int tg_ops_metrics(const tg_http_ops *ops, tg_buf *out) {
       (unsigned long long)s.headroom_admitted, (unsigned long long)s.headroom_slices,
       (unsigned long long)s.headroom_slices_refused, (unsigned long long)s.headroom_dropped,
       (unsigned long long)s.headroom_units_free);
+    P("# HELP tollgate_pay_exact_pending_transfers Exact transfers admitted and not yet known mined or dropped (they count against their payers' balances).\n"
+      "# TYPE tollgate_pay_exact_pending_transfers gauge\ntollgate_pay_exact_pending_transfers %llu\n"
+      "# HELP tollgate_pay_exact_pending_payers Payers with exact transfers in flight (or a balance read in progress).\n"
+      "# TYPE tollgate_pay_exact_pending_payers gauge\ntollgate_pay_exact_pending_payers %llu\n"
+      "# HELP tollgate_pay_exact_funds_refused_total Exact admissions and settlements refused insufficient_funds (balance less the payer's transfers in flight).\n"
+      "# TYPE tollgate_pay_exact_funds_refused_total counter\ntollgate_pay_exact_funds_refused_total %llu\n"
+      "# HELP tollgate_pay_exact_pending_lapsed_total Exact transfers in flight given up after validBefore + 600 s without an outcome.\n"
+      "# TYPE tollgate_pay_exact_pending_lapsed_total counter\ntollgate_pay_exact_pending_lapsed_total %llu\n",
+      (unsigned long long)s.exact_pending_transfers, (unsigned long long)s.exact_pending_payers,
+      (unsigned long long)s.exact_funds_refused, (unsigned long long)s.exact_pending_lapsed);
   }
   if (ops->passes) {
     tg_passes_stats s;

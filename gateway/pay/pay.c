@@ -2147,6 +2147,12 @@ void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out) {
     out->headroom_dropped = h.pools_dropped;
     out->headroom_units_free = h.units_free;
   }
+  tg_pending_stats ps;
+  tg_pending_stats_get(p->pending, &ps);
+  out->exact_pending_transfers = ps.reservations;
+  out->exact_pending_payers = ps.payers;
+  out->exact_funds_refused = ps.refused;
+  out->exact_pending_lapsed = ps.lapsed;
 }
 
 /* ---- the x402 facilitator: `exact` for other servers ---------------------------- */

@@ -250,6 +250,10 @@ typedef struct {
    * refused, leases dropped, units held and unused now */
   uint64_t headroom_admitted, headroom_slices, headroom_slices_refused, headroom_dropped;
   uint64_t headroom_units_free;
+  /* `exact` transfers in flight (PROTOCOL.md 2.1.1): admitted and not yet known mined or
+   * dropped, the payers they belong to, reservations refused for funds (the balance less
+   * what is in flight), and reservations that lapsed (validBefore + 600 s, no outcome seen) */
+  uint64_t exact_pending_transfers, exact_pending_payers, exact_funds_refused, exact_pending_lapsed;
 } tg_pay_stats;
 void tg_pay_stats_get(tg_pay *p, tg_pay_stats *out);
 

@@ -235,10 +235,14 @@ async function main() {
     await pub.waitForTransactionReceipt({ hash, timeout: 30000 });
     const d0 = await bal(payerD.address), r0 = await bal(receiver);
     const charges0 = sql('SELECT count(*) AS n FROM charges WHERE scheme = 0')[0].n;
+    const gauge = async (name) => Number(((await (await fetch(`${GW}/metrics`)).text()).match(new RegExp(`^${name} (\\d+)$`, 'm')) || [])[1] ?? -1);
+    const refused0 = await gauge('tollgate_pay_exact_funds_refused_total');
     const three = [];
     for (let i = 0; i < 3; i++) three.push(await sign(payerD));
     const res = await Promise.all(three.map(async (c) => { const r = await fetch(`${GW}/paid/v1/models`, { headers: { 'payment-signature': c.hdr } }); return { status: r.status, pr: r.headers.get('payment-response'), body: await r.text() }; }));
     const okD = res.filter((r) => r.status === 200 && r.pr), refused = res.filter((r) => r.status === 402);
+    const refused1 = await gauge('tollgate_pay_exact_funds_refused_total');
+    check(`/metrics counts the two refusals for funds (tollgate_pay_exact_funds_refused_total +${refused1 - refused0})`, refused1 - refused0 === 2);
     check(`three calls of a payer funded for one: one answered 200 and paid, two refused 402 insufficient_funds (${res.map((r) => r.status).join(',')})`,
       okD.length === 1 && refused.length === 2 && refused.every((r) => /"insufficient_funds"/.test(r.body)),
       res.map((r) => `${r.status} ${r.body.slice(0, 120)}`).join(' | '));
@@ -267,6 +271,10 @@ async function main() {
       return st === 200;
     }, 15000);
     check(`funded again for one call: admitted again once the first transfer was mined (${st})`, st === 200);
+    const drained = await until(async () => (await gauge('tollgate_pay_exact_pending_transfers')) === 0 && (await gauge('tollgate_pay_exact_pending_payers')) === 0, 20000);
+    check('every transfer\'s outcome ended its pending value: tollgate_pay_exact_pending_transfers and _payers back to 0, none lapsed',
+      drained && (await gauge('tollgate_pay_exact_pending_lapsed_total')) === 0,
+      `${await gauge('tollgate_pay_exact_pending_transfers')} transfers, ${await gauge('tollgate_pay_exact_pending_payers')} payers`);
   }
 
   await h.stop(gw);
