@@ -525,11 +525,11 @@ static void settle(tg_txm *m) {
 
 /*
  * The journal's group-commit window: a flush begun less than FLUSH_WINDOW_US after the previous
- * one waits for the rest of the window, so that under a steady stream of submissions each
- * commit (its WAL pages and its fsync) carries every transaction of the window instead of one
- * or two (docs/TXM.md, "Journal"); a submission after a quiet moment is flushed at once.
+ * one waits for the rest of the window, so that submissions arriving in quick succession share
+ * one commit (its WAL pages and its fsync) instead of one or two each (docs/RPC.md, the
+ * journal); a submission after a quiet moment is flushed at once.
  */
-#define FLUSH_WINDOW_US 4000u
+#define FLUSH_WINDOW_US 1000u
 
 static void schedule_flush(tg_txm *m) {
   if (m->flush_scheduled || m->closing) return;
