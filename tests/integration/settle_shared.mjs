@@ -11,7 +11,7 @@ import { createPublicClient, createWalletClient, http, parseAbi, defineChain } f
 import { privateKeyToAccount, generatePrivateKey } from 'viem/accounts';
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch';
 import { ExactEvmScheme } from '@x402/evm';
-import { harness, root, BIN, KEYS, sleep, freePort, waitHttp, rpc, b64json, unb64json, randSalt, signVoucher } from './lib/harness.mjs';
+import { harness, startAnvil, root, BIN, KEYS, sleep, freePort, waitHttp, rpc, b64json, unb64json, randSalt, signVoucher } from './lib/harness.mjs';
 
 const h = harness('settle-shared', 170000);
 const { check, info } = h;
@@ -28,15 +28,7 @@ async function main() {
   if (!check('setup: contract artifacts exist', !!artPath, 'build them with contracts/check.sh')) return;
   const CH_ABI = JSON.parse(readFileSync(artPath, 'utf8')).abi;
 
-  const anvilPort = await freePort();
-  const RPC = `http://127.0.0.1:${anvilPort}`;
-  const anvil = h.start('anvil', join(BIN, 'anvil'), ['--host', '127.0.0.1', '--port', String(anvilPort), '--block-time', '1', '--silent']);
-  for (let i = 0; ; i++) {
-    try { await rpc(RPC, 'eth_chainId'); break; } catch {
-      if (anvil.exited || i > 100) throw new Error(`anvil did not start: ${anvil.logText.slice(-1000)}`);
-      await sleep(100);
-    }
-  }
+  const { anvil, anvilPort, RPC } = await startAnvil(h);
   const depFile = join(h.scratch, 'deployment.json');
   const dep = h.run(TOLLGATE, ['deploy', '--rpc-url', RPC, '--out', depFile]);
   if (!check('setup: contracts deployed with tollgate deploy', dep.code === 0 && existsSync(depFile), dep.err.trim())) return;

@@ -127,6 +127,19 @@ export async function rpc(url, method, params = []) {
   if (j.error) throw new Error(`${method}: ${j.error.message}`);
   return j.result;
 }
+// A throwaway anvil on a free loopback port (stopped by the harness), once it answers.
+export async function startAnvil(h, args = ['--block-time', '1']) {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = h.start('anvil', join(BIN, 'anvil'), ['--host', '127.0.0.1', '--port', String(port), ...args, '--silent']);
+  for (let i = 0; ; i++) {
+    try { await rpc(url, 'eth_chainId'); break; } catch {
+      if (proc.exited || i > 100) throw new Error(`anvil did not start: ${proc.logText.slice(-1000)}`);
+      await sleep(100);
+    }
+  }
+  return { anvil: proc, anvilPort: port, RPC: url };
+}
 export const b64json = (o) => Buffer.from(JSON.stringify(o)).toString('base64');
 export const unb64json = (s) => JSON.parse(Buffer.from(s, 'base64').toString('utf8'));
 export const randSalt = () => '0x' + Buffer.from(Array.from({ length: 32 }, () => Math.floor(Math.random() * 256))).toString('hex');
